@@ -1,0 +1,341 @@
+"""Cross-validation folds over the labelled pairs, written once as one shard per fold.
+
+Fold ``k``'s validation set is ``fold_kk.tfrecords`` and its training set is every other shard
+read together, so the pairs are on disk once, not once per fold. Each shard record is a pair
+record (schema.pair_feature_spec): both videos' raw keys with suffixes ``_1``/``_2`` plus ``sim``.
+
+Two split rules:
+  * ``pairs`` (default): a seeded random permutation of the label lines cut into near-equal folds.
+    A video can then sit in training and validation pairs of the same fold.
+  * ``components``: every connected component of the label graph (videos as nodes, labelled pairs
+    as edges) stays inside one fold, so no video appears on both sides. Components go largest
+    first into the fold with the fewest pairs so far. The folds are then as balanced as the
+    components allow, which on the real data is not much: in the official label.tsv the largest
+    component holds 16,664 of the 63,613 videos and 42,959 of the 67,899 pairs (63%), so with 11
+    folds one fold holds those 42,959 pairs (6.96x the mean) and each other fold 2,494 (0.40x).
+    ``folds.json`` reports the imbalance under ``balance`` and ``components``, and ``summary``
+    prints a warning. Use ``components`` for a leak-free validation score, ``pairs`` for
+    near-equal folds (on the real labels 12,816 videos then appear in more than one fold).
+
+Writing streams: the pairwise files are indexed (video id -> byte offset, see record_index) and each
+pair record is built from two seeked reads, so memory does not grow with the number of pairs.
+All shards are written to temporary files and renamed only when every shard is complete;
+``folds.json`` is written last, so its presence means a complete set.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import heapq
+import json
+import os
+import sys
+from typing import Sequence, TextIO
+
+import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from tfrecord_tools import schema
+from tfrecord_tools.atomic import atomic_path, write_text_atomic
+from tfrecord_tools.errors import DataError, LabelError
+from tfrecord_tools.labels import Labels, file_md5, read_labels
+from tfrecord_tools.record_index import VideoIndex, VideoReader, index_videos
+
+SPLITS = ("pairs", "components")
+FOLDS_JSON = "folds.json"
+FORMAT = "videosim-fold-shards"
+FORMAT_VERSION = 1
+SPLIT_RULES = {
+    "pairs": "seeded random permutation of the label lines cut into near-equal folds",
+    "components": "connected components of the label graph kept whole; largest component first "
+                  "into the fold with the fewest pairs (no video in two folds)",
+}
+UNBALANCED = 1.5  # summary warns when the largest fold exceeds the mean pair count by this factor
+# The raw keys a pair record carries for each video (pairwise records have tags and category).
+VIDEO_KEYS = schema.required_keys(schema.RecordKind.PAIRWISE)
+
+
+def shard_name(fold: int) -> str:
+    return f"fold_{fold:02d}.tfrecords"
+
+
+# --------------------------------------------------------------------------------------------
+# Fold assignment (labels only, no frames)
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class LabelGraph:
+    """The label graph: distinct videos, the component of each, and each pair's component."""
+
+    video_ids: np.ndarray  # str, sorted
+    video_component: np.ndarray  # int, per video
+    pair_component: np.ndarray  # int, per label line
+    num_components: int
+
+
+def label_graph(labels: Labels) -> LabelGraph:
+    """Connected components of the graph whose edges are the labelled pairs."""
+    ends = np.concatenate([labels.query.astype(str), labels.candidate.astype(str)])
+    video_ids, inverse = np.unique(ends, return_inverse=True)
+    num_pairs = len(labels)
+    query, candidate = inverse[:num_pairs], inverse[num_pairs:]
+    adjacency = scipy.sparse.coo_matrix((np.ones(num_pairs, dtype=np.int8), (query, candidate)),
+                                        shape=(len(video_ids), len(video_ids)))
+    count, component = scipy.sparse.csgraph.connected_components(adjacency, directed=False)
+    return LabelGraph(video_ids, component, component[query], int(count))
+
+
+def _check_split(num_folds: int, split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if int(num_folds) != num_folds or num_folds < 2:
+        raise ValueError(f"num_folds must be an integer >= 2, got {num_folds!r}")
+
+
+def assign_folds(labels: Labels, num_folds: int = 11, seed: int = 42, split: str = "pairs") -> np.ndarray:
+    """Fold (0 .. num_folds-1) of every label line, as an int32 array in label-file order.
+
+    Deterministic for a given seed. Raises ValueError when the labels cannot fill every fold.
+    """
+    _check_split(num_folds, split)
+    num_pairs = len(labels)
+    rng = np.random.default_rng(seed)
+    folds = np.empty(num_pairs, dtype=np.int32)
+    if split == "pairs":
+        if num_pairs < num_folds:
+            raise ValueError(f"{num_pairs} label lines cannot fill {num_folds} folds")
+        for fold, members in enumerate(np.array_split(rng.permutation(num_pairs), num_folds)):
+            folds[members] = fold
+        return folds
+    graph = label_graph(labels)
+    if graph.num_components < num_folds:
+        raise ValueError(f"the label graph has {graph.num_components} connected components, too few for "
+                         f"{num_folds} folds with split='components'")
+    pairs_per_component = np.bincount(graph.pair_component, minlength=graph.num_components)
+    # Largest first; the seeded shuffle decides the order among components of equal size.
+    shuffled = rng.permutation(graph.num_components)
+    order = shuffled[np.argsort(-pairs_per_component[shuffled], kind="stable")]
+    component_fold = np.empty(graph.num_components, dtype=np.int32)
+    lightest = [(0, fold) for fold in range(num_folds)]  # (pairs so far, fold): ties go to the lower fold
+    for component in order:
+        load, fold = heapq.heappop(lightest)
+        component_fold[component] = fold
+        heapq.heappush(lightest, (load + int(pairs_per_component[component]), fold))
+    folds[:] = component_fold[graph.pair_component]
+    return folds
+
+
+def shard_order(folds: np.ndarray, fold: int, seed: int) -> np.ndarray:
+    """Label lines of ``fold`` in the seeded shuffled order they are written to its shard.
+
+    Shuffled so that reading a shard is not sorted by query video.
+    """
+    members = np.flatnonzero(folds == fold)
+    return members[np.random.default_rng([int(seed), int(fold)]).permutation(len(members))]
+
+
+def fold_statistics(labels: Labels, folds: np.ndarray, num_folds: int) -> dict:
+    """Pairs, distinct videos and mean label per fold; balance; videos found in several folds."""
+    ends = np.concatenate([labels.query.astype(str), labels.candidate.astype(str)])
+    video_ids, inverse = np.unique(ends, return_inverse=True)
+    end_folds = np.concatenate([folds, folds])
+    per_fold = []
+    for fold in range(num_folds):
+        in_fold = folds == fold
+        per_fold.append({
+            "fold": fold,
+            "pairs": int(in_fold.sum()),
+            "videos": int(len(np.unique(inverse[end_folds == fold]))),
+            "mean_sim": round(float(labels.score[in_fold].mean()), 6) if in_fold.any() else None,
+        })
+    # A video "leaks" when its pairs fall into more than one fold.
+    video_fold = np.unique(np.stack([inverse, end_folds], axis=1), axis=0)[:, 0]
+    leaking = int((np.bincount(video_fold, minlength=len(video_ids)) > 1).sum())
+    counts = np.array([entry["pairs"] for entry in per_fold], dtype=np.float64)
+    mean = counts.mean()
+    balance = {
+        "min_pairs": int(counts.min()),
+        "max_pairs": int(counts.max()),
+        "mean_pairs": round(float(mean), 3),
+        "max_over_mean": round(float(counts.max() / mean), 4),
+        "min_over_mean": round(float(counts.min() / mean), 4),
+    }
+    return {"per_fold": per_fold, "balance": balance, "videos_in_several_folds": leaking,
+            "num_videos": int(len(video_ids))}
+
+
+# --------------------------------------------------------------------------------------------
+# Pair records
+# --------------------------------------------------------------------------------------------
+
+def pair_example(video_1: tf.train.Example, video_2: tf.train.Example, sim: float) -> tf.train.Example:
+    """A shard record: each video's raw features copied under suffixed keys, plus ``sim``."""
+    pair = tf.train.Example()
+    feature = pair.features.feature
+    for video, suffix in zip((video_1, video_2), schema.PAIR_SUFFIXES):
+        source = video.features.feature
+        for key in VIDEO_KEYS:
+            feature[key + suffix].CopyFrom(source[key])
+    feature[schema.KEY_SIM].float_list.value.append(float(sim))
+    return pair
+
+
+def check_label_ids(labels: Labels, index: VideoIndex) -> None:
+    """Every id of the label file must be in the pairwise files; else name the id and line."""
+    for line, (query, candidate) in enumerate(zip(labels.query, labels.candidate), start=1):
+        for role, video_id in (("query_id", query), ("candidate_id", candidate)):
+            if video_id not in index:
+                files = ", ".join(index.files)
+                raise LabelError(labels.path, line, f"{role} {video_id} is not in the pairwise file(s) {files}")
+
+
+def _write_shard(path: str, order: np.ndarray, labels: Labels, reader: VideoReader, bar) -> None:
+    with tf.io.TFRecordWriter(path) as shard:
+        for line in order:
+            example = pair_example(reader.read_example(labels.query[line]),
+                                   reader.read_example(labels.candidate[line]), labels.score[line])
+            shard.write(example.SerializeToString(deterministic=True))
+            bar.update(1)
+
+
+def write_fold_shards(pairwise_files: str | os.PathLike | Sequence[str | os.PathLike],
+                      label_path: str | os.PathLike, out_dir: str | os.PathLike, num_folds: int = 11,
+                      seed: int = 42, split: str = "pairs", progress: bool = True) -> dict:
+    """Write ``fold_00.tfrecords`` ... and ``folds.json`` to ``out_dir``; return folds.json's content.
+
+    Raises LabelError / RecordError on bad input, before any shard appears under its final name.
+    """
+    _check_split(num_folds, split)
+    if isinstance(pairwise_files, (str, os.PathLike)):
+        pairwise_files = [pairwise_files]
+    pairwise_files = [os.path.abspath(os.fspath(f)) for f in pairwise_files]
+    label_path = os.path.abspath(os.fspath(label_path))
+    out_dir = os.path.abspath(os.fspath(out_dir))
+
+    labels = read_labels(label_path)
+    folds = assign_folds(labels, num_folds, seed, split)
+    index = index_videos(pairwise_files, schema.RecordKind.PAIRWISE, progress=progress)
+    check_label_ids(labels, index)
+
+    os.makedirs(out_dir, exist_ok=True)
+    json_path = os.path.join(out_dir, FOLDS_JSON)
+    if os.path.exists(json_path):  # an old set is no longer complete once we start replacing it
+        os.remove(json_path)
+    shard_paths = [os.path.join(out_dir, shard_name(fold)) for fold in range(num_folds)]
+    bar = tqdm(total=len(labels), unit="pair", desc="write fold shards", disable=not progress)
+    with contextlib.ExitStack() as renames, index.open() as reader, bar:
+        # Every shard's temporary file is renamed only when the whole stack exits cleanly.
+        temporaries = [renames.enter_context(atomic_path(path)) for path in shard_paths]
+        for fold, temporary in enumerate(temporaries):
+            _write_shard(temporary, shard_order(folds, fold, seed), labels, reader, bar)
+    _remove_stale_shards(out_dir, num_folds)
+
+    statistics = fold_statistics(labels, folds, num_folds)
+    for entry, path in zip(statistics["per_fold"], shard_paths):
+        entry["file"] = os.path.basename(path)
+        entry["bytes"] = os.path.getsize(path)
+    info = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "num_folds": int(num_folds),
+        "seed": int(seed),
+        "split": split,
+        "split_rule": SPLIT_RULES[split],
+        "num_pairs": len(labels),
+        "num_videos": statistics["num_videos"],
+        "labels": {"path": label_path, "md5": file_md5(label_path)},
+        "pairwise_files": pairwise_files,
+        "pairwise_videos": len(index),
+        "folds": statistics["per_fold"],
+        "balance": statistics["balance"],
+        "videos_in_several_folds": statistics["videos_in_several_folds"],
+    }
+    if split == "components":
+        graph = label_graph(labels)
+        videos_per_component = np.bincount(graph.video_component)
+        pairs_per_component = np.bincount(graph.pair_component)
+        info["components"] = {"count": graph.num_components,
+                              "largest_videos": int(videos_per_component.max()),
+                              "largest_pairs": int(pairs_per_component.max())}
+    write_text_atomic(json_path, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+    return info
+
+
+def _remove_stale_shards(out_dir: str, num_folds: int) -> None:
+    """Delete fold shards of an earlier run with more folds, so the directory holds one set."""
+    for name in os.listdir(out_dir):
+        if name.startswith("fold_") and name.endswith(".tfrecords"):
+            number = name[len("fold_"):-len(".tfrecords")]
+            if number.isdigit() and int(number) >= num_folds:
+                os.remove(os.path.join(out_dir, name))
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a set back
+# --------------------------------------------------------------------------------------------
+
+def read_folds_info(folds_dir: str | os.PathLike) -> dict:
+    """``folds.json`` of a complete set, checked against the shards on disk.
+
+    Raises DataError when folds.json is missing (the set is incomplete or was never written) or a
+    shard is missing or has another size than when it was written.
+    """
+    folds_dir = os.fspath(folds_dir)
+    json_path = os.path.join(folds_dir, FOLDS_JSON)
+    if not os.path.isfile(json_path):
+        raise DataError(json_path, None, "missing: the fold shards are incomplete or were never written "
+                                         "(run write_tfrecord.py --data DIR --out FOLDS_DIR)")
+    with open(json_path, encoding="utf-8") as handle:
+        try:
+            info = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise DataError(json_path, None, f"not valid JSON ({error})") from None
+    if info.get("format") != FORMAT or "folds" not in info:
+        raise DataError(json_path, None, f"not a fold-shard description (expected format {FORMAT!r})")
+    for entry in info["folds"]:
+        path = os.path.join(folds_dir, entry["file"])
+        if not os.path.isfile(path):
+            raise DataError(path, None, "shard listed in folds.json is missing: the set is incomplete")
+        if os.path.getsize(path) != entry["bytes"]:
+            raise DataError(path, None, f"shard has {os.path.getsize(path)} bytes, folds.json says "
+                                        f"{entry['bytes']}: it changed since the set was written")
+    return info
+
+
+def fold_files(folds_dir: str | os.PathLike, fold: int) -> tuple[list[str], str]:
+    """``(training shard paths, validation shard path)`` of ``fold``: validation is shard ``fold``."""
+    info = read_folds_info(folds_dir)
+    num_folds = info["num_folds"]
+    if not 0 <= int(fold) < num_folds:
+        raise ValueError(f"fold must be in 0..{num_folds - 1} for {os.fspath(folds_dir)}, got {fold}")
+    paths = [os.path.join(os.fspath(folds_dir), entry["file"]) for entry in info["folds"]]
+    return [p for k, p in enumerate(paths) if k != fold], paths[int(fold)]
+
+
+def summary(info_or_dir: dict | str | os.PathLike, stream: TextIO | None = None) -> str:
+    """Print (and return) a table of a fold set: pairs, videos, mean label and size per fold."""
+    info = info_or_dir if isinstance(info_or_dir, dict) else read_folds_info(info_or_dir)
+    lines = [f"{info['num_folds']} folds, split={info['split']}, seed={info['seed']}: "
+             f"{info['num_pairs']} pairs, {info['num_videos']} videos, labels md5 {info['labels']['md5']}",
+             f"{'fold':>4} {'pairs':>8} {'share':>7} {'videos':>8} {'mean sim':>8} {'MB':>9}"]
+    for entry in info["folds"]:
+        mean_sim = "-" if entry["mean_sim"] is None else f"{entry['mean_sim']:.4f}"
+        lines.append(f"{entry['fold']:>4} {entry['pairs']:>8} {entry['pairs'] / info['num_pairs']:>7.2%} "
+                     f"{entry['videos']:>8} {mean_sim:>8} {entry['bytes'] / 1e6:>9.2f}")
+    balance = info["balance"]
+    lines.append(f"balance: largest fold {balance['max_over_mean']:.3f}x the mean, smallest "
+                 f"{balance['min_over_mean']:.3f}x; videos in several folds: {info['videos_in_several_folds']}")
+    if "components" in info:
+        comp = info["components"]
+        lines.append(f"components: {comp['count']}, largest {comp['largest_videos']} videos / "
+                     f"{comp['largest_pairs']} pairs")
+    if balance["max_over_mean"] > UNBALANCED:
+        reason = ": a connected component cannot be split" if info["split"] == "components" else ""
+        lines.append(f"warning: unbalanced folds (largest {balance['max_pairs']} pairs, mean "
+                     f"{balance['mean_pairs']:.0f}){reason}")
+    text = "\n".join(lines)
+    print(text, file=stream if stream is not None else sys.stdout)
+    return text

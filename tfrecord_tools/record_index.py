@@ -1,0 +1,260 @@
+"""Random access to the videos of TFRecord files: an index ``video id -> byte offset``.
+
+The fold-shard writer must pair any two videos of ``pairwise.tfrecords`` without holding the
+file in memory. TFRecord framing makes that possible: every record is
+
+    uint64 length | uint32 masked crc32c(length) | data | uint32 masked crc32c(data)
+
+(all little endian), so the byte offset of record ``i + 1`` is the offset of record ``i`` plus
+``16 + length``. ``index_videos`` reads each file once through ``tf.data.TFRecordDataset`` (whose
+C++ reader verifies both CRCs of every record), validates every record against the official
+layout and remembers where each video starts; ``VideoReader`` then seeks to a video and reads
+just that record, checking that its header still matches the index.
+
+Memory is one small tuple per video, whatever the frame count.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+from typing import Iterator, NamedTuple, Sequence
+
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from tfrecord_tools import schema
+from tfrecord_tools.errors import RecordError
+
+HEADER_BYTES = 12  # uint64 length + uint32 masked crc of the length
+FOOTER_BYTES = 4  # uint32 masked crc of the data
+_GZIP_MAGIC = b"\x1f\x8b"
+_CRC_MASK_DELTA = 0xA282EAD8
+
+
+def _crc32c_table() -> list[int]:
+    """Byte table of CRC-32C (Castagnoli, reflected polynomial 0x82F63B78)."""
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C of ``data`` in pure Python: meant for record headers (8 bytes), not for frames."""
+    crc = 0xFFFFFFFF
+    table = _CRC32C_TABLE
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def masked_crc32c(data: bytes) -> int:
+    """The masked CRC TFRecord stores: rotate right by 15 bits and add a constant."""
+    crc = crc32c(data)
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _CRC_MASK_DELTA) & 0xFFFFFFFF
+
+
+class RecordLocation(NamedTuple):
+    """Where one record lies: which file (position in the index's file list), record number, bytes."""
+
+    file: int
+    index: int
+    offset: int
+    length: int
+
+
+def iter_records(path: str | os.PathLike, progress: bool = False) -> Iterator[tuple[int, int, bytes]]:
+    """Yield ``(record index, byte offset, data)`` for every record of an uncompressed TFRecord file.
+
+    CRCs are verified by TensorFlow's reader; a corrupt or truncated file raises RecordError
+    naming the file and the index of the first bad record.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise RecordError(path, None, "file not found")
+    size = os.path.getsize(path)
+    dataset = tf.data.TFRecordDataset(path, buffer_size=8 << 20)
+    offset = 0
+    index = 0
+    bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"index {os.path.basename(path)}",
+               disable=not progress, leave=False)
+    iterator = iter(dataset)
+    try:
+        while True:
+            try:
+                data = next(iterator).numpy()
+            except StopIteration:
+                break
+            except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError) as error:
+                raise RecordError(path, index, _corruption_message(path, offset, error)) from None
+            yield index, offset, data
+            step = HEADER_BYTES + len(data) + FOOTER_BYTES
+            offset += step
+            index += 1
+            bar.update(step)
+    finally:
+        bar.close()
+    if offset != size:  # TensorFlow stops quietly on some truncations; the framing must add up
+        raise RecordError(path, index, f"truncated file: {size - offset} trailing bytes after the last "
+                                       f"complete record (byte offset {offset}, file size {size})")
+
+
+def _corruption_message(path: str, offset: int, error: Exception) -> str:
+    message = getattr(error, "message", str(error)).strip().splitlines()[0]
+    message = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", message)  # TensorFlow's op decoration
+    hint = ""
+    with open(path, "rb") as handle:
+        if offset == 0 and handle.read(2) == _GZIP_MAGIC:
+            hint = " (the file starts like GZIP: fold shards need uncompressed TFRecord files)"
+    return (f"corrupt or truncated record (bad CRC or length) at byte offset {offset}: "
+            f"TensorFlow says '{message}'{hint}")
+
+
+def _feature_values(example: tf.train.Example, key: str, kind: str, path: str, index: int,
+                    expected: str):
+    features = example.features.feature
+    if key not in features:
+        raise RecordError(path, index, f"key {key!r} is missing (expected {expected})")
+    feature = features[key]
+    actual = feature.WhichOneof("kind")
+    if actual not in (kind, None):  # None: an empty Feature, legal for an empty list
+        raise RecordError(path, index, f"key {key!r} holds {actual}, expected {expected}")
+    return getattr(feature, kind).value
+
+
+def validate_video(example: tf.train.Example, kind: schema.RecordKind, path: str, index: int) -> str:
+    """Check one raw video record against the official layout; return its id.
+
+    Raises RecordError (file + record index) for a missing key, a wrong value type or count,
+    a non-decimal id, text that is not UTF-8, no frames, or a frame that is not FRAME_BYTES long.
+    """
+    one_bytes = "bytes, 1 value"
+    ids = _feature_values(example, schema.KEY_ID, "bytes_list", path, index, one_bytes)
+    if len(ids) != 1:
+        raise RecordError(path, index, f"key {schema.KEY_ID!r} holds {len(ids)} values, expected 1")
+    video_id = ids[0].decode("ascii", errors="replace")
+    if not video_id.isdigit():
+        raise RecordError(path, index, f"id {video_id!r} is not a decimal id")
+    for key in (schema.KEY_TITLE, schema.KEY_ASR):
+        values = _feature_values(example, key, "bytes_list", path, index, one_bytes)
+        if len(values) != 1:
+            raise RecordError(path, index, f"video {video_id}: key {key!r} holds {len(values)} values, expected 1")
+        try:
+            values[0].decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise RecordError(path, index, f"video {video_id}: key {key!r} is not UTF-8 ({error})") from None
+    frames = _feature_values(example, schema.KEY_FRAMES, "bytes_list", path, index,
+                             f"one bytes value of {schema.FRAME_BYTES} bytes per frame")
+    if len(frames) == 0:
+        raise RecordError(path, index, f"video {video_id}: key {schema.KEY_FRAMES!r} holds no frames")
+    for number, frame in enumerate(frames):
+        if len(frame) != schema.FRAME_BYTES:
+            raise RecordError(path, index, f"video {video_id}: frame {number} of {schema.KEY_FRAMES!r} has "
+                                           f"{len(frame)} bytes, expected {schema.FRAME_BYTES} "
+                                           f"({schema.FRAME_DIM} float16)")
+    if schema.KEY_TAGS in schema.required_keys(kind):
+        _feature_values(example, schema.KEY_TAGS, "int64_list", path, index, "an int64 list")
+        categories = _feature_values(example, schema.KEY_CATEGORY, "int64_list", path, index, "int64, 1 value")
+        if len(categories) != 1:
+            raise RecordError(path, index, f"video {video_id}: key {schema.KEY_CATEGORY!r} holds "
+                                           f"{len(categories)} values, expected 1")
+    return video_id
+
+
+def parse_example(data: bytes, path: str, index: int) -> tf.train.Example:
+    """Parse serialized bytes as a `tf.train.Example`, or raise RecordError."""
+    try:
+        return tf.train.Example.FromString(data)
+    except Exception as error:  # protobuf's DecodeError; its class differs between backends
+        raise RecordError(path, index, f"not a tf.train.Example ({error})") from None
+
+
+class VideoIndex:
+    """``video id -> RecordLocation`` over one or more TFRecord files of one record kind."""
+
+    def __init__(self, files: Sequence[str], locations: dict[str, RecordLocation]):
+        self.files = [os.fspath(f) for f in files]
+        self.locations = locations
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    def __contains__(self, video_id: str) -> bool:
+        return video_id in self.locations
+
+    def open(self) -> "VideoReader":
+        """A reader that fetches videos by id (use as a context manager)."""
+        return VideoReader(self)
+
+    def describe(self, location: RecordLocation) -> str:
+        return f"{self.files[location.file]}, record {location.index}"
+
+
+def index_videos(files: Sequence[str | os.PathLike], kind: schema.RecordKind = schema.RecordKind.PAIRWISE,
+                 progress: bool = False) -> VideoIndex:
+    """Read every record of ``files`` once (CRC-checked, layout-validated) and index them by id.
+
+    A video id found twice (in one file or across files) is an error naming both places.
+    """
+    files = [os.fspath(f) for f in files]
+    if not files:
+        raise ValueError("index_videos needs at least one TFRecord file")
+    locations: dict[str, RecordLocation] = {}
+    for number, path in enumerate(files):
+        for index, offset, data in iter_records(path, progress=progress):
+            video_id = validate_video(parse_example(data, path, index), kind, path, index)
+            previous = locations.get(video_id)
+            if previous is not None:
+                raise RecordError(path, index, f"duplicate video id {video_id}: already in "
+                                               f"{files[previous.file]}, record {previous.index}")
+            locations[video_id] = RecordLocation(number, index, offset, len(data))
+    return VideoIndex(files, locations)
+
+
+class VideoReader:
+    """Seek-and-read access to indexed videos; keeps one open handle per file."""
+
+    def __init__(self, index: VideoIndex):
+        self.index = index
+        self._handles = [open(path, "rb") for path in index.files]
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.close()
+        self._handles = []
+
+    def read_bytes(self, video_id: str) -> bytes:
+        """The serialized record of ``video_id`` (header checked against the index)."""
+        location = self.index.locations[video_id]
+        path = self.index.files[location.file]
+        handle = self._handles[location.file]
+        handle.seek(location.offset)
+        header = handle.read(HEADER_BYTES)
+        if len(header) != HEADER_BYTES:
+            raise RecordError(path, location.index, "file is shorter than when it was indexed")
+        length, length_crc = struct.unpack("<QI", header)
+        if length != location.length or masked_crc32c(header[:8]) != length_crc:
+            raise RecordError(path, location.index, f"record header at byte offset {location.offset} "
+                                                    "changed since the file was indexed")
+        data = handle.read(length)
+        if len(data) != length:
+            raise RecordError(path, location.index, "file is shorter than when it was indexed")
+        return data
+
+    def read_example(self, video_id: str) -> tf.train.Example:
+        location = self.index.locations[video_id]
+        return parse_example(self.read_bytes(video_id), self.index.files[location.file], location.index)
+
