@@ -1,0 +1,143 @@
+"""ensemble_final.py end to end on a fake run directory (2 models x 3 folds of random embeddings)."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.stats
+
+import ensemble_final
+from infer.embeddings_io import EmbeddingSet, load_embedding_set, make_pairs, save_embeddings
+from infer.evaluate import pair_cosines
+from infer.submission import validate_result
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+FOLDS = (0, 1, 2)
+MODELS = {"alpha": 0.3, "beta": 1.5}  # model -> noise level (alpha is the better model)
+DIM = 16
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory):
+    """RUN/embeddings/<model>/fold_XX/{test,val}.npz from latent vectors; labels follow the latents."""
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("run")
+    run = root / "run"
+    test_ids = [str(900000 + i) for i in range(60)]
+    pair_ids = [str(100000 + i) for i in range(90)]
+    latent = {key: rng.normal(size=DIM) for key in test_ids + pair_ids}
+    fold_pairs = {}
+    for fold in FOLDS:
+        videos = pair_ids[fold * 30:(fold + 1) * 30]  # folds split by video: no leak
+        chosen = rng.choice([(a, b) for i, a in enumerate(videos) for b in videos[i + 1:]], 25, replace=False)
+        truth = np.array([latent[a] @ latent[b] / np.linalg.norm(latent[a]) / np.linalg.norm(latent[b])
+                          for a, b in chosen])
+        scores = np.round(np.clip((truth + 1) / 2 + rng.normal(0, 0.1, len(truth)), 0, 1) * 20) / 20
+        fold_pairs[fold] = make_pairs(chosen[:, 0], chosen[:, 1], scores)
+    for model, noise in MODELS.items():
+        for fold in FOLDS:
+            fold_rng = np.random.default_rng([list(MODELS).index(model), fold])
+            d = run / "embeddings" / model / f"fold_{fold:02d}"
+
+            def embed(keys):
+                return np.stack([latent[k] + fold_rng.normal(0, noise, DIM) for k in keys]).astype(np.float32)
+
+            save_embeddings(d / "test.npz", test_ids, embed(test_ids))
+            val_ids = list(dict.fromkeys(np.concatenate([fold_pairs[fold].query, fold_pairs[fold].candidate])))
+            save_embeddings(d / "val.npz", val_ids, embed(val_ids), fold_pairs[fold])
+    label_lines = [f"{q}\t{c}\t{s:g}" for f in FOLDS for q, c, s in
+                   zip(fold_pairs[f].query, fold_pairs[f].candidate, fold_pairs[f].score)]
+    (root / "label.tsv").write_text("\n".join(label_lines) + "\n")
+    (root / "ids.txt").write_text("\n".join(test_ids) + "\n")
+    (root / "synth_meta.json").write_text(json.dumps({"oracle_spearman": 0.9123}))
+    return run, root, test_ids
+
+
+def _oof_by_hand(run, model):
+    cosines, scores = [], []
+    for fold in FOLDS:
+        val = load_embedding_set(run / "embeddings" / model / f"fold_{fold:02d}" / "val.npz")
+        cosines.append(pair_cosines(val, val.pairs.query, val.pairs.candidate))
+        scores.append(val.pairs.score)
+    return scipy.stats.spearmanr(np.concatenate(cosines), np.concatenate(scores)).statistic
+
+
+def test_cli_end_to_end(fake_run, capsys):
+    run, root, test_ids = fake_run
+    code = ensemble_final.main(["--run", str(run), "--weights", "alpha=1,beta=0.5", "--labels", str(root / "label.tsv"),
+                                "--test-ids", str(root / "ids.txt"), "--synth-meta", str(root / "synth_meta.json"),
+                                "--png"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    out = captured.out
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["model", "weight", "folds"]
+    table = {line.split("  ")[0].strip(): line for line in lines[2:6]}
+    assert set(table) == {"alpha", "beta", "ensemble (svd, fit on test)", "oracle (synthetic truth)"}
+    assert "0.9123" in table["oracle (synthetic truth)"]
+    assert "validated" in out
+
+    summary = validate_result(run / "result.zip", test_ids)
+    assert summary["num_ids"] == 60 and summary["dim"] == 2 * DIM - 1  # min(256, total_dim - 1)
+    report = json.loads((run / "ensemble_report.json").read_text())
+    rows = {row["name"]: row for row in report["rows"]}
+    assert report["weights"] == {"alpha": 1.0, "beta": 0.5} and report["num_pairs"] == 75
+    assert rows["alpha"]["oof_spearman"] == pytest.approx(_oof_by_hand(run, "alpha"))
+    assert rows["beta"]["oof_spearman"] == pytest.approx(_oof_by_hand(run, "beta"))
+    assert rows["alpha"]["oof_spearman"] > rows["beta"]["oof_spearman"]  # less noise ranks better
+    assert f"{rows['alpha']['oof_spearman']:.4f}" in table["alpha"]
+    assert rows["ensemble (svd, fit on test)"]["oof_spearman"] > 0.5
+    assert (run / "ensemble_report.png").stat().st_size > 1000
+    avg = load_embedding_set(run / "embeddings" / "alpha" / "avg" / "test.npz")
+    assert avg.ids.tolist() == test_ids and avg.dim == DIM
+
+
+def test_weighted_rule_ensemble_oof_matches_manual(fake_run, capsys):
+    run, root, test_ids = fake_run
+    out = root / "weighted.zip"
+    report = ensemble_final.run_ensemble(str(run), ["alpha", "beta"], [1.0, 2.0], rule="weighted", out=str(out))
+    cosines, scores = [], []
+    for fold in FOLDS:
+        sets = [load_embedding_set(run / "embeddings" / m / f"fold_{fold:02d}" / "val.npz") for m in ("alpha", "beta")]
+        emb = sum(w * s.lookup(sets[0].ids) / np.linalg.norm(s.lookup(sets[0].ids), axis=1, keepdims=True)
+                  for w, s in zip((1.0, 2.0), sets))
+        combined = EmbeddingSet.create(sets[0].ids, emb)
+        cosines.append(pair_cosines(combined, sets[0].pairs.query, sets[0].pairs.candidate))
+        scores.append(sets[0].pairs.score)
+    expected = scipy.stats.spearmanr(np.concatenate(cosines), np.concatenate(scores)).statistic
+    ensemble_row = [row for row in report["rows"] if row["kind"] == "ensemble"][0]
+    assert ensemble_row["name"] == "ensemble (weighted)"
+    assert ensemble_row["oof_spearman"] == pytest.approx(expected, abs=1e-6)
+    assert validate_result(out, test_ids)["dim"] == DIM  # weighted sum keeps the models' dimension
+
+
+def test_fit_on_val_and_subprocess(fake_run):
+    run, root, test_ids = fake_run
+    out = root / "val_fit.zip"
+    done = subprocess.run([sys.executable, "ensemble_final.py", "--run", str(run), "--rule", "svd", "--fit-on", "val",
+                           "--dim", "8", "--out", str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "ensemble (svd, fit on val)" in done.stdout
+    assert validate_result(out, test_ids)["dim"] == 8
+
+
+def test_cli_errors(fake_run, capsys):
+    run, root, _ = fake_run
+    assert ensemble_final.main(["--run", str(run), "--weights", "alpha=1,gamma=2", "--models", "alpha,beta"]) == 1
+    assert "missing ['beta'], not among the models ['gamma']" in capsys.readouterr().err
+    assert ensemble_final.main(["--run", str(run), "--models", "alpha,nosuch"]) == 1
+    assert "nosuch: model embedding directory not found" in capsys.readouterr().err
+    bad_labels = root / "more_labels.tsv"
+    bad_labels.write_text((root / "label.tsv").read_text() + "1\t2\t0.5\n")
+    assert ensemble_final.main(["--run", str(run), "--labels", str(bad_labels), "--out", str(root / "x.zip")]) == 1
+    assert "1 labelled pair(s) in no fold's val.npz, first 1/2" in capsys.readouterr().err
+    assert not (root / "x.zip").exists()
+    assert ensemble_final.main(["--run", str(run), "--rule", "mean", "--weights", "alpha=1,beta=2"]) == 1
+    assert "use --rule weighted" in capsys.readouterr().err
+    assert ensemble_final.parse_weights("a=1, b=0.25", None) == {"a": 1.0, "b": 0.25}
+    weights_file = root / "w.json"
+    weights_file.write_text(json.dumps({"alpha": -1}))
+    with pytest.raises(ensemble_final.DataError, match="must be a finite number >= 0"):
+        ensemble_final.parse_weights(None, str(weights_file))
