@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 import scipy.stats
 
 import ensemble_final
@@ -17,6 +18,14 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 FOLDS = (0, 1, 2)
 MODELS = {"alpha": 0.3, "beta": 1.5}  # model -> noise level (alpha is the better model)
 DIM = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """OpenBLAS threads spin-wait when the 2 cores are shared (the suite runs beside other jobs):
+    one thread makes these small SVDs ~20x faster there and changes no result."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +61,9 @@ def fake_run(tmp_path_factory):
     (root / "label.tsv").write_text("\n".join(label_lines) + "\n")
     (root / "ids.txt").write_text("\n".join(test_ids) + "\n")
     (root / "synth_meta.json").write_text(json.dumps({"oracle_spearman": 0.9123}))
+    (root / "folds").mkdir()
+    (root / "folds" / "folds.json").write_text(json.dumps(  # the fields write_tfrecord.py writes that we read
+        {"format": "videosim-fold-shards", "num_folds": 3, "folds": [{"fold": f, "pairs": 25} for f in FOLDS]}))
     return run, root, test_ids
 
 
@@ -67,7 +79,7 @@ def _oof_by_hand(run, model):
 def test_cli_end_to_end(fake_run, capsys):
     run, root, test_ids = fake_run
     code = ensemble_final.main(["--run", str(run), "--weights", "alpha=1,beta=0.5", "--labels", str(root / "label.tsv"),
-                                "--test-ids", str(root / "ids.txt"), "--synth-meta", str(root / "synth_meta.json"),
+                                "--test-ids", str(root / "ids.txt"), "--folds-dir", str(root / "folds"), "--synth-meta", str(root / "synth_meta.json"),
                                 "--png"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -88,6 +100,8 @@ def test_cli_end_to_end(fake_run, capsys):
     assert rows["beta"]["oof_spearman"] == pytest.approx(_oof_by_hand(run, "beta"))
     assert rows["alpha"]["oof_spearman"] > rows["beta"]["oof_spearman"]  # less noise ranks better
     assert f"{rows['alpha']['oof_spearman']:.4f}" in table["alpha"]
+    markdown = report["table"].splitlines()
+    assert markdown[0].startswith("| model | weight |") and markdown[1].startswith("| --- |") and len(markdown) == 6
     assert rows["ensemble (svd, fit on test)"]["oof_spearman"] > 0.5
     assert (run / "ensemble_report.png").stat().st_size > 1000
     avg = load_embedding_set(run / "embeddings" / "alpha" / "avg" / "test.npz")
@@ -134,6 +148,15 @@ def test_cli_errors(fake_run, capsys):
     assert ensemble_final.main(["--run", str(run), "--labels", str(bad_labels), "--out", str(root / "x.zip")]) == 1
     assert "1 labelled pair(s) in no fold's val.npz, first 1/2" in capsys.readouterr().err
     assert not (root / "x.zip").exists()
+    assert ensemble_final.main(["--run", str(run), "--synth-meta", str(root / "absent.json")]) == 1
+    assert "absent.json: cannot read synthetic-data metadata" in capsys.readouterr().err
+    bad_folds = root / "bad_folds"
+    bad_folds.mkdir()
+    (bad_folds / "folds.json").write_text(json.dumps(
+        {"format": "videosim-fold-shards", "folds": [{"fold": 0, "pairs": 25}, {"fold": 1, "pairs": 24},
+                                                     {"fold": 2, "pairs": 26}]}))
+    assert ensemble_final.main(["--run", str(run), "--folds-dir", str(bad_folds)]) == 1
+    assert "fold_01/val.npz: 25 validation pairs, but fold 1's shard holds 24" in capsys.readouterr().err
     assert ensemble_final.main(["--run", str(run), "--rule", "mean", "--weights", "alpha=1,beta=2"]) == 1
     assert "use --rule weighted" in capsys.readouterr().err
     assert ensemble_final.parse_weights("a=1, b=0.25", None) == {"a": 1.0, "b": 0.25}

@@ -80,6 +80,7 @@ def test_lookup_names_first_missing_id_and_count():
     with pytest.raises(DataError) as info:
         s.lookup(["100", "999", "998", "999"])
     text = str(info.value)
+    assert isinstance(info.value, KeyError) and text.startswith("models/x/test.npz: id '999'")
     assert "models/x/test.npz" in text and "'999'" in text and "2 of the 3 requested ids missing" in text
 
 

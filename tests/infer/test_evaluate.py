@@ -108,3 +108,23 @@ def test_title_tfidf_baseline_ranks_shared_characters_higher():
     reduced = title_tfidf_baseline(titles, dim=3)
     assert reduced.embeddings.shape == (4, 3) and reduced.embeddings.dtype == np.float32
     assert pair_cosines(reduced, ["1"], ["2"])[0] > pair_cosines(reduced, ["1"], ["3"])[0]
+
+
+def test_real_label_file_scale_and_missing_video(shared_data):
+    """The official label.tsv (67,899 pairs, 63,613 videos): exact scipy value, and a dropped video is named."""
+    from tfrecord_tools.labels import read_labels
+
+    labels = read_labels(shared_data / "label.tsv")
+    ids = np.array(labels.video_ids())
+    emb = np.random.default_rng(3).normal(size=(len(ids), 8)).astype(np.float32)
+    full = EmbeddingSet(ids, emb, None, "real")
+    unit = emb.astype(np.float64) / np.linalg.norm(emb.astype(np.float64), axis=1, keepdims=True)
+    row = {key: i for i, key in enumerate(ids.tolist())}
+    q = np.array([row[k] for k in labels.query])
+    c = np.array([row[k] for k in labels.candidate])
+    expected = scipy.stats.spearmanr(np.einsum("ij,ij->i", unit[q], unit[c]), labels.score).statistic
+    assert spearman(full, labels) == pytest.approx(expected, abs=1e-12)
+    dropped = labels.query[0]
+    keep = ids != dropped
+    with pytest.raises(DataError, match=rf"id '{dropped}' not in the embeddings \(1 of .*label.tsv"):
+        spearman(EmbeddingSet(ids[keep], emb[keep], None, "real minus one"), labels)

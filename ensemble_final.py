@@ -1,0 +1,361 @@
+"""Final ensemble: fold-average each model, score it out of fold, ensemble, write ``result.zip``.
+
+Usage::
+
+    python ensemble_final.py --run RUN [--models a,b,c] [--weights a=1,b=0.5 | --weights-file w.json]
+        [--rule svd|weighted|mean] [--fit-on test|val] [--dim 256] [--seed 0]
+        [--labels DATA/pairwise/label.tsv] [--folds-dir DATA/folds] [--test-ids ids.txt|test.npz]
+        [--out RUN/result.zip] [--synth-meta DATA/synth_meta.json] [--png [PATH]]
+
+Input layout (written by ``infer/embed.py``; see ``infer/embeddings_io.py`` for the file format)::
+
+    RUN/embeddings/<model>/fold_XX/test.npz   every test video, embedded by fold XX's model
+    RUN/embeddings/<model>/fold_XX/val.npz    fold XX's validation-pair videos, embedded by fold XX's
+                                              model, with the pairs part (pair_query, pair_candidate,
+                                              pair_score) = the pairs of fold XX's validation shard
+
+A pair belongs to fold k when it is in fold k's ``val.npz`` pairs, so the fold assignment travels
+with the embeddings. Every model must have the same folds, and for each fold the same validation
+pairs and ids. Optional cross-checks: ``--folds-dir`` (its ``folds.json``: same folds, same pair
+count per fold) and ``--labels`` (the folds' pairs together are exactly the label file's).
+
+Output::
+
+    RUN/embeddings/<model>/avg/test.npz   fold average (mean of L2-normalised fold embeddings)
+    RUN/result.zip                        the submission (validated before it takes its name)
+    RUN/ensemble_report.json              settings, table rows, submission summary
+    RUN/ensemble_report.png               with --png
+
+Scores printed: each model's out-of-fold (OOF) Spearman (pair in fold k scored with fold k's
+model, one global Spearman), the mean of its per-fold Spearmans, the ensemble's OOF Spearman
+(per fold, the fold's validation embeddings of every model are ensembled with the same rule and
+weights; for ``svd`` the SVD is fitted on that fold's models' test embeddings with ``--fit-on
+test``, or on the fold's validation embeddings with ``--fit-on val``), and the oracle ceiling
+(``oracle_spearman`` of the synthetic data's ``synth_meta.json``) when given.
+
+The final SVD (``--rule svd``) is fitted on the fold-averaged test embeddings (``--fit-on test``,
+the default) or on all folds' validation embeddings stacked (``--fit-on val``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from ensemble.fold_average import FoldAverager
+from ensemble.report import ReportRow, format_table, plot_table
+from ensemble.rules import DEFAULT_DIM, RULES, apply_rule, concat_scaled
+from infer.embeddings_io import EmbeddingSet, load_embedding_set, save_embeddings
+from infer.evaluate import out_of_fold_spearman, pairs_by_fold, per_fold_spearman
+from infer.submission import MAX_DIM, read_id_list, write_result
+from tfrecord_tools.atomic import write_text_atomic
+from tfrecord_tools.errors import DataError
+from tfrecord_tools.labels import Labels, read_labels
+
+FOLD_DIR = re.compile(r"^fold_(\d+)$")
+TEST_FILE = "test.npz"
+VAL_FILE = "val.npz"
+FOLDS_JSON = "folds.json"  # written by write_tfrecord.py (tfrecord_tools.folds)
+FOLDS_FORMAT = "videosim-fold-shards"
+
+
+def discover_folds(model_dir: str) -> dict[int, str]:
+    """``{fold: directory}`` of ``fold_XX`` subdirectories holding both embedding files."""
+    if not os.path.isdir(model_dir):
+        raise DataError(model_dir, None, "model embedding directory not found")
+    folds = {}
+    for entry in sorted(os.listdir(model_dir)):
+        match = FOLD_DIR.match(entry)
+        if not match:
+            continue
+        fold_dir = os.path.join(model_dir, entry)
+        for name in (TEST_FILE, VAL_FILE):
+            if not os.path.isfile(os.path.join(fold_dir, name)):
+                raise DataError(fold_dir, None, f"missing {name}")
+        fold = int(match.group(1))
+        if fold in folds:
+            raise DataError(fold_dir, None, f"fold {fold} appears twice ({folds[fold]})")
+        folds[fold] = fold_dir
+    if not folds:
+        raise DataError(model_dir, None, "no fold_XX directories with test.npz and val.npz")
+    return folds
+
+
+def discover_models(embeddings_dir: str) -> list[str]:
+    """Model names: subdirectories of RUN/embeddings with at least one fold_XX directory."""
+    if not os.path.isdir(embeddings_dir):
+        raise DataError(embeddings_dir, None, "embeddings directory not found (run the infer step first)")
+    models = [name for name in sorted(os.listdir(embeddings_dir))
+              if os.path.isdir(os.path.join(embeddings_dir, name))
+              and any(FOLD_DIR.match(entry) for entry in os.listdir(os.path.join(embeddings_dir, name)))]
+    if not models:
+        raise DataError(embeddings_dir, None, "no model directories with fold_XX embeddings")
+    return models
+
+
+def parse_weights(text: str | None, path: str | None) -> dict[str, float] | None:
+    """``a=1,b=0.5`` or a JSON object file -> ``{model: weight}`` (finite, >= 0)."""
+    if text is None and path is None:
+        return None
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                raw = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise DataError(path, None, f"cannot read weights JSON ({error})") from None
+        where = path
+        if not isinstance(raw, dict):
+            raise DataError(path, None, "expected a JSON object {model: weight}")
+        items = list(raw.items())
+    else:
+        where = "--weights"
+        items = []
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            if "=" not in part:
+                raise DataError(where, None, f"{part!r} is not model=weight")
+            key, value = part.split("=", 1)
+            items.append((key.strip(), value.strip()))
+    weights = {}
+    for key, value in items:
+        try:
+            number = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number) or number < 0:
+            raise DataError(where, None, f"weight of {key!r} must be a finite number >= 0, got {value!r}")
+        if key in weights:
+            raise DataError(where, None, f"model {key!r} weighted twice")
+        weights[key] = number
+    if not weights:
+        raise DataError(where, None, "no weights given")
+    return weights
+
+
+def choose_models(run: str, models_arg: str | None, weights: dict[str, float] | None) -> tuple[list[str], list[float]]:
+    """Models and their weights: --models, else the weights' keys, else every model found."""
+    embeddings_dir = os.path.join(run, "embeddings")
+    if models_arg:
+        models = [m.strip() for m in models_arg.split(",") if m.strip()]
+    elif weights:
+        models = list(weights)
+    else:
+        models = discover_models(embeddings_dir)
+    if len(set(models)) != len(models):
+        raise DataError("--models", None, f"a model is listed twice: {models}")
+    if weights is None:
+        return models, [1.0] * len(models)
+    unweighted = [m for m in models if m not in weights]
+    unknown = [m for m in weights if m not in models]
+    if unweighted or unknown:
+        raise DataError("weights", None, f"weights must name exactly the models {models}: "
+                                         f"missing {unweighted}, not among the models {unknown}")
+    return models, [weights[m] for m in models]
+
+
+def check_same_pairs(reference: EmbeddingSet, other: EmbeddingSet) -> None:
+    """Two models' val files of one fold must validate the same pairs (same fold split)."""
+    a, b = reference.pairs, other.pairs
+    same = (a is not None and b is not None and len(a) == len(b) and np.array_equal(a.query, b.query)
+            and np.array_equal(a.candidate, b.candidate) and np.array_equal(a.score, b.score))
+    if not same:
+        raise DataError(other.name, None, f"validation pairs differ from {reference.name} "
+                                          "(every model must use the same fold split)")
+
+
+def check_label_coverage(labels: Labels, oof_pairs: Labels) -> None:
+    """The pooled validation pairs must be exactly the label file's pairs, with the same scores."""
+    expected = {(q, c): s for q, c, s in zip(labels.query.tolist(), labels.candidate.tolist(), labels.score.tolist())}
+    found = {(q, c): s for q, c, s in zip(oof_pairs.query.tolist(), oof_pairs.candidate.tolist(),
+                                          oof_pairs.score.tolist())}
+    missing = [key for key in expected if key not in found]
+    if missing:
+        raise DataError(labels.path, None, f"{len(missing)} labelled pair(s) in no fold's val.npz, "
+                                           f"first {missing[0][0]}/{missing[0][1]}")
+    extra = [key for key in found if key not in expected]
+    if extra:
+        raise DataError(labels.path, None, f"{len(extra)} validation pair(s) not in the label file, "
+                                           f"first {extra[0][0]}/{extra[0][1]}")
+    wrong = [key for key in expected if abs(expected[key] - found[key]) > 1e-6]
+    if wrong:
+        key = wrong[0]
+        raise DataError(labels.path, None, f"{len(wrong)} pair score(s) differ from the val.npz pairs, first "
+                                           f"{key[0]}/{key[1]}: label {expected[key]} vs {found[key]}")
+
+
+def check_folds_json(folds_dir: str, val_sets: dict[int, EmbeddingSet]) -> None:
+    """The folds in the embeddings must be the fold shards' (``folds.json`` of write_tfrecord.py):
+    same fold numbers, and each fold's val.npz holding as many pairs as its validation shard.
+
+    Read as plain JSON: importing tfrecord_tools.folds would pull in TensorFlow.
+    """
+    path = os.path.join(folds_dir, FOLDS_JSON)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            info = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise DataError(path, None, f"cannot read the fold description ({error})") from None
+    if not isinstance(info, dict) or info.get("format") != FOLDS_FORMAT or not isinstance(info.get("folds"), list):
+        raise DataError(path, None, f"not a fold-shard description (expected format {FOLDS_FORMAT!r})")
+    shard_pairs = {int(entry["fold"]): int(entry["pairs"]) for entry in info["folds"]}
+    if sorted(shard_pairs) != sorted(val_sets):
+        raise DataError(path, None, f"folds {sorted(shard_pairs)} but the embeddings have folds {sorted(val_sets)}")
+    for fold, fold_set in val_sets.items():
+        if len(fold_set.pairs) != shard_pairs[fold]:
+            raise DataError(fold_set.name, None, f"{len(fold_set.pairs)} validation pairs, but fold {fold}'s shard "
+                                                 f"holds {shard_pairs[fold]} ({path})")
+
+
+def read_oracle(path: str | None) -> float | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise DataError(path, None, f"cannot read synthetic-data metadata ({error})") from None
+    value = meta.get("oracle_spearman") if isinstance(meta, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = "svd", fit_on: str = "test",
+                 dim: int = DEFAULT_DIM, seed: int = 0, labels_path: str | None = None,
+                 folds_dir: str | None = None, test_ids_path: str | None = None, out: str | None = None,
+                 synth_meta: str | None = None,
+                 png: str | None = None, user_weights: bool = True) -> dict:
+    """Everything the CLI does; returns the report dict (also written to RUN/ensemble_report.json)."""
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; choose from {sorted(RULES)}")
+    if fit_on not in ("test", "val"):
+        raise ValueError(f"--fit-on must be 'test' or 'val', got {fit_on!r}")
+    if not 1 <= dim <= MAX_DIM:
+        raise ValueError(f"--dim must be in 1..{MAX_DIM} (the submission limit), got {dim}")
+    out = out or os.path.join(run, "result.zip")
+    oracle = read_oracle(synth_meta)  # inputs that can fail are read before the long work
+    expected = set(read_id_list(test_ids_path).tolist()) if test_ids_path else None
+    rule_weights = weights if (rule != "mean" or user_weights) else None
+    embeddings_dir = os.path.join(run, "embeddings")
+    fold_dirs = {model: discover_folds(os.path.join(embeddings_dir, model)) for model in models}
+    folds = sorted(fold_dirs[models[0]])
+    for model in models[1:]:
+        if sorted(fold_dirs[model]) != folds:
+            raise DataError(os.path.join(embeddings_dir, model), None,
+                            f"folds {sorted(fold_dirs[model])} differ from {folds} of model {models[0]}")
+
+    # Validation embeddings (small: the fold's validation videos) stay in memory.
+    val_sets = {model: {fold: load_embedding_set(os.path.join(fold_dirs[model][fold], VAL_FILE)) for fold in folds}
+                for model in models}
+    for fold in folds:
+        for model in models[1:]:
+            check_same_pairs(val_sets[models[0]][fold], val_sets[model][fold])
+    oof_pairs, pair_folds = pairs_by_fold(val_sets[models[0]])
+    if folds_dir:
+        check_folds_json(folds_dir, val_sets[models[0]])
+    if labels_path:
+        check_label_coverage(read_labels(labels_path), oof_pairs)
+
+    # One pass over the test files: fold averages, plus each fold's ensemble of val embeddings
+    # (whose SVD, with --fit-on test, is fitted on the same fold models' test embeddings).
+    averagers = {model: FoldAverager(name=f"{model} (fold average)") for model in models}
+    ensemble_val: dict[int, EmbeddingSet] = {}
+    for fold in tqdm(folds, desc="folds", unit="fold", file=sys.stderr):
+        test_sets = [load_embedding_set(os.path.join(fold_dirs[model][fold], TEST_FILE)) for model in models]
+        for model, test_set in zip(models, test_sets):
+            averagers[model].add(test_set)
+        fold_fit = test_sets if (rule == "svd" and fit_on == "test") else None
+        ensemble_val[fold] = apply_rule(rule, [val_sets[m][fold] for m in models], rule_weights, dim=dim,
+                                        fit_on=fold_fit, seed=seed)
+        del test_sets, fold_fit
+    averages = {model: averagers[model].result() for model in models}
+    for model in models:
+        save_embeddings(os.path.join(embeddings_dir, model, "avg", TEST_FILE), averages[model].ids,
+                        averages[model].embeddings)
+
+    rows = []
+    for model, weight in zip(models, weights):
+        per_fold = per_fold_spearman(val_sets[model])
+        rows.append(ReportRow(model, "model", out_of_fold_spearman(val_sets[model], oof_pairs, pair_folds),
+                              float(np.mean(list(per_fold.values()))), weight, len(folds), len(oof_pairs)))
+
+    if rule == "svd" and fit_on == "val":
+        final_fit = np.concatenate([concat_scaled([val_sets[m][fold] for m in models], rule_weights)[1]
+                                    for fold in folds])
+    else:
+        final_fit = None
+    final = apply_rule(rule, [averages[m] for m in models], rule_weights, dim=dim, fit_on=final_fit, seed=seed)
+    ensemble_name = f"ensemble ({rule}" + (f", fit on {fit_on})" if rule == "svd" else ")")
+    ensemble_per_fold = per_fold_spearman(
+        {fold: EmbeddingSet(ensemble_val[fold].ids, ensemble_val[fold].embeddings, val_sets[models[0]][fold].pairs,
+                            ensemble_val[fold].name) for fold in folds})
+    rows.append(ReportRow(ensemble_name, "ensemble", out_of_fold_spearman(ensemble_val, oof_pairs, pair_folds),
+                          float(np.mean(list(ensemble_per_fold.values()))), None, len(folds), len(oof_pairs)))
+    if oracle is not None:
+        rows.append(ReportRow("oracle (synthetic truth)", "oracle", oracle))
+
+    if expected is not None:
+        have = set(final.ids.tolist())
+        if expected != have:
+            missing, extra = sorted(expected - have), sorted(have - expected)
+            raise DataError(test_ids_path, None, f"test embeddings lack {len(missing)} expected id(s) {missing[:5]} "
+                                                 f"and hold {len(extra)} unexpected id(s) {extra[:5]}")
+    summary = write_result(out, final.ids, final.embeddings)
+
+    report = {
+        "run": run, "models": models, "weights": dict(zip(models, weights)), "rule": rule,
+        "fit_on": fit_on if rule == "svd" else None, "dim": dim, "seed": seed, "folds": folds,
+        "num_pairs": len(oof_pairs), "rows": [row.to_dict() for row in rows],
+        "oracle_spearman": oracle, "result": summary, "table": format_table(rows, markdown=True),
+    }
+    write_text_atomic(os.path.join(run, "ensemble_report.json"), json.dumps(report, indent=2, ensure_ascii=False))
+    if png:
+        plot_table(rows, png)
+    report["text_table"] = format_table(rows)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ensemble_final.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="run directory holding embeddings/<model>/fold_XX/")
+    parser.add_argument("--models", help="comma-separated model names (default: the weighted ones, else all)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--weights", help="model=weight,... (default 1 each)")
+    group.add_argument("--weights-file", help="JSON object {model: weight}")
+    parser.add_argument("--rule", choices=sorted(RULES), default="svd")
+    parser.add_argument("--fit-on", choices=("test", "val"), default="test", help="rows the SVD is fitted on")
+    parser.add_argument("--dim", type=int, default=DEFAULT_DIM, help="SVD output dimension (<= 256 to submit)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--labels", help="label.tsv: check the folds' validation pairs cover it exactly")
+    parser.add_argument("--folds-dir", help="fold shards directory: check its folds.json matches the val pairs")
+    parser.add_argument("--test-ids", help="expected test ids (text file or .npz) the submission must hold")
+    parser.add_argument("--out", help="submission zip (default RUN/result.zip)")
+    parser.add_argument("--synth-meta", help="synth_meta.json with the oracle Spearman")
+    parser.add_argument("--png", nargs="?", const="", default=None,
+                        help="also draw the table (default path RUN/ensemble_report.png)")
+    args = parser.parse_args(argv)
+    try:
+        weights = parse_weights(args.weights, args.weights_file)
+        models, model_weights = choose_models(args.run, args.models, weights)
+        png = None if args.png is None else (args.png or os.path.join(args.run, "ensemble_report.png"))
+        report = run_ensemble(args.run, models, model_weights, rule=args.rule, fit_on=args.fit_on, dim=args.dim,
+                              seed=args.seed, labels_path=args.labels, folds_dir=args.folds_dir,
+                              test_ids_path=args.test_ids, out=args.out,
+                              synth_meta=args.synth_meta, png=png, user_weights=weights is not None)
+    except (DataError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(report["text_table"])
+    result = report["result"]
+    print(f"\nwrote {result['path']} ({result['num_ids']} ids x {result['dim']} dims, validated) and "
+          f"{os.path.join(args.run, 'ensemble_report.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
