@@ -1,0 +1,270 @@
+"""Reusable Keras layers: NeXtVLAD frame aggregation, SE gating, fusion, gating, pooling.
+
+Every layer takes a padding mask rather than assuming a frame count, creates its weights in
+`build()` from the input shapes, and round-trips through `get_config` / `from_config`.
+Under a mixed-precision policy the layers compute in float16; normalisations run in float32.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import tensorflow as tf
+import tf_keras as keras
+
+
+def prior_bias_initializer(num_classes: int, expected_positives: float) -> keras.initializers.Initializer:
+    """Bias initialiser giving every class the prior probability ``expected_positives / num_classes``.
+
+    With ~5 tags out of 10,000 per video a zero bias starts every tag at p=0.5, so a summed BCE
+    begins near 7,000 and the first steps only learn the prior; starting at the prior avoids that.
+    ``expected_positives=0`` gives zeros.
+    """
+    if expected_positives <= 0:
+        return keras.initializers.Zeros()
+    p = min(expected_positives / num_classes, 0.5)
+    return keras.initializers.Constant(math.log(p / (1.0 - p)))
+
+
+def _as_mask(mask: tf.Tensor | None, like: tf.Tensor) -> tf.Tensor:
+    """A [B, M] mask in ``like``'s dtype (all ones when None)."""
+    if mask is None:
+        return tf.ones(tf.shape(like)[:2], dtype=like.dtype)
+    return tf.cast(mask, like.dtype)
+
+
+class NeXtVLAD(keras.layers.Layer):
+    """NeXtVLAD (Lin et al., 2018) over a padded frame sequence, padded frames ignored.
+
+    frames [B, M, N] -> expansion Dense to λN -> split into G groups of F = λN/G features;
+    per frame and group an attention α_g = sigmoid(.) and a soft assignment to K clusters
+    (softmax over K). Both come from the expanded frame, and the frame mask multiplies them, so
+    padded frames add neither residuals nor centre terms. VLAD: v[f, k] = Σ_{frames, groups}
+    α_g · a_gk · (x_g[f] - c[f, k]); each cluster's residual is L2-normalised (intra
+    normalisation), flattened to F·K, dropped out, projected to ``output_size`` and batch-normalised.
+    """
+
+    def __init__(self, cluster_size: int = 64, groups: int = 8, expansion: int = 2,
+                 dropout: float = 0.2, output_size: int = 1024, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.cluster_size = int(cluster_size)
+        self.groups = int(groups)
+        self.expansion = int(expansion)
+        self.dropout = float(dropout)
+        self.output_size = int(output_size)
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        feature_dim = int(input_shape[-1])
+        expanded = feature_dim * self.expansion
+        if expanded % self.groups:
+            raise ValueError(f"NeXtVLAD: frame dim {feature_dim} x expansion {self.expansion} "
+                             f"must be divisible by groups {self.groups}")
+        self.group_dim = expanded // self.groups
+        self.expand = keras.layers.Dense(expanded, name="expansion")
+        self.group_attention = keras.layers.Dense(self.groups, activation="sigmoid",
+                                                  name="group_attention")
+        self.cluster_logits = keras.layers.Dense(self.groups * self.cluster_size,
+                                                 name="cluster_logits")
+        self.centers = self.add_weight(
+            name="cluster_centers", shape=(self.group_dim, self.cluster_size),
+            initializer=keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(self.group_dim)),
+            trainable=True)
+        self.drop = keras.layers.Dropout(self.dropout, name="dropout")
+        self.project = keras.layers.Dense(self.output_size, name="projection")
+        # synchronized: statistics over the global batch, so results do not depend on the replicas
+        self.norm = keras.layers.BatchNormalization(synchronized=True, name="output_bn")
+        self.expand.build(input_shape)
+        self.group_attention.build(tf.TensorShape([None, None, expanded]))
+        self.cluster_logits.build(tf.TensorShape([None, None, expanded]))
+        self.project.build(tf.TensorShape([None, self.group_dim * self.cluster_size]))
+        self.norm.build(tf.TensorShape([None, self.output_size]))
+        super().build(input_shape)
+
+    def call(self, frames: tf.Tensor, frame_mask: tf.Tensor | None = None,
+             training: bool | None = None) -> tf.Tensor:
+        batch, steps = tf.shape(frames)[0], tf.shape(frames)[1]
+        x = self.expand(frames)  # [B, M, λN]
+        mask = _as_mask(frame_mask, x)
+        attention = self.group_attention(x) * mask[:, :, None]  # [B, M, G]
+        logits = tf.reshape(self.cluster_logits(x),
+                            [batch, steps, self.groups, self.cluster_size])
+        assignment = tf.nn.softmax(logits, axis=-1) * attention[..., None]  # [B, M, G, K]
+        assignment = tf.reshape(assignment, [batch, steps * self.groups, self.cluster_size])
+        grouped = tf.reshape(x, [batch, steps * self.groups, self.group_dim])
+        vlad = tf.einsum("bsk,bsf->bfk", assignment, grouped)
+        vlad -= tf.reduce_sum(assignment, axis=1)[:, None, :] * tf.cast(self.centers, x.dtype)
+        vlad = tf.nn.l2_normalize(tf.cast(vlad, tf.float32), axis=1)  # intra-normalisation
+        vlad = tf.reshape(tf.cast(vlad, x.dtype), [batch, self.group_dim * self.cluster_size])
+        vlad = self.drop(vlad, training=training)
+        return self.norm(self.project(vlad), training=training)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(cluster_size=self.cluster_size, groups=self.groups,
+                      expansion=self.expansion, dropout=self.dropout,
+                      output_size=self.output_size)
+        return config
+
+
+class SEGate(keras.layers.Layer):
+    """Squeeze-and-excitation gate on a vector: x * sigmoid(W2 relu(W1 x)), W1 reduces by ``reduction``."""
+
+    def __init__(self, reduction: int = 8, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.reduction = int(reduction)
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        channels = int(input_shape[-1])
+        self.squeeze = keras.layers.Dense(max(channels // self.reduction, 1), activation="relu",
+                                          name="squeeze")
+        self.excite = keras.layers.Dense(channels, activation="sigmoid", name="excite")
+        self.squeeze.build(input_shape)
+        self.excite.build(tf.TensorShape([None, max(channels // self.reduction, 1)]))
+        super().build(input_shape)
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return inputs * self.excite(self.squeeze(inputs))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(reduction=self.reduction)
+        return config
+
+
+class ConcatDenseSE(keras.layers.Layer):
+    """Fusion of the official baseline: concat inputs -> dropout -> Dense(hidden) -> SE gate."""
+
+    def __init__(self, hidden_size: int = 256, se_reduction: int = 8, dropout: float = 0.1,
+                 **kwargs: Any):
+        super().__init__(**kwargs)
+        self.hidden_size = int(hidden_size)
+        self.se_reduction = int(se_reduction)
+        self.dropout = float(dropout)
+
+    def build(self, input_shape: Sequence[tf.TensorShape]) -> None:
+        width = sum(int(tf.TensorShape(shape)[-1]) for shape in input_shape)
+        self.drop = keras.layers.Dropout(self.dropout, name="dropout")
+        self.fusion = keras.layers.Dense(self.hidden_size, name="fusion")
+        self.gate = SEGate(self.se_reduction, name="se_gate")
+        self.fusion.build(tf.TensorShape([None, width]))
+        self.gate.build(tf.TensorShape([None, self.hidden_size]))
+        super().build(input_shape)
+
+    def call(self, inputs: Sequence[tf.Tensor], training: bool | None = None) -> tf.Tensor:
+        x = tf.concat(list(inputs), axis=-1)
+        return self.gate(self.fusion(self.drop(x, training=training)))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(hidden_size=self.hidden_size, se_reduction=self.se_reduction,
+                      dropout=self.dropout)
+        return config
+
+
+class MixtureGate(keras.layers.Layer):
+    """Softmax gate of MixNeXtVLAD: weights = softmax(Dense(BN(concat(gate_inputs)))).
+
+    ``call(gate_inputs, experts)`` returns (Σ_e w_e · expert_e, weights [B, E]); the experts are
+    equally shaped tensors [B, D], one per expert.
+    """
+
+    def __init__(self, num_experts: int = 3, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.num_experts = int(num_experts)
+
+    def build(self, input_shape: Sequence[tf.TensorShape]) -> None:
+        width = sum(int(tf.TensorShape(shape)[-1]) for shape in input_shape)
+        self.norm = keras.layers.BatchNormalization(synchronized=True, name="gate_bn")  # global-batch statistics
+        self.logits = keras.layers.Dense(self.num_experts, name="gate_logits")
+        self.norm.build(tf.TensorShape([None, width]))
+        self.logits.build(tf.TensorShape([None, width]))
+        super().build(input_shape)
+
+    def call(self, gate_inputs: Sequence[tf.Tensor], experts: Sequence[tf.Tensor],
+             training: bool | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        if len(experts) != self.num_experts:
+            raise ValueError(f"MixtureGate expects {self.num_experts} experts, got {len(experts)}")
+        x = self.norm(tf.concat(list(gate_inputs), axis=-1), training=training)
+        weights = tf.nn.softmax(self.logits(x), axis=-1)  # [B, E]
+        stacked = tf.stack(list(experts), axis=1)  # [B, E, D]
+        mixture = tf.reduce_sum(stacked * tf.cast(weights, stacked.dtype)[..., None], axis=1)
+        return mixture, weights
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(num_experts=self.num_experts)
+        return config
+
+
+class MaskedMeanPooling(keras.layers.Layer):
+    """Mean over the time axis of [B, M, D] counting only positions where mask is 1 (0 if none)."""
+
+    def call(self, inputs: tf.Tensor, mask: tf.Tensor | None = None) -> tf.Tensor:
+        weights = _as_mask(mask, inputs)[..., None]
+        total = tf.reduce_sum(inputs * weights, axis=1)
+        count = tf.maximum(tf.reduce_sum(weights, axis=1), tf.cast(1.0, inputs.dtype))
+        return total / count
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+
+class FrameProjection(keras.layers.Layer):
+    """Frame features -> model width: Dense(output_size) then LayerNorm (frames as tokens)."""
+
+    def __init__(self, output_size: int, epsilon: float = 1e-12, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.output_size = int(output_size)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        self.dense = keras.layers.Dense(self.output_size, name="dense")
+        self.norm = keras.layers.LayerNormalization(epsilon=self.epsilon, name="layer_norm")
+        self.dense.build(input_shape)
+        self.norm.build(tf.TensorShape(input_shape)[:-1].concatenate([self.output_size]))
+        super().build(input_shape)
+
+    def call(self, frames: tf.Tensor) -> tf.Tensor:
+        return self.norm(self.dense(frames))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(output_size=self.output_size, epsilon=self.epsilon)
+        return config
+
+
+class TiedMLMHead(keras.layers.Layer):
+    """BERT-style MLM head whose decoder is the (shared) word-embedding matrix.
+
+    hidden [B, L, H] -> Dense(embedding_size, gelu) -> LayerNorm -> · Eᵀ + bias -> [B, L, vocab].
+    The embedding matrix E [vocab, embedding_size] is passed to `call` rather than stored, so it
+    stays owned (and tracked) by the text encoder only.
+    """
+
+    def __init__(self, vocab_size: int, embedding_size: int, epsilon: float = 1e-12,
+                 **kwargs: Any):
+        super().__init__(**kwargs)
+        self.vocab_size = int(vocab_size)
+        self.embedding_size = int(embedding_size)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        self.transform = keras.layers.Dense(self.embedding_size, activation="gelu",
+                                            name="transform")
+        self.norm = keras.layers.LayerNormalization(epsilon=self.epsilon, name="layer_norm")
+        self.bias = self.add_weight(name="decoder_bias", shape=(self.vocab_size,),
+                                    initializer="zeros", trainable=True)
+        self.transform.build(input_shape)
+        self.norm.build(tf.TensorShape(input_shape)[:-1].concatenate([self.embedding_size]))
+        super().build(input_shape)
+
+    def call(self, hidden: tf.Tensor, word_embeddings: tf.Tensor) -> tf.Tensor:
+        x = self.norm(self.transform(hidden))
+        logits = tf.einsum("ble,ve->blv", x, tf.cast(word_embeddings, x.dtype))
+        return logits + tf.cast(self.bias, x.dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(vocab_size=self.vocab_size, embedding_size=self.embedding_size,
+                      epsilon=self.epsilon)
+        return config

@@ -1,0 +1,70 @@
+"""The one registry of model families: name -> class, and `build_model(config)`.
+
+`MODELS` maps a `ModelConfig.name` to its family class; `register(name)` adds one (a decorator,
+e.g. for families defined outside this package). `VARIANTS` names the six models of team 618's
+ensemble as (family, config overrides); `variant_config` applies one to a base config.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import tf_keras as keras
+
+from models.base import VideoSimModel, example_features
+from models.baseline import BaselineModel
+from models.config import ModelConfig
+from models.mix_nextvlad import MixNeXtVLADModel
+from models.uniter import UniterModel
+
+MODELS: dict[str, type[VideoSimModel]] = {
+    "baseline": BaselineModel,
+    "mix_nextvlad": MixNeXtVLADModel,
+    "uniter": UniterModel,
+}
+
+# The six models of the 618 ensemble. "mix_roformer" takes its title vector from RoFormer.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mix": ("mix_nextvlad", {}),
+    "mix_asl": ("mix_nextvlad", {"tag_loss": "asl"}),
+    "mix_roformer": ("mix_nextvlad", {"text_encoder": "roformer"}),
+    "uniter": ("uniter", {}),
+    "uniter_asl": ("uniter", {"tag_loss": "asl"}),
+    "uniter_roformer": ("uniter", {"text_encoder": "roformer"}),
+}
+
+
+def register(name: str) -> Callable[[type[VideoSimModel]], type[VideoSimModel]]:
+    """Class decorator adding a family to `MODELS` under ``name`` (a clash is an error)."""
+    def decorator(cls: type[VideoSimModel]) -> type[VideoSimModel]:
+        if name in MODELS and MODELS[name] is not cls:
+            raise ValueError(f"model name {name!r} is already registered to "
+                             f"{MODELS[name].__name__}")
+        if not hasattr(cls, "from_model_config"):
+            raise TypeError(f"{cls.__name__} must subclass models.base.VideoSimModel")
+        MODELS[name] = cls
+        return cls
+    return decorator
+
+
+def build_model(config: ModelConfig, *, build: bool = True) -> keras.Model:
+    """The family ``config.name`` built from ``config``.
+
+    With ``build=True`` (default) the model is called once on a random batch of size 2
+    (inference mode, no state changes) so that all its variables exist right away: an
+    optimizer, a checkpoint restore or a variable split can follow immediately. Call it inside
+    ``strategy.scope()`` to get distributed variables.
+    """
+    if config.name not in MODELS:
+        raise ValueError(f"unknown model name {config.name!r}; available: {sorted(MODELS)}")
+    model = MODELS[config.name].from_model_config(config)
+    if build:
+        model(example_features(config, batch_size=2), training=False)
+    return model
+
+
+def variant_config(variant: str, base: ModelConfig) -> ModelConfig:
+    """``base`` turned into one of the six `VARIANTS` (family name + overrides)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; available: {sorted(VARIANTS)}")
+    family, overrides = VARIANTS[variant]
+    return base.replace(name=family, **overrides)
