@@ -5,8 +5,8 @@ GPUs, or the CPU), then a compiled step (forward, `pretrain_losses`, gradients, 
 fixed random batch: ``--warmup`` untimed steps (tracing), then ``--steps`` timed ones.
 
     python -m bench.bench_models --preset small [--batch-size 32] [--steps 10]
-        [--families baseline,mix_nextvlad,uniter,uniter:roformer] [--text-layers N]
-        [--mixed-precision]
+        [--families baseline,mix_nextvlad,uniter,uniter:roformer,single_stream,...]
+        [--text-layers N] [--mixed-precision]
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from models.base import example_features
 from models.config import PRESETS, ModelConfig
 from models.registry import build_model
 
-DEFAULT_FAMILIES = "baseline,mix_nextvlad,mix_nextvlad:roformer,uniter,uniter:roformer"
+DEFAULT_FAMILIES = ("baseline,mix_nextvlad,mix_nextvlad:roformer,uniter,uniter:roformer,"
+                    "single_stream,single_stream:roformer,dual_tower,frame_diff,cross_modal")
 
 
 def make_step(model, strategy, optimizer):

@@ -67,6 +67,17 @@ class ModelConfig:
     se_reduction: int = 8
     num_experts: int = 3
 
+    # single_stream (1st place): video embeddings and masked-frame modelling
+    mfm_probability: float = 0.15  # share of real frames zeroed and predicted
+    mfm_temperature: float = 1.0  # masked-frame NCE: logits = prediction · frame / this
+
+    # cross_modal: transformer video encoder and cross-modal fusion
+    video_hidden_size: int = 512
+    video_num_layers: int = 2
+    video_num_heads: int = 8
+    video_intermediate_size: int = 2048
+    fusion_num_layers: int = 1
+
     # losses
     tag_loss: str = "bce"  # "bce" | "asl"
     tag_reduction: str = "sum"  # over tags ("sum" | "mean"); always mean over the batch
@@ -84,6 +95,14 @@ class ModelConfig:
     kl_weight: float = 1.0
     infonce_weight: float = 1.0
     mlm_weight: float = 1.0
+    # single_stream weights, published values (1st place: tag x 1250/3, MLM / 3.75, MFM / 9).
+    # The tag weight is on the scale of a tag loss *averaged* over tags (as published); with
+    # tag_reduction="sum" the model divides it by num_tags, so the effective loss is the same.
+    single_stream_tag_weight: float = 1250.0 / 3.0
+    single_stream_mlm_weight: float = 1.0 / 3.75
+    single_stream_mfm_weight: float = 1.0 / 9.0
+    # cross_modal: InfoNCE between pooled video and pooled text before fusion (0 disables it)
+    cross_modal_infonce_weight: float = 0.1
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -109,7 +128,8 @@ class ModelConfig:
             "text_intermediate_size", "text_max_position", "frame_dim", "max_frames", "title_len",
             "num_tags", "embedding_dim", "nextvlad_cluster_size", "nextvlad_groups",
             "nextvlad_expansion", "nextvlad_output_size", "se_reduction", "num_experts",
-            "kl_temperature", "infonce_temperature",
+            "kl_temperature", "infonce_temperature", "mfm_temperature", "video_hidden_size",
+            "video_num_layers", "video_num_heads", "video_intermediate_size", "fusion_num_layers",
         )
         for key in positive:
             if getattr(self, key) <= 0:
@@ -117,6 +137,8 @@ class ModelConfig:
         non_negative = (
             "tag_prior_positives", "asl_gamma_neg", "asl_gamma_pos", "asl_margin", "tag_weight",
             "expert_tag_weight", "kl_weight", "infonce_weight", "mlm_weight",
+            "single_stream_tag_weight", "single_stream_mlm_weight", "single_stream_mfm_weight",
+            "cross_modal_infonce_weight",
         )
         for key in non_negative:
             if getattr(self, key) < 0:
@@ -124,8 +146,12 @@ class ModelConfig:
         for key in ("dropout", "nextvlad_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 yield f"{key} must be in [0, 1), got {getattr(self, key)}"
-        if not 0.0 < self.mlm_probability < 1.0:
-            yield f"mlm_probability must be in (0, 1), got {self.mlm_probability}"
+        for key in ("mlm_probability", "mfm_probability"):
+            if not 0.0 < getattr(self, key) < 1.0:
+                yield f"{key} must be in (0, 1), got {getattr(self, key)}"
+        if self.video_hidden_size % max(self.video_num_heads, 1):
+            yield (f"video_hidden_size ({self.video_hidden_size}) must be divisible by "
+                   f"video_num_heads ({self.video_num_heads})")
         if not 0.0 <= self.asl_margin < 1.0:
             yield f"asl_margin must be in [0, 1), got {self.asl_margin}"
         if self.tag_prior_positives >= self.num_tags:
@@ -208,12 +234,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         text_max_position=128, nextvlad_cluster_size=8, nextvlad_groups=2,
         nextvlad_expansion=2, nextvlad_output_size=64, vocab_size=128, pad_token_id=0,
         mask_token_id=4, special_token_ids=(0, 1, 2, 3, 4),
+        video_hidden_size=32, video_num_layers=1, video_num_heads=2, video_intermediate_size=64,
     ),
     "small": dict(
         text_hidden_size=128, text_num_layers=2, text_num_heads=2, text_intermediate_size=512,
-        text_max_position=128,
+        text_max_position=128, video_hidden_size=128, video_num_heads=2,
+        video_intermediate_size=512,
     ),
     "full": dict(),
+    # BERT-large shaped text encoder (24 layers, 1024 wide; e.g. a local
+    # hfl/chinese-roberta-wwm-ext-large), the 1st place's single_stream size
+    "large": dict(
+        text_hidden_size=1024, text_num_layers=24, text_num_heads=16,
+        text_intermediate_size=4096,
+    ),
 }
 
 

@@ -1,4 +1,5 @@
-"""Reusable Keras layers: NeXtVLAD frame aggregation, SE gating, fusion, gating, pooling.
+"""Reusable Keras layers: NeXtVLAD frame aggregation, SE gating, fusion, gating, pooling,
+frame tokens with their own positions, transformer (self/cross-attention) blocks, heads.
 
 Every layer takes a padding mask rather than assuming a frame count, creates its weights in
 `build()` from the input shapes, and round-trips through `get_config` / `from_config`.
@@ -266,5 +267,161 @@ class TiedMLMHead(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(vocab_size=self.vocab_size, embedding_size=self.embedding_size,
+                      epsilon=self.epsilon)
+        return config
+
+
+class MLPHead(keras.layers.Layer):
+    """Prediction head: Dense(input width, gelu) -> LayerNorm -> Dense(output_size).
+
+    E.g. single_stream's masked-frame head, hidden [B, M, H] -> predicted frames [B, M, frame_dim].
+    """
+
+    def __init__(self, output_size: int, epsilon: float = 1e-12, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.output_size = int(output_size)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        width = int(input_shape[-1])
+        self.transform = keras.layers.Dense(width, activation="gelu", name="transform")
+        self.norm = keras.layers.LayerNormalization(epsilon=self.epsilon, name="layer_norm")
+        self.output_dense = keras.layers.Dense(self.output_size, name="output")
+        self.transform.build(input_shape)
+        self.norm.build(input_shape)
+        self.output_dense.build(input_shape)
+        super().build(input_shape)
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return self.output_dense(self.norm(self.transform(inputs)))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(output_size=self.output_size, epsilon=self.epsilon)
+        return config
+
+
+class FrameEmbeddings(keras.layers.Layer):
+    """Frames as encoder tokens with their own positions: Dense(hidden) + learned position
+    embedding -> LayerNorm -> dropout.
+
+    frames [B, M, N] -> [B, M, hidden] (M <= ``max_frames``). With ``end_token=True`` a learned
+    end-of-video token (the [SEP] after the frames) is appended at position M, giving
+    [B, M + 1, hidden]; it is always a real position (mask 1), wherever the real frames end.
+    The position table is this layer's own (``max_frames`` (+1) rows), separate from any text
+    encoder's.
+    """
+
+    def __init__(self, hidden_size: int, max_frames: int, end_token: bool = False,
+                 dropout: float = 0.1, epsilon: float = 1e-12, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.hidden_size = int(hidden_size)
+        self.max_frames = int(max_frames)
+        self.end_token = bool(end_token)
+        self.dropout = float(dropout)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        input_shape = tf.TensorShape(input_shape)
+        steps = input_shape[1]
+        if steps is not None and steps > self.max_frames:
+            raise ValueError(f"FrameEmbeddings: {steps} frames but max_frames={self.max_frames}")
+        self.dense = keras.layers.Dense(self.hidden_size, name="dense")
+        self.dense.build(input_shape)
+        positions = self.max_frames + int(self.end_token)
+        self.position_embeddings = self.add_weight(
+            name="position_embeddings", shape=(positions, self.hidden_size),
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02), trainable=True)
+        if self.end_token:
+            self.end_embedding = self.add_weight(
+                name="end_embedding", shape=(self.hidden_size,),
+                initializer=keras.initializers.TruncatedNormal(stddev=0.02), trainable=True)
+        self.norm = keras.layers.LayerNormalization(epsilon=self.epsilon, name="layer_norm")
+        self.norm.build(tf.TensorShape([None, None, self.hidden_size]))
+        self.drop = keras.layers.Dropout(self.dropout, name="dropout")
+        super().build(input_shape)
+
+    def call(self, frames: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        x = self.dense(frames)
+        if self.end_token:
+            end = tf.cast(self.end_embedding, x.dtype)[None, None, :]
+            x = tf.concat([x, tf.tile(end, [tf.shape(x)[0], 1, 1])], axis=1)
+        positions = tf.cast(self.position_embeddings, x.dtype)[:tf.shape(x)[1]]
+        return self.drop(self.norm(x + positions[None]), training=training)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(hidden_size=self.hidden_size, max_frames=self.max_frames,
+                      end_token=self.end_token, dropout=self.dropout, epsilon=self.epsilon)
+        return config
+
+
+class TransformerBlock(keras.layers.Layer):
+    """A post-LayerNorm (BERT-style) transformer layer on `keras.layers.MultiHeadAttention`.
+
+    ``call(x, padding_mask, context=None, context_padding_mask=None)``: without ``context`` it
+    is self-attention over ``x`` (keys masked by ``padding_mask``); with ``context`` (same width
+    as ``x``) the queries of ``x`` attend to the context's tokens (keys masked by
+    ``context_padding_mask``): cross-attention. Then x = LN(x + attention), x = LN(x + FFN(x))
+    with a gelu FFN of ``intermediate_size``. Padded keys never contribute; padded query rows
+    are computed but carry no meaning (pool them away with their mask).
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int,
+                 dropout: float = 0.1, epsilon: float = 1e-12, **kwargs: Any):
+        super().__init__(**kwargs)
+        if hidden_size % num_heads:
+            raise ValueError(f"TransformerBlock: hidden_size {hidden_size} must be divisible by "
+                             f"num_heads {num_heads}")
+        self.hidden_size = int(hidden_size)
+        self.num_heads = int(num_heads)
+        self.intermediate_size = int(intermediate_size)
+        self.dropout = float(dropout)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        input_shape = tf.TensorShape(input_shape)
+        if int(input_shape[-1]) != self.hidden_size:
+            raise ValueError(f"TransformerBlock: input width {input_shape[-1]} != hidden_size "
+                             f"{self.hidden_size}")
+        self.attention = keras.layers.MultiHeadAttention(
+            self.num_heads, self.hidden_size // self.num_heads, dropout=self.dropout,
+            name="attention")
+        self.attention._build_from_signature(input_shape, input_shape)
+        self.attention_norm = keras.layers.LayerNormalization(epsilon=self.epsilon,
+                                                              name="attention_norm")
+        self.intermediate = keras.layers.Dense(self.intermediate_size, activation="gelu",
+                                               name="intermediate")
+        self.output_dense = keras.layers.Dense(self.hidden_size, name="output")
+        self.output_norm = keras.layers.LayerNormalization(epsilon=self.epsilon,
+                                                           name="output_norm")
+        self.drop = keras.layers.Dropout(self.dropout, name="dropout")
+        self.attention_norm.build(input_shape)
+        self.intermediate.build(input_shape)
+        self.output_dense.build(input_shape[:-1].concatenate([self.intermediate_size]))
+        self.output_norm.build(input_shape)
+        super().build(input_shape)
+
+    def call(self, inputs: tf.Tensor, padding_mask: tf.Tensor | None = None,
+             context: tf.Tensor | None = None, context_padding_mask: tf.Tensor | None = None,
+             training: bool | None = None) -> tf.Tensor:
+        if context is None:
+            context, key_mask = inputs, padding_mask
+        else:
+            key_mask = context_padding_mask
+            context = tf.cast(context, inputs.dtype)
+        attention_mask = None
+        if key_mask is not None:
+            attention_mask = tf.cast(key_mask, tf.bool)[:, None, :]  # [B, 1, S]: keys only
+        attended = self.attention(inputs, context, attention_mask=attention_mask,
+                                  training=training)
+        x = self.attention_norm(inputs + self.drop(attended, training=training))
+        ffn = self.output_dense(self.intermediate(x))
+        return self.output_norm(x + self.drop(ffn, training=training))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(hidden_size=self.hidden_size, num_heads=self.num_heads,
+                      intermediate_size=self.intermediate_size, dropout=self.dropout,
                       epsilon=self.epsilon)
         return config

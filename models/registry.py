@@ -3,6 +3,8 @@
 `MODELS` maps a `ModelConfig.name` to its family class; `register(name)` adds one (a decorator,
 e.g. for families defined outside this package). `VARIANTS` names the six models of team 618's
 ensemble as (family, config overrides); `variant_config` applies one to a base config.
+`finetune_recipe(name)` gives the TrainConfig settings a family's published finetune used
+(its class's ``FINETUNE_RECIPE``; empty for families without one).
 """
 from __future__ import annotations
 
@@ -13,13 +15,21 @@ import tf_keras as keras
 from models.base import VideoSimModel, example_features
 from models.baseline import BaselineModel
 from models.config import ModelConfig
+from models.cross_modal import CrossModalModel
+from models.dual_tower import DualTowerModel
+from models.frame_diff import FrameDiffModel
 from models.mix_nextvlad import MixNeXtVLADModel
+from models.single_stream import SingleStreamModel
 from models.uniter import UniterModel
 
 MODELS: dict[str, type[VideoSimModel]] = {
     "baseline": BaselineModel,
     "mix_nextvlad": MixNeXtVLADModel,
     "uniter": UniterModel,
+    "single_stream": SingleStreamModel,
+    "dual_tower": DualTowerModel,
+    "frame_diff": FrameDiffModel,
+    "cross_modal": CrossModalModel,
 }
 
 # The six models of the 618 ensemble. "mix_roformer" takes its title vector from RoFormer.
@@ -68,3 +78,11 @@ def variant_config(variant: str, base: ModelConfig) -> ModelConfig:
         raise ValueError(f"unknown variant {variant!r}; available: {sorted(VARIANTS)}")
     family, overrides = VARIANTS[variant]
     return base.replace(name=family, **overrides)
+
+
+def finetune_recipe(name: str) -> dict[str, str]:
+    """TrainConfig overrides (e.g. ``{"target_transform": "rank", "finetune_losses": "mse"}``)
+    of family ``name``'s published finetune; ``{}`` when the family declares none."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model name {name!r}; available: {sorted(MODELS)}")
+    return dict(getattr(MODELS[name], "FINETUNE_RECIPE", {}))

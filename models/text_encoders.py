@@ -15,7 +15,12 @@ loads without torch), otherwise built randomly initialised from the config's `te
   - `word_embeddings` (the [vocab, embedding_size] matrix, e.g. for a tied MLM decoder) and
     `embed_tokens(ids)`;
   - `save_pretrained(dir)` / `save_text_encoder(encoder, dir)`: a checkpoint that
-    `from_pretrained` (and therefore `build_text_encoder`) loads back.
+    `from_pretrained` (and therefore `build_text_encoder`) loads back;
+  - the two halves of a forward pass, for sequences that mix text with other tokens:
+    `embed_ids(input_ids)` (the encoder's own embedding layer: words + positions + token types,
+    LayerNorm, dropout; projected to the hidden size where RoFormer's embeddings are narrower)
+    and `encode_hidden(hidden, attention_mask)` (the transformer layers on ready hidden states);
+    `encode_hidden(embed_ids(ids), mask)` equals `encode_ids(ids, mask)["sequence_output"]`.
 With inputs_embeds BERT still adds its position and token-type embeddings; RoFormer adds token-type
 embeddings and applies rotary positions inside attention over the whole sequence.
 """
@@ -128,6 +133,50 @@ class TextEncoder(keras.layers.Layer):
             inputs["token_type_ids"] = token_type_ids
         return self(inputs, training=training)
 
+    def embed_ids(self, input_ids: tf.Tensor, token_type_ids: tf.Tensor | None = None,
+                  training: bool | None = False) -> tf.Tensor:
+        """The encoder's input embeddings of ``input_ids`` [B, L] -> [B, L, hidden_size].
+
+        BERT: LayerNorm(word + position (0..L-1) + token type), dropout. RoFormer: LayerNorm(word
+        + token type), dropout, then its embedding projection when embedding_size != hidden_size
+        (its positions are rotary, applied inside attention by `encode_hidden`).
+        """
+        if token_type_ids is None:
+            token_type_ids = tf.zeros_like(input_ids)
+        training = False if training is None else training
+        main = self.main_layer
+        hidden = main.embeddings(input_ids=input_ids, token_type_ids=token_type_ids,
+                                 training=training)
+        if self.kind == "roformer" and hasattr(main, "embeddings_project"):
+            hidden = main.embeddings_project(hidden, training=training)
+        return hidden
+
+    def encode_hidden(self, hidden: tf.Tensor, attention_mask: tf.Tensor,
+                      training: bool | None = False) -> tf.Tensor:
+        """The transformer layers on ready hidden states [B, S, hidden] -> [B, S, hidden].
+
+        ``attention_mask`` [B, S] (1 = attend) becomes the additive -10000 mask both encoders use.
+        RoFormer applies rotary positions over the whole sequence (0..S-1); BERT adds nothing.
+        """
+        training = False if training is None else training
+        main = self.main_layer
+        mask = tf.cast(attention_mask, hidden.dtype)[:, None, None, :]
+        additive = (tf.cast(1.0, hidden.dtype) - mask) * tf.cast(-10000.0, hidden.dtype)
+        head_mask = [None] * int(self.hf_config.num_hidden_layers)
+        if self.kind == "bert":
+            outputs = main.encoder(
+                hidden_states=hidden, attention_mask=additive, head_mask=head_mask,
+                encoder_hidden_states=None, encoder_attention_mask=None,
+                past_key_values=[None] * len(head_mask), use_cache=False,
+                output_attentions=False, output_hidden_states=False, return_dict=True,
+                training=training)
+        else:
+            outputs = main.encoder(
+                hidden_states=hidden, attention_mask=additive, head_mask=head_mask,
+                output_attentions=False, output_hidden_states=False, return_dict=True,
+                training=training)
+        return outputs.last_hidden_state
+
     # ---------------------------------------------------------------- persistence
     def save_pretrained(self, directory: str | os.PathLike, safe_serialization: bool = True) -> None:
         save_text_encoder(self, directory, safe_serialization=safe_serialization)
@@ -167,23 +216,33 @@ def build_text_encoder(config: Any, *, with_pooler: bool = True,
     kind = get("text_encoder")
     if kind not in _ENCODERS:
         raise ValueError(f"text_encoder must be one of {sorted(_ENCODERS)}, got {kind!r}")
-    config_class, model_class, _ = _ENCODERS[kind]
+    model_class = _ENCODERS[kind][1]
     directory = get("pretrained_text_dir")
     if directory:
         hf_model = _load_pretrained(kind, os.fspath(directory), int(get("vocab_size")))
     else:
-        hf_config = config_class(
-            vocab_size=int(get("vocab_size")),
-            hidden_size=int(get("text_hidden_size")),
-            num_hidden_layers=int(get("text_num_layers")),
-            num_attention_heads=int(get("text_num_heads")),
-            intermediate_size=int(get("text_intermediate_size")),
-            max_position_embeddings=int(get("text_max_position")),
-            hidden_dropout_prob=float(get("dropout")),
-            attention_probs_dropout_prob=float(get("dropout")),
-        )
-        hf_model = model_class(hf_config)
+        hf_model = model_class(text_encoder_hf_config(config))
     return TextEncoder(_finish(hf_model, kind, with_pooler), kind, name=name)
+
+
+def text_encoder_hf_config(config: Any) -> Any:
+    """The transformers config (`BertConfig` / `RoFormerConfig`) of the randomly initialised
+    encoder a `ModelConfig` (or a mapping with its `text_*` keys) describes; builds no weights."""
+    if not isinstance(config, Mapping):
+        config = {key: getattr(config, key) for key in _CONFIG_FIELDS if hasattr(config, key)}
+    kind = config["text_encoder"]
+    if kind not in _ENCODERS:
+        raise ValueError(f"text_encoder must be one of {sorted(_ENCODERS)}, got {kind!r}")
+    return _ENCODERS[kind][0](
+        vocab_size=int(config["vocab_size"]),
+        hidden_size=int(config["text_hidden_size"]),
+        num_hidden_layers=int(config["text_num_layers"]),
+        num_attention_heads=int(config["text_num_heads"]),
+        intermediate_size=int(config["text_intermediate_size"]),
+        max_position_embeddings=int(config["text_max_position"]),
+        hidden_dropout_prob=float(config["dropout"]),
+        attention_probs_dropout_prob=float(config["dropout"]),
+    )
 
 
 def save_text_encoder(encoder: TextEncoder, directory: str | os.PathLike,

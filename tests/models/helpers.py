@@ -52,9 +52,13 @@ def _call(layer, args, kwargs, training: bool = False):
 
 
 def make_train_step(model, strategy: tf.distribute.Strategy,
-                    optimizer: keras.optimizers.Optimizer) -> Callable:
+                    optimizer: keras.optimizers.Optimizer,
+                    finetune_only: tuple[str, ...] = ()) -> Callable:
     """A compiled distributed train step on ``model.pretrain_losses`` (contract: the summed
-    losses divided by the replica count); returns the per-loss dict (mean over replicas)."""
+    losses divided by the replica count); returns the per-loss dict (mean over replicas).
+
+    Every trainable variable must get a gradient, except those whose name contains one of
+    ``finetune_only`` (layers that only a finetune trains), which must get none."""
 
     @tf.function
     def step(features):
@@ -64,10 +68,14 @@ def make_train_step(model, strategy: tf.distribute.Strategy,
                 total = tf.add_n(list(losses.values())) / strategy.num_replicas_in_sync
             variables = model.trainable_variables
             grads = tape.gradient(total, variables)
-            missing = [v.name for v, g in zip(variables, grads) if g is None]
+            later = [any(part in v.name for part in finetune_only) for v in variables]
+            missing = [v.name for v, g, f in zip(variables, grads, later) if g is None and not f]
             if missing:
                 raise AssertionError(f"no gradient for {missing}")
-            optimizer.apply_gradients(zip(grads, variables))
+            unexpected = [v.name for v, g, f in zip(variables, grads, later) if g is not None and f]
+            if unexpected:
+                raise AssertionError(f"finetune-only variables got a gradient: {unexpected}")
+            optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
             return losses
 
         per_replica = strategy.run(replica_step, args=(features,))
@@ -89,7 +97,8 @@ class FamilyHarness:
     """One tiny model of a family, trained a few steps under MirroredStrategy, and the
     standard family checks (each test module of a family calls them from its own tests)."""
 
-    def __init__(self, config, steps: int = 25, batch_size: int = 8, learning_rate: float = 3e-3):
+    def __init__(self, config, steps: int = 25, batch_size: int = 8, learning_rate: float = 3e-3,
+                 finetune_only: tuple[str, ...] = ()):
         from models.base import example_features
         from models.registry import build_model
 
@@ -101,7 +110,7 @@ class FamilyHarness:
         self.built_variables = {v.ref() for v in self.model.variables}
         self.features = example_features(config, batch_size, seed=1)
         self.eval_features = example_features(config, 4, seed=2)
-        step = make_train_step(self.model, self.strategy, self.optimizer)
+        step = make_train_step(self.model, self.strategy, self.optimizer, finetune_only)
         self.history = [{k: float(v) for k, v in step(self.features).items()}
                         for _ in range(steps)]
 
@@ -159,3 +168,38 @@ class FamilyHarness:
         clone.set_weights(self.model.get_weights())
         assert_same_outputs(clone(self.eval_features, training=False),
                             self.model(self.eval_features, training=False), atol=1e-5)
+
+
+def check_padding_ignored(model, features: Mapping[str, tf.Tensor],
+                          keys=("embedding", "tag_logits"), atol: float = 1e-5) -> None:
+    """Mask-awareness: noise in padded frames, other ids at padded title positions and other
+    string fields leave ``keys`` of the model's (inference) outputs unchanged."""
+    features = dict(features)
+    out = model(features, training=False)
+    rng = np.random.default_rng(0)
+    frame_pad = 1.0 - features["frame_mask"].numpy()
+    assert frame_pad.any(), "the batch needs padded frames"
+    noise = rng.normal(size=features["frames"].shape).astype(np.float32) * 3.0
+    features["frames"] = features["frames"] + noise * frame_pad[..., None]
+    text_pad = features["attention_mask"].numpy() == 0
+    ids = features["input_ids"].numpy().copy()
+    ids[text_pad] = rng.integers(5, model.text_encoder.vocab_size, size=int(text_pad.sum()))
+    features["input_ids"] = tf.constant(ids)
+    features["title"] = features["title"] + "!"
+    again = model(features, training=False)
+    for key in keys:
+        np.testing.assert_allclose(again[key].numpy(), out[key].numpy(), rtol=1e-5, atol=atol,
+                                   err_msg=key)
+
+
+def check_model_config_json_round_trip(harness: "FamilyHarness") -> None:
+    """`ModelConfig` -> JSON -> `build_model` gives the same family and constructor arguments."""
+    from models.config import ModelConfig
+    from models.registry import build_model
+
+    config = ModelConfig.from_json(harness.config.to_json())
+    assert config == harness.config
+    rebuilt = build_model(config)
+    assert type(rebuilt) is type(harness.model)
+    assert rebuilt.get_config() == harness.model.get_config()
+    assert [v.shape for v in rebuilt.weights] == [v.shape for v in harness.model.weights]
