@@ -1,0 +1,51 @@
+#!/bin/sh
+# Finetune every model on every fold, each into RUN/finetune/<model>/fold_XX/.
+#
+#   sh finetune_all.sh
+#   DATA=data RUN=runs MODELS="mix uniter" FOLDS="0 1" EXTRA="epochs=3 finetune_losses=mse+0.5*kl+tag" sh finetune_all.sh
+#
+# DATA       data directory (default: data); the fold shards are FOLDS_DIR (default: DATA/folds)
+# RUN        run directory (default: runs)
+# MODELS     models to finetune (default: the six ensemble variants)
+# FOLDS      folds to run (default: every fold of FOLDS_DIR/folds.json)
+# PRESET     model size preset for models without a pretrain run (default: full)
+# EXTRA      key=value overrides passed to every run (see train/config.py)
+# PYTHON     interpreter (default: .venv/bin/python if it exists, else python)
+# A model with a finished pretrain run (RUN/pretrain/<model>/final) starts from it (--pretrained).
+# Rerunning resumes unfinished runs from their last checkpoint.
+set -euf  # -f: no globbing, EXTRA may hold "*" (mse+0.5*kl)
+HERE=$(cd "$(dirname "$0")" && pwd)
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x "$HERE/.venv/bin/python" ]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python; fi
+fi
+DATA=${DATA:-data}
+RUN=${RUN:-runs}
+FOLDS_DIR=${FOLDS_DIR:-$DATA/folds}
+MODELS=${MODELS:-"mix mix_asl mix_roformer uniter uniter_asl uniter_roformer"}
+PRESET=${PRESET:-full}
+EXTRA=${EXTRA:-}
+export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"
+
+if [ -z "${FOLDS:-}" ]; then
+    if [ ! -f "$FOLDS_DIR/folds.json" ]; then
+        echo "finetune_all.sh: $FOLDS_DIR/folds.json not found (write the fold shards first: write_tfrecord.py)" >&2
+        exit 1
+    fi
+    FOLDS=$("$PYTHON" -c "import json, sys; print(*range(json.load(open(sys.argv[1]))['num_folds']))" \
+        "$FOLDS_DIR/folds.json")
+fi
+
+for model in $MODELS; do
+    for fold in $FOLDS; do
+        out="$RUN/finetune/$model/fold_$(printf %02d "$fold")"
+        if [ -d "$RUN/pretrain/$model/final" ]; then
+            set -- --pretrained "$RUN/pretrain/$model"
+        else
+            set -- --preset "$PRESET"
+        fi
+        echo "== finetune $model fold $fold -> $out"
+        # shellcheck disable=SC2086  # EXTRA is a list of key=value words
+        "$PYTHON" -m train.finetune --model "$model" --folds-dir "$FOLDS_DIR" --fold "$fold" --out "$out" \
+            "$@" $EXTRA
+    done
+done

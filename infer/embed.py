@@ -1,0 +1,170 @@
+"""Embeddings of any record file from a trained run directory.
+
+A run directory (``RUN/finetune/<model>/fold_XX`` or ``RUN/pretrain/<model>``) holds its
+``config.json``, ``tokenizer/`` and model-only checkpoints (``best/`` for finetune runs,
+``final/`` for both). `load_run` rebuilds the model from the config and restores the checkpoint;
+`embed_videos` streams a pointwise / pairwise / test file through it in batches and
+`embed_pair_shard` embeds the distinct videos of a fold's validation shard and keeps its pairs,
+so out-of-fold Spearman needs nothing but the ``.npz`` files (see ``infer/embeddings_io.py``).
+
+    python -m infer.embed --run RUN/finetune/uniter/fold_00 --records DATA/test_a/test_a.tfrecords \
+        --kind test --out RUN/embeddings/uniter/fold_00/test.npz
+    python -m infer.embed --run RUN/finetune/uniter/fold_00 --val-shard --out .../val.npz
+
+Embeddings are float32 and not normalised (the evaluation and ensembling L2-normalise).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from infer.embeddings_io import make_pairs, save_embeddings
+from models.registry import build_model
+from tfrecord_tools import folds as folds_lib
+from tfrecord_tools import reader, schema
+from tfrecord_tools.tokenization import load_tokenizer
+from train import checkpointing, stage
+from train.config import TrainConfig, load_config
+from train.data import numeric_features
+
+CHECKPOINTS = ("best", "final")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LoadedRun:
+    """A trained model ready to embed: its config, the model and the decoder of its inputs."""
+
+    run_dir: str
+    config: TrainConfig
+    model: object
+    decoder: reader.VideoDecoder
+    checkpoint: str
+
+    def embed_batch(self, features: dict) -> np.ndarray:
+        return self._embed(numeric_features(features)).numpy()
+
+    @property
+    def _embed(self):
+        # One traced function per run (cached on the instance; dataclass is frozen).
+        cached = self.__dict__.get("_embed_fn")
+        if cached is None:
+            model = self.model
+            cached = tf.function(reduce_retracing=True)(lambda features: tf.cast(model(features, training=False)["embedding"], tf.float32))
+            object.__setattr__(self, "_embed_fn", cached)
+        return cached
+
+
+def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedRun:
+    """Rebuild the model of ``run_dir`` from its config.json and restore ``checkpoint``.
+
+    ``checkpoint="best"`` falls back to ``final`` for runs without validation (pretrain runs).
+    """
+    run_dir = os.path.abspath(os.fspath(run_dir))
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+    config = load_config(run_dir)
+    tokenizer = load_tokenizer(os.path.join(run_dir, stage.TOKENIZER_DIR), config.model.text_encoder)
+    keras_policy = "mixed_float16" if config.mixed_precision else "float32"
+    import tf_keras as keras
+
+    keras.mixed_precision.set_global_policy(keras_policy)
+    model = build_model(config.model)
+    directory = os.path.join(run_dir, checkpoint)
+    if checkpoint == "best" and tf.train.latest_checkpoint(directory) is None:
+        directory = os.path.join(run_dir, checkpointing.FINAL_DIR)
+    path = checkpointing.restore_model(model, directory)
+    decoder = reader.VideoDecoder(tokenizer=tokenizer, tag_vocab=None, frame_dim=config.model.frame_dim,
+                                  max_frames=config.model.max_frames, title_len=config.model.title_len)
+    return LoadedRun(run_dir, config, model, decoder, path)
+
+
+def _count(files: Sequence[str]) -> int | None:
+    try:
+        return sum(reader.count_records(path) for path in files)
+    except Exception:  # the count is only for the progress bar; the pipeline reports bad files
+        return None
+
+
+def embed_videos(run: LoadedRun, files: Sequence[str] | str, kind: schema.RecordKind | str,
+                 batch_size: int = 64, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, embeddings [N, D] float32) of every video in ``files``, in file order."""
+    files = [files] if isinstance(files, (str, os.PathLike)) else list(files)
+    dataset = reader.read_videos(files, schema.RecordKind(kind), run.decoder, batch_size)
+    ids: list[np.ndarray] = []
+    chunks: list[np.ndarray] = []
+    with tqdm(total=_count(files), unit="video", desc="embed", disable=not progress) as bar:
+        for batch in reader.iterate_checked(dataset):
+            ids.append(batch[schema.KEY_ID].numpy().astype(str))
+            chunks.append(run.embed_batch(batch))
+            bar.update(len(ids[-1]))
+    if not chunks:
+        raise ValueError(f"{', '.join(map(str, files))}: no records to embed")
+    return np.concatenate(ids), np.concatenate(chunks).astype(np.float32)
+
+
+def embed_pair_shard(run: LoadedRun, shard: str, batch_size: int = 64, progress: bool = True):
+    """Embeddings of the distinct videos of a pair shard, plus its pairs as ``Labels``."""
+    dataset = reader.read_pairs([shard], run.decoder, batch_size)
+    embedded: dict[str, np.ndarray] = {}
+    query, candidate, score = [], [], []
+    with tqdm(total=_count([shard]), unit="pair", desc="embed pairs", disable=not progress) as bar:
+        for batch in reader.iterate_checked(dataset):
+            ids_1 = batch["video_1"][schema.KEY_ID].numpy().astype(str)
+            ids_2 = batch["video_2"][schema.KEY_ID].numpy().astype(str)
+            for key, ids in (("video_1", ids_1), ("video_2", ids_2)):
+                if all(i in embedded for i in ids):
+                    continue
+                vectors = run.embed_batch(batch[key])
+                for i, vector in zip(ids, vectors):
+                    embedded.setdefault(i, vector)
+            query.extend(ids_1)
+            candidate.extend(ids_2)
+            score.extend(batch[schema.KEY_SIM].numpy().tolist())
+            bar.update(len(ids_1))
+    ids = np.array(list(embedded), dtype=str)
+    matrix = np.stack([embedded[i] for i in ids]).astype(np.float32)
+    return ids, matrix, make_pairs(query, candidate, score, shard)
+
+
+def validation_shard(run: LoadedRun) -> str:
+    """The validation shard of a finetune run (its folds_dir and fold)."""
+    config = run.config
+    if config.stage != "finetune" or not config.folds_dir:
+        raise ValueError(f"{run.run_dir}: not a finetune run (no folds_dir in its config.json)")
+    return folds_lib.fold_files(config.folds_dir, config.fold)[1]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infer.embed", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="run directory (config.json, tokenizer/, best/ or final/)")
+    parser.add_argument("--out", required=True, help="output .npz (ids, embeddings[, pairs])")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--records", nargs="+", help="record files (or globs) to embed")
+    source.add_argument("--val-shard", action="store_true", help="the run's fold validation shard, with its pairs")
+    parser.add_argument("--kind", default="test", choices=[k.value for k in schema.RecordKind if k.value != "pair"],
+                        help="record kind of --records (default: test)")
+    parser.add_argument("--checkpoint", default="best", choices=CHECKPOINTS)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    run = load_run(args.run, args.checkpoint)
+    if args.val_shard:
+        ids, embeddings, pairs = embed_pair_shard(run, validation_shard(run), args.batch_size, not args.quiet)
+    else:
+        files = reader._resolve_files(args.records)
+        ids, embeddings = embed_videos(run, files, args.kind, args.batch_size, not args.quiet)
+        pairs = None
+    save_embeddings(args.out, ids, embeddings, pairs)
+    print(f"{len(ids)} embeddings of dim {embeddings.shape[1]} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+#!/bin/sh
+# Pretrain every model of the ensemble, each into RUN/pretrain/<model>/.
+#
+#   sh pretrain_all.sh
+#   DATA=data RUN=runs MODELS="mix uniter" PRESET=small EXTRA="batch_size=64 epochs=2" sh pretrain_all.sh
+#
+# DATA    data directory in the official layout (default: data)
+# RUN     run directory (default: runs)
+# MODELS  models to pretrain (default: the six ensemble variants)
+# PRESET  model size preset tiny|small|full (default: full)
+# EXTRA   key=value overrides passed to every run (see train/config.py)
+# PYTHON  interpreter (default: .venv/bin/python if it exists, else python)
+# Rerunning resumes unfinished runs from their last checkpoint; finished runs are left as they are.
+set -euf  # -f: no globbing, EXTRA may hold "*" (mse+0.5*kl)
+HERE=$(cd "$(dirname "$0")" && pwd)
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x "$HERE/.venv/bin/python" ]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python; fi
+fi
+DATA=${DATA:-data}
+RUN=${RUN:-runs}
+MODELS=${MODELS:-"mix mix_asl mix_roformer uniter uniter_asl uniter_roformer"}
+PRESET=${PRESET:-full}
+EXTRA=${EXTRA:-}
+export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"
+
+for model in $MODELS; do
+    echo "== pretrain $model -> $RUN/pretrain/$model"
+    # shellcheck disable=SC2086  # EXTRA is a list of key=value words
+    "$PYTHON" -m train.pretrain --model "$model" --data "$DATA" --out "$RUN/pretrain/$model" \
+        --preset "$PRESET" $EXTRA
+done

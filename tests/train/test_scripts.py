@@ -1,0 +1,49 @@
+"""pretrain_all.sh / finetune_all.sh: which runs they start, with which arguments (PYTHON is a recorder)."""
+import os
+import subprocess
+import sys
+
+from tests.train.helpers import REPO_ROOT
+
+
+def _run_script(script, tmp_path, **env):
+    recorder = tmp_path / "python"
+    recorder.write_text(f'#!/bin/sh\nif [ "$1" = "-c" ]; then exec "{sys.executable}" "$@"; fi\n'
+                        f'echo "$@" >> "{tmp_path}/calls.txt"\n')
+    recorder.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    calls.unlink(missing_ok=True)
+    subprocess.run(["sh", str(REPO_ROOT / script)], check=True, capture_output=True, cwd=tmp_path,
+                   env=dict(os.environ, PYTHON=str(recorder), **env))
+    return calls.read_text().splitlines()
+
+
+def test_pretrain_all_runs_each_model_with_the_overrides(tmp_path):
+    calls = _run_script("pretrain_all.sh", tmp_path, DATA="d", RUN="r", MODELS="mix uniter_asl",
+                        EXTRA="batch_size=4 finetune_losses=mse+0.5*kl", PRESET="tiny")
+    assert calls == [
+        "-m train.pretrain --model mix --data d --out r/pretrain/mix --preset tiny batch_size=4 finetune_losses=mse+0.5*kl",
+        "-m train.pretrain --model uniter_asl --data d --out r/pretrain/uniter_asl --preset tiny batch_size=4 "
+        "finetune_losses=mse+0.5*kl"]
+    default = _run_script("pretrain_all.sh", tmp_path)
+    assert [call.split()[3] for call in default] == ["mix", "mix_asl", "mix_roformer", "uniter", "uniter_asl",
+                                                     "uniter_roformer"]
+    assert default[0].endswith("--data data --out runs/pretrain/mix --preset full")
+
+
+def test_finetune_all_runs_every_fold_and_starts_from_finished_pretrain_runs(tmp_path, folds_dir):
+    (tmp_path / "r" / "pretrain" / "mix" / "final").mkdir(parents=True)
+    calls = _run_script("finetune_all.sh", tmp_path, FOLDS_DIR=str(folds_dir), RUN="r", MODELS="mix uniter",
+                        EXTRA="epochs=2")
+    folds = f"--folds-dir {folds_dir}"
+    assert calls == [
+        *[f"-m train.finetune --model mix {folds} --fold {k} --out r/finetune/mix/fold_0{k} "
+          f"--pretrained r/pretrain/mix epochs=2" for k in range(3)],
+        *[f"-m train.finetune --model uniter {folds} --fold {k} --out r/finetune/uniter/fold_0{k} "
+          f"--preset full epochs=2" for k in range(3)]]
+    chosen = _run_script("finetune_all.sh", tmp_path, FOLDS_DIR=str(folds_dir), MODELS="uniter", FOLDS="10")
+    assert chosen == [f"-m train.finetune --model uniter {folds} --fold 10 --out runs/finetune/uniter/fold_10 "
+                      f"--preset full"]
+    missing = subprocess.run(["sh", str(REPO_ROOT / "finetune_all.sh")], cwd=tmp_path, capture_output=True, text=True,
+                             env=dict(os.environ, PYTHON=sys.executable, DATA=str(tmp_path / "none")))
+    assert missing.returncode == 1 and "folds.json not found" in missing.stderr

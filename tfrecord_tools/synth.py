@@ -1,0 +1,1082 @@
+"""Synthetic challenge data in the official layout, with a known ground truth.
+
+    python -m tfrecord_tools.synth --out DIR --preset tiny|demo|full [--seed N]
+                                   [--label-graph PATH [--limit-pairs K]]
+
+writes under DIR::
+
+    pointwise/pretrain_{0..F-1}.tfrecords   videos with tags and category (pretraining)
+    pairwise/pairwise.tfrecords             every video of the label graph
+    pairwise/label.tsv                      query<TAB>candidate<TAB>score on the 0.05 grid
+    test_a/test_a.tfrecords                 videos without tags and category
+    tag_list.txt                            top-10,000 pointwise tags, most frequent first
+    synth_meta.json                         seed, preset, counts, oracle Spearman, label stats
+
+Python: ``generate(out_dir, preset="tiny", seed=0, label_graph=None, ...) -> meta dict``.
+
+The generative model
+--------------------
+World (drawn once per seed). ``K`` topics (16 tiny, 48 demo, 1,200 full), each a unit vector
+``T_k`` in a latent space of ``L = 64`` dimensions, ``T_k ∝ 0.6 C_c(k) + t_k`` where ``C_c`` is
+the direction of the topic's category, so topics of one category are related. The 328 categories
+have the real ``1LLSS`` form (40 level-1 classes) and the real popularity curve; topic popularity
+follows its category's. Every topic owns a list of title words (real Chinese words from jieba's
+dictionary: a disjoint share of its frequent nouns, verbs and adjectives) and a list of tags; every
+category and level-1 class owns a few tags, a few global tags fit any video, and a long tail of rare
+tag ids gives the real skew (4.84 tags a video; at full size ~62k distinct ids, the top 10,000
+covering ~96% of occurrences). Each word and tag carries a random vector ``d`` in the latent view of
+the modality that shows it.
+
+Video latent. A fresh video mixes 1-3 topics (popular ones more often; the second and third often
+of the same category) plus an identity vector: ``u = norm(norm(sum_i w_i T_k_i) + 0.6 e)``,
+``e ~ N(0, I/L)``. The TRUE SIMILARITY of two videos is ``cos(u_a, u_b)``.
+
+Modalities see only parts of ``u``. The latent has four blocks of 16 dimensions, A, B, C, D:
+  * frames see A+B,
+  * the title sees B+C, the tags C+D, the ASR B+D (few topic words, mostly filler; ``nan`` for 35%),
+  * the category is the category of the topic nearest to the whole ``u`` (3% noise).
+Pairs relate block by block (below), so a single modality explains only part of the similarity:
+on the demo preset, the cosine of the exact A+B view reaches Spearman ~0.80 against the labels, B+C
+~0.76, C+D ~0.75, the full latent ~0.90 (the oracle).
+
+Frames (per frame ``t``): ``y_t = mu + g * (W u_AB + N n + s_shot(t) + eps_t)``: a background
+``mu`` shared by every video (the raw cosine of two unrelated videos' mean frames is ~0.45, like the
+real sample pair), a per-dimension gain ``g``, the A+B view projected to 1,536-d by a fixed random
+``W``, a rank-8 per-video nuisance ``N n`` (camera, lighting: unrelated to every other video, so a
+learned projection beats the raw cosine), a per-shot offset (1 + Poisson(n/8) shots) and per-frame
+noise. Values are EfficientNet-like: ``x = swish(exp(1.7 tanh(y / 1.7)) - 1)`` stored as float16:
+about [-0.25, 3.5], half slightly negative, frame L2 norms ~11-15, frame-to-mean cosine ~0.82, as
+in the two real sample videos. Frame counts follow the real ``test_a`` histogram (5-32, median 13),
+plus 0.2% longer videos (33-40 frames) that readers must sample down.
+
+Text and tags (per modality view ``v`` of ``u``): the three topics nearest to ``u_v``
+(Gumbel-perturbed) are mentioned, weighted by ``softmax(T_k . u_v / 0.1)``; within their lists,
+words and tags are drawn by Gumbel top-k of ``u_v . d / 0.06 + log topic weight (+ a Zipf prior for
+tags)``, so near-duplicates share specific words and tags, not only topics. Titles add general
+content words, the dictionary's most frequent words as filler, and punctuation; the ASR is mostly
+filler and general words.
+
+Pairs and labels. The label graph (own, or the structure of an existing ``label.tsv`` with
+``--label-graph``) is walked breadth first; each video reached along an edge is derived from the
+video it was reached from, block by block: ``u_child,j = a_j u_parent,j + sqrt(1 - a_j^2) f_j``.
+The block alphas ``a_j`` follow one relation mixture (30% unrelated: 0; 55% related: U(0.1, 0.92);
+15% duplicate: U(0.92, 1)) through a Gaussian copula with correlation 0.25, so footage and text of
+a pair can agree to different degrees; the partner ``f_j`` of each block is a fresh video that
+shares the parent's main topic (30%) or not. Pairs off the tree edges (chains through shared
+candidates) get whatever similarity results. Labels: ``sim + N(0, 0.13^2)`` ranked and
+quantile-mapped onto the real 21-point score distribution (exact up to rounding);
+``synth_meta.json`` records the oracle Spearman (true similarity vs labels, ~0.90).
+
+Own label graphs copy the real shape: 79% of queries have one candidate (isolated pairs), the rest
+2-10 (mostly 6-10) from a shared pool where popular candidates are reused by many queries, and a few
+queries are candidates of others, chaining them into one giant component (real: 22,040 components,
+the largest 16,664 of 63,613 videos).
+
+Streaming: every chunk of videos has its own RNG seeded by (seed, split, chunk); frames never
+accumulate in memory; records are serialised deterministically, so a seed gives the same bytes.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import sys
+from typing import Callable, Sequence
+
+import numpy as np
+import scipy.stats
+import tensorflow as tf
+
+from tfrecord_tools import schema, synth_stats
+from tfrecord_tools.atomic import write_text_atomic
+from tfrecord_tools.labels import read_labels
+from tfrecord_tools.writer import AtomicRecordWriter, video_features
+
+LATENT_DIM = 64
+# Latent blocks and which modality sees which.
+BLOCKS = {"A": (0, 16), "B": (16, 32), "C": (32, 48), "D": (48, 64)}
+VIEWS = {"frames": "AB", "title": "BC", "tags": "CD", "asr": "BD"}
+TAG_LIST_SIZE = schema.NUM_TAGS
+
+_SPLIT_WORLD, _SPLIT_GRAPH, _SPLIT_PAIR_LATENT, _SPLIT_LABELS = 0, 1, 2, 3
+_SPLIT_POINTWISE, _SPLIT_PAIRWISE, _SPLIT_TEST = 10, 11, 12
+_MASK63 = np.uint64((1 << 63) - 1)
+_CJK = re.compile(r"^[\u4e00-\u9fff]+$")
+_CONTENT_POS = frozenset({"n", "nz", "ns", "nt", "nr", "nrt", "v", "vn", "a", "an", "l", "i"})
+_PUNCTUATION = ("，", "！", "？", "。", "、")
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentModel:
+    """Knobs of the generative model (shared by all presets, recorded in the meta)."""
+
+    identity_noise: float = 0.6  # weight of the identity vector against the topic mixture
+    category_weight: float = 0.6  # how much topics of one category share a direction
+    topics_per_video: tuple[float, float, float] = (0.5, 0.35, 0.15)  # P(1, 2, 3 topics)
+    same_category_topic: float = 0.5  # extra topics drawn from the main topic's category
+    # pair derivation
+    p_unrelated: float = 0.30
+    p_duplicate: float = 0.15
+    duplicate_alpha: tuple[float, float] = (0.92, 1.0)
+    related_alpha: tuple[float, float] = (0.1, 0.92)
+    block_correlation: float = 0.25  # copula correlation of the block alphas of one pair
+    same_topic_fresh: float = 0.3  # a block's fresh partner shares the parent's main topic
+    label_noise: float = 0.13  # std of the noise added to the true similarity before ranking
+    # frames
+    frame_background: float = 0.22
+    frame_gain_spread: float = 0.25
+    frame_signal: float = 0.16
+    frame_nuisance: float = 0.2
+    nuisance_rank: int = 8
+    frame_shot: float = 0.12
+    frame_noise: float = 0.22
+    frame_cap: float = 1.7
+    # text and tags
+    topic_gumbel: float = 0.05  # noise on which topics a text mentions
+    topic_temperature: float = 0.1  # topic weights: softmax(T_k . u_view / temperature)
+    word_temperature: float = 0.06
+    title_content_words: tuple[int, int] = (4, 8)
+    title_general_words: tuple[float, float, float] = (0.5, 0.35, 0.15)  # P(0, 1, 2)
+    title_filler_words: tuple[int, int] = (2, 5)
+    asr_missing: float = 0.35
+    asr_words: tuple[int, int] = (8, 40)
+    asr_content_share: float = 0.25
+    category_noise: float = 0.03
+    tags_per_video: float = synth_stats.TAGS_PER_VIDEO
+    max_tags: int = 14
+    p_global_tag: float = 0.9
+    p_level1_tag: float = 0.6
+    p_category_tag: float = 0.7
+    p_tail_tag: float = 0.042
+    tag_temperature: float = 0.06
+    topic_tag_zipf: float = 2.0  # prior -zipf * log(1 + position) within a topic's tag list
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Sizes of one synthetic data set."""
+
+    name: str
+    pointwise_files: int
+    pointwise_per_file: int
+    pair_queries: int
+    pairs: int
+    pair_videos: int
+    test_videos: int
+    topics: int
+    words_per_topic: int
+    general_words: int
+    tags_per_topic: int
+    global_tags: int
+    tags_per_level1: int
+    tags_per_category: int
+    tail_tags: int
+    frame_scale: float = 1.0  # < 1 shrinks frame counts (never below 5)
+    long_video_fraction: float = 0.002  # videos with 33-40 frames
+    chunk_size: int = 256
+    model: LatentModel = LatentModel()
+
+    def __post_init__(self):
+        for field in ("pointwise_files", "pointwise_per_file", "pair_queries", "pairs", "pair_videos",
+                      "test_videos", "topics", "words_per_topic", "general_words", "tags_per_topic",
+                      "global_tags", "tags_per_level1", "tags_per_category", "tail_tags", "chunk_size"):
+            if not isinstance(getattr(self, field), int) or getattr(self, field) < 1:
+                raise ValueError(f"preset {self.name!r}: {field} must be a positive integer, "
+                                 f"got {getattr(self, field)!r}")
+        if self.topics < 3:
+            raise ValueError(f"preset {self.name!r}: needs at least 3 topics, got {self.topics}")
+        if not 0 < self.frame_scale <= 1:
+            raise ValueError(f"preset {self.name!r}: frame_scale must be in (0, 1], got {self.frame_scale}")
+
+    @property
+    def pointwise_videos(self) -> int:
+        return self.pointwise_files * self.pointwise_per_file
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset("tiny", pointwise_files=2, pointwise_per_file=100, pair_queries=130, pairs=300,
+                   pair_videos=280, test_videos=100, topics=16, words_per_topic=24,
+                   general_words=200, tags_per_topic=8, global_tags=10, tags_per_level1=2,
+                   tags_per_category=2, tail_tags=300, chunk_size=128),
+    "demo": Preset("demo", pointwise_files=2, pointwise_per_file=2_500, pair_queries=1_500,
+                   pairs=3_500, pair_videos=3_200, test_videos=1_000, topics=48,
+                   words_per_topic=40, general_words=1_000, tags_per_topic=16, global_tags=20,
+                   tags_per_level1=2, tags_per_category=3, tail_tags=3_000, frame_scale=0.5),
+    "full": Preset("full", pointwise_files=20, pointwise_per_file=50_000,
+                   pair_queries=synth_stats.REAL_QUERIES, pairs=synth_stats.REAL_PAIRS,
+                   pair_videos=synth_stats.REAL_PAIR_VIDEOS, test_videos=31_514, topics=1_200,
+                   words_per_topic=40, general_words=4_000, tags_per_topic=8, global_tags=40,
+                   tags_per_level1=2, tags_per_category=3, tail_tags=52_000),
+}
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), *keys])))
+
+
+def _view(name: str) -> np.ndarray:
+    """Latent dimensions a modality sees."""
+    return np.concatenate([np.arange(*BLOCKS[block]) for block in VIEWS[name]])
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _gumbel(rng: np.random.Generator, shape) -> np.ndarray:
+    return -np.log(-np.log(rng.random(shape, dtype=np.float32) * 0.999998 + 1e-6))
+
+
+def video_ids(seed: int, start: int, count: int) -> list[str]:
+    """Decimal ids for global video indices ``start .. start+count-1``.
+
+    A bijective mix of the index on 63 bits (add a seed offset, xor-shift, multiply by odd
+    constants), so ids never collide within a data set and look like the real 18-19 digit ids.
+    """
+    offset = np.uint64(int(np.random.SeedSequence([int(seed), 99]).generate_state(1, np.uint64)[0]) >> 1)
+    x = (np.arange(start, start + count, dtype=np.uint64) + offset) & _MASK63
+    with np.errstate(over="ignore"):
+        for multiplier in (0x3C79AC492BA7B653, 0x1C69B3F74AC4AE35):
+            x ^= x >> np.uint64(29)
+            x = (x * np.uint64(multiplier)) & _MASK63
+        x ^= x >> np.uint64(31)
+    return [str(int(value)) for value in x]
+
+
+# --------------------------------------------------------------------------------------------------
+# Words from jieba's dictionary
+# --------------------------------------------------------------------------------------------------
+
+def jieba_dict_path() -> str:
+    """jieba's bundled dictionary (``word freq pos`` per line)."""
+    spec = importlib.util.find_spec("jieba")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the jieba package is required for synthetic titles (pip install jieba)")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "dict.txt")
+    if not os.path.isfile(path):
+        raise RuntimeError(f"jieba's dictionary not found at {path}")
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class WordPools:
+    content: list[str]  # frequent content words, most frequent first
+    fillers: list[str]  # the most frequent words (function words, common verbs)
+    filler_p: np.ndarray
+    dict_md5: str
+
+
+def load_word_pools(n_fillers: int = 300) -> WordPools:
+    """Content and filler words from jieba's dictionary (pure-CJK words only)."""
+    path = jieba_dict_path()
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    entries = []
+    for line in raw.decode("utf-8").splitlines():
+        parts = line.split(" ")
+        if len(parts) >= 2 and _CJK.match(parts[0]):
+            entries.append((parts[0], int(parts[1]), parts[2] if len(parts) > 2 else ""))
+    by_freq = sorted(range(len(entries)), key=lambda i: (-entries[i][1], i))
+    fillers = [entries[i][0] for i in by_freq if len(entries[i][0]) <= 2][:n_fillers]
+    filler_set = set(fillers)
+    content = [entries[i][0] for i in by_freq
+               if 2 <= len(entries[i][0]) <= 4 and entries[i][2] in _CONTENT_POS
+               and entries[i][1] >= 5 and entries[i][0] not in filler_set]
+    filler_freq = np.array([entries[i][1] for i in by_freq if len(entries[i][0]) <= 2][:n_fillers],
+                           dtype=np.float64)
+    filler_p = filler_freq ** 0.6
+    return WordPools(content, fillers, filler_p / filler_p.sum(), hashlib.md5(raw).hexdigest())
+
+
+# --------------------------------------------------------------------------------------------------
+# The world: topics, categories, tags, words, frame projection
+# --------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class World:
+    """Everything shared by the videos of one data set (small: kilobytes to a few MB)."""
+
+    preset: Preset
+    topic_vectors: np.ndarray  # [K, L] unit
+    topic_p: np.ndarray  # [K] popularity
+    topic_category: np.ndarray  # [K] category index
+    category_topics: np.ndarray  # topic indices sorted by category
+    category_start: np.ndarray  # [C] start in category_topics
+    category_count: np.ndarray  # [C]
+    category_ids: np.ndarray  # [C] int64 (1LLSS)
+    category_level1: np.ndarray  # [C] level-1 index
+    level1_siblings: list[np.ndarray]  # categories per level-1 class
+    tag_ids: np.ndarray  # [n_tags] int64, all tag groups then the tail
+    tag_vectors: np.ndarray  # [n_head, |tags view|]
+    global_tags: np.ndarray  # [G] tag indices
+    level1_tags: np.ndarray  # [n_level1, tags_per_level1]
+    category_tags: np.ndarray  # [C, tags_per_category]
+    topic_tags: np.ndarray  # [K, tags_per_topic]
+    tail_start: int
+    words: list[str]
+    word_vectors: np.ndarray  # [n_words, |title view|]
+    asr_word_vectors: np.ndarray  # [n_words, |asr view|]
+    topic_words: np.ndarray  # [K, words_per_topic]
+    general_words: np.ndarray  # [n_general]
+    fillers: list[str]
+    filler_p: np.ndarray
+    frame_background: np.ndarray  # [FRAME_DIM]
+    frame_gain: np.ndarray  # [FRAME_DIM]
+    frame_projection: np.ndarray  # [|frames view|, FRAME_DIM]
+    nuisance_basis: np.ndarray  # [rank, FRAME_DIM]
+    dict_md5: str
+
+
+def _category_taxonomy(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """328 five-digit ids ``1LLSS`` in 40 level-1 classes; returns (ids, level-1 index)."""
+    level1_codes = np.sort(rng.choice(50, size=synth_stats.REAL_LEVEL1_CLASSES, replace=False))
+    sizes = rng.permutation(np.array(synth_stats.SUBCATEGORIES_PER_LEVEL1))
+    ids, level1 = [], []
+    for index, (code, size) in enumerate(zip(level1_codes, sizes)):
+        for sub in np.sort(rng.choice(np.arange(1, 30), size=size, replace=False)):
+            ids.append(int(f"1{code:02d}{sub:02d}"))
+            level1.append(index)
+    return np.array(ids, dtype=np.int64), np.array(level1, dtype=np.int64)
+
+
+def build_world(preset: Preset, seed: int, pools: WordPools | None = None) -> World:
+    """Draw the topics, taxonomy, vocabularies and frame projection for ``seed``."""
+    rng = _rng(seed, _SPLIT_WORLD)
+    model = preset.model
+    n_topics, dim = preset.topics, LATENT_DIM
+
+    category_ids, category_level1 = _category_taxonomy(rng)
+    n_categories = len(category_ids)
+    category_weight = synth_stats.category_weights(n_categories)[rng.permutation(n_categories)]
+    if n_topics >= n_categories:
+        rest = rng.choice(n_categories, size=n_topics - n_categories, p=category_weight)
+        topic_category = np.concatenate([rng.permutation(n_categories), rest])
+    else:
+        topic_category = rng.choice(n_categories, size=n_topics, replace=False, p=category_weight)
+    topics_in = np.bincount(topic_category, minlength=n_categories)
+    topic_p = category_weight[topic_category] / topics_in[topic_category]
+    topic_p *= np.exp(rng.normal(0.0, 0.5, n_topics))
+    topic_p /= topic_p.sum()
+    category_topics = np.argsort(topic_category, kind="stable")
+    category_start = np.concatenate([[0], np.cumsum(topics_in)[:-1]])
+
+    category_directions = rng.normal(0.0, 1.0 / np.sqrt(dim), (n_categories, dim))
+    topic_vectors = _normalize(model.category_weight * category_directions[topic_category]
+                               + rng.normal(0.0, 1.0 / np.sqrt(dim), (n_topics, dim)))
+
+    # Tags: global, level-1, category, topic groups, then the long tail (all with random ids).
+    n_level1 = int(category_level1.max()) + 1
+    sizes = [preset.global_tags, n_level1 * preset.tags_per_level1,
+             n_categories * preset.tags_per_category, n_topics * preset.tags_per_topic]
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    n_head = int(starts[-1])
+    tag_ids = rng.choice(60_000_000, size=n_head + preset.tail_tags, replace=False).astype(np.int64) + 10_000
+    tag_view = len(_view("tags"))
+    tag_vectors = rng.normal(0.0, 1.0 / np.sqrt(tag_view), (n_head, tag_view)).astype(np.float32)
+
+    pools = pools or load_word_pools()
+    n_words = n_topics * preset.words_per_topic + preset.general_words
+    if len(pools.content) < n_words:
+        raise ValueError(f"preset {preset.name!r} needs {n_words} content words, jieba's dictionary "
+                         f"offers {len(pools.content)}")
+    # Frequent words only (the top 2x of what is needed, at least 5,000): titles stay readable.
+    frequent = min(len(pools.content), max(2 * n_words, 5_000))
+    words = [pools.content[i] for i in np.sort(rng.permutation(frequent)[:n_words])]
+    order = rng.permutation(n_words)
+    topic_words = order[: n_topics * preset.words_per_topic].reshape(n_topics, preset.words_per_topic)
+    general_words = order[n_topics * preset.words_per_topic:]
+    title_view, asr_view = len(_view("title")), len(_view("asr"))
+    word_vectors = rng.normal(0.0, 1.0 / np.sqrt(title_view), (n_words, title_view)).astype(np.float32)
+    asr_word_vectors = rng.normal(0.0, 1.0 / np.sqrt(asr_view), (n_words, asr_view)).astype(np.float32)
+
+    frame_view = len(_view("frames"))
+    gain = np.exp(rng.normal(0.0, model.frame_gain_spread, schema.FRAME_DIM))
+    projection = rng.normal(0.0, model.frame_signal / np.sqrt(frame_view / dim),
+                            (frame_view, schema.FRAME_DIM))
+    nuisance = rng.normal(0.0, model.frame_nuisance / np.sqrt(model.nuisance_rank),
+                          (model.nuisance_rank, schema.FRAME_DIM))
+    return World(
+        preset=preset, topic_vectors=topic_vectors.astype(np.float32), topic_p=topic_p,
+        topic_category=topic_category, category_topics=category_topics,
+        category_start=category_start, category_count=topics_in, category_ids=category_ids,
+        category_level1=category_level1,
+        level1_siblings=[np.flatnonzero(category_level1 == i) for i in range(n_level1)],
+        tag_ids=tag_ids, tag_vectors=tag_vectors,
+        global_tags=np.arange(starts[0], starts[1]),
+        level1_tags=np.arange(starts[1], starts[2]).reshape(n_level1, preset.tags_per_level1),
+        category_tags=np.arange(starts[2], starts[3]).reshape(n_categories, preset.tags_per_category),
+        topic_tags=np.arange(starts[3], starts[4]).reshape(n_topics, preset.tags_per_topic),
+        tail_start=n_head, words=words, word_vectors=word_vectors,
+        asr_word_vectors=asr_word_vectors, topic_words=topic_words, general_words=general_words,
+        fillers=pools.fillers, filler_p=pools.filler_p,
+        frame_background=rng.normal(0.0, model.frame_background, schema.FRAME_DIM).astype(np.float32),
+        frame_gain=gain.astype(np.float32), frame_projection=projection.astype(np.float32),
+        nuisance_basis=nuisance.astype(np.float32), dict_md5=pools.dict_md5)
+
+
+# --------------------------------------------------------------------------------------------------
+# Latents
+# --------------------------------------------------------------------------------------------------
+
+def main_topics(world: World, latents: np.ndarray) -> np.ndarray:
+    """Index of the topic nearest to each latent (its main topic)."""
+    return np.argmax(latents @ world.topic_vectors.T, axis=1)
+
+
+def fresh_latents(world: World, rng: np.random.Generator, n: int,
+                  main_topic: np.ndarray | None = None) -> np.ndarray:
+    """``n`` independent video latents (unit vectors): a 1-3 topic mixture plus identity noise.
+
+    ``main_topic`` (optional, -1 = free) forces the first topic of some videos.
+    """
+    model = world.preset.model
+    n_topics = len(world.topic_p)
+    first = rng.choice(n_topics, size=n, p=world.topic_p)
+    if main_topic is not None:
+        first = np.where(main_topic >= 0, main_topic, first)
+    others = rng.choice(n_topics, size=(n, 2), p=world.topic_p)
+    # Same-category partners: a uniform topic of the first topic's category.
+    category = world.topic_category[first]
+    sibling = world.category_topics[world.category_start[category][:, None]
+                                    + (rng.random((n, 2)) * world.category_count[category][:, None]).astype(np.int64)]
+    others = np.where(rng.random((n, 2)) < model.same_category_topic, sibling, others)
+    count = rng.choice(3, size=n, p=model.topics_per_video) + 1
+    weights = np.stack([np.ones(n), rng.uniform(0.25, 0.8, n), rng.uniform(0.15, 0.5, n)], axis=1)
+    weights *= np.arange(3)[None, :] < count[:, None]
+    topics = np.concatenate([first[:, None], others], axis=1)
+    mixture = _normalize(np.einsum("nk,nkd->nd", weights, world.topic_vectors[topics].astype(np.float64)))
+    identity = rng.normal(0.0, 1.0 / np.sqrt(LATENT_DIM), (n, LATENT_DIM))
+    return _normalize(mixture + model.identity_noise * identity)
+
+
+def relation_alphas(model: "LatentModel", uniform: np.ndarray) -> np.ndarray:
+    """Quantile function of the relation mixture: how much of the parent a block keeps.
+
+    ``uniform`` in [0, 1) maps monotonically to 0 (unrelated, share ``p_unrelated``), then
+    ``related_alpha`` (linearly), then ``duplicate_alpha`` (the top ``p_duplicate``).
+    """
+    p0, p_dup = model.p_unrelated, model.p_duplicate
+    p_rel = 1.0 - p0 - p_dup
+    lo, hi = model.related_alpha
+    dlo, dhi = model.duplicate_alpha
+    related = lo + (uniform - p0) / p_rel * (hi - lo)
+    duplicate = dlo + (uniform - p0 - p_rel) / p_dup * (dhi - dlo)
+    return np.where(uniform < p0, 0.0, np.where(uniform < p0 + p_rel, related, duplicate))
+
+
+def derive_latents(world: World, rng: np.random.Generator, parents: np.ndarray) -> np.ndarray:
+    """Latents of videos reached from ``parents`` along a label-graph edge (see module doc).
+
+    Every latent block ``j`` mixes the parent with a fresh partner:
+    ``child_j = alpha_j parent_j + sqrt(1 - alpha_j^2) fresh_j``. The block alphas come from one
+    relation mixture through a Gaussian copula with correlation ``block_correlation``, so footage
+    (blocks A, B) and text (C, D) agree with the parent to different degrees, and the partner of
+    each block is, independently, a fresh video sharing the parent's main topic or an unrelated one.
+    """
+    model = world.preset.model
+    m, n_blocks = len(parents), len(BLOCKS)
+    rho = model.block_correlation
+    z = np.sqrt(rho) * rng.standard_normal((m, 1)) + np.sqrt(1.0 - rho) * rng.standard_normal((m, n_blocks))
+    block_alpha = relation_alphas(model, scipy.stats.norm.cdf(z))
+    same_topic = fresh_latents(world, rng, m, main_topic=main_topics(world, parents))
+    unrelated = fresh_latents(world, rng, m)
+    shares = rng.random((m, n_blocks)) < model.same_topic_fresh
+    child = np.empty_like(parents)
+    for j, (lo, hi) in enumerate(BLOCKS.values()):
+        a = block_alpha[:, j:j + 1]
+        fresh = np.where(shares[:, j:j + 1], same_topic[:, lo:hi], unrelated[:, lo:hi])
+        child[:, lo:hi] = a * parents[:, lo:hi] + np.sqrt(1.0 - a ** 2) * fresh
+    return _normalize(child)
+
+
+def graph_latents(world: World, rng: np.random.Generator, n_nodes: int,
+                  queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Latents for the nodes of a label graph: breadth-first, each node derived from its parent.
+
+    Roots (the first node of each component, in index order) are fresh; nodes of one BFS depth are
+    derived together (vectorised).
+    """
+    neighbours: list[list[int]] = [[] for _ in range(n_nodes)]
+    for q, c in zip(queries.tolist(), candidates.tolist()):
+        neighbours[q].append(c)
+        neighbours[c].append(q)
+    parent = np.full(n_nodes, -1, dtype=np.int64)
+    depth = np.full(n_nodes, -1, dtype=np.int64)
+    for root in range(n_nodes):
+        if depth[root] >= 0:
+            continue
+        depth[root] = 0
+        queue = collections.deque([root])
+        while queue:
+            node = queue.popleft()
+            for nxt in neighbours[node]:
+                if depth[nxt] < 0:
+                    depth[nxt] = depth[node] + 1
+                    parent[nxt] = node
+                    queue.append(nxt)
+    latents = np.zeros((n_nodes, LATENT_DIM))
+    roots = np.flatnonzero(depth == 0)
+    latents[roots] = fresh_latents(world, rng, len(roots))
+    for level in range(1, int(depth.max()) + 1 if n_nodes else 0):
+        nodes = np.flatnonzero(depth == level)
+        latents[nodes] = derive_latents(world, rng, latents[parent[nodes]])
+    return latents
+
+
+def true_similarity(latents: np.ndarray, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Cosine of the latent vectors of each pair (latents are unit vectors)."""
+    return np.einsum("nd,nd->n", latents[queries], latents[candidates])
+
+
+def draw_labels(rng: np.random.Generator, similarity: np.ndarray, noise: float) -> np.ndarray:
+    """Grid labels with the real score distribution: quantile map of the noisy true similarity."""
+    return synth_stats.quantile_map(similarity + rng.normal(0.0, noise, len(similarity)))
+
+
+# --------------------------------------------------------------------------------------------------
+# The pair graph
+# --------------------------------------------------------------------------------------------------
+
+def build_pair_graph(preset: Preset, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(query, candidate) node indices in label-file order, over nodes ``0 .. pair_videos-1``.
+
+    Shape of the real graph: single-candidate queries with their own candidate; multi-candidate
+    queries draw 2-10 candidates from a shared pool (popular ones reused, every pool video used at
+    least once); a few slots take another multi-candidate query (chains).
+    """
+    q_total, n_pairs, n_videos = preset.pair_queries, preset.pairs, preset.pair_videos
+    hist = synth_stats.CANDIDATES_PER_QUERY
+    n_single = int(round(q_total * hist[1] / sum(hist.values())))
+    n_multi = q_total - n_single
+    slots = n_pairs - n_single
+    pool = n_videos - q_total - n_single
+    if n_multi < 1 or not 2 * n_multi <= slots <= 10 * n_multi or not 10 <= pool <= slots:
+        raise ValueError(
+            f"preset {preset.name!r}: {q_total} queries, {n_pairs} pairs and {n_videos} videos cannot "
+            f"form a real-shaped graph ({n_single} single-candidate queries, {n_multi} others with "
+            f"{slots} candidate slots from a pool of {pool}; need 2-10 slots a query and 10 <= pool <= slots)")
+    sizes = np.arange(2, 11)
+    weights = np.array([hist[k] for k in sizes], dtype=np.float64)
+    k = rng.choice(sizes, size=n_multi, p=weights / weights.sum())
+    while k.sum() != slots:  # nudge random queries until the pair count is exact
+        i = rng.integers(n_multi)
+        if k.sum() < slots and k[i] < 10:
+            k[i] += 1
+        elif k.sum() > slots and k[i] > 2:
+            k[i] -= 1
+    multi_nodes = np.arange(n_single, q_total)
+    pool_nodes = np.arange(q_total + n_single, n_videos)
+    popularity = 1.0 / np.arange(1, pool + 1) ** 0.8
+    popularity /= popularity.sum()
+    fill = rng.choice(pool, size=slots, p=popularity)
+    fill[rng.permutation(slots)[:pool]] = rng.permutation(pool)  # every pool video at least once
+    fill = pool_nodes[fill]
+    # Chains: some slots take another multi-candidate query, never a pool video's last use.
+    uses = collections.Counter(fill.tolist())
+    chain_slots = np.flatnonzero(rng.random(slots) < synth_stats.QUERY_AS_CANDIDATE_FRACTION)
+    chain_queries = multi_nodes[rng.integers(n_multi, size=len(chain_slots))]
+    for slot, other in zip(chain_slots.tolist(), chain_queries.tolist()):
+        if uses[int(fill[slot])] > 1:
+            uses[int(fill[slot])] -= 1
+            fill[slot] = other
+    queries, candidates = [], []
+    start = 0
+    for node, size in zip(multi_nodes.tolist(), k.tolist()):
+        chosen: list[int] = []
+        for c in fill[start:start + size].tolist():
+            while c == node or c in chosen:  # keeps the first use: no video disappears
+                c = int(pool_nodes[rng.choice(pool, p=popularity)])
+            chosen.append(c)
+        start += size
+        queries.extend([node] * size)
+        candidates.extend(chosen)
+    queries.extend(range(n_single))
+    candidates.extend(range(q_total, q_total + n_single))
+    queries_arr, candidates_arr = np.array(queries), np.array(candidates)
+    order = rng.permutation(len(queries_arr))
+    return queries_arr[order], candidates_arr[order]
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering: latents -> frames, category, tags, title, ASR
+# --------------------------------------------------------------------------------------------------
+
+# Standard normal quantiles at 256 equiprobable levels: noise from random bytes is ~5x cheaper than
+# numpy's Gaussian sampler, and after the other components and float16 rounding looks the same.
+_NORMAL_LEVELS = scipy.stats.norm.ppf((np.arange(256) + 0.5) / 256).astype(np.float32)
+
+
+def _byte_normal(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
+    """Approximately N(0, scale^2) float32 noise (256 levels, truncated at 2.9 sigma)."""
+    codes = np.frombuffer(rng.bytes(shape[0] * shape[1]), dtype=np.uint8).reshape(shape)
+    noise = _NORMAL_LEVELS[codes]
+    noise *= np.float32(scale)
+    return noise
+
+
+def render_frames(world: World, rng: np.random.Generator, latents: np.ndarray,
+                  counts: np.ndarray) -> list[np.ndarray]:
+    """Float16 frames [count, FRAME_DIM] per video (see the module doc for the model)."""
+    model = world.preset.model
+    n, total = len(latents), int(counts.sum())
+    video = latents[:, _view("frames")].astype(np.float32) @ world.frame_projection
+    video += rng.standard_normal((n, model.nuisance_rank), dtype=np.float32) @ world.nuisance_basis
+    owner = np.repeat(np.arange(n), counts)
+    shots_per_video = 1 + rng.poisson(counts / 8.0)
+    shot_first = np.concatenate([[0], np.cumsum(shots_per_video)[:-1]])
+    position = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    # Frames split into equal runs of consecutive shots.
+    shot_of_frame = shot_first[owner] + (position * shots_per_video[owner]) // counts[owner]
+    shots = _byte_normal(rng, (int(shots_per_video.sum()), schema.FRAME_DIM), model.frame_shot)
+    y = _byte_normal(rng, (total, schema.FRAME_DIM), model.frame_noise)
+    y += video[owner]
+    y += shots[shot_of_frame]
+    y *= world.frame_gain
+    y += world.frame_background
+    cap = np.float32(model.frame_cap)
+    y /= cap
+    np.tanh(y, out=y)
+    y *= cap
+    np.exp(y, out=y)
+    y -= np.float32(1.0)  # z
+    sig = np.negative(y)
+    np.exp(sig, out=sig)
+    sig += np.float32(1.0)
+    y /= sig  # swish(z) = z / (1 + exp(-z))
+    frames = y.astype("<f2")
+    return np.split(frames, np.cumsum(counts)[:-1])
+
+
+def _mentioned_topics(world: World, rng: np.random.Generator, view_latents: np.ndarray,
+                      view: np.ndarray, how_many: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Topics a modality mentions: nearest to its view of the latent (Gumbel-perturbed).
+
+    Returns topic indices [n, how_many] (best first) and their log weights.
+    """
+    model = world.preset.model
+    relevance = view_latents @ world.topic_vectors[:, view].T
+    noisy = relevance + model.topic_gumbel * _gumbel(rng, relevance.shape)
+    how_many = min(how_many, relevance.shape[1])
+    top = np.argpartition(-noisy, how_many - 1, axis=1)[:, :how_many]
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(noisy, top, 1), axis=1), 1)
+    score = np.take_along_axis(relevance, top, 1) / model.topic_temperature
+    log_weight = score - np.logaddexp.reduce(score, axis=1, keepdims=True)
+    return top, log_weight
+
+
+def _top_k(rng: np.random.Generator, logits: np.ndarray, k: int) -> np.ndarray:
+    """Gumbel top-k: column indices of k draws without replacement, best first."""
+    noisy = logits + _gumbel(rng, logits.shape)
+    k = min(k, logits.shape[1])
+    top = np.argpartition(-noisy, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(top, np.argsort(-np.take_along_axis(noisy, top, 1), axis=1), 1)
+
+
+def _topic_items(world: World, rng: np.random.Generator, latents: np.ndarray, view_name: str,
+                 items: np.ndarray, vectors: np.ndarray, k: int, prior: np.ndarray | None = None,
+                 temperature: float = 0.06) -> np.ndarray:
+    """Draw ``k`` items (words or tags) per video from the lists of its mentioned topics."""
+    view = _view(view_name)
+    view_latents = latents[:, view].astype(np.float32)
+    topics, log_weight = _mentioned_topics(world, rng, view_latents, view)
+    per_topic = items.shape[1]
+    candidates = items[topics].reshape(len(latents), -1)  # [n, 3 * per_topic]
+    logits = np.einsum("nd,nkd->nk", view_latents, vectors[candidates]) / temperature
+    logits += np.repeat(log_weight, per_topic, axis=1)
+    if prior is not None:
+        logits += np.tile(prior, topics.shape[1])[None, :]
+    chosen = _top_k(rng, logits, k)
+    return np.take_along_axis(candidates, chosen, 1)
+
+
+def render_categories(world: World, rng: np.random.Generator, latents: np.ndarray) -> np.ndarray:
+    """Category index per video: the category of its main topic, 3% a sibling in the same class."""
+    category = world.topic_category[main_topics(world, latents)]
+    noisy = np.flatnonzero(rng.random(len(latents)) < world.preset.model.category_noise)
+    for i in noisy.tolist():
+        siblings = world.level1_siblings[world.category_level1[category[i]]]
+        category[i] = siblings[rng.integers(len(siblings))]
+    return category
+
+
+def render_tags(world: World, rng: np.random.Generator, latents: np.ndarray,
+                category: np.ndarray) -> list[np.ndarray]:
+    """Tag indices per video (into ``world.tag_ids``): topic, level-1, global, category, tail."""
+    model, preset = world.preset.model, world.preset
+    n = len(latents)
+    count = np.minimum(1 + rng.poisson(model.tags_per_video - 1.0, n), model.max_tags)
+    remaining = count - 1
+    groups = []
+    for p in (model.p_level1_tag, model.p_global_tag, model.p_category_tag):
+        flag = (rng.random(n) < p) & (remaining >= 1)
+        remaining = remaining - flag
+        groups.append(flag)
+    has_level1, has_global, has_category = groups
+    n_topic_tags = 1 + remaining
+    view = _view("tags")
+    view_latents = latents[:, view].astype(np.float32)
+    prior = -model.topic_tag_zipf * np.log1p(np.arange(preset.tags_per_topic))
+    topic_tags = _topic_items(world, rng, latents, "tags", world.topic_tags, world.tag_vectors,
+                              int(n_topic_tags.max()), prior, model.tag_temperature)
+
+    def pick(options: np.ndarray, zipf: float) -> np.ndarray:  # options [n, m]
+        logits = np.einsum("nd,nkd->nk", view_latents, world.tag_vectors[options]) / model.tag_temperature
+        logits += -zipf * np.log1p(np.arange(options.shape[1]))[None, :]
+        return np.take_along_axis(options, _top_k(rng, logits, 1), 1)[:, 0]
+
+    level1 = pick(world.level1_tags[world.category_level1[category]], 1.0)
+    global_tag = pick(np.broadcast_to(world.global_tags, (n, len(world.global_tags))), 1.0)
+    category_tag = pick(world.category_tags[category], 1.0)
+    tail = world.tail_start + rng.integers(preset.tail_tags, size=(n, model.max_tags))
+    is_tail = rng.random((n, model.max_tags)) < model.p_tail_tag
+    result = []
+    for i in range(n):
+        tags = list(topic_tags[i, :n_topic_tags[i]])
+        if has_level1[i]:
+            tags.insert(1, level1[i])
+        if has_global[i]:
+            tags.append(global_tag[i])
+        if has_category[i]:
+            tags.append(category_tag[i])
+        tags = [int(tail[i, j]) if is_tail[i, j] else int(t) for j, t in enumerate(tags)]
+        result.append(np.array(list(dict.fromkeys(tags)), dtype=np.int64))
+    return result
+
+
+def _assemble(words: list[str], breaks: int, rng_values: np.ndarray, punctuation: Sequence[str]) -> str:
+    """Join words into up to ``breaks + 1`` clauses separated by punctuation."""
+    if breaks and len(words) > 2:
+        cuts = sorted(set((1 + (rng_values[:breaks] * (len(words) - 1)).astype(int)).tolist()))
+        out, last = [], 0
+        for j, cut in enumerate(cuts):
+            out.append("".join(words[last:cut]) + punctuation[j % len(punctuation)])
+            last = cut
+        out.append("".join(words[last:]))
+        return "".join(out)
+    return "".join(words)
+
+
+def render_texts(world: World, rng: np.random.Generator, latents: np.ndarray) -> tuple[list[str], list[str]]:
+    """Titles and ASR transcripts (``nan`` for a share of videos)."""
+    model, n = world.preset.model, len(latents)
+    words, fillers = world.words, world.fillers
+    lo, hi = model.title_content_words
+    n_content = rng.integers(lo, hi + 1, n)
+    content = _topic_items(world, rng, latents, "title", world.topic_words, world.word_vectors, hi,
+                           temperature=model.word_temperature)
+    n_general = rng.choice(3, size=n, p=model.title_general_words)
+    general = world.general_words[rng.integers(len(world.general_words), size=(n, 2))]
+    flo, fhi = model.title_filler_words
+    n_filler = rng.integers(flo, fhi + 1, n)
+    filler = rng.choice(len(fillers), size=(n, fhi), p=world.filler_p)
+    order_keys = rng.random((n, hi + 2 + fhi))
+    breaks = rng.choice(3, size=n, p=(0.35, 0.45, 0.2))
+    cut_values = rng.random((n, 2))
+    punct = rng.integers(len(_PUNCTUATION), size=n)
+    end_mark = rng.choice(["", "！", "？", "。"], size=n, p=(0.55, 0.25, 0.1, 0.1))
+
+    alo, ahi = model.asr_words
+    missing = rng.random(n) < model.asr_missing
+    n_asr = rng.integers(alo, ahi + 1, n)
+    k_asr = int(np.ceil(ahi * model.asr_content_share))
+    asr_content = _topic_items(world, rng, latents, "asr", world.topic_words, world.asr_word_vectors,
+                               k_asr, temperature=model.word_temperature)
+    asr_filler = rng.choice(len(fillers), size=(n, ahi), p=world.filler_p)
+    asr_general = world.general_words[rng.integers(len(world.general_words), size=(n, ahi))]
+    asr_is_general = rng.random((n, ahi)) < 0.3
+    asr_keys = rng.random((n, ahi))
+
+    titles, asrs = [], []
+    for i in range(n):
+        tokens = ([words[w] for w in content[i, :n_content[i]]]
+                  + [words[w] for w in general[i, :n_general[i]]]
+                  + [fillers[f] for f in filler[i, :n_filler[i]]])
+        keys = order_keys[i, :len(tokens)]
+        keys[:n_content[i]] *= 0.6  # topic words lean to the front, like real titles
+        tokens = [tokens[j] for j in np.argsort(keys, kind="stable")]
+        marks = (_PUNCTUATION[punct[i]], _PUNCTUATION[(punct[i] + 1) % len(_PUNCTUATION)])
+        titles.append(_assemble(tokens, int(breaks[i]), cut_values[i], marks) + str(end_mark[i]))
+        if missing[i]:
+            asrs.append(schema.MISSING_ASR)
+            continue
+        length = int(n_asr[i])
+        k = max(1, int(round(length * model.asr_content_share)))
+        spoken = [words[w] for w in asr_content[i, :k]]
+        spoken += [words[asr_general[i, j]] if asr_is_general[i, j] else fillers[asr_filler[i, j]]
+                   for j in range(length - k)]
+        spoken = [spoken[j] for j in np.argsort(asr_keys[i, :len(spoken)], kind="stable")]
+        asrs.append("".join(spoken))
+    return titles, asrs
+
+
+def render_videos(world: World, rng: np.random.Generator, latents: np.ndarray, ids: Sequence[str],
+                  kind: schema.RecordKind) -> tuple[list[dict], list[np.ndarray]]:
+    """Raw video dicts (``writer`` layout) and their tag indices, for one chunk."""
+    preset = world.preset
+    counts = synth_stats.sample_frame_counts(rng, len(latents), scale=preset.frame_scale,
+                                             long_fraction=preset.long_video_fraction)
+    frames = render_frames(world, rng, latents, counts)
+    titles, asrs = render_texts(world, rng, latents)
+    with_labels = schema.RecordKind(kind) != schema.RecordKind.TEST
+    if with_labels:
+        category = render_categories(world, rng, latents)
+        tags = render_tags(world, rng, latents, category)
+    videos = []
+    for i, video_id in enumerate(ids):
+        video = {"id": video_id, "title": titles[i], "asr_text": asrs[i], "frames": frames[i]}
+        if with_labels:
+            video["tag_id"] = world.tag_ids[tags[i]].tolist()
+            video["category_id"] = int(world.category_ids[category[i]])
+        videos.append(video)
+    return videos, (tags if with_labels else [])
+
+
+def serialize(video: dict, kind: schema.RecordKind) -> bytes:
+    """``writer.video_features`` serialised deterministically (map keys sorted: same bytes every run)."""
+    example = tf.train.Example(features=tf.train.Features(feature=video_features(video, kind)))
+    return example.SerializeToString(deterministic=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing a data set
+# --------------------------------------------------------------------------------------------------
+
+LAYOUT = ("pointwise", "pairwise/pairwise.tfrecords", "pairwise/label.tsv", "test_a/test_a.tfrecords",
+          "tag_list.txt", "synth_meta.json")
+
+
+def _prepare_out_dir(out_dir: str, overwrite: bool) -> None:
+    existing = [name for name in LAYOUT if os.path.exists(os.path.join(out_dir, name))]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}; pass overwrite=True "
+                              f"(--overwrite) to replace a synthetic data set")
+    pointwise = os.path.join(out_dir, "pointwise")
+    if os.path.isdir(pointwise):
+        for name in os.listdir(pointwise):
+            if re.fullmatch(r"pretrain_\d+\.tfrecords", name):
+                os.remove(os.path.join(pointwise, name))
+    for name in LAYOUT[1:]:
+        path = os.path.join(out_dir, name)
+        if os.path.isfile(path):
+            os.remove(path)
+    os.makedirs(out_dir, exist_ok=True)
+
+
+def _write_split(path: str, world: World, seed: int, split: int, kind: schema.RecordKind,
+                 ids: Sequence[str], latents_for: Callable[[np.random.Generator, int, int], np.ndarray], progress, tag_counts: np.ndarray | None,
+                 first_chunk: int = 0) -> dict:
+    """Stream ``len(ids)`` videos into one TFRecord file, chunk by chunk; returns file stats."""
+    chunk = world.preset.chunk_size
+    frames = 0
+    with AtomicRecordWriter(path) as writer:
+        for number, start in enumerate(range(0, len(ids), chunk), start=first_chunk):
+            rng = _rng(seed, split, number)
+            chunk_ids = ids[start:start + chunk]
+            latents = latents_for(rng, start, len(chunk_ids))
+            videos, tags = render_videos(world, rng, latents, chunk_ids, kind)
+            for video in videos:
+                writer.write(serialize(video, kind))
+                frames += len(video["frames"])
+            if tag_counts is not None:
+                for video_tags in tags:
+                    tag_counts[video_tags] += 1
+            progress.update(len(videos))
+    return {"records": writer.count, "frames": frames, "bytes": os.path.getsize(path)}
+
+
+def _graph_from_labels(path: str, limit_pairs: int | None) -> tuple[list[str], np.ndarray, np.ndarray, str]:
+    """Ids (first-appearance order) and (query, candidate) node indices of an existing label.tsv."""
+    labels = read_labels(path, check_grid=False)
+    queries, candidates = labels.query, labels.candidate
+    if limit_pairs is not None:
+        if limit_pairs < 1:
+            raise ValueError(f"limit_pairs must be positive, got {limit_pairs}")
+        queries, candidates = queries[:limit_pairs], candidates[:limit_pairs]
+    ids = list(dict.fromkeys(x for pair in zip(queries, candidates) for x in pair))
+    index = {video_id: i for i, video_id in enumerate(ids)}
+    q = np.array([index[x] for x in queries], dtype=np.int64)
+    c = np.array([index[x] for x in candidates], dtype=np.int64)
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        digest.update(handle.read())
+    return ids, q, c, digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class PairTruth:
+    """The pairwise videos and the ground truth of their labels."""
+
+    ids: list[str]  # pairwise video ids, in the order of the pairwise file
+    queries: np.ndarray  # [pairs] index into ids, label-file order
+    candidates: np.ndarray
+    latents: np.ndarray  # [videos, LATENT_DIM] unit vectors
+    similarity: np.ndarray  # [pairs] true similarity (latent cosine)
+    labels: np.ndarray  # [pairs] grid scores written to label.tsv
+    graph_info: dict | None  # the source label.tsv (path, limit_pairs, md5) or None
+
+
+def pair_ground_truth(preset: str | Preset, seed: int = 0, label_graph: str | os.PathLike | None = None,
+                      limit_pairs: int | None = None, world: World | None = None) -> PairTruth:
+    """The pair graph, latents, true similarities and labels ``generate`` writes (no frames: fast)."""
+    preset = PRESETS[preset] if isinstance(preset, str) else preset
+    world = world or build_world(preset, seed)
+    if label_graph is not None:
+        ids, queries, candidates, graph_md5 = _graph_from_labels(os.fspath(label_graph), limit_pairs)
+        graph_info = {"path": os.path.abspath(os.fspath(label_graph)), "limit_pairs": limit_pairs,
+                      "md5": graph_md5}
+    else:
+        queries, candidates = build_pair_graph(preset, _rng(seed, _SPLIT_GRAPH))
+        # Number videos by first appearance in the label file (the pairwise file's order).
+        order = list(dict.fromkeys(x for pair in zip(queries.tolist(), candidates.tolist()) for x in pair))
+        renumber = np.empty(preset.pair_videos, dtype=np.int64)
+        renumber[order] = np.arange(len(order))
+        queries, candidates = renumber[queries], renumber[candidates]
+        ids = video_ids(seed, preset.pointwise_videos, len(order))
+        graph_info = None
+    latents = graph_latents(world, _rng(seed, _SPLIT_PAIR_LATENT), len(ids), queries, candidates)
+    similarity = true_similarity(latents, queries, candidates)
+    labels = draw_labels(_rng(seed, _SPLIT_LABELS), similarity, preset.model.label_noise)
+    return PairTruth(ids, queries, candidates, latents, similarity, labels, graph_info)
+
+
+def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: int = 0,
+             label_graph: str | os.PathLike | None = None, limit_pairs: int | None = None,
+             overwrite: bool = False, progress: bool = True) -> dict:
+    """Write a synthetic data set in the official layout under ``out_dir``; returns the meta.
+
+    ``label_graph``: take the pair structure (ids, query/candidate lists, line order) from an
+    existing ``label.tsv`` (its first ``limit_pairs`` lines) and draw fresh scores for it; the
+    pairwise file then holds a video for every id of those lines.
+    """
+    from tqdm import tqdm
+
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        preset = PRESETS[preset]
+    if not isinstance(preset, Preset):
+        raise TypeError(f"preset must be a name or a Preset, got {type(preset).__name__}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    out_dir = os.fspath(out_dir)
+    _prepare_out_dir(out_dir, overwrite)
+    world = build_world(preset, seed)
+
+    truth = pair_ground_truth(preset, seed, label_graph, limit_pairs, world=world)
+    pair_ids, queries, candidates, labels = truth.ids, truth.queries, truth.candidates, truth.labels
+    pair_latents, similarity = truth.latents, truth.similarity
+    oracle = float(scipy.stats.spearmanr(similarity, labels)[0])
+
+    total = preset.pointwise_videos + len(pair_ids) + preset.test_videos
+    bar = tqdm(total=total, unit="video", desc=f"synth {preset.name}", disable=not progress,
+               dynamic_ncols=True, mininterval=1.0)
+    files: dict[str, dict] = {}
+    tag_counts = np.zeros(len(world.tag_ids), dtype=np.int64)
+    per_file = preset.pointwise_per_file
+    chunks_per_file = -(-per_file // preset.chunk_size)
+    for f in range(preset.pointwise_files):
+        name = f"pointwise/pretrain_{f}.tfrecords"
+        files[name] = _write_split(
+            os.path.join(out_dir, name), world, seed, _SPLIT_POINTWISE, schema.RecordKind.POINTWISE,
+            video_ids(seed, f * per_file, per_file),
+            lambda rng, start, n: fresh_latents(world, rng, n), bar, tag_counts,
+            first_chunk=f * chunks_per_file)
+    files["pairwise/pairwise.tfrecords"] = _write_split(
+        os.path.join(out_dir, "pairwise/pairwise.tfrecords"), world, seed, _SPLIT_PAIRWISE,
+        schema.RecordKind.PAIRWISE, pair_ids, lambda rng, start, n: pair_latents[start:start + n], bar, None)
+    test_ids = video_ids(seed, preset.pointwise_videos + preset.pair_videos, preset.test_videos)
+    files["test_a/test_a.tfrecords"] = _write_split(
+        os.path.join(out_dir, "test_a/test_a.tfrecords"), world, seed, _SPLIT_TEST, schema.RecordKind.TEST,
+        test_ids, lambda rng, start, n: fresh_latents(world, rng, n), bar, None)
+    bar.close()
+
+    lines = [f"{pair_ids[q]}\t{pair_ids[c]}\t{synth_stats.format_score(s)}\n"
+             for q, c, s in zip(queries.tolist(), candidates.tolist(), labels.tolist())]
+    write_text_atomic(os.path.join(out_dir, "pairwise/label.tsv"), "".join(lines))
+    seen = np.flatnonzero(tag_counts)
+    ranked = seen[np.lexsort((world.tag_ids[seen], -tag_counts[seen]))][:TAG_LIST_SIZE]
+    write_text_atomic(os.path.join(out_dir, "tag_list.txt"),
+                      "".join(f"{world.tag_ids[t]}\n" for t in ranked))
+
+    sorted_counts = np.sort(tag_counts[seen])[::-1]
+    occurrences = max(int(sorted_counts.sum()), 1)
+    components = synth_stats.graph_components(queries, candidates)
+    meta = {
+        "generator": "tfrecord_tools.synth",
+        "format_version": 1,
+        "preset": preset.name,
+        "seed": int(seed),
+        "preset_params": dataclasses.asdict(preset),
+        "latent": {"dim": LATENT_DIM, "blocks": {k: list(v) for k, v in BLOCKS.items()},
+                   "views": dict(VIEWS)},
+        "label_graph": truth.graph_info,
+        "counts": {
+            "pointwise_videos": preset.pointwise_videos,
+            "pointwise_files": preset.pointwise_files,
+            "pairwise_videos": len(pair_ids),
+            "pairs": len(labels),
+            "queries": len(set(queries.tolist())),
+            "test_a_videos": preset.test_videos,
+            "distinct_tags_pointwise": int(len(seen)),
+            "tag_list": int(len(ranked)),
+        },
+        "files": files,
+        "oracle_spearman": oracle,
+        "labels": {
+            "distribution": synth_stats.label_histogram(labels).round(6).tolist(),
+            "total_variation_vs_real": synth_stats.total_variation(labels),
+            "mean": float(labels.mean()),
+        },
+        "true_similarity": {"mean": float(similarity.mean()),
+                            "quantiles": np.quantile(similarity, [0.05, 0.25, 0.5, 0.75, 0.95]).round(4).tolist()},
+        "graph": {"components": int(len(components)), "largest_component": int(components[0])},
+        "tags": {"per_video_pointwise": occurrences / max(preset.pointwise_videos, 1),
+                 "top_coverage": {str(k): float(sorted_counts[:k].sum() / occurrences)
+                                  for k in synth_stats.TAG_TOP_COVERAGE}},
+        "jieba_dict_md5": world.dict_md5,
+    }
+    text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
+    write_text_atomic(os.path.join(out_dir, "synth_meta.json"), text)
+    return json.loads(text)  # exactly what the file holds (tuples become lists)
+
+
+def summary(meta: dict, out_dir: str) -> str:
+    """A few lines for the terminal."""
+    counts = meta["counts"]
+    return (f"synthetic {meta['preset']} data (seed {meta['seed']}) in {out_dir}\n"
+            f"  pointwise {counts['pointwise_videos']} videos in {counts['pointwise_files']} files, "
+            f"pairwise {counts['pairwise_videos']} videos / {counts['pairs']} pairs "
+            f"({counts['queries']} queries), test_a {counts['test_a_videos']} videos\n"
+            f"  oracle Spearman {meta['oracle_spearman']:.4f}, label TV vs real "
+            f"{meta['labels']['total_variation_vs_real']:.4f}, "
+            f"{meta['tags']['per_video_pointwise']:.2f} tags a video, tag list {counts['tag_list']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tfrecord_tools.synth", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--label-graph", help="take the pair structure from this label.tsv")
+    parser.add_argument("--limit-pairs", type=int, help="with --label-graph: use only its first K lines")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing synthetic data set")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.limit_pairs is not None and args.label_graph is None:
+        parser.error("--limit-pairs needs --label-graph")
+    try:
+        meta = generate(args.out, args.preset, args.seed, args.label_graph, args.limit_pairs,
+                        overwrite=args.overwrite, progress=not args.no_progress)
+    except (FileExistsError, ValueError) as error:  # bad input: a message, not a traceback
+        parser.error(str(error))
+    print(summary(meta, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Training and validation datasets of the pretrain and finetune stages.
+
+Built from `tfrecord_tools.reader`'s `VideoDecoder` (parsing, frame sampling, tag multi-hot,
+batch tokenisation) and `read_pairs` (validation), with an input order that is a pure function of
+``(seed, step)``, so that an interrupted run resumes on exactly the batches it would have seen:
+
+    epoch e (e = 0, 1, ...): file order and records shuffled with the seed ``(seed, e)``
+    -> the stream of all epochs -> skip the records the first ``start_step`` steps consumed
+       (whole epochs are skipped without reading them; only the records of the current epoch are
+       read again, undecoded)
+    -> global batches of ``global_batch`` records (drop_remainder)
+    -> this input pipeline's slice of every global batch -> decode -> per-replica batches.
+
+Every worker reads the same serialized stream and decodes only its own slice: the records that
+make up global batch ``k`` do not depend on the number of workers or replicas, which is what makes
+a run with N replicas compute the same loss as one with a single replica.
+
+Strings (id, title, ASR) are dropped from training batches: the model reads tokens and frames.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfrecord_tools import reader, schema
+from tfrecord_tools.atomic import write_text_atomic
+from tfrecord_tools.tags import TagVocab
+
+AUTOTUNE = tf.data.AUTOTUNE
+_MAX_PARALLEL_FILES = 16
+_EPOCH_SEED_STRIDE = 1_000_003  # epoch seed = seed * stride + epoch
+
+
+# ---------------------------------------------------------------------- files and counts
+def pretrain_files(data_dir: str | os.PathLike, include_pairwise: bool = True) -> list[str]:
+    """``DATA/pointwise/pretrain_*.tfrecords`` (+ ``DATA/pairwise/*.tfrecords``), sorted."""
+    data_dir = os.fspath(data_dir)
+    files = sorted(glob.glob(os.path.join(data_dir, "pointwise", "*.tfrecords")))
+    if include_pairwise:
+        files += sorted(glob.glob(os.path.join(data_dir, "pairwise", "*.tfrecords")))
+    if not files:
+        raise FileNotFoundError(f"{data_dir}: no pointwise/*.tfrecords"
+                                + (" or pairwise/*.tfrecords" if include_pairwise else "")
+                                + " (expected the official data layout)")
+    return files
+
+
+def record_counts(files: Sequence[str], cache_path: str | os.PathLike | None = None) -> list[int]:
+    """Records per file; cached in ``cache_path`` (JSON keyed by path, size and mtime) when given.
+
+    Counting reads every file once (`reader.count_records`); the cache makes a resumed run skip it.
+    """
+    cache: dict = {}
+    if cache_path and os.path.isfile(cache_path):
+        with open(cache_path, encoding="utf-8") as handle:
+            cache = json.load(handle)
+    counts, changed = [], False
+    for path in files:
+        stat = os.stat(path)
+        key = os.path.abspath(path)
+        entry = cache.get(key)
+        if not entry or entry.get("bytes") != stat.st_size or entry.get("mtime") != stat.st_mtime:
+            entry = {"bytes": stat.st_size, "mtime": stat.st_mtime, "records": reader.count_records(path)}
+            cache[key] = entry
+            changed = True
+        counts.append(int(entry["records"]))
+    if cache_path and changed:
+        write_text_atomic(cache_path, json.dumps(cache, indent=2, sort_keys=True) + "\n")
+    return counts
+
+
+def stream_titles(files: Sequence[str], pairs: bool = False, batch_size: int = 512) -> Iterator[bytes]:
+    """Every title of the records (both videos' titles for pair records), parsing nothing else."""
+    keys = [schema.KEY_TITLE + suffix for suffix in schema.PAIR_SUFFIXES] if pairs else [schema.KEY_TITLE]
+    spec = {key: tf.io.FixedLenFeature([], tf.string, default_value=b"") for key in keys}
+    dataset = tf.data.TFRecordDataset(list(files), num_parallel_reads=min(len(files), _MAX_PARALLEL_FILES))
+    dataset = dataset.batch(batch_size).map(lambda records: tf.io.parse_example(records, spec),
+                                            num_parallel_calls=AUTOTUNE).prefetch(2)
+    for batch in dataset.as_numpy_iterator():
+        for key in keys:
+            yield from batch[key]
+
+
+def load_tag_vocab(path: str | os.PathLike) -> TagVocab:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{os.fspath(path)}: tag list not found (set tag_list=PATH/tag_list.txt)")
+    return TagVocab.from_file(path)
+
+
+# ---------------------------------------------------------------------- the training stream
+def _file_records(path: tf.Tensor) -> tf.data.Dataset:
+    """``(path, index, serialized record)`` of one file."""
+    return tf.data.TFRecordDataset(path).enumerate().map(lambda index, record: (path, index, record))
+
+
+def _epoch_records(files: tf.Tensor, epoch: tf.Tensor, seed: int, shuffle_buffer: int) -> tf.data.Dataset:
+    """One epoch of ``(path, index, record)``: file order and records shuffled with (seed, epoch)."""
+    epoch_seed = tf.cast(seed, tf.int64) * _EPOCH_SEED_STRIDE + epoch
+    paths = tf.data.Dataset.from_tensor_slices(files)
+    num_files = int(files.shape[0])
+    if num_files > 1:
+        paths = paths.shuffle(num_files, seed=epoch_seed)
+    records = paths.interleave(_file_records, cycle_length=min(num_files, _MAX_PARALLEL_FILES), block_length=1,
+                               num_parallel_calls=AUTOTUNE, deterministic=True)
+    return records.shuffle(shuffle_buffer, seed=epoch_seed)
+
+
+def numeric_features(features: dict) -> dict:
+    """Drop string features (ids, titles, ASR) from a (nested) feature dict."""
+    out = {}
+    for key, value in features.items():
+        if isinstance(value, dict):
+            out[key] = numeric_features(value)
+        elif value.dtype != tf.string:
+            out[key] = value
+    return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainStream:
+    """The deterministic, resumable training stream of one stage (see the module docstring).
+
+    ``pairs``: fold-shard pair records (``{"video_1", "video_2", "sim", "target"}``) instead of
+    single videos. ``target_fn`` maps the label ``sim`` [B] to the training target (pairs only).
+    """
+
+    files: tuple[str, ...]
+    records_per_epoch: int
+    decoder: reader.VideoDecoder
+    global_batch: int
+    seed: int
+    shuffle_buffer: int = 1024
+    pairs: bool = False
+    target_fn: Callable[[tf.Tensor], tf.Tensor] | None = None
+
+    def __post_init__(self):
+        if self.records_per_epoch < self.global_batch:
+            raise ValueError(f"{self.records_per_epoch} training records cannot fill one batch of "
+                             f"{self.global_batch} (files: {', '.join(self.files)})")
+
+    def serialized(self, start_step: int = 0) -> tf.data.Dataset:
+        """Global batches of ``(path, index, record)`` from step ``start_step`` on, forever."""
+        start_record = int(start_step) * self.global_batch
+        first_epoch, offset = divmod(start_record, self.records_per_epoch)
+        files = tf.constant(list(self.files))
+        epochs = tf.data.Dataset.counter(first_epoch)
+        stream = epochs.flat_map(lambda epoch: _epoch_records(files, epoch, self.seed, self.shuffle_buffer))
+        return stream.skip(offset).batch(self.global_batch, drop_remainder=True)
+
+    def dataset(self, start_step: int = 0, input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+        """Decoded per-replica batches for ``input_context`` (whole global batches without one)."""
+        if input_context is None:
+            pipelines, pipeline_id, replicas = 1, 0, 1
+        else:
+            pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
+            replicas = input_context.num_replicas_in_sync
+        if self.global_batch % replicas:
+            raise ValueError(f"batch_size {self.global_batch} is not divisible by the {replicas} replicas")
+        per_replica = self.global_batch // replicas
+        per_pipeline = self.global_batch // pipelines
+        lo = pipeline_id * per_pipeline
+        dataset = self.serialized(start_step)
+        dataset = dataset.map(lambda path, index, record: (path[lo:lo + per_pipeline], index[lo:lo + per_pipeline],
+                                                           record[lo:lo + per_pipeline]))
+        dataset = dataset.unbatch()
+        # The tag lookup table must be created outside the tf.data functions that use it.
+        table = self.decoder.tag_table()
+        decode = self._decode_pair if self.pairs else self._decode_video
+        dataset = dataset.map(lambda path, index, record: decode(path, index, record, table),
+                              num_parallel_calls=AUTOTUNE, deterministic=True)
+        dataset = dataset.batch(per_replica, drop_remainder=True)
+        dataset = dataset.map(self._finish_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
+        options = tf.data.Options()
+        # The slicing above already shards the stream: no automatic sharding on top.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        options.deterministic = True
+        return dataset.with_options(options).prefetch(AUTOTUNE)
+
+    # ---------------------------------------------------------------- decoding
+    def _decode_video(self, path, index, record, table):
+        return self.decoder.decode_video_record(record, schema.RecordKind.POINTWISE, path, index, table)
+
+    def _decode_pair(self, path, index, record, table):
+        return self.decoder.decode_pair_record(record, path, index, table)
+
+    def _finish_batch(self, batch):
+        if not self.pairs:
+            return numeric_features(self._tokenized(batch))
+        first, second = batch["video_1"], batch["video_2"]
+        if self.decoder.tokenizer is not None:  # one tokenizer call for both videos' titles
+            rows = first["title"].shape[0]  # static: batches drop their remainder
+            input_ids, attention_mask = self.decoder.tokenize(tf.concat([first["title"], second["title"]], 0))
+            first = {**first, "input_ids": input_ids[:rows], "attention_mask": attention_mask[:rows]}
+            second = {**second, "input_ids": input_ids[rows:], "attention_mask": attention_mask[rows:]}
+        target = self.target_fn(batch["sim"]) if self.target_fn is not None else batch["sim"]
+        return numeric_features({"video_1": first, "video_2": second, "sim": batch["sim"], "target": target})
+
+    def _tokenized(self, video):
+        if self.decoder.tokenizer is None:
+            return video
+        input_ids, attention_mask = self.decoder.tokenize(video["title"])
+        return {**video, "input_ids": input_ids, "attention_mask": attention_mask}
+
+
+# ---------------------------------------------------------------------- validation
+def validation_pairs(path: str, decoder: reader.VideoDecoder, batch_size: int) -> tf.data.Dataset:
+    """Every pair of a validation shard, in file order, last batch partial; strings kept."""
+    return reader.read_pairs(path, decoder, batch_size, shuffle=False, repeat=False, drop_remainder=False)
+
+
+def pair_labels(files: Sequence[str], batch_size: int = 1024) -> np.ndarray:
+    """The ``sim`` label of every pair record of ``files`` (parsing nothing else), float32."""
+    spec = {schema.KEY_SIM: tf.io.FixedLenFeature([], tf.float32)}
+    dataset = tf.data.TFRecordDataset(list(files)).batch(batch_size)
+    dataset = dataset.map(lambda records: tf.io.parse_example(records, spec)[schema.KEY_SIM],
+                          num_parallel_calls=AUTOTUNE)
+    values = [batch for batch in dataset.as_numpy_iterator()]
+    return np.concatenate(values).astype(np.float32) if values else np.zeros([0], np.float32)

@@ -1,0 +1,285 @@
+"""Finetuning on one fold of the pair shards: cosine of the two videos' embeddings vs the label.
+
+    python -m train.finetune --model NAME --folds-dir DATA/folds --fold K --out RUN/finetune/NAME/fold_KK \
+        [--pretrained RUN/pretrain/NAME] [--preset P] [key=value ...]
+
+Training reads every shard except ``fold_KK`` (together), validation is ``fold_KK``. Both videos of
+a pair go through the same model; the cosine of their L2-normalised embeddings is trained towards
+the (transformed) label with a weighted sum of losses (``finetune_losses``, e.g.
+``mse+0.5*kl+tag``):
+
+    mse   mean (cos - target)^2           mae   mean |cos - target|
+    kl    KL(softmax(target/T) || softmax(cos/T)) over the pairs of the batch (T = kl_temperature)
+    lbpc  1 - Pearson(softmax(cos/tau) over the batch, target)          (tau = lbpc_tau)
+    tag   the model's tag loss (BCE or ASL) on both videos
+
+Targets (``target_transform``): ``raw`` labels, ``rank`` (rankdata of the fold's training labels
+mapped to [0, 1], fitted once before training) or ``sigmoid`` (sigmoid(sigmoid_alpha * label)).
+Batch terms (kl, lbpc) are computed over each replica's part of the batch.
+
+At the end of every epoch the whole validation shard is embedded and the Spearman correlation of
+cosine vs label is computed (``scipy.stats.spearmanr``); ``metrics.json`` lists it per epoch and
+``best/`` holds the model of the best epoch.
+
+``--pretrained RUN/pretrain/NAME``: the model config, tokenizer and tag list come from that run,
+and ``model.restore_targets()`` are restored from its ``final/`` checkpoint before the first step
+(a model config that differs from the pretrain run's is an error). Without it the tokenizer
+vocabulary is built from the training titles and the tag list is ``tag_list`` (default: the
+``tag_list.txt`` of the data set the shards were written from).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+import scipy.stats
+import tensorflow as tf
+
+from models import losses
+from models.base import example_features
+from models.config import ModelConfig
+from tfrecord_tools import folds as folds_lib
+from tfrecord_tools.atomic import write_text_atomic
+from tfrecord_tools.reader import VideoDecoder
+from train import checkpointing
+from train import data as data_lib
+from train import stage
+from train import strategy as strategy_lib
+from train.config import TrainConfig, apply_overrides, config_differences, load_config
+from train.loop import Trainer
+
+METRICS_FILE = "metrics.json"
+
+
+# ---------------------------------------------------------------------- losses
+def joined_videos(batch) -> dict:
+    """Both videos of each pair as one batch of 2B videos (first all video_1, then all video_2)."""
+    first, second = batch["video_1"], batch["video_2"]
+    return {key: tf.concat([first[key], second[key]], axis=0) for key in first}
+
+
+def pair_cosine(model, batch, training: bool) -> tuple[tf.Tensor, dict]:
+    """Cosine [B] of the two videos' embeddings, and the model outputs on the joined 2B batch."""
+    outputs = model(joined_videos(batch), training=training)
+    first, second = tf.split(outputs["embedding"], 2, axis=0)
+    return losses.cosine_similarity(first, second), outputs
+
+
+def make_finetune_loss(config: TrainConfig):
+    """``loss_fn(model, batch) -> {term: weight * value}`` for ``config.finetune_losses``."""
+    terms = config.loss_terms
+    model_config = config.model
+
+    def loss_fn(model, batch, training: bool = True):
+        cos, outputs = pair_cosine(model, batch, training=training)
+        target = batch["target"]
+        values = {}
+        for name, weight in terms:
+            if name == "mse":
+                value = losses.mse_loss(cos, target)
+            elif name == "mae":
+                value = losses.mae_loss(cos, target)
+            elif name == "kl":
+                value = losses.batch_kl_loss(cos, target, config.kl_temperature)
+            elif name == "lbpc":
+                value = losses.lbpc_loss(cos, target, config.lbpc_tau)
+            else:  # "tag": both videos (the joined batch)
+                value = losses.tag_loss(joined_videos(batch)["tags"], outputs["tag_logits"],
+                                        kind=model_config.tag_loss, reduction=model_config.tag_reduction,
+                                        gamma_neg=model_config.asl_gamma_neg, gamma_pos=model_config.asl_gamma_pos,
+                                        margin=model_config.asl_margin)
+            values[name] = weight * value
+        return values
+
+    return loss_fn
+
+
+def make_target_fn(config: TrainConfig, train_files: Sequence[str]):
+    """Label -> training target by ``target_transform`` (rank: fitted on the training labels once)."""
+    if config.target_transform == "raw":
+        return None
+    if config.target_transform == "sigmoid":
+        alpha = config.sigmoid_alpha
+        return lambda sim: losses.sigmoid_transform(sim, alpha)
+    normaliser = losses.rank_normalise(data_lib.pair_labels(train_files))
+    return normaliser.tf_call
+
+
+# ---------------------------------------------------------------------- validation
+class Validator:
+    """Embeds a validation shard and computes the Spearman of cosine vs label.
+
+    Not distributed: in a cluster every worker computes the same number, so all of them take the
+    same (collective) decision to save ``best/``.
+    """
+
+    def __init__(self, model, val_file: str, decoder: VideoDecoder, batch_size: int):
+        self.model = model
+        self.dataset = data_lib.validation_pairs(val_file, decoder, batch_size)
+        self._cosine = tf.function(lambda batch: pair_cosine(model, batch, training=False)[0])
+
+    def cosines_and_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        cosines, labels = [], []
+        for batch in self.dataset:
+            numeric = data_lib.numeric_features(batch)
+            cosines.append(self._cosine({"video_1": numeric["video_1"], "video_2": numeric["video_2"]}).numpy())
+            labels.append(batch["sim"].numpy())
+        return np.concatenate(cosines), np.concatenate(labels)
+
+    def spearman(self) -> float:
+        cosines, labels = self.cosines_and_labels()
+        if len(labels) < 2 or np.all(cosines == cosines[0]):
+            return float("nan")
+        return float(scipy.stats.spearmanr(cosines, labels).correlation)
+
+
+class EpochMetrics:
+    """``metrics.json``: validation Spearman per epoch and the best epoch (kept across resumes)."""
+
+    def __init__(self, run_dir: str, fold: int, model_name: str, writes: bool):
+        self.path = os.path.join(run_dir, METRICS_FILE)
+        self.writes = writes
+        self.data = {"model": model_name, "fold": fold, "epochs": [], "best": None}
+        if os.path.isfile(self.path):
+            with open(self.path, encoding="utf-8") as handle:
+                self.data = json.load(handle)
+
+    @property
+    def best(self) -> float:
+        best = self.data.get("best")
+        return best["val_spearman"] if best else -math.inf
+
+    def record(self, epoch: int, step: int, spearman: float) -> bool:
+        """Add an epoch (replacing an earlier record of it); True when it is the new best."""
+        entry = {"epoch": epoch, "step": step, "val_spearman": spearman if math.isfinite(spearman) else None}
+        epochs = [e for e in self.data["epochs"] if e["epoch"] != epoch] + [entry]
+        self.data["epochs"] = sorted(epochs, key=lambda e: e["epoch"])
+        improved = math.isfinite(spearman) and spearman > self.best
+        if improved:
+            self.data["best"] = dict(entry)
+        return improved
+
+    def save(self) -> None:
+        if self.writes:
+            write_text_atomic(self.path, json.dumps(self.data, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------- the run
+def default_tag_list(folds_dir: str) -> str:
+    """``tag_list.txt`` of the data set the shards were written from (DATA/pairwise/x -> DATA/)."""
+    info = folds_lib.read_folds_info(folds_dir)
+    for path in info.get("pairwise_files", []):
+        candidate = os.path.join(os.path.dirname(os.path.dirname(path)), stage.TAG_LIST)
+        if os.path.isfile(candidate):
+            return candidate
+    return ""
+
+
+def check_pretrained_model(pretrained: TrainConfig, model: ModelConfig, run: str) -> None:
+    differences = config_differences(pretrained.model, model)
+    if differences:
+        raise ValueError(f"the finetune model config differs from the pretrain run {run}: {'; '.join(differences)}")
+
+
+def run_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy | None = None) -> dict:
+    """Finetune (or resume) one fold into ``run_dir``; returns the metrics.json content."""
+    strategy = strategy or strategy_lib.make_strategy()
+    if config.stage != "finetune":
+        config = config.replace(stage="finetune")
+    if not config.folds_dir:
+        raise ValueError("finetuning needs folds_dir (--folds-dir DATA/folds)")
+    run_dir = os.path.abspath(run_dir)
+    chief = strategy_lib.is_chief(strategy)
+    work_dir = strategy_lib.write_dir(run_dir, strategy)
+    os.makedirs(work_dir, exist_ok=True)
+
+    train_files, val_file = folds_lib.fold_files(config.folds_dir, config.fold)
+    info = folds_lib.read_folds_info(config.folds_dir)
+    records = sum(entry["pairs"] for entry in info["folds"] if entry["fold"] != config.fold)
+
+    pretrained_final = None
+    if config.pretrained:
+        pretrain_config = load_config(config.pretrained)
+        pretrained_final = os.path.join(config.pretrained, checkpointing.FINAL_DIR)
+        checkpointing.latest_checkpoint(pretrained_final)  # fail now if the pretrain run has not finished
+        tags = stage.prepare_tags(os.path.join(config.pretrained, stage.TAG_LIST), work_dir)
+        tokenizer = stage.prepare_tokenizer(config, work_dir, titles=None,
+                                            source_dir=os.path.join(config.pretrained, stage.TOKENIZER_DIR))
+        tag_list = pretrain_config.tag_list
+    else:
+        tag_list = config.tag_list or default_tag_list(config.folds_dir)
+        tags = stage.prepare_tags(tag_list, work_dir)
+        tokenizer = stage.prepare_tokenizer(config, work_dir, lambda: data_lib.stream_titles(train_files, pairs=True))
+    model_config = stage.with_tokenizer(config.model, tokenizer).replace(num_tags=tags.size)
+    if config.pretrained:
+        check_pretrained_model(pretrain_config, model_config, config.pretrained)
+    config = config.replace(model=model_config, tag_list=os.path.abspath(tag_list) if tag_list else "")
+    stage.check_resumable(config, run_dir)
+    stage.save_run_config(config, run_dir, strategy)
+
+    model = stage.build_stage_model(config, strategy)
+    if pretrained_final:
+        checkpointing.restore_pretrained(model, pretrained_final)
+    decoder = VideoDecoder(tokenizer=tokenizer, tag_vocab=tags, frame_dim=model_config.frame_dim,
+                           max_frames=model_config.max_frames, title_len=model_config.title_len)
+    stream = data_lib.TrainStream(tuple(train_files), records, decoder, config.batch_size, config.seed,
+                                  config.shuffle_buffer, pairs=True,
+                                  target_fn=make_target_fn(config, train_files))
+    steps_per_epoch = config.steps_per_epoch or records // config.batch_size
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    validator = Validator(model, val_file, decoder, config.eval_batch_size)
+    # Every worker reads the chief's metrics (the best so far decides the collective best/ save).
+    metrics = EpochMetrics(run_dir, config.fold, config.model.name, writes=chief)
+    build_batch = data_lib.numeric_features({"video_1": example_features(model_config, seed=1),
+                                             "video_2": example_features(model_config, seed=2),
+                                             "sim": tf.zeros([2]), "target": tf.zeros([2])})
+
+    with strategy.scope():
+        trainer = Trainer(config=config, strategy=strategy, model=model, loss_fn=make_finetune_loss(config),
+                          run_dir=run_dir, dataset_fn=stream.dataset, build_batch=build_batch,
+                          total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+
+    def on_epoch_end(epoch: int, step: int) -> dict:
+        spearman = validator.spearman()
+        if metrics.record(epoch, step, spearman):
+            trainer.checkpoints.save_model(checkpointing.BEST_DIR)
+        metrics.save()
+        return {"val/spearman": spearman}
+
+    trainer.on_epoch_end = on_epoch_end
+    trainer.run()
+    strategy_lib.remove_temporary(run_dir, strategy)
+    return metrics.data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = stage.stage_parser("python -m train.finetune", __doc__.split("\n\n")[0])
+    parser.add_argument("--folds-dir", required=True, help="fold shards (folds.json, fold_XX.tfrecords)")
+    parser.add_argument("--fold", type=int, required=True, help="validation fold; training = the other shards")
+    parser.add_argument("--pretrained", default="", help="a pretrain run directory to start from")
+    args = parser.parse_args(argv)
+    strategy = strategy_lib.make_strategy()  # before any other TensorFlow op (multi-worker)
+    if args.pretrained:
+        pretrain_config = load_config(args.pretrained)
+        base = stage.resolve_model_config(args.model, pretrain_config.model)
+        if args.preset:
+            raise ValueError("--preset cannot be combined with --pretrained: the model config comes from the pretrain run")
+    else:
+        base = stage.base_model_config(args.model, args.preset)
+    config = TrainConfig(model=base, stage="finetune", folds_dir=os.path.abspath(args.folds_dir), fold=args.fold,
+                         pretrained=os.path.abspath(args.pretrained) if args.pretrained else "")
+    config = apply_overrides(config, args.overrides)
+    result = run_finetune(config, args.out, strategy)
+    if strategy_lib.is_chief(strategy):
+        best = result.get("best") or {}
+        print(f"finetune {args.model} fold {args.fold}: best val spearman "
+              f"{best.get('val_spearman', float('nan'))} at epoch {best.get('epoch')} in {os.path.abspath(args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

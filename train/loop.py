@@ -1,0 +1,223 @@
+"""The custom distributed training loop shared by pretrain and finetune.
+
+One step (`Trainer.train_step`, a `tf.function`):
+
+1. reset the model's random generators from ``(seed, step)`` (`train.randomness`);
+2. on every replica: ``losses = loss_fn(model, batch)`` (a dict of weighted local-batch means),
+   total = their sum, divided by ``num_replicas_in_sync`` -- with equal per-replica batches this
+   is the global-batch mean, so results do not depend on the number of replicas; gradients of it
+   (scaled under mixed precision), optionally XLA-compiled (``jit_compile``);
+3. `TwoGroupOptimizer.apply`: all-reduce, unscale, joint global-norm clipping, two AdamW;
+4. the losses are averaged over replicas and returned with the gradient norm.
+
+Around it (`Trainer.run`): resume from the latest ``ckpt/`` checkpoint, a dataset that starts at
+the resumed step, a tqdm bar with loss and steps/s, TensorBoard scalars, a checkpoint every N
+steps and at the end, an ``on_epoch_end`` hook (finetune validation) and the NaN guard: a
+non-finite loss (or, in float32, gradient norm) stops training with `NonFiniteLossError` naming the
+step *before* anything is saved, so no checkpoint ever holds NaN weights. (Under mixed precision a
+non-finite gradient is normal: the loss scaler skips that update and lowers the scale.)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Mapping
+
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+from tqdm.auto import tqdm
+
+from tfrecord_tools.atomic import write_text_atomic
+from train import strategy as strategy_lib
+from train.checkpointing import FINAL_DIR, RunCheckpoints
+from train.optimization import TwoGroupOptimizer, split_variables
+from train.randomness import StepRandomness
+
+LossFn = Callable[[Any, Mapping, bool], Mapping[str, tf.Tensor]]  # (model, batch, training)
+LOG_FILE = "train_log.jsonl"
+TOTAL = "loss"
+GRAD_NORM = "grad_norm"
+
+
+def write_scalar(name: str, value: float, step: int) -> None:
+    """A TensorBoard scalar through the default `tf.summary` writer.
+
+    `tf.summary.scalar` needs the tensorboard package; this writes the same record (a float32
+    tensor summary tagged for TensorBoard's scalars plugin) with TensorFlow alone.
+    """
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "scalars"
+    tf.summary.write(name, tf.constant(value, tf.float32), step=step, metadata=metadata)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/Inf loss (or float32 gradient norm); nothing of that step was saved."""
+
+    def __init__(self, step: int, values: Mapping[str, float], last_checkpoint_step: int | None):
+        self.step = step
+        self.values = dict(values)
+        shown = ", ".join(f"{key}={value:.6g}" for key, value in values.items())
+        saved = (f"the last checkpoint (step {last_checkpoint_step}) is unaffected"
+                 if last_checkpoint_step else "no checkpoint was written")
+        super().__init__(f"non-finite loss at step {step} ({shown}): training stopped; {saved}. "
+                         f"Lower the learning rates, check the data, or resume from the checkpoint.")
+
+
+class Trainer:
+    """Runs ``total_steps`` steps of ``loss_fn`` on a model under ``strategy`` (see the module docstring).
+
+    ``loss_fn(model, batch, training)`` returns the weighted local-batch mean losses;
+    ``dataset_fn(start_step, input_context)`` returns per-replica batches from ``start_step`` on;
+    ``build_batch`` is one (small) batch used to create every variable eagerly before tracing
+    (with ``training=False``: no state such as batch-norm statistics changes).
+    Build the model and call the constructor inside ``strategy.scope()``.
+    """
+
+    def __init__(self, *, config, strategy: tf.distribute.Strategy, model, loss_fn: LossFn, run_dir: str,
+                 dataset_fn, build_batch: Mapping, total_steps: int, steps_per_epoch: int,
+                 on_epoch_end: Callable[[int, int], Mapping[str, float] | None] | None = None):
+        self.config = config
+        self.strategy = strategy
+        self.model = model
+        self.loss_fn = loss_fn
+        self.run_dir = os.fspath(run_dir)
+        self.dataset_fn = dataset_fn
+        self.total_steps = int(total_steps)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.on_epoch_end = on_epoch_end
+        self.chief = strategy_lib.is_chief(strategy)
+        if self.total_steps < 1 or self.steps_per_epoch < 1:
+            raise ValueError(f"need total_steps and steps_per_epoch >= 1, got {total_steps}, {steps_per_epoch}")
+
+        # Create every variable now (eagerly): model, pretraining heads, random generators, slots.
+        loss_fn(model, build_batch, False)
+        self.text_vars, self.other_vars = split_variables(model)
+        self.optimizer = TwoGroupOptimizer.from_config(config, self.total_steps)
+        self.optimizer.build(self.text_vars, self.other_vars)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.randomness = StepRandomness(model, config.seed)
+        self.checkpoints = RunCheckpoints(self.run_dir, strategy, model, self.optimizer, self.step,
+                                          keep=config.keep_checkpoints)
+        grads_fn = self._loss_and_grads
+        self._grads_fn = tf.function(grads_fn, jit_compile=True) if config.xla else grads_fn
+        self._compiled_step = tf.function(self._step_fn)
+
+    # ---------------------------------------------------------------- one step
+    def _loss_and_grads(self, batch):
+        variables = self.text_vars + self.other_vars
+        with tf.GradientTape() as tape:
+            losses = {key: tf.cast(value, tf.float32) for key, value in self.loss_fn(self.model, batch, True).items()}
+            total = tf.add_n(list(losses.values()))
+            scaled = self.optimizer.scale_loss(total / self.strategy.num_replicas_in_sync)
+        grads = tape.gradient(scaled, variables)
+        if self.config.xla:  # XLA returns dense tensors only
+            grads = [tf.convert_to_tensor(g) if g is not None else None for g in grads]
+        return {**losses, TOTAL: total}, grads
+
+    def _replica_step(self, batch):
+        losses, grads = self._grads_fn(batch)
+        split = len(self.text_vars)
+        norm = self.optimizer.apply(grads[:split], self.text_vars, grads[split:], self.other_vars)
+        return {**losses, GRAD_NORM: norm}
+
+    def _step_fn(self, iterator):
+        self.randomness.reset(self.step)
+        per_replica = self.strategy.run(self._replica_step, args=(next(iterator),))
+        replicas = self.strategy.num_replicas_in_sync
+        results = {key: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) / replicas
+                   for key, value in per_replica.items()}
+        self.step.assign_add(1)
+        return results
+
+    # ---------------------------------------------------------------- the loop
+    def iterator(self, start_step: int = 0):
+        """An iterator over the distributed training batches from ``start_step`` on."""
+        return iter(self.strategy.distribute_datasets_from_function(
+            lambda context: self.dataset_fn(start_step, context)))
+
+    def train_step(self, iterator) -> dict[str, float]:
+        """Run one training step; returns the global-batch mean losses and the gradient norm."""
+        return {key: float(value) for key, value in self._compiled_step(iterator).items()}
+
+    def run(self) -> dict:
+        """Train (resuming if a checkpoint exists) up to ``total_steps``; returns the last step's values."""
+        start = self.checkpoints.restore_latest()
+        last_saved = start or None
+        values: dict[str, float] = {}
+        if start >= self.total_steps:  # finished before; write final/ only if the run died before it
+            if not self.checkpoints.has_model(FINAL_DIR):
+                self._finish()
+            return values
+        iterator = self.iterator(start)
+        writer = None
+        if self.chief:
+            writer = tf.summary.create_file_writer(os.path.join(self.run_dir, "tensorboard"))
+            self._truncate_log(start)
+        bar = tqdm(total=self.total_steps, initial=start, unit="step", dynamic_ncols=True,
+                   disable=not (self.chief and self.config.progress), desc=f"{self.config.stage} {self.config.model.name}")
+        window_start, window_steps = time.perf_counter(), 0
+        steps_per_sec = float("nan")
+        try:
+            for step in range(start + 1, self.total_steps + 1):
+                values = self.train_step(iterator)
+                self._check_finite(step, values, last_saved)
+                window_steps += 1
+                elapsed = time.perf_counter() - window_start
+                if elapsed >= 1.0 or step == self.total_steps:
+                    steps_per_sec = window_steps / max(elapsed, 1e-9)
+                    window_start, window_steps = time.perf_counter(), 0
+                bar.update(1)
+                bar.set_postfix(loss=f"{values[TOTAL]:.4f}", steps_s=f"{steps_per_sec:.2f}", refresh=False)
+                if writer is not None and (step % self.config.log_every_steps == 0 or step == self.total_steps):
+                    self._log(writer, step, values, steps_per_sec)
+                if step % self.steps_per_epoch == 0 and self.on_epoch_end is not None:
+                    metrics = self.on_epoch_end(step // self.steps_per_epoch, step) or {}
+                    if writer is not None:
+                        with writer.as_default():
+                            for key, value in metrics.items():
+                                write_scalar(key, value, step)
+                    if metrics:
+                        bar.write(f"epoch {step // self.steps_per_epoch} (step {step}): "
+                                  + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+                if step % self.config.checkpoint_every_steps == 0 or step == self.total_steps:
+                    self.checkpoints.save()
+                    last_saved = step
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.flush()
+        self._finish()
+        return values
+
+    def _finish(self) -> None:
+        self.checkpoints.save_model(FINAL_DIR)
+
+    def _check_finite(self, step: int, values: Mapping[str, float], last_saved: int | None) -> None:
+        checked = {key: value for key, value in values.items()
+                   if key != GRAD_NORM or not self.config.mixed_precision}
+        if not all(math.isfinite(value) for value in checked.values()):
+            raise NonFiniteLossError(step, values, last_saved)
+
+    def _truncate_log(self, start: int) -> None:
+        """Forget log lines of steps after ``start`` (a resumed run logs them again)."""
+        path = os.path.join(self.run_dir, LOG_FILE)
+        if not os.path.isfile(path):
+            return
+        with open(path, encoding="utf-8") as handle:
+            kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= start]
+        write_text_atomic(path, "".join(kept))
+
+    def _log(self, writer, step: int, values: Mapping[str, float], steps_per_sec: float) -> None:
+        """TensorBoard scalars and one JSON line in ``train_log.jsonl`` (chief only)."""
+        record = dict(values)
+        record.update({key: float(value) for key, value in self.optimizer.learning_rates().items()})
+        if math.isfinite(steps_per_sec):
+            record["steps_per_sec"] = steps_per_sec
+        with writer.as_default():
+            for key, value in record.items():
+                write_scalar(f"train/{key}", value, step)
+        with open(os.path.join(self.run_dir, LOG_FILE), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": step, **record}) + "\n")

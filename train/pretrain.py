@@ -1,0 +1,107 @@
+"""Pretraining: a model's own pretraining losses on the pointwise (+ pairwise) videos.
+
+    python -m train.pretrain --model NAME --data DATA_DIR --out RUN/pretrain/NAME [--preset P] [key=value ...]
+
+NAME is a registry family (baseline, mix_nextvlad, uniter) or one of the six ensemble variants
+(mix, mix_asl, mix_roformer, uniter, uniter_asl, uniter_roformer). The run directory receives
+``config.json`` (with the vocabulary sizes filled in), ``tokenizer/``, ``tag_list.txt``,
+``ckpt/`` (resumable: rerun the same command), ``final/`` (model only, what a finetune restores)
+and ``tensorboard/``.
+
+Tokenizer: ``model.pretrained_text_dir``'s when set, else ``tokenizer_dir``, else a vocabulary built
+from the training titles. Tags: ``tag_list`` (default ``DATA/tag_list.txt``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Sequence
+
+import tensorflow as tf
+
+from models.base import example_features
+from tfrecord_tools.reader import VideoDecoder
+from train import data as data_lib
+from train import stage
+from train import strategy as strategy_lib
+from train.config import TrainConfig, apply_overrides
+from train.loop import Trainer
+
+COUNTS_FILE = "data_counts.json"
+
+
+def pretrain_loss(model, batch, training: bool = True):
+    """The model's own pretraining losses (weighted local-batch means)."""
+    return model.pretrain_losses(batch, training=training)
+
+
+@dataclasses.dataclass
+class PretrainSetup:
+    """A pretrain run ready to start: its final config, trainer and training stream."""
+
+    config: TrainConfig
+    trainer: Trainer
+    stream: data_lib.TrainStream
+
+
+def prepare_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy) -> PretrainSetup:
+    """Everything before the first step: data, tags, tokenizer, config.json, model, trainer."""
+    if config.stage != "pretrain":
+        config = config.replace(stage="pretrain")
+    if not config.data_dir:
+        raise ValueError("pretraining needs data_dir (--data DATA_DIR)")
+    work_dir = strategy_lib.write_dir(run_dir, strategy)  # where this worker may write
+    os.makedirs(work_dir, exist_ok=True)
+
+    files = data_lib.pretrain_files(config.data_dir, config.pretrain_pairwise)
+    counts = data_lib.record_counts(files, os.path.join(work_dir, COUNTS_FILE))
+    tag_list = config.tag_list or os.path.join(config.data_dir, stage.TAG_LIST)
+    tags = stage.prepare_tags(tag_list, work_dir)
+    tokenizer = stage.prepare_tokenizer(config, work_dir, lambda: data_lib.stream_titles(files))
+    model_config = stage.with_tokenizer(config.model, tokenizer).replace(num_tags=tags.size)
+    config = config.replace(model=model_config, tag_list=os.path.abspath(tag_list))
+    stage.check_resumable(config, run_dir)
+    stage.save_run_config(config, run_dir, strategy)
+
+    model = stage.build_stage_model(config, strategy)
+    decoder = VideoDecoder(tokenizer=tokenizer, tag_vocab=tags, frame_dim=model_config.frame_dim,
+                           max_frames=model_config.max_frames, title_len=model_config.title_len)
+    stream = data_lib.TrainStream(tuple(files), sum(counts), decoder, config.batch_size, config.seed,
+                                  config.shuffle_buffer)
+    steps_per_epoch = config.steps_per_epoch or sum(counts) // config.batch_size
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    build_batch = data_lib.numeric_features(example_features(model_config))
+    with strategy.scope():
+        trainer = Trainer(config=config, strategy=strategy, model=model, loss_fn=pretrain_loss, run_dir=run_dir,
+                          dataset_fn=stream.dataset, build_batch=build_batch, total_steps=total_steps,
+                          steps_per_epoch=steps_per_epoch)
+    return PretrainSetup(config, trainer, stream)
+
+
+def run_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy | None = None) -> dict:
+    """Pretrain (or resume) into ``run_dir``; returns the last step's loss values."""
+    strategy = strategy or strategy_lib.make_strategy()
+    run_dir = os.path.abspath(run_dir)
+    values = prepare_pretrain(config, run_dir, strategy).trainer.run()
+    strategy_lib.remove_temporary(run_dir, strategy)
+    return values
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = stage.stage_parser("python -m train.pretrain", __doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="data directory in the official layout")
+    args = parser.parse_args(argv)
+    strategy = strategy_lib.make_strategy()  # before any other TensorFlow op (multi-worker)
+    config = TrainConfig(model=stage.base_model_config(args.model, args.preset), stage="pretrain",
+                         data_dir=os.path.abspath(args.data))
+    config = apply_overrides(config, args.overrides)
+    values = run_pretrain(config, args.out, strategy)
+    if strategy_lib.is_chief(strategy):
+        print(f"pretrain {args.model}: done in {os.path.abspath(args.out)}"
+              + (f" (last loss {values['loss']:.4f})" if "loss" in values else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
