@@ -53,7 +53,7 @@ from ensemble.fold_average import FoldAverager
 from ensemble.report import ReportRow, format_table, plot_table
 from ensemble.rules import DEFAULT_DIM, RULES, apply_rule, concat_scaled
 from infer.embeddings_io import EmbeddingSet, load_embedding_set, save_embeddings
-from infer.evaluate import out_of_fold_spearman, pairs_by_fold, per_fold_spearman
+from infer.evaluate import out_of_fold_spearman, pairs_by_fold, per_fold_spearman, spearman
 from infer.submission import MAX_DIM, read_id_list, write_result
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.errors import DataError
@@ -169,12 +169,13 @@ def check_same_pairs(reference: EmbeddingSet, other: EmbeddingSet) -> None:
                                           "(every model must use the same fold split)")
 
 
-def check_label_coverage(labels: Labels, oof_pairs: Labels) -> None:
-    """The pooled validation pairs must be exactly the label file's pairs, with the same scores."""
+def check_label_coverage(labels: Labels, oof_pairs: Labels, partial: bool = False) -> None:
+    """The pooled validation pairs must be exactly the label file's pairs, with the same scores
+    (with ``partial``: a subset of them, for runs that trained only some folds)."""
     expected = {(q, c): s for q, c, s in zip(labels.query.tolist(), labels.candidate.tolist(), labels.score.tolist())}
     found = {(q, c): s for q, c, s in zip(oof_pairs.query.tolist(), oof_pairs.candidate.tolist(),
                                           oof_pairs.score.tolist())}
-    missing = [key for key in expected if key not in found]
+    missing = [] if partial else [key for key in expected if key not in found]
     if missing:
         raise DataError(labels.path, None, f"{len(missing)} labelled pair(s) in no fold's val.npz, "
                                            f"first {missing[0][0]}/{missing[0][1]}")
@@ -182,16 +183,17 @@ def check_label_coverage(labels: Labels, oof_pairs: Labels) -> None:
     if extra:
         raise DataError(labels.path, None, f"{len(extra)} validation pair(s) not in the label file, "
                                            f"first {extra[0][0]}/{extra[0][1]}")
-    wrong = [key for key in expected if abs(expected[key] - found[key]) > 1e-6]
+    wrong = [key for key in found if abs(expected[key] - found[key]) > 1e-6]
     if wrong:
         key = wrong[0]
         raise DataError(labels.path, None, f"{len(wrong)} pair score(s) differ from the val.npz pairs, first "
                                            f"{key[0]}/{key[1]}: label {expected[key]} vs {found[key]}")
 
 
-def check_folds_json(folds_dir: str, val_sets: dict[int, EmbeddingSet]) -> None:
+def check_folds_json(folds_dir: str, val_sets: dict[int, EmbeddingSet], partial: bool = False) -> None:
     """The folds in the embeddings must be the fold shards' (``folds.json`` of write_tfrecord.py):
-    same fold numbers, and each fold's val.npz holding as many pairs as its validation shard.
+    same fold numbers (with ``partial``: some of them), and each fold's val.npz holding as many
+    pairs as its validation shard.
 
     Read as plain JSON: importing tfrecord_tools.folds would pull in TensorFlow.
     """
@@ -204,7 +206,8 @@ def check_folds_json(folds_dir: str, val_sets: dict[int, EmbeddingSet]) -> None:
     if not isinstance(info, dict) or info.get("format") != FOLDS_FORMAT or not isinstance(info.get("folds"), list):
         raise DataError(path, None, f"not a fold-shard description (expected format {FOLDS_FORMAT!r})")
     shard_pairs = {int(entry["fold"]): int(entry["pairs"]) for entry in info["folds"]}
-    if sorted(shard_pairs) != sorted(val_sets):
+    mismatch = (not set(val_sets) <= set(shard_pairs)) if partial else sorted(shard_pairs) != sorted(val_sets)
+    if mismatch:
         raise DataError(path, None, f"folds {sorted(shard_pairs)} but the embeddings have folds {sorted(val_sets)}")
     for fold, fold_set in val_sets.items():
         if len(fold_set.pairs) != shard_pairs[fold]:
@@ -228,7 +231,8 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
                  dim: int = DEFAULT_DIM, seed: int = 0, labels_path: str | None = None,
                  folds_dir: str | None = None, test_ids_path: str | None = None, out: str | None = None,
                  synth_meta: str | None = None,
-                 png: str | None = None, user_weights: bool = True) -> dict:
+                 png: str | None = None, user_weights: bool = True, partial_folds: bool = False,
+                 baselines: Sequence[str] = ()) -> dict:
     """Everything the CLI does; returns the report dict (also written to RUN/ensemble_report.json)."""
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose from {sorted(RULES)}")
@@ -256,9 +260,9 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
             check_same_pairs(val_sets[models[0]][fold], val_sets[model][fold])
     oof_pairs, pair_folds = pairs_by_fold(val_sets[models[0]])
     if folds_dir:
-        check_folds_json(folds_dir, val_sets[models[0]])
+        check_folds_json(folds_dir, val_sets[models[0]], partial_folds)
     if labels_path:
-        check_label_coverage(read_labels(labels_path), oof_pairs)
+        check_label_coverage(read_labels(labels_path), oof_pairs, partial_folds)
 
     # One pass over the test files: fold averages, plus each fold's ensemble of val embeddings
     # (whose SVD, with --fit-on test, is fitted on the same fold models' test embeddings).
@@ -295,6 +299,11 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
                             ensemble_val[fold].name) for fold in folds})
     rows.append(ReportRow(ensemble_name, "ensemble", out_of_fold_spearman(ensemble_val, oof_pairs, pair_folds),
                           float(np.mean(list(ensemble_per_fold.values()))), None, len(folds), len(oof_pairs)))
+    for path in baselines:  # raw baselines (infer/baselines.py), scored on the same pairs
+        baseline = load_embedding_set(path)
+        name = os.path.splitext(os.path.basename(path))[0]
+        rows.append(ReportRow(f"baseline: {name}", "baseline", spearman(baseline, oof_pairs), None, None,
+                              None, len(oof_pairs)))
     if oracle is not None:
         rows.append(ReportRow("oracle (synthetic truth)", "oracle", oracle))
 
@@ -336,6 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--test-ids", help="expected test ids (text file or .npz) the submission must hold")
     parser.add_argument("--out", help="submission zip (default RUN/result.zip)")
     parser.add_argument("--synth-meta", help="synth_meta.json with the oracle Spearman")
+    parser.add_argument("--baselines", nargs="*", default=(),
+                        help="raw-baseline .npz files (python -m infer.baselines) to score on the same pairs")
+    parser.add_argument("--partial-folds", action="store_true",
+                        help="accept embeddings of only some folds (out-of-fold Spearman over their pairs only)")
     parser.add_argument("--png", nargs="?", const="", default=None,
                         help="also draw the table (default path RUN/ensemble_report.png)")
     args = parser.parse_args(argv)
@@ -346,7 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = run_ensemble(args.run, models, model_weights, rule=args.rule, fit_on=args.fit_on, dim=args.dim,
                               seed=args.seed, labels_path=args.labels, folds_dir=args.folds_dir,
                               test_ids_path=args.test_ids, out=args.out,
-                              synth_meta=args.synth_meta, png=png, user_weights=weights is not None)
+                              synth_meta=args.synth_meta, png=png, user_weights=weights is not None,
+                              partial_folds=args.partial_folds, baselines=args.baselines)
     except (DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from tfrecord_tools.atomic import atomic_path
 
-KINDS = ("model", "ensemble", "oracle")
+KINDS = ("model", "ensemble", "baseline", "oracle")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +91,8 @@ def plot_table(rows: Sequence[ReportRow], path_png: str | os.PathLike, title: st
         raise ValueError("plot_table: no row has an out-of-fold Spearman to plot")
     figure, axes = plt.subplots(figsize=(7, 0.45 * len(bars) + 1.5))
     try:
-        colors = ["tab:orange" if r.kind == "ensemble" else "tab:blue" for r in bars]
+        colors = ["tab:orange" if r.kind == "ensemble" else "tab:gray" if r.kind == "baseline" else "tab:blue"
+                  for r in bars]
         positions = range(len(bars))
         axes.barh(list(positions), [r.oof_spearman for r in bars], color=colors)
         axes.set_yticks(list(positions), [r.name for r in bars])

@@ -571,7 +571,8 @@ def build_pair_graph(preset: Preset, rng: np.random.Generator) -> tuple[np.ndarr
             k[i] -= 1
     multi_nodes = np.arange(n_single, q_total)
     pool_nodes = np.arange(q_total + n_single, n_videos)
-    popularity = 1.0 / np.arange(1, pool + 1) ** 0.8
+    # Log-normal popularity (capped): about half the pool is used once, a few up to ~100 times.
+    popularity = np.exp(1.9 * np.minimum(rng.standard_normal(pool), 2.6))
     popularity /= popularity.sum()
     fill = rng.choice(pool, size=slots, p=popularity)
     fill[rng.permutation(slots)[:pool]] = rng.permutation(pool)  # every pool video at least once
