@@ -56,7 +56,7 @@ def video_features(video: Mapping, kind: schema.RecordKind, suffix: str = "") ->
 
 def serialize_video(video: Mapping, kind: schema.RecordKind) -> bytes:
     """One pointwise / pairwise / test record."""
-    return tf.train.Example(features=tf.train.Features(feature=video_features(video, kind))).SerializeToString()
+    return tf.train.Example(features=tf.train.Features(feature=video_features(video, kind))).SerializeToString(deterministic=True)
 
 
 def serialize_pair(video_1: Mapping, video_2: Mapping, sim: float) -> bytes:
@@ -64,7 +64,7 @@ def serialize_pair(video_1: Mapping, video_2: Mapping, sim: float) -> bytes:
     feature = video_features(video_1, schema.RecordKind.PAIR, schema.PAIR_SUFFIXES[0])
     feature.update(video_features(video_2, schema.RecordKind.PAIR, schema.PAIR_SUFFIXES[1]))
     feature[schema.KEY_SIM] = _floats([sim])
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 class AtomicRecordWriter:
