@@ -1,4 +1,5 @@
 """Shared test fixtures. Tests may read the real challenge files from ../shared; the project never does."""
+import json
 import os
 import pathlib
 
@@ -19,3 +20,30 @@ def shared_data() -> pathlib.Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real challenge files not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> pathlib.Path:
+    """A tiny synthetic data set in the official layout (a few hundred videos and pairs)."""
+    from tfrecord_tools import synth
+
+    out = tmp_path_factory.mktemp("train_data") / "data"
+    synth.generate(out, "tiny", seed=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_sizes(synthetic_data) -> dict:
+    """The sizes the generator was asked for (synth_meta.json): pointwise files/videos, pairs, ..."""
+    return json.loads((synthetic_data / "synth_meta.json").read_text())["preset_params"]
+
+
+@pytest.fixture(scope="session")
+def folds_dir(synthetic_data) -> pathlib.Path:
+    """Three fold shards of the tiny data set's labelled pairs."""
+    from tfrecord_tools import folds
+
+    out = synthetic_data.parent / "folds"
+    folds.write_fold_shards(synthetic_data / "pairwise" / "pairwise.tfrecords",
+                            synthetic_data / "pairwise" / "label.tsv", out, num_folds=3, progress=False)
+    return out

@@ -1,4 +1,5 @@
-"""Shared set-up of the training tests: tiny synthetic data, fold shards and one pretrain run.
+"""Shared set-up of the training tests: one pretrain run (the tiny synthetic data and fold shards
+are session fixtures of tests/conftest.py).
 
 Everything expensive is session scoped so that the training tests pay for it once.
 """
@@ -10,33 +11,6 @@ import pathlib
 import pytest
 
 from tests.train.helpers import TINY_RUN
-
-
-@pytest.fixture(scope="session")
-def synthetic_data(tmp_path_factory) -> pathlib.Path:
-    """A tiny synthetic data set in the official layout (a few hundred videos and pairs)."""
-    from tfrecord_tools import synth
-
-    out = tmp_path_factory.mktemp("train_data") / "data"
-    synth.generate(out, "tiny", seed=0, progress=False)
-    return out
-
-
-@pytest.fixture(scope="session")
-def synthetic_sizes(synthetic_data) -> dict:
-    """The sizes the generator was asked for (synth_meta.json): pointwise files/videos, pairs, ..."""
-    return json.loads((synthetic_data / "synth_meta.json").read_text())["preset_params"]
-
-
-@pytest.fixture(scope="session")
-def folds_dir(synthetic_data) -> pathlib.Path:
-    """Three fold shards of the tiny data set's labelled pairs."""
-    from tfrecord_tools import folds
-
-    out = synthetic_data.parent / "folds"
-    folds.write_fold_shards(synthetic_data / "pairwise" / "pairwise.tfrecords",
-                            synthetic_data / "pairwise" / "label.tsv", out, num_folds=3, progress=False)
-    return out
 
 
 @pytest.fixture(scope="session")
