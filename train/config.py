@@ -86,7 +86,7 @@ class TrainConfig:
     # finetune
     finetune_losses: str = "mse+0.5*kl+tag"
     target_transform: str = "raw"  # "raw" | "rank" | "sigmoid"
-    sigmoid_alpha: float = 5.0  # target = sigmoid(alpha * (score - 0.5)) for "sigmoid"
+    sigmoid_alpha: float = 5.0  # target = sigmoid(alpha * score) for "sigmoid" (seed team 000)
     lbpc_tau: float = 0.2
     kl_temperature: float = 0.1  # temperature of the batch KL term
 

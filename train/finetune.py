@@ -42,6 +42,7 @@ import tensorflow as tf
 from models import losses
 from models.base import example_features
 from models.config import ModelConfig
+from models.registry import finetune_recipe
 from tfrecord_tools import folds as folds_lib
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.reader import VideoDecoder
@@ -256,6 +257,13 @@ def run_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Stra
     return metrics.data
 
 
+def with_recipe(config: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
+    """``config`` with its family's published finetune recipe (e.g. single_stream: rank targets +
+    MSE), then ``overrides``, so that what the user writes on the command line wins."""
+    recipe = [f"{key}={value}" for key, value in finetune_recipe(config.model.name).items()]
+    return apply_overrides(config, [*recipe, *overrides])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = stage.stage_parser("python -m train.finetune", __doc__.split("\n\n")[0])
     parser.add_argument("--folds-dir", required=True, help="fold shards (folds.json, fold_XX.tfrecords)")
@@ -272,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = stage.base_model_config(args.model, args.preset)
     config = TrainConfig(model=base, stage="finetune", folds_dir=os.path.abspath(args.folds_dir), fold=args.fold,
                          pretrained=os.path.abspath(args.pretrained) if args.pretrained else "")
-    config = apply_overrides(config, args.overrides)
+    config = with_recipe(config, args.overrides)
     result = run_finetune(config, args.out, strategy)
     if strategy_lib.is_chief(strategy):
         best = result.get("best") or {}

@@ -95,3 +95,17 @@ def test_epoch_metrics_keep_the_best_across_resumes(tmp_path):
     assert again.best == 0.5 and [e["val_spearman"] for e in again.data["epochs"]] == [0.5, 0.4, None]
     assert again.record(2, 20, 0.7) and again.data["best"] == {"epoch": 2, "step": 20, "val_spearman": 0.7}
     assert [e["epoch"] for e in again.data["epochs"]] == [1, 2, 3]
+
+
+def test_family_recipe_applies_before_user_overrides():
+    from models.config import ModelConfig
+    from train.config import TrainConfig
+    from train.finetune import with_recipe
+
+    single = TrainConfig(model=ModelConfig.tiny("single_stream"), stage="finetune")
+    assert (with_recipe(single, []).target_transform, with_recipe(single, []).finetune_losses) == ("rank", "mse")
+    assert with_recipe(single, ["target_transform=raw"]).target_transform == "raw"
+    dual = with_recipe(TrainConfig(model=ModelConfig.tiny("dual_tower"), stage="finetune"), [])
+    assert (dual.target_transform, dual.finetune_losses) == ("sigmoid", "tag+mse+mae")
+    plain = TrainConfig(model=ModelConfig.tiny("uniter"), stage="finetune")
+    assert with_recipe(plain, []) == plain
