@@ -11,7 +11,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "qqbrowser2021"
+# The real files live beside the checkout (../shared); VIDEOSIM_REAL_DATA points elsewhere.
+SHARED_DATA = pathlib.Path(os.environ.get("VIDEOSIM_REAL_DATA", REPO_ROOT.parent / "shared" / "data" / "qqbrowser2021"))
 
 
 @pytest.fixture(scope="session")
