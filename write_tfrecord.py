@@ -2,6 +2,7 @@
 
     python write_tfrecord.py --data DIR [--out DIR/folds] [--folds 11] [--seed 42]
                              [--split pairs|components] [--pairwise FILE ...] [--labels FILE]
+                             [--skip-corrupt]
 
 Reads DIR/pairwise/pairwise.tfrecords and DIR/pairwise/label.tsv (or the explicit --pairwise /
 --labels paths) and writes fold_00.tfrecords ... plus folds.json (written last: its presence means
@@ -11,7 +12,11 @@ a complete set). Fold k trains on every shard but fold_kk.tfrecords and validate
 can then be in training and validation pairs. --split components keeps each connected component of
 the label graph in one fold (leak-free), but on the official labels the largest component holds
 63% of the pairs, so one fold is about 7x the mean size: folds.json reports the imbalance.
-See tfrecord_tools/folds.py.
+Bad input (a corrupt or truncated file, a record that breaks the layout, an empty file, a bad
+label line or an id missing from the pairwise files) stops the run with an error naming the file
+and record or line, before any shard is written. --skip-corrupt instead leaves out the corrupt or
+invalid pairwise records and the label lines of their videos, and reports how many and which
+(printed, and under "skip_corrupt" in folds.json). See tfrecord_tools/folds.py.
 """
 from __future__ import annotations
 
@@ -41,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pairwise", nargs="+",
                         help="pairwise TFRecord file(s) (default DATA/pairwise/pairwise.tfrecords)")
     parser.add_argument("--labels", help="label file (default DATA/pairwise/label.tsv)")
+    parser.add_argument("--skip-corrupt", action="store_true",
+                        help="leave out corrupt/invalid pairwise records and the pairs of their videos, and "
+                             "report each one (default: stop at the first bad record)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     args = parser.parse_args(argv)
     if args.data is None and (args.pairwise is None or args.labels is None or args.out is None):
@@ -59,11 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         info = folds.write_fold_shards(args.pairwise, args.labels, args.out, num_folds=args.folds,
-                                       seed=args.seed, split=args.split, progress=not args.quiet)
-    except (DataError, ValueError) as error:
+                                       seed=args.seed, split=args.split, progress=not args.quiet,
+                                       skip_corrupt=args.skip_corrupt)
+    except (DataError, ValueError, FileNotFoundError) as error:
         print(f"write_tfrecord.py: error: {error}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - started
+    if args.quiet and "skip_corrupt" in info:  # what was left out is reported even when quiet
+        print("\n".join(folds.skip_report(info["skip_corrupt"])), file=sys.stderr)
     if not args.quiet:
         folds.summary(info)
         print(f"wrote {info['num_pairs']} pair records to {args.out} in {elapsed:.1f} s "

@@ -29,6 +29,7 @@ from infer.embeddings_io import make_pairs, save_embeddings
 from models.registry import build_model
 from tfrecord_tools import folds as folds_lib
 from tfrecord_tools import reader, schema
+from tfrecord_tools.errors import DataError
 from tfrecord_tools.tokenization import load_tokenizer
 from train import checkpointing, stage
 from train.config import TrainConfig, load_config
@@ -96,6 +97,9 @@ def embed_videos(run: LoadedRun, files: Sequence[str] | str, kind: schema.Record
                  batch_size: int = 64, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(ids, embeddings [N, D] float32) of every video in ``files``, in file order."""
     files = [files] if isinstance(files, (str, os.PathLike)) else list(files)
+    for path in files:  # an empty shard is a failed copy, not "no test videos in this file"
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise DataError(os.fspath(path), None, "empty file: it holds no records (an empty shard)")
     dataset = reader.read_videos(files, schema.RecordKind(kind), run.decoder, batch_size)
     ids: list[np.ndarray] = []
     chunks: list[np.ndarray] = []

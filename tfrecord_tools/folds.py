@@ -21,6 +21,12 @@ Writing streams: the pairwise files are indexed (video id -> byte offset, see re
 pair record is built from two seeked reads, so memory does not grow with the number of pairs.
 All shards are written to temporary files and renamed only when every shard is complete;
 ``folds.json`` is written last, so its presence means a complete set.
+
+Bad input stops the writer before any shard appears (an error naming the file and record, or the
+label line). Only ``skip_corrupt=True`` (``write_tfrecord.py --skip-corrupt``) goes on without the
+records that are corrupt, truncated or fail validation: the pairs of their videos are dropped,
+and ``folds.json`` (``skip_corrupt``) and the summary list every skipped record (file, record
+index, problem) and every dropped label line.
 """
 from __future__ import annotations
 
@@ -53,6 +59,7 @@ SPLIT_RULES = {
     "components": "connected components of the label graph kept whole; largest component first "
                   "into the fold with the fewest pairs (no video in two folds)",
 }
+SHOWN_SKIPS = 20  # skipped records / dropped lines printed by summary (folds.json has all)
 UNBALANCED = 1.5  # summary warns when the largest fold exceeds the mean pair count by this factor
 # The raw keys a pair record carries for each video (pairwise records have tags and category).
 VIDEO_KEYS = schema.required_keys(schema.RecordKind.PAIRWISE)
@@ -192,6 +199,39 @@ def check_label_ids(labels: Labels, index: VideoIndex) -> None:
                 raise LabelError(labels.path, line, f"{role} {video_id} is not in the pairwise file(s) {files}")
 
 
+def drop_skipped_pairs(labels: Labels, index: VideoIndex) -> tuple[Labels, list[dict]]:
+    """The label lines whose videos survived ``skip_corrupt``, and a report of the dropped lines.
+
+    A line is dropped when one of its videos is a skipped record: named by id when the record's id
+    could be read, or -- when some skipped record has no readable id (corrupt bytes, a damaged
+    file tail) -- any id missing from the index. Any other missing id is still a LabelError.
+    """
+    skipped_ids = {record.video_id: record for record in index.skipped if record.video_id is not None}
+    anonymous = [record for record in index.skipped if record.video_id is None]
+    keep = np.ones(len(labels), dtype=bool)
+    dropped = []
+    files = ", ".join(index.files)
+    for row, (query, candidate) in enumerate(zip(labels.query, labels.candidate)):
+        reasons = []
+        for role, video_id in (("query_id", query), ("candidate_id", candidate)):
+            if video_id in index:
+                continue
+            if video_id in skipped_ids:
+                reasons.append(f"{role} {video_id} was skipped ({skipped_ids[video_id]})")
+            elif anonymous:
+                reasons.append(f"{role} {video_id} not found: presumably lost in the unreadable data that was "
+                               f"skipped ({len(anonymous)} skipped entr{'y' if len(anonymous) == 1 else 'ies'} "
+                               "without a readable id)")
+            else:
+                raise LabelError(labels.path, row + 1, f"{role} {video_id} is not in the pairwise file(s) {files}")
+        if reasons:
+            keep[row] = False
+            dropped.append({"line": row + 1, "query_id": str(query), "candidate_id": str(candidate),
+                            "score": float(labels.score[row]), "reason": "; ".join(reasons)})
+    kept = Labels(labels.path, labels.query[keep], labels.candidate[keep], labels.score[keep])
+    return kept, dropped
+
+
 def _write_shard(path: str, order: np.ndarray, labels: Labels, reader: VideoReader, bar) -> None:
     with tf.io.TFRecordWriter(path) as shard:
         for line in order:
@@ -203,10 +243,13 @@ def _write_shard(path: str, order: np.ndarray, labels: Labels, reader: VideoRead
 
 def write_fold_shards(pairwise_files: str | os.PathLike | Sequence[str | os.PathLike],
                       label_path: str | os.PathLike, out_dir: str | os.PathLike, num_folds: int = 11,
-                      seed: int = 42, split: str = "pairs", progress: bool = True) -> dict:
+                      seed: int = 42, split: str = "pairs", progress: bool = True,
+                      skip_corrupt: bool = False) -> dict:
     """Write ``fold_00.tfrecords`` ... and ``folds.json`` to ``out_dir``; return folds.json's content.
 
     Raises LabelError / RecordError on bad input, before any shard appears under its final name.
+    ``skip_corrupt``: leave out corrupt / invalid pairwise records and the pairs of their videos
+    instead, listed under ``skip_corrupt`` in folds.json (see the module docstring).
     """
     _check_split(num_folds, split)
     if isinstance(pairwise_files, (str, os.PathLike)):
@@ -216,9 +259,14 @@ def write_fold_shards(pairwise_files: str | os.PathLike | Sequence[str | os.Path
     out_dir = os.path.abspath(os.fspath(out_dir))
 
     labels = read_labels(label_path)
+    index = index_videos(pairwise_files, schema.RecordKind.PAIRWISE, progress=progress, skip_corrupt=skip_corrupt)
+    label_lines = len(labels)
+    dropped: list[dict] = []
+    if skip_corrupt:
+        labels, dropped = drop_skipped_pairs(labels, index)
+    else:
+        check_label_ids(labels, index)
     folds = assign_folds(labels, num_folds, seed, split)
-    index = index_videos(pairwise_files, schema.RecordKind.PAIRWISE, progress=progress)
-    check_label_ids(labels, index)
 
     os.makedirs(out_dir, exist_ok=True)
     json_path = os.path.join(out_dir, FOLDS_JSON)
@@ -260,8 +308,32 @@ def write_fold_shards(pairwise_files: str | os.PathLike | Sequence[str | os.Path
         info["components"] = {"count": graph.num_components,
                               "largest_videos": int(videos_per_component.max()),
                               "largest_pairs": int(pairs_per_component.max())}
+    if skip_corrupt:
+        info["skip_corrupt"] = {
+            "label_lines": label_lines,
+            "num_skipped_records": len(index.skipped),
+            "num_dropped_pairs": len(dropped),
+            "skipped_records": [record.to_dict() for record in index.skipped],
+            "dropped_pairs": dropped,
+        }
     write_text_atomic(json_path, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     return info
+
+
+def skip_report(report: dict, shown: int = SHOWN_SKIPS) -> list[str]:
+    """Summary lines of a ``skip_corrupt`` report: the counts, then each skipped record and dropped
+    line (the first ``shown`` of each; folds.json lists all)."""
+    lines = [f"--skip-corrupt: skipped {report['num_skipped_records']} pairwise record(s), dropped "
+             f"{report['num_dropped_pairs']} of {report['label_lines']} label line(s)"]
+    for record in report["skipped_records"][:shown]:
+        lines.append(f"  skipped {record['file']}, record {record['record']}: {record['problem']}")
+    for pair in report["dropped_pairs"][:shown]:
+        lines.append(f"  dropped label line {pair['line']} ({pair['query_id']} {pair['candidate_id']} "
+                     f"{pair['score']:g}): {pair['reason']}")
+    hidden = max(0, len(report["skipped_records"]) - shown) + max(0, len(report["dropped_pairs"]) - shown)
+    if hidden:
+        lines.append(f"  ... {hidden} more, all listed under 'skip_corrupt' in {FOLDS_JSON}")
+    return lines
 
 
 def _remove_stale_shards(out_dir: str, num_folds: int) -> None:
@@ -332,6 +404,8 @@ def summary(info_or_dir: dict | str | os.PathLike, stream: TextIO | None = None)
         comp = info["components"]
         lines.append(f"components: {comp['count']}, largest {comp['largest_videos']} videos / "
                      f"{comp['largest_pairs']} pairs")
+    if "skip_corrupt" in info:
+        lines.extend(skip_report(info["skip_corrupt"]))
     if balance["max_over_mean"] > UNBALANCED:
         reason = ": a connected component cannot be split" if info["split"] == "components" else ""
         lines.append(f"warning: unbalanced folds (largest {balance['max_pairs']} pairs, mean "

@@ -70,11 +70,30 @@ class RecordLocation(NamedTuple):
     length: int
 
 
-def iter_records(path: str | os.PathLike, progress: bool = False) -> Iterator[tuple[int, int, bytes]]:
+class SkippedRecord(NamedTuple):
+    """A record left out by ``skip_corrupt``: where it was, its video id if readable, and why."""
+
+    path: str
+    index: int
+    offset: int
+    video_id: str | None
+    problem: str
+
+    def to_dict(self) -> dict:
+        return {"file": self.path, "record": self.index, "byte_offset": self.offset,
+                "video_id": self.video_id, "problem": self.problem}
+
+    def __str__(self) -> str:
+        return f"{self.path}, record {self.index}: {self.problem}"
+
+
+def iter_records(path: str | os.PathLike, progress: bool = False,
+                 skipped: list[SkippedRecord] | None = None) -> Iterator[tuple[int, int, bytes]]:
     """Yield ``(record index, byte offset, data)`` for every record of an uncompressed TFRecord file.
 
     CRCs are verified by TensorFlow's reader; a corrupt or truncated file raises RecordError
-    naming the file and the index of the first bad record.
+    naming the file and the index of the first bad record. With a ``skipped`` list, bad records
+    are appended to it instead (see ``_resume_after_corruption``) and reading goes on.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -93,7 +112,10 @@ def iter_records(path: str | os.PathLike, progress: bool = False) -> Iterator[tu
             except StopIteration:
                 break
             except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError) as error:
-                raise RecordError(path, index, _corruption_message(path, offset, error)) from None
+                if skipped is None:
+                    raise RecordError(path, index, _corruption_message(path, offset, error)) from None
+                yield from _resume_after_corruption(path, size, index, offset, skipped)
+                return
             yield index, offset, data
             step = HEADER_BYTES + len(data) + FOOTER_BYTES
             offset += step
@@ -102,8 +124,56 @@ def iter_records(path: str | os.PathLike, progress: bool = False) -> Iterator[tu
     finally:
         bar.close()
     if offset != size:  # TensorFlow stops quietly on some truncations; the framing must add up
-        raise RecordError(path, index, f"truncated file: {size - offset} trailing bytes after the last "
-                                       f"complete record (byte offset {offset}, file size {size})")
+        problem = (f"truncated file: {size - offset} trailing bytes after the last "
+                   f"complete record (byte offset {offset}, file size {size})")
+        if skipped is None:
+            raise RecordError(path, index, problem)
+        skipped.append(SkippedRecord(path, index, offset, None, problem))
+
+
+def _read_header(path: str, offset: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(HEADER_BYTES)
+
+
+def _resume_after_corruption(path: str, size: int, index: int, offset: int,
+                             skipped: list[SkippedRecord]) -> Iterator[tuple[int, int, bytes]]:
+    """Go on reading ``path`` from the bad record at ``offset``, skipping what cannot be read.
+
+    A record whose length header is intact (its own CRC matches) but whose data fails the CRC is
+    skipped alone: the header says where the next record starts. A record whose header is damaged,
+    or that runs past the end of the file, ends the file: nothing after it can be located, and the
+    skipped entry says how many bytes were lost. Reading goes on with TensorFlow's random-access
+    record reader (CRC-checked like ``TFRecordDataset``, which cannot start at an offset).
+    """
+    from tensorflow.python.lib.io import tf_record  # the public API has no offset reader
+
+    random_reader = tf_record.tf_record_random_reader(path)
+    while offset < size:
+        try:
+            data, next_offset = random_reader.read(offset)
+        except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError,
+                IndexError) as error:
+            header = _read_header(path, offset)
+            length = struct.unpack("<Q", header[:8])[0] if len(header) == HEADER_BYTES else None
+            header_ok = length is not None and masked_crc32c(header[:8]) == struct.unpack("<I", header[8:])[0]
+            end = offset + HEADER_BYTES + length + FOOTER_BYTES if header_ok else None
+            if header_ok and end <= size:
+                message = getattr(error, "message", str(error)).strip().splitlines()[0]
+                skipped.append(SkippedRecord(path, index, offset, None,
+                                             f"corrupt record data (CRC mismatch) at byte offset {offset}, "
+                                             f"{length} bytes skipped: TensorFlow says '{message}'"))
+                offset, index = end, index + 1
+                continue
+            reason = ("the file ends inside this record (truncated)" if header_ok or len(header) < HEADER_BYTES
+                      else "its length header is corrupt, so no later record can be located")
+            skipped.append(SkippedRecord(path, index, offset, None,
+                                         f"unreadable from byte offset {offset}: {reason}; the remaining "
+                                         f"{size - offset} bytes of the file are skipped"))
+            return
+        yield index, offset, data
+        offset, index = next_offset, index + 1
 
 
 def _corruption_message(path: str, offset: int, error: Exception) -> str:
@@ -179,9 +249,11 @@ def parse_example(data: bytes, path: str, index: int) -> tf.train.Example:
 class VideoIndex:
     """``video id -> RecordLocation`` over one or more TFRecord files of one record kind."""
 
-    def __init__(self, files: Sequence[str], locations: dict[str, RecordLocation]):
+    def __init__(self, files: Sequence[str], locations: dict[str, RecordLocation],
+                 skipped: Sequence[SkippedRecord] = ()):
         self.files = [os.fspath(f) for f in files]
         self.locations = locations
+        self.skipped = list(skipped)  # records left out by index_videos(skip_corrupt=True)
 
     def __len__(self) -> int:
         return len(self.locations)
@@ -197,25 +269,50 @@ class VideoIndex:
         return f"{self.files[location.file]}, record {location.index}"
 
 
+def _record_video_id(data: bytes) -> str | None:
+    """The id of a serialized video record that failed validation, if it can be read at all."""
+    try:
+        ids = tf.train.Example.FromString(data).features.feature[schema.KEY_ID].bytes_list.value
+    except Exception:  # not an Example
+        return None
+    if len(ids) != 1:
+        return None
+    video_id = ids[0].decode("ascii", errors="replace")
+    return video_id if video_id.isdigit() else None
+
+
 def index_videos(files: Sequence[str | os.PathLike], kind: schema.RecordKind = schema.RecordKind.PAIRWISE,
-                 progress: bool = False) -> VideoIndex:
+                 progress: bool = False, skip_corrupt: bool = False) -> VideoIndex:
     """Read every record of ``files`` once (CRC-checked, layout-validated) and index them by id.
 
-    A video id found twice (in one file or across files) is an error naming both places.
+    A video id found twice (in one file or across files) is an error naming both places, and so
+    is a file without any record (an empty shard). With ``skip_corrupt`` a record that is corrupt,
+    truncated or fails validation is left out and listed in ``VideoIndex.skipped`` instead of
+    raising; duplicate ids and empty files stay errors.
     """
     files = [os.fspath(f) for f in files]
     if not files:
         raise ValueError("index_videos needs at least one TFRecord file")
     locations: dict[str, RecordLocation] = {}
+    skipped: list[SkippedRecord] = []
     for number, path in enumerate(files):
-        for index, offset, data in iter_records(path, progress=progress):
-            video_id = validate_video(parse_example(data, path, index), kind, path, index)
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise RecordError(path, None, "empty file: it holds no records (an empty shard; expected "
+                                          f"{schema.RecordKind(kind).value} video records)")
+        for index, offset, data in iter_records(path, progress=progress, skipped=skipped if skip_corrupt else None):
+            try:
+                video_id = validate_video(parse_example(data, path, index), kind, path, index)
+            except RecordError as error:
+                if not skip_corrupt:
+                    raise
+                skipped.append(SkippedRecord(path, index, offset, _record_video_id(data), error.problem))
+                continue
             previous = locations.get(video_id)
             if previous is not None:
                 raise RecordError(path, index, f"duplicate video id {video_id}: already in "
                                                f"{files[previous.file]}, record {previous.index}")
             locations[video_id] = RecordLocation(number, index, offset, len(data))
-    return VideoIndex(files, locations)
+    return VideoIndex(files, locations, skipped)
 
 
 class VideoReader:

@@ -1,6 +1,6 @@
 """Synthetic challenge data in the official layout, with a known ground truth.
 
-    python -m tfrecord_tools.synth --out DIR --preset tiny|demo|full [--seed N]
+    python -m tfrecord_tools.synth --out DIR --preset tiny|demo|full [--seed N] [--scale F] [--pointwise-files N]
                                    [--label-graph PATH [--limit-pairs K]]
 
 writes under DIR::
@@ -213,6 +213,30 @@ PRESETS: dict[str, Preset] = {
                    words_per_topic=40, general_words=4_000, tags_per_topic=8, global_tags=40,
                    tags_per_level1=2, tags_per_category=3, tail_tags=52_000),
 }
+
+
+def scaled_preset(preset: str | Preset, factor: float, pointwise_files: int | None = None) -> Preset:
+    """``preset`` with ``factor`` times the videos and pairs (same world: topics, words, tags).
+
+    Scales the pointwise videos (the number of files stays, each file grows, as in the real data:
+    always 20 files; ``pointwise_files`` sets another file count), the queries, pairs and videos of
+    the label graph and the test videos. Used to measure how time and memory grow with the data
+    set (``bench/bench_scale.py``).
+    """
+    preset = PRESETS[preset] if isinstance(preset, str) else preset
+    if not factor > 0:
+        raise ValueError(f"scale factor must be positive, got {factor!r}")
+    files = preset.pointwise_files if pointwise_files is None else int(pointwise_files)
+    if files < 1:
+        raise ValueError(f"pointwise_files must be a positive integer, got {pointwise_files!r}")
+
+    def times(value: float) -> int:
+        return max(1, int(round(value * factor)))
+
+    return dataclasses.replace(
+        preset, name=f"{preset.name}x{factor:g}", pointwise_files=files,
+        pointwise_per_file=times(preset.pointwise_videos / files), pair_queries=times(preset.pair_queries),
+        pairs=times(preset.pairs), pair_videos=times(preset.pair_videos), test_videos=times(preset.test_videos))
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -1063,6 +1087,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", type=float, default=1.0, help="times the preset's videos and pairs")
+    parser.add_argument("--pointwise-files", type=int, help="split the pointwise videos into this many files")
     parser.add_argument("--label-graph", help="take the pair structure from this label.tsv")
     parser.add_argument("--limit-pairs", type=int, help="with --label-graph: use only its first K lines")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing synthetic data set")
@@ -1071,7 +1097,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit_pairs is not None and args.label_graph is None:
         parser.error("--limit-pairs needs --label-graph")
     try:
-        meta = generate(args.out, args.preset, args.seed, args.label_graph, args.limit_pairs,
+        preset = (scaled_preset(args.preset, args.scale, args.pointwise_files)
+                  if args.scale != 1.0 or args.pointwise_files else args.preset)
+        meta = generate(args.out, preset, args.seed, args.label_graph, args.limit_pairs,
                         overwrite=args.overwrite, progress=not args.no_progress)
     except (FileExistsError, ValueError) as error:  # bad input: a message, not a traceback
         parser.error(str(error))

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from tfrecord_tools import reader, schema
 from tfrecord_tools.atomic import write_text_atomic
+from tfrecord_tools.errors import DataError
 from tfrecord_tools.tags import TagVocab
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -54,6 +55,8 @@ def pretrain_files(data_dir: str | os.PathLike, include_pairwise: bool = True) -
 def record_counts(files: Sequence[str], cache_path: str | os.PathLike | None = None) -> list[int]:
     """Records per file; cached in ``cache_path`` (JSON keyed by path, size and mtime) when given.
 
+    A corrupt or truncated file raises RecordError (file, record), an empty one DataError.
+
     Counting reads every file once (`reader.count_records`); the cache makes a resumed run skip it.
     """
     cache: dict = {}
@@ -69,6 +72,9 @@ def record_counts(files: Sequence[str], cache_path: str | os.PathLike | None = N
             entry = {"bytes": stat.st_size, "mtime": stat.st_mtime, "records": reader.count_records(path)}
             cache[key] = entry
             changed = True
+        if int(entry["records"]) == 0:
+            raise DataError(path, None, "empty file: it holds no records (an empty shard: an interrupted copy or "
+                                        "write?); regenerate it or leave it out")
         counts.append(int(entry["records"]))
     if cache_path and changed:
         write_text_atomic(cache_path, json.dumps(cache, indent=2, sort_keys=True) + "\n")
@@ -79,12 +85,23 @@ def stream_titles(files: Sequence[str], pairs: bool = False, batch_size: int = 5
     """Every title of the records (both videos' titles for pair records), parsing nothing else."""
     keys = [schema.KEY_TITLE + suffix for suffix in schema.PAIR_SUFFIXES] if pairs else [schema.KEY_TITLE]
     spec = {key: tf.io.FixedLenFeature([], tf.string, default_value=b"") for key in keys}
-    dataset = tf.data.TFRecordDataset(list(files), num_parallel_reads=min(len(files), _MAX_PARALLEL_FILES))
-    dataset = dataset.batch(batch_size).map(lambda records: tf.io.parse_example(records, spec),
-                                            num_parallel_calls=AUTOTUNE).prefetch(2)
-    for batch in dataset.as_numpy_iterator():
-        for key in keys:
-            yield from batch[key]
+    dataset = checked_records(files).batch(batch_size).map(lambda records: tf.io.parse_example(records, spec),
+                                                           num_parallel_calls=AUTOTUNE).prefetch(2)
+    with reader.record_errors():
+        for batch in dataset.as_numpy_iterator():
+            for key in keys:
+                yield from batch[key]
+
+
+def checked_records(files: Sequence[str]) -> tf.data.Dataset:
+    """The serialized records of ``files`` (interleaved), failing with the file and record index
+    on corrupt or truncated data (`reader.checked_file_records`); iterate under `reader.record_errors`."""
+    files = [os.fspath(path) for path in files]
+    sizes = [os.path.getsize(path) for path in files]
+    paths = tf.data.Dataset.from_tensor_slices((tf.constant(files), tf.constant(sizes, tf.int64)))
+    records = paths.interleave(reader.checked_file_records, cycle_length=max(1, min(len(files), _MAX_PARALLEL_FILES)),
+                               block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return records.map(lambda path, index, record: record)
 
 
 def load_tag_vocab(path: str | os.PathLike) -> TagVocab:
@@ -94,20 +111,20 @@ def load_tag_vocab(path: str | os.PathLike) -> TagVocab:
 
 
 # ---------------------------------------------------------------------- the training stream
-def _file_records(path: tf.Tensor) -> tf.data.Dataset:
-    """``(path, index, serialized record)`` of one file."""
-    return tf.data.TFRecordDataset(path).enumerate().map(lambda index, record: (path, index, record))
+def _epoch_records(files: tf.Tensor, sizes: tf.Tensor, epoch: tf.Tensor, seed: int,
+                   shuffle_buffer: int) -> tf.data.Dataset:
+    """One epoch of ``(path, index, record)``: file order and records shuffled with (seed, epoch).
 
-
-def _epoch_records(files: tf.Tensor, epoch: tf.Tensor, seed: int, shuffle_buffer: int) -> tf.data.Dataset:
-    """One epoch of ``(path, index, record)``: file order and records shuffled with (seed, epoch)."""
+    Each file is read with `reader.checked_file_records`: a corrupt or truncated file fails with
+    its name and the record where reading stopped (a bare ``TFRecordDataset`` names neither).
+    """
     epoch_seed = tf.cast(seed, tf.int64) * _EPOCH_SEED_STRIDE + epoch
-    paths = tf.data.Dataset.from_tensor_slices(files)
+    paths = tf.data.Dataset.from_tensor_slices((files, sizes))
     num_files = int(files.shape[0])
     if num_files > 1:
         paths = paths.shuffle(num_files, seed=epoch_seed)
-    records = paths.interleave(_file_records, cycle_length=min(num_files, _MAX_PARALLEL_FILES), block_length=1,
-                               num_parallel_calls=AUTOTUNE, deterministic=True)
+    records = paths.interleave(reader.checked_file_records, cycle_length=min(num_files, _MAX_PARALLEL_FILES),
+                               block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
     return records.shuffle(shuffle_buffer, seed=epoch_seed)
 
 
@@ -149,8 +166,9 @@ class TrainStream:
         start_record = int(start_step) * self.global_batch
         first_epoch, offset = divmod(start_record, self.records_per_epoch)
         files = tf.constant(list(self.files))
+        sizes = tf.constant([os.path.getsize(path) for path in self.files], tf.int64)
         epochs = tf.data.Dataset.counter(first_epoch)
-        stream = epochs.flat_map(lambda epoch: _epoch_records(files, epoch, self.seed, self.shuffle_buffer))
+        stream = epochs.flat_map(lambda epoch: _epoch_records(files, sizes, epoch, self.seed, self.shuffle_buffer))
         return stream.skip(offset).batch(self.global_batch, drop_remainder=True)
 
     def dataset(self, start_step: int = 0, input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
@@ -217,8 +235,9 @@ def validation_pairs(path: str, decoder: reader.VideoDecoder, batch_size: int) -
 def pair_labels(files: Sequence[str], batch_size: int = 1024) -> np.ndarray:
     """The ``sim`` label of every pair record of ``files`` (parsing nothing else), float32."""
     spec = {schema.KEY_SIM: tf.io.FixedLenFeature([], tf.float32)}
-    dataset = tf.data.TFRecordDataset(list(files)).batch(batch_size)
+    dataset = checked_records(files).batch(batch_size)
     dataset = dataset.map(lambda records: tf.io.parse_example(records, spec)[schema.KEY_SIM],
                           num_parallel_calls=AUTOTUNE)
-    values = [batch for batch in dataset.as_numpy_iterator()]
+    with reader.record_errors():
+        values = [batch for batch in dataset.as_numpy_iterator()]
     return np.concatenate(values).astype(np.float32) if values else np.zeros([0], np.float32)

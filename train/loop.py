@@ -16,6 +16,7 @@ steps and at the end, an ``on_epoch_end`` hook (finetune validation) and the NaN
 non-finite loss (or, in float32, gradient norm) stops training with `NonFiniteLossError` naming the
 step *before* anything is saved, so no checkpoint ever holds NaN weights. (Under mixed precision a
 non-finite gradient is normal: the loss scaler skips that update and lowers the scale.)
+A record that breaks the layout stops training with `RecordError` naming its file and record.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tqdm.auto import tqdm
 
+from tfrecord_tools import reader
 from tfrecord_tools.atomic import write_text_atomic
 from train import strategy as strategy_lib
 from train.checkpointing import FINAL_DIR, RunCheckpoints
@@ -162,7 +164,8 @@ class Trainer:
         steps_per_sec = float("nan")
         try:
             for step in range(start + 1, self.total_steps + 1):
-                values = self.train_step(iterator)
+                with reader.record_errors():  # a bad input record -> RecordError(file, record, problem)
+                    values = self.train_step(iterator)
                 self._check_finite(step, values, last_saved)
                 window_steps += 1
                 elapsed = time.perf_counter() - window_start
@@ -206,8 +209,15 @@ class Trainer:
         path = os.path.join(self.run_dir, LOG_FILE)
         if not os.path.isfile(path):
             return
+        kept = []
         with open(path, encoding="utf-8") as handle:
-            kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= start]
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # a line torn by a crash while it was appended
+                    continue
+                if line.endswith("\n") and entry["step"] <= start:
+                    kept.append(line)
         write_text_atomic(path, "".join(kept))
 
     def _log(self, writer, step: int, values: Mapping[str, float], steps_per_sec: float) -> None:
