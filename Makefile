@@ -21,7 +21,11 @@ demo: $(STAMP)
 	sh demo.sh
 
 bench: $(STAMP)
-	$(PY) -m bench.run_all
+	$(PY) -m bench.bench_reader --records 2000
+	$(PY) -m bench.bench_models --preset tiny
+	$(PY) -m bench.bench_train --presets tiny
+	$(PY) -m bench.bench_scale
+	$(PY) -m bench.bench_faults
 
 clean:
 	rm -rf $(VENV) demo_data demo_runs

@@ -25,6 +25,8 @@ MODELS=${MODELS:-"mix mix_asl mix_roformer uniter uniter_asl uniter_roformer"}
 PRESET=${PRESET:-full}
 EXTRA=${EXTRA:-}
 export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"
+# glibc malloc arenas otherwise let a long input pipeline's memory creep (docs/benchmarks.md, Scale)
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 
 if [ -z "${FOLDS:-}" ]; then
     if [ ! -f "$FOLDS_DIR/folds.json" ]; then

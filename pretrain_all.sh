@@ -22,6 +22,8 @@ MODELS=${MODELS:-"mix mix_asl mix_roformer uniter uniter_asl uniter_roformer"}
 PRESET=${PRESET:-full}
 EXTRA=${EXTRA:-}
 export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"
+# glibc malloc arenas otherwise let a long input pipeline's memory creep (docs/benchmarks.md, Scale)
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 
 for model in $MODELS; do
     echo "== pretrain $model -> $RUN/pretrain/$model"
