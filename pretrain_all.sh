@@ -7,7 +7,7 @@
 # DATA    data directory in the official layout (default: data)
 # RUN     run directory (default: runs)
 # MODELS  models to pretrain (default: the six ensemble variants)
-# PRESET  model size preset tiny|small|full (default: full)
+# PRESET  model size preset tiny|small|full|large (default: full)
 # EXTRA   key=value overrides passed to every run (see train/config.py)
 # PYTHON  interpreter (default: .venv/bin/python if it exists, else python)
 # Rerunning resumes unfinished runs from their last checkpoint; finished runs are left as they are.

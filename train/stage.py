@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 
 import tf_keras as keras
 
-from models.config import ModelConfig
+from models.config import PRESETS, ModelConfig
 from models.registry import MODELS, VARIANTS, build_model, variant_config
 from tfrecord_tools.tags import TagVocab
 from tfrecord_tools.tokenization import build_vocab, load_tokenizer
@@ -29,7 +29,7 @@ from train.config import TrainConfig, config_differences, config_path, load_conf
 
 TOKENIZER_DIR = "tokenizer"
 TAG_LIST = "tag_list.txt"
-MODEL_PRESETS = ("tiny", "small", "full")
+MODEL_PRESETS = tuple(PRESETS)  # the size presets of models.config (tiny, small, full, large)
 # Fields that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = ("progress", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "eval_batch_size")
 

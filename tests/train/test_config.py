@@ -78,3 +78,12 @@ def test_json_round_trip_and_differences(tmp_path):
         load_config(tmp_path / "bad")
     with pytest.raises(FileNotFoundError, match="no training config"):
         load_config(tmp_path / "missing")
+
+
+def test_stage_presets_are_the_model_config_presets():
+    from models.config import PRESETS
+    from train.stage import stage_parser
+
+    parser = stage_parser("x", "x")
+    args = parser.parse_args(["--model", "single_stream", "--out", "o", "--preset", "large"])
+    assert args.preset == "large" and "large" in PRESETS
