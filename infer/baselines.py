@@ -23,6 +23,7 @@ from tqdm import tqdm
 from infer.embeddings_io import save_embeddings
 from infer.evaluate import mean_frame_baseline, title_tfidf_baseline
 from tfrecord_tools import schema
+from tfrecord_tools.ids import UniqueIds
 from tfrecord_tools.reader import read_raw_videos, sample_frame_indices
 
 BASELINES = ("mean_frame", "title_tfidf")
@@ -32,9 +33,11 @@ def raw_modalities(files: Sequence[str], max_frames: int = schema.MAX_FRAMES, pr
     """(id -> mean of the officially sampled frames, id -> title) of every video in ``files``."""
     mean_frames: dict[str, np.ndarray] = {}
     titles: dict[str, str] = {}
+    seen = UniqueIds()  # a duplicated id would silently keep only one of its videos
     for path in files:
-        for video in tqdm(read_raw_videos(path, schema.RecordKind.PAIRWISE), desc=os.path.basename(path),
-                          unit="video", disable=not progress):
+        for index, video in enumerate(tqdm(read_raw_videos(path, schema.RecordKind.PAIRWISE),
+                                           desc=os.path.basename(path), unit="video", disable=not progress)):
+            seen.add(video["id"], os.fspath(path), index)
             frames = np.asarray(video["frames"], dtype=np.float32)
             mean_frames[video["id"]] = frames[sample_frame_indices(len(frames), max_frames)].mean(axis=0)
             titles[video["id"]] = video["title"]

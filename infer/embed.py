@@ -100,17 +100,24 @@ def embed_videos(run: LoadedRun, files: Sequence[str] | str, kind: schema.Record
     for path in files:  # an empty shard is a failed copy, not "no test videos in this file"
         if os.path.isfile(path) and os.path.getsize(path) == 0:
             raise DataError(os.fspath(path), None, "empty file: it holds no records (an empty shard)")
+    # Every id checked (empty, whitespace, control characters, not UTF-8) and unique across the
+    # files before anything is embedded: an id names one row of the embeddings and of result.json.
+    expected_ids = reader.scan_video_ids(files)
     dataset = reader.read_videos(files, schema.RecordKind(kind), run.decoder, batch_size)
     ids: list[np.ndarray] = []
     chunks: list[np.ndarray] = []
-    with tqdm(total=_count(files), unit="video", desc="embed", disable=not progress) as bar:
+    with tqdm(total=len(expected_ids), unit="video", desc="embed", disable=not progress) as bar:
         for batch in reader.iterate_checked(dataset):
             ids.append(batch[schema.KEY_ID].numpy().astype(str))
             chunks.append(run.embed_batch(batch))
             bar.update(len(ids[-1]))
     if not chunks:
         raise ValueError(f"{', '.join(map(str, files))}: no records to embed")
-    return np.concatenate(ids), np.concatenate(chunks).astype(np.float32)
+    ids_found = np.concatenate(ids)
+    if sorted(ids_found.tolist()) != sorted(expected_ids):  # the files changed while they were read
+        raise DataError(", ".join(map(str, files)), None, "the video ids read while embedding differ from the ids "
+                                                          "scanned just before (did a file change meanwhile?)")
+    return ids_found, np.concatenate(chunks).astype(np.float32)
 
 
 def embed_pair_shard(run: LoadedRun, shard: str, batch_size: int = 64, progress: bool = True):

@@ -23,6 +23,7 @@ import numpy as np
 
 from tfrecord_tools.atomic import atomic_path
 from tfrecord_tools.errors import DataError
+from tfrecord_tools.ids import id_problem
 from tfrecord_tools.labels import Labels
 
 KEY_IDS = "ids"
@@ -61,6 +62,14 @@ def as_id_array(ids: Iterable, where: str, field: str = KEY_IDS) -> np.ndarray:
     return values
 
 
+def check_id_text(ids: np.ndarray, where: str, field: str = KEY_IDS) -> None:
+    """Every id usable as a key (``tfrecord_tools.ids``: non-empty, no whitespace or control characters)."""
+    for row, key in enumerate(ids.tolist()):
+        problem = id_problem(key)
+        if problem:
+            raise DataError(where, field, f"row {row}: {problem}")
+
+
 def check_unique_ids(ids: np.ndarray, where: str, field: str = KEY_IDS) -> None:
     uniq, counts = np.unique(ids, return_counts=True)
     if len(uniq) != len(ids):
@@ -72,6 +81,7 @@ def _validate(ids: np.ndarray, embeddings: np.ndarray, where: str) -> None:
     """Unique ids, a finite float32 [N, D] matrix with one row per id."""
     if len(ids) == 0:
         raise DataError(where, KEY_IDS, "no ids (an embedding set needs at least one video)")
+    check_id_text(ids, where)
     check_unique_ids(ids, where)
     if embeddings.ndim != 2:
         raise DataError(where, KEY_EMBEDDINGS, f"expected a 2-D [N, D] array, got shape {embeddings.shape}")
