@@ -44,6 +44,7 @@ from models.base import example_features
 from models.config import ModelConfig
 from models.registry import finetune_recipe
 from tfrecord_tools import folds as folds_lib
+from tfrecord_tools import provenance
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.reader import VideoDecoder
 from train import checkpointing
@@ -54,6 +55,7 @@ from train.config import TrainConfig, apply_overrides, config_differences, load_
 from train.loop import Trainer
 
 METRICS_FILE = "metrics.json"
+TAGS_FILE = "data_counts.json"  # cached pass over the training shards (records, md5s, tag coverage)
 
 
 # ---------------------------------------------------------------------- losses
@@ -180,6 +182,11 @@ def default_tag_list(folds_dir: str) -> str:
     return ""
 
 
+def _digest_or_none(run_dir: str) -> str | None:
+    record = provenance.read_run(run_dir)
+    return provenance.record_digest(record) if record else None
+
+
 def check_pretrained_model(pretrained: TrainConfig, model: ModelConfig, run: str) -> None:
     differences = config_differences(pretrained.model, model)
     if differences:
@@ -198,9 +205,16 @@ def run_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Stra
     work_dir = strategy_lib.write_dir(run_dir, strategy)
     os.makedirs(work_dir, exist_ok=True)
 
+    info = folds_lib.read_folds_info(config.folds_dir)  # shards verified (size, records, md5)
     train_files, val_file = folds_lib.fold_files(config.folds_dir, config.fold)
-    info = folds_lib.read_folds_info(config.folds_dir)
     records = sum(entry["pairs"] for entry in info["folds"] if entry["fold"] != config.fold)
+    folds_now = provenance.folds_record(info, config.folds_dir)
+    recorded = provenance.read_run(run_dir) or {}
+    provenance.check_same_folds(
+        recorded.get("folds"), folds_now, f"the run {run_dir} (provenance.json)",
+        os.path.join(config.folds_dir, folds_lib.FOLDS_JSON),
+        "the folds were rewritten since this run started: resuming would train on validation pairs; finetune "
+        "into a new --out (or restore the old folds)")
 
     pretrained_final = None
     if config.pretrained:
@@ -220,7 +234,19 @@ def run_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Stra
         check_pretrained_model(pretrain_config, model_config, config.pretrained)
     config = config.replace(model=model_config, tag_list=os.path.abspath(tag_list) if tag_list else "")
     stage.check_resumable(config, run_dir)
+    tag_summary = data_lib.input_summary(train_files, tags, os.path.join(work_dir, stage.TAG_LIST), pairs=True,
+                                         cache_path=os.path.join(work_dir, TAGS_FILE))["tags"]
     stage.save_run_config(config, run_dir, strategy)
+    if chief:
+        provenance.write_run(run_dir, {
+            "stage": "finetune", "folds": folds_now, "fold": config.fold,
+            "validation_shard": {"file": info["folds"][config.fold]["file"],
+                                 "md5": info["folds"][config.fold]["md5"]},
+            "tag_list": provenance.tag_list_record(os.path.join(work_dir, stage.TAG_LIST), tags.size),
+            "tokenizer_sha256": provenance.tree_digest(os.path.join(work_dir, stage.TOKENIZER_DIR)),
+            "pretrained": ({"dir": config.pretrained, "provenance_sha256": _digest_or_none(config.pretrained)}
+                           if config.pretrained else None),
+            "tags": tag_summary})
 
     model = stage.build_stage_model(config, strategy)
     if pretrained_final:
@@ -253,6 +279,10 @@ def run_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Stra
 
     trainer.on_epoch_end = on_epoch_end
     trainer.run()
+    if not any(entry["step"] == total_steps for entry in metrics.data["epochs"]):
+        # max_steps ended inside an epoch: validate the final model too, so that the run has a
+        # score and a metrics.json (embed_all refuses runs without one).
+        on_epoch_end(math.ceil(total_steps / steps_per_epoch), total_steps)
     strategy_lib.remove_temporary(run_dir, strategy)
     return metrics.data
 
@@ -269,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--folds-dir", required=True, help="fold shards (folds.json, fold_XX.tfrecords)")
     parser.add_argument("--fold", type=int, required=True, help="validation fold; training = the other shards")
     parser.add_argument("--pretrained", default="", help="a pretrain run directory to start from")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value may come before or after --options
     strategy = strategy_lib.make_strategy()  # before any other TensorFlow op (multi-worker)
     if args.pretrained:
         pretrain_config = load_config(args.pretrained)
@@ -286,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         best = result.get("best") or {}
         print(f"finetune {args.model} fold {args.fold}: best val spearman "
               f"{best.get('val_spearman', float('nan'))} at epoch {best.get('epoch')} in {os.path.abspath(args.out)}")
+        print(stage.tag_summary_line(provenance.read_run(args.out)))
     return 0
 
 

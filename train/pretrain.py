@@ -21,6 +21,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from models.base import example_features
+from tfrecord_tools import provenance
 from tfrecord_tools.reader import VideoDecoder
 from train import data as data_lib
 from train import stage
@@ -55,14 +56,28 @@ def prepare_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.
     os.makedirs(work_dir, exist_ok=True)
 
     files = data_lib.pretrain_files(config.data_dir, config.pretrain_pairwise)
-    counts = data_lib.record_counts(files, os.path.join(work_dir, COUNTS_FILE))
     tag_list = config.tag_list or os.path.join(config.data_dir, stage.TAG_LIST)
     tags = stage.prepare_tags(tag_list, work_dir)
+    # Records per file, md5s, ids (checked, unique) and tag coverage: one pass, cached for reruns.
+    summary = data_lib.input_summary(files, tags, tag_list, cache_path=os.path.join(work_dir, COUNTS_FILE))
+    counts = summary["records"]
+    recorded = provenance.read_run(run_dir)
+    if recorded and recorded.get("data_files") and not provenance.same_contents(recorded["data_files"],
+                                                                                 summary["files"]):
+        raise provenance.ProvenanceError(run_dir, "the pretraining data changed since this run started ("
+                                         f"{_first_change(recorded['data_files'], summary['files'])}); resuming would "
+                                         "mix two data sets: use another --out, or delete the directory to start over")
     tokenizer = stage.prepare_tokenizer(config, work_dir, lambda: data_lib.stream_titles(files))
     model_config = stage.with_tokenizer(config.model, tokenizer).replace(num_tags=tags.size)
     config = config.replace(model=model_config, tag_list=os.path.abspath(tag_list))
     stage.check_resumable(config, run_dir)
     stage.save_run_config(config, run_dir, strategy)
+    if strategy_lib.is_chief(strategy):
+        provenance.write_run(run_dir, {
+            "stage": "pretrain", "data_files": summary["files"],
+            "tag_list": provenance.tag_list_record(os.path.join(work_dir, stage.TAG_LIST), tags.size),
+            "tokenizer_sha256": provenance.tree_digest(os.path.join(work_dir, stage.TOKENIZER_DIR)),
+            "tags": summary["tags"]})
 
     model = stage.build_stage_model(config, strategy)
     decoder = VideoDecoder(tokenizer=tokenizer, tag_vocab=tags, frame_dim=model_config.frame_dim,
@@ -79,6 +94,16 @@ def prepare_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.
     return PretrainSetup(config, trainer, stream)
 
 
+def _first_change(recorded: list, current: list) -> str:
+    if len(recorded) != len(current):
+        return f"{len(recorded)} files then, {len(current)} now"
+    for then, now in zip(recorded, current):
+        if (then["bytes"], then["md5"]) != (now["bytes"], now["md5"]):
+            return (f"{now['path']}: {now['bytes']} bytes md5 {now['md5'][:12]} now, {then['bytes']} bytes md5 "
+                    f"{then['md5'][:12]} when the run started")
+    return "same files"
+
+
 def run_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy | None = None) -> dict:
     """Pretrain (or resume) into ``run_dir``; returns the last step's loss values."""
     strategy = strategy or strategy_lib.make_strategy()
@@ -91,7 +116,7 @@ def run_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.Stra
 def main(argv: Sequence[str] | None = None) -> int:
     parser = stage.stage_parser("python -m train.pretrain", __doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="data directory in the official layout")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value may come before or after --options
     strategy = strategy_lib.make_strategy()  # before any other TensorFlow op (multi-worker)
     config = TrainConfig(model=stage.base_model_config(args.model, args.preset), stage="pretrain",
                          data_dir=os.path.abspath(args.data))
@@ -100,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if strategy_lib.is_chief(strategy):
         print(f"pretrain {args.model}: done in {os.path.abspath(args.out)}"
               + (f" (last loss {values['loss']:.4f})" if "loss" in values else ""))
+        print(stage.tag_summary_line(provenance.read_run(args.out)))
     return 0
 
 
