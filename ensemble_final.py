@@ -39,6 +39,7 @@ the default) or on all folds' validation embeddings stacked (``--fit-on val``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -55,7 +56,7 @@ from ensemble.rules import DEFAULT_DIM, RULES, apply_rule, concat_scaled
 from infer.embeddings_io import EmbeddingSet, load_embedding_set, read_provenance, save_embeddings
 from infer.evaluate import out_of_fold_spearman, pairs_by_fold, per_fold_spearman, spearman
 from infer.submission import MAX_DIM, read_id_list, write_result
-from tfrecord_tools import provenance
+from tfrecord_tools import locks, provenance
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.errors import DataError
 from tfrecord_tools.labels import Labels, read_labels
@@ -425,12 +426,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         weights = parse_weights(args.weights, args.weights_file)
         models, model_weights = choose_models(args.run, args.models, weights)
         png = None if args.png is None else (args.png or os.path.join(args.run, "ensemble_report.png"))
-        report = run_ensemble(args.run, models, model_weights, rule=args.rule, fit_on=args.fit_on, dim=args.dim,
-                              seed=args.seed, labels_path=args.labels, folds_dir=args.folds_dir,
-                              test_ids_path=args.test_ids, out=args.out,
-                              synth_meta=args.synth_meta, png=png, user_weights=weights is not None,
-                              partial_folds=args.partial_folds, baselines=args.baselines)
-    except (DataError, ValueError) as error:
+        embeddings_dir = os.path.join(args.run, "embeddings")
+        lock = locks.locked(embeddings_dir, "ensemble_final.py") if os.path.isdir(embeddings_dir) else contextlib.nullcontext()
+        with lock:  # not while infer.embed_all (or another ensemble) writes the same embeddings
+            report = run_ensemble(args.run, models, model_weights, rule=args.rule, fit_on=args.fit_on, dim=args.dim,
+                                  seed=args.seed, labels_path=args.labels, folds_dir=args.folds_dir,
+                                  test_ids_path=args.test_ids, out=args.out,
+                                  synth_meta=args.synth_meta, png=png, user_weights=weights is not None,
+                                  partial_folds=args.partial_folds, baselines=args.baselines)
+    except (DataError, ValueError, locks.LockedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(report["text_table"])

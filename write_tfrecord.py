@@ -30,6 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfrecord_tools import folds  # noqa: E402  (after the environment is set)
 from tfrecord_tools.errors import DataError  # noqa: E402
+from tfrecord_tools.locks import LockedError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         info = folds.write_fold_shards(args.pairwise, args.labels, args.out, num_folds=args.folds,
                                        seed=args.seed, split=args.split, progress=not args.quiet,
                                        skip_corrupt=args.skip_corrupt)
-    except (DataError, ValueError, FileNotFoundError) as error:
+    except (DataError, ValueError, FileNotFoundError, LockedError) as error:
         print(f"write_tfrecord.py: error: {error}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - started

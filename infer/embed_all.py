@@ -24,7 +24,7 @@ from typing import Sequence
 from infer.embed import (checkpoint_of, embed_pair_shard, embed_videos, load_run, provenance_of_test,
                          provenance_of_val, run_identity, run_validation_shard)
 from infer.embeddings_io import read_provenance, save_embeddings
-from tfrecord_tools import provenance, reader, schema
+from tfrecord_tools import locks, provenance, reader, schema
 from train.config import load_config
 
 FOLD_DIR = re.compile(r"^fold_(\d+)$")
@@ -75,6 +75,12 @@ def embed_all(run_root: str, test_files: Sequence[str], models: Sequence[str] | 
     files (md5 + size) or the same validation shard. A run whose fold set was rewritten after it was
     trained is an error (``ProvenanceError`` naming both).
     """
+    with locks.locked(os.path.join(run_root, "embeddings"), "infer.embed_all"):  # one writer at a time
+        return _embed_all(run_root, test_files, models, folds, batch_size, overwrite, progress)
+
+
+def _embed_all(run_root: str, test_files: Sequence[str], models: Sequence[str] | None, folds: Sequence[int] | None,
+               batch_size: int, overwrite: bool, progress: bool) -> list[str]:
     test_files = [os.fspath(path) for path in test_files]
     test_prints = provenance.fingerprints(test_files)
 
@@ -130,8 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     test_files = reader._resolve_files(args.test)
-    written = embed_all(args.run, test_files, args.models, args.folds, args.batch_size, args.overwrite,
-                        not args.quiet)
+    try:
+        written = embed_all(args.run, test_files, args.models, args.folds, args.batch_size, args.overwrite,
+                            not args.quiet)
+    except locks.LockedError as error:
+        print(f"python -m infer.embed_all: error: {error}", file=sys.stderr)
+        return 1
     print(f"wrote {len(written)} embedding files under {os.path.join(args.run, 'embeddings')}")
     return 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 import shutil
 
@@ -252,3 +253,74 @@ def test_a_tag_list_sharing_no_tag_with_the_data_is_an_error(synthetic_data, tmp
         prepare_pretrain(config, str(tmp_path / "run"), tf.distribute.get_strategy())
     assert not (tmp_path / "run" / "config.json").exists()
 
+
+
+# ------------------------------------------------------------------------------ locks
+def _hold_lock(directory) -> "subprocess.Popen":
+    """A separate process holding ``directory``'s lock until it is killed."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom tfrecord_tools.locks import "
+                                "DirectoryLock\nDirectoryLock(sys.argv[1], 'a test holder').acquire()\n"
+                                "print('locked', flush=True)\ntime.sleep(600)\n", str(directory)],
+                               cwd=pathlib.Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "locked"
+    return process
+
+
+def test_a_second_writer_stops_at_once_and_a_killed_owner_leaves_no_stuck_lock(synthetic_data, tmp_path, capsys):
+    import signal
+    import time
+
+    import write_tfrecord
+    from tfrecord_tools import locks
+
+    out = tmp_path / "folds"
+    holder = _hold_lock(out)
+    try:
+        started = time.perf_counter()
+        code = write_tfrecord.main(["--data", str(synthetic_data), "--out", str(out), "--folds", "3", "--quiet"])
+        assert code == 2 and time.perf_counter() - started < 5
+        error = capsys.readouterr().err
+        assert re.search(rf"{out} is being written by another process \(pid {holder.pid} on .*a test holder", error)
+        assert not (out / folds.FOLDS_JSON).exists()
+        with pytest.raises(locks.LockedError, match=rf"pid {holder.pid}"):
+            locks.DirectoryLock(out, "x").acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (out / locks.LOCK_NAME).exists()  # a SIGKILL leaves the file, but not the lock
+    assert write_tfrecord.main(["--data", str(synthetic_data), "--out", str(out), "--folds", "3", "--quiet"]) == 0
+    assert not (out / locks.LOCK_NAME).exists()
+    folds.fold_files(out, 0)
+
+
+@pytest.mark.parametrize("entry", ["train.finetune", "infer.embed_all", "ensemble_final"])
+def test_run_directories_have_one_writer(entry, trained, tmp_path, capsys):
+    import signal
+
+    folds_copy, run_copy, out = _copy(trained, tmp_path)
+    locked_dir = out if entry == "train.finetune" else run_copy / "embeddings"
+    holder = _hold_lock(locked_dir)
+    try:
+        if entry == "train.finetune":
+            from train.finetune import main
+
+            args = list(trained["args"])
+            args[args.index("--folds-dir") + 1], args[args.index("--out") + 1] = str(folds_copy), str(out)
+            code = main(args)
+        elif entry == "infer.embed_all":
+            from infer.embed_all import main
+
+            code = main(["--run", str(run_copy), "--test", trained["test"], "--quiet"])
+        else:
+            import ensemble_final
+
+            code = ensemble_final.main(["--run", str(run_copy), "--rule", "mean", "--dim", "8", "--partial-folds"])
+        assert code == 1
+        assert re.search(rf"{locked_dir} is being written by another process \(pid {holder.pid}",
+                         capsys.readouterr().err)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()

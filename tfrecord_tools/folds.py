@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from tfrecord_tools import schema
 from tfrecord_tools.atomic import atomic_path, write_text_atomic
 from tfrecord_tools.errors import DataError, LabelError
-from tfrecord_tools import provenance
+from tfrecord_tools import locks, provenance
 from tfrecord_tools.labels import Labels, read_labels
 from tfrecord_tools.provenance import file_md5
 from tfrecord_tools.record_index import VideoIndex, VideoReader, index_videos
@@ -259,6 +259,12 @@ def write_fold_shards(pairwise_files: str | os.PathLike | Sequence[str | os.Path
     pairwise_files = [os.path.abspath(os.fspath(f)) for f in pairwise_files]
     label_path = os.path.abspath(os.fspath(label_path))
     out_dir = os.path.abspath(os.fspath(out_dir))
+    with locks.locked(out_dir, "write_tfrecord.py"):  # a second writer of out_dir stops at once
+        return _write_fold_shards(pairwise_files, label_path, out_dir, num_folds, seed, split, progress, skip_corrupt)
+
+
+def _write_fold_shards(pairwise_files: list[str], label_path: str, out_dir: str, num_folds: int, seed: int,
+                       split: str, progress: bool, skip_corrupt: bool) -> dict:
 
     labels = read_labels(label_path)
     index = index_videos(pairwise_files, schema.RecordKind.PAIRWISE, progress=progress, skip_corrupt=skip_corrupt)

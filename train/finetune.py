@@ -44,7 +44,7 @@ from models.base import example_features
 from models.config import ModelConfig
 from models.registry import finetune_recipe
 from tfrecord_tools import folds as folds_lib
-from tfrecord_tools import provenance
+from tfrecord_tools import locks, provenance
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.reader import VideoDecoder
 from train import checkpointing
@@ -196,6 +196,11 @@ def check_pretrained_model(pretrained: TrainConfig, model: ModelConfig, run: str
 def run_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy | None = None) -> dict:
     """Finetune (or resume) one fold into ``run_dir``; returns the metrics.json content."""
     strategy = strategy or strategy_lib.make_strategy()
+    with stage.run_lock(os.path.abspath(run_dir), "train.finetune", strategy):  # one writer per run directory
+        return _run_finetune(config, run_dir, strategy)
+
+
+def _run_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy) -> dict:
     if config.stage != "finetune":
         config = config.replace(stage="finetune")
     if not config.folds_dir:
@@ -311,7 +316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = TrainConfig(model=base, stage="finetune", folds_dir=os.path.abspath(args.folds_dir), fold=args.fold,
                          pretrained=os.path.abspath(args.pretrained) if args.pretrained else "")
     config = with_recipe(config, args.overrides)
-    result = run_finetune(config, args.out, strategy)
+    try:
+        result = run_finetune(config, args.out, strategy)
+    except locks.LockedError as error:
+        print(f"python -m train.finetune: error: {error}", file=sys.stderr)
+        return 1
     if strategy_lib.is_chief(strategy):
         best = result.get("best") or {}
         print(f"finetune {args.model} fold {args.fold}: best val spearman "

@@ -21,7 +21,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from models.base import example_features
-from tfrecord_tools import provenance
+from tfrecord_tools import locks, provenance
 from tfrecord_tools.reader import VideoDecoder
 from train import data as data_lib
 from train import stage
@@ -108,8 +108,9 @@ def run_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.Stra
     """Pretrain (or resume) into ``run_dir``; returns the last step's loss values."""
     strategy = strategy or strategy_lib.make_strategy()
     run_dir = os.path.abspath(run_dir)
-    values = prepare_pretrain(config, run_dir, strategy).trainer.run()
-    strategy_lib.remove_temporary(run_dir, strategy)
+    with stage.run_lock(run_dir, "train.pretrain", strategy):  # a second writer of run_dir stops at once
+        values = prepare_pretrain(config, run_dir, strategy).trainer.run()
+        strategy_lib.remove_temporary(run_dir, strategy)
     return values
 
 
@@ -121,7 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = TrainConfig(model=stage.base_model_config(args.model, args.preset), stage="pretrain",
                          data_dir=os.path.abspath(args.data))
     config = apply_overrides(config, args.overrides)
-    values = run_pretrain(config, args.out, strategy)
+    try:
+        values = run_pretrain(config, args.out, strategy)
+    except locks.LockedError as error:
+        print(f"python -m train.pretrain: error: {error}", file=sys.stderr)
+        return 1
     if strategy_lib.is_chief(strategy):
         print(f"pretrain {args.model}: done in {os.path.abspath(args.out)}"
               + (f" (last loss {values['loss']:.4f})" if "loss" in values else ""))

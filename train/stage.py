@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from typing import Callable, Iterable
 
@@ -21,6 +22,7 @@ import tf_keras as keras
 
 from models.config import PRESETS, ModelConfig
 from models.registry import MODELS, VARIANTS, build_model, variant_config
+from tfrecord_tools import locks
 from tfrecord_tools.tags import TagVocab
 from tfrecord_tools.tokenization import build_vocab, load_tokenizer
 from train import randomness
@@ -149,3 +151,11 @@ def tag_summary_line(record: dict | None) -> str:
             f"the tag list ({tags['coverage']:.1%}); {tags['tags_unmatched']} unmatched "
             f"({tags['distinct_unmatched_tags']} distinct tags), {tags['videos_without_known_tag']} videos without "
             "a known tag")
+
+
+def run_lock(run_dir: str, purpose: str, strategy):
+    """The run directory's writer lock (``tfrecord_tools.locks``), taken by the chief only: the
+    other workers of a cluster write their own temporary directories."""
+    if strategy_lib.is_chief(strategy):
+        return locks.locked(run_dir, purpose)
+    return contextlib.nullcontext()
