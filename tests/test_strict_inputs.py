@@ -172,3 +172,56 @@ def test_writer_refuses_what_the_validator_refuses(tmp_path):
     assert not path.exists()
     summary = write_result(path, IDS, np.array([[65504.0, 1.0], [1e-3, 0], [1, 1]], np.float32))
     assert summary["max"] == 65504.0
+
+
+# ------------------------------------------------------------------------------ smaller defects
+@pytest.mark.parametrize("line, message", [
+    ("11\t44\t０.５", r"score '０.５' is not a number written with ASCII digits"),  # full-width digits
+    ("11\t44\t٠.٥", r"score '٠.٥' is not a number written with ASCII digits"),  # Arabic-Indic digits
+    ("11\t44\t0.0_5", r"score '0.0_5' is not a number written with ASCII digits"),
+    ("１1\t44\t0.5", r"query_id '１1' is not a decimal id"),
+])
+def test_label_scores_and_ids_must_be_ascii_numbers(line, message, tmp_path):
+    from tfrecord_tools.labels import read_labels
+
+    path = tmp_path / "label.tsv"
+    path.write_text(f"11\t22\t1.0\n{line}\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"label.tsv, line 2: {message}"):
+        read_labels(path)
+
+
+def test_non_utf8_label_file_names_file_and_line(tmp_path):
+    from tfrecord_tools.labels import read_labels
+
+    path = tmp_path / "label.tsv"
+    path.write_bytes(b"11\t22\t1.0\n11\t33\t0.5\n11\t4\xff4\t0.5\n")
+    with pytest.raises(DataError, match=r"label.tsv, line 3: not valid UTF-8 text"):
+        read_labels(path)
+
+
+def test_a_23_digit_tag_id_is_an_error_naming_the_line(tmp_path):
+    from tfrecord_tools.tags import TagVocab
+
+    path = tmp_path / "tag_list.txt"
+    path.write_text("17\n12345678901234567890123\n")
+    with pytest.raises(DataError, match=r"tag_list.txt, line 2: tag id 12345678901234567890123 does not fit a 64-bit"):
+        TagVocab.from_file(path)
+
+
+def test_a_literal_bracket_in_a_path_is_not_a_glob(test_records, tmp_path):
+    directory = tmp_path / "run[1]"
+    directory.mkdir()
+    path = directory / "test_a.tfrecords"
+    writer.write_records(path, test_records[:4])
+    assert reader._resolve_files([str(path)]) == [str(path)]
+    assert len(list(reader.read_raw_videos(path, "test"))) == 4
+    assert reader._resolve_files([str(tmp_path / "run?1?" / "*.tfrecords")]) == [str(path)]  # real globs still work
+
+
+def test_overrides_may_follow_the_options(tmp_path):
+    from train.pretrain import main
+
+    # argparse used to stop at "max_steps=1 --data ...": "unrecognized arguments"
+    with pytest.raises(FileNotFoundError, match="no pointwise"):
+        main(["--model", "baseline", "--out", str(tmp_path / "run"), "max_steps=1", "--data", str(tmp_path),
+              "--preset", "tiny", "batch_size=8"])

@@ -456,7 +456,7 @@ def _resolve_files(files: Files) -> list[str]:
     paths: list[str] = []
     for item in files:
         item = os.fspath(item)
-        if any(char in item for char in "*?["):
+        if any(char in item for char in "*?[") and not tf.io.gfile.exists(item):  # an existing path is literal
             matches = sorted(tf.io.gfile.glob(item))
             if not matches:
                 raise FileNotFoundError(f"{item}: no file matches this pattern")
