@@ -324,3 +324,47 @@ def test_run_directories_have_one_writer(entry, trained, tmp_path, capsys):
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+
+
+# ------------------------------------------------------------------------------ pretraining inputs
+def _prepare(data, run, *overrides):
+    from train import stage
+    from train.config import TrainConfig, apply_overrides
+    from train.pretrain import prepare_pretrain
+
+    config = TrainConfig(model=stage.base_model_config("baseline", "tiny"), data_dir=str(data))
+    return prepare_pretrain(apply_overrides(config, [*TINY_RUN, *overrides]), str(run), tf.distribute.get_strategy())
+
+
+def test_pretraining_refuses_duplicate_ids_and_data_changed_under_a_run(synthetic_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_data, data)
+    shard = data / "pointwise" / "pretrain_1.tfrecords"
+    original = _records(shard)
+    writer.write_records(shard, original + [_records(data / "pointwise" / "pretrain_0.tfrecords")[3]])
+    with pytest.raises(DataError, match=r"pretrain_1.tfrecords, record \d+: duplicate video id \d+: already in "
+                                        r".*pretrain_0.tfrecords, record 3"):
+        _prepare(data, tmp_path / "dup")
+    writer.write_records(shard, original)
+    run = tmp_path / "run"
+    _prepare(data, run)
+    record = json.loads((run / provenance.RUN_FILE).read_text())
+    assert [f["md5"] for f in record["data_files"]][1] == provenance.file_md5(shard)
+    writer.write_records(shard, original[:-1])  # the data changes under the run
+    with pytest.raises(ProvenanceError, match=r"the pretraining data changed since this run started \(.*pretrain_1"
+                                              r".tfrecords: \d+ bytes md5 \w+ now, \d+ bytes"):
+        _prepare(data, run)
+
+
+def test_a_rerun_cannot_swap_the_tag_list_of_a_run(tmp_path):
+    from train import stage
+
+    run = tmp_path / "run"
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("5\n7\n")
+    second.write_text("5\n8\n")
+    stage.prepare_tags(str(first), str(run))
+    assert stage.prepare_tags(str(first), str(run)).size == 2  # the same list again: fine
+    with pytest.raises(ValueError, match=r"b.txt: differs from .*run/tag_list.txt, the tag list this run was started"):
+        stage.prepare_tags(str(second), str(run))
+    assert (run / "tag_list.txt").read_text() == "5\n7\n"
