@@ -20,6 +20,7 @@ from tfrecord_tools import schema
 
 TEXT_ENCODERS = ("bert", "roformer")
 TAG_LOSSES = ("bce", "asl")
+TEXT_SOURCES = ("title", "title+asr")  # as tfrecord_tools.tokenization.TEXT_SOURCES
 TAG_REDUCTIONS = ("sum", "mean")
 
 # Special ids of the Chinese BERT vocabulary (hfl/chinese-roberta-wwm-ext, bert-base-chinese):
@@ -48,12 +49,18 @@ class ModelConfig:
     text_intermediate_size: int = 3072
     text_max_position: int = 512  # uniter needs >= title_len + max_frames
 
-    # input sizes (official layout)
+    # input sizes (official layout); title_len counts the tokens of the whole text input
     frame_dim: int = schema.FRAME_DIM
     max_frames: int = schema.MAX_FRAMES
     title_len: int = schema.TITLE_LEN
     num_tags: int = schema.NUM_TAGS
     embedding_dim: int = schema.EMBEDDING_DIM
+
+    # the robust recipe: what the text tokens hold ("title" or "title+asr": the ASR text follows
+    # the title as a second segment, the longer of the two cut first), and whether frames are
+    # standardised in-graph with statistics of the training data (models.layers.FrameStandardizer)
+    text_source: str = "title"
+    standardize_frames: bool = False
 
     # dropout of fusion layers and of a randomly initialised text encoder
     dropout: float = 0.1
@@ -117,6 +124,8 @@ class ModelConfig:
             yield "name must be a non-empty registry key"
         if self.text_encoder not in TEXT_ENCODERS:
             yield f"text_encoder must be one of {TEXT_ENCODERS}, got {self.text_encoder!r}"
+        if self.text_source not in TEXT_SOURCES:
+            yield f"text_source must be one of {TEXT_SOURCES}, got {self.text_source!r}"
         if self.tag_loss not in TAG_LOSSES:
             yield f"tag_loss must be one of {TAG_LOSSES}, got {self.tag_loss!r}"
         if self.tag_reduction not in TAG_REDUCTIONS:

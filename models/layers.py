@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -195,6 +196,44 @@ class MixtureGate(keras.layers.Layer):
         config = super().get_config()
         config.update(num_experts=self.num_experts)
         return config
+
+
+class FrameStandardizer(keras.layers.Layer):
+    """``(frames - mean) * inverse_std`` per feature, padded frames kept at zero.
+
+    The statistics are non-trainable weights (so they travel in every checkpoint and export) that
+    start as the identity and are set once from a streaming pass over the training frames
+    (`set_statistics`). Frame features of different sources differ wildly in offset and scale
+    (a shared background dominates the raw cosine); standardising them makes every model see
+    the part of the frame that varies between videos.
+    """
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        dim = int(input_shape[-1])
+        self.mean = self.add_weight("mean", shape=[dim], initializer="zeros", trainable=False)
+        self.inverse_std = self.add_weight("inverse_std", shape=[dim], initializer="ones", trainable=False)
+        super().build(input_shape)
+
+    def call(self, frames: tf.Tensor, frame_mask: tf.Tensor) -> tf.Tensor:
+        mean = tf.cast(self.mean, frames.dtype)
+        scale = tf.cast(self.inverse_std, frames.dtype)
+        return (frames - mean) * scale * tf.cast(frame_mask, frames.dtype)[..., None]
+
+    def set_statistics(self, mean, std, min_std: float = 1e-3) -> None:
+        """Set from per-feature mean and standard deviation (std floored at ``min_std`` x its median)."""
+        mean = np.asarray(mean, dtype=np.float32)
+        std = np.asarray(std, dtype=np.float32)
+        if mean.shape != std.shape or mean.ndim != 1:
+            raise ValueError(f"mean and std must be equal 1-D vectors, got {mean.shape} and {std.shape}")
+        if not self.built:
+            self.build(tf.TensorShape([None, None, mean.shape[0]]))
+        if mean.shape[0] != self.mean.shape[0]:
+            raise ValueError(f"statistics have {mean.shape[0]} features, the frames {self.mean.shape[0]}")
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+            raise ValueError("frame statistics must be finite")
+        floor = max(float(np.median(std)) * min_std, 1e-6)
+        self.mean.assign(mean)
+        self.inverse_std.assign(1.0 / np.maximum(std, floor))
 
 
 class MaskedMeanPooling(keras.layers.Layer):
