@@ -55,7 +55,7 @@ def data_files(data_dir: str) -> dict[str, list[str]]:
     return files
 
 
-def fold_assignment(labels: Labels, folds_dir: str) -> tuple[np.ndarray, int]:
+def fold_assignment(labels: Labels, folds_dir: str) -> tuple[np.ndarray, dict]:
     """The fold of every label line, as write_tfrecord.py assigned it (checked against folds.json)."""
     from tfrecord_tools import folds as folds_lib
 
@@ -67,7 +67,7 @@ def fold_assignment(labels: Labels, folds_dir: str) -> tuple[np.ndarray, int]:
         raise DataError(os.path.join(folds_dir, folds_lib.FOLDS_JSON), None,
                         f"pairs per fold {expected} differ from the assignment of {labels.path} ({found}): "
                         "the shards were written from another label file")
-    return assigned, info["num_folds"]
+    return assigned, info
 
 
 def subset(labels: Labels, keep: np.ndarray) -> Labels:
@@ -79,7 +79,10 @@ def write_strong_baselines(data_dir: str, folds_dir: str, out_dir: str, folds: S
     """Compute every baseline for ``folds`` (default: all) and write them; returns the choices."""
     files = data_files(data_dir)
     labels = read_labels(os.path.join(data_dir, "pairwise", "label.tsv"))
-    assigned, num_folds = fold_assignment(labels, folds_dir)
+    from tfrecord_tools.folds import shard_order
+
+    assigned, info = fold_assignment(labels, folds_dir)
+    num_folds = info["num_folds"]
     folds = list(range(num_folds)) if folds is None else [int(f) for f in folds]
     bad = [f for f in folds if not 0 <= f < num_folds]
     if bad:
@@ -107,7 +110,8 @@ def write_strong_baselines(data_dir: str, folds_dir: str, out_dir: str, folds: S
     table = build_table(scored, unlabelled(), config, moments)
     choices = {"config": config.to_dict(), "folds": {}}
     for fold in tqdm(folds, desc="baseline folds", unit="fold", disable=not progress, file=sys.stderr):
-        train, val = subset(labels, assigned != fold), subset(labels, assigned == fold)
+        # validation pairs in the order of the fold's shard, as a model's val.npz holds them
+        train, val = subset(labels, assigned != fold), subset(labels, shard_order(assigned, fold, info["seed"]))
         result = fold_baselines(table, train, config)
         choices["folds"][str(fold)] = result.choices
         val_ids = sorted(set(val.query.tolist()) | set(val.candidate.tolist()))
