@@ -227,10 +227,9 @@ def run_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Stra
     model = stage.build_stage_model(config, strategy)
     if pretrained_final:
         checkpointing.restore_pretrained(model, pretrained_final)
-    if model_config.standardize_frames:
-        frame_stats.prepare_standardizer(model, work_dir, train_files, pairs=True, frame_dim=model_config.frame_dim,
-                                         max_frames=model_config.max_frames, writes=chief, progress=config.progress,
-                                         inherit_from=config.pretrained or None)
+    if model_config.frame_normalization != "none":
+        frame_stats.prepare_standardizer(model, work_dir, train_files, pairs=True, model_config=model_config,
+                                         writes=chief, progress=config.progress, inherit_from=config.pretrained or None)
     decoder = VideoDecoder(tokenizer=tokenizer, tag_vocab=tags, frame_dim=model_config.frame_dim,
                            max_frames=model_config.max_frames, title_len=model_config.title_len,
                            text_source=model_config.text_source)

@@ -1,11 +1,12 @@
-"""Per-feature mean and standard deviation of the training frames, for in-graph standardisation.
+"""Frame statistics of the training data, for the in-graph `FrameStandardizer` of every model.
 
-A streaming pass over (at most ``max_videos`` of) the training records accumulates sums of the
-real (unpadded, officially sampled) frames in float64; memory is one feature vector. The result is
-written to ``RUN/frame_stats.npz`` (``mean``, ``std``, ``videos``, ``frames``) and set into the
-model's `FrameStandardizer`, whose weights then travel in every checkpoint. A resumed run reads the
-file back instead of recomputing; a finetune from a pretrain run inherits the pretrain's statistics
-with its weights.
+A streaming pass over (at most ``max_videos`` of) the training records accumulates, in float64,
+sums over the real (unpadded, officially sampled) frames (mean, per-feature std) and over the
+videos' mean frames (their covariance: what varies *between* videos); memory is one D x D matrix.
+``RUN/frame_stats.npz`` holds ``mean``, ``std``, ``video_covariance``, ``videos``, ``frames``, and
+the transform of the run's ``frame_normalization`` is set into the model, whose weights then travel
+in every checkpoint. A resumed run reads the file back instead of recomputing; a finetune from a
+pretrain run inherits the pretrain's statistics with its weights.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import shutil
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
 from tqdm import tqdm
+
+from models.layers import standardizing_transform
 
 from tfrecord_tools import reader, schema
 from tfrecord_tools.atomic import atomic_path
@@ -34,6 +36,8 @@ def compute_frame_statistics(files: Sequence[str], pairs: bool, frame_dim: int, 
         dataset = reader.read_videos(list(files), schema.RecordKind.POINTWISE, decoder, batch_size)
     total = np.zeros(frame_dim, np.float64)
     squares = np.zeros(frame_dim, np.float64)
+    video_total = np.zeros(frame_dim, np.float64)
+    video_outer = np.zeros((frame_dim, frame_dim), np.float64)
     frames_seen = videos = 0
     bar = tqdm(total=max_videos, desc="frame statistics", unit="video", disable=not progress)
     with reader.record_errors():
@@ -41,7 +45,11 @@ def compute_frame_statistics(files: Sequence[str], pairs: bool, frame_dim: int, 
             parts = [batch["video_1"], batch["video_2"]] if pairs else [batch]
             for part in parts:
                 mask = part["frame_mask"].numpy() > 0
-                real = part["frames"].numpy()[mask].astype(np.float64)
+                frames = part["frames"].numpy()
+                real = frames[mask].astype(np.float64)
+                means = frames.sum(axis=1).astype(np.float64) / np.maximum(mask.sum(axis=1, keepdims=True), 1)
+                video_total += means.sum(axis=0)
+                video_outer += means.T @ means
                 total += real.sum(axis=0)
                 squares += (real ** 2).sum(axis=0)
                 frames_seen += len(real)
@@ -54,7 +62,10 @@ def compute_frame_statistics(files: Sequence[str], pairs: bool, frame_dim: int, 
         raise ValueError(f"cannot standardise frames: {frames_seen} real frame(s) in {list(files)[:3]}")
     mean = total / frames_seen
     std = np.sqrt(np.maximum(squares / frames_seen - mean ** 2, 0.0))
+    video_mean = video_total / videos
+    covariance = video_outer / videos - np.outer(video_mean, video_mean)
     return {"mean": mean.astype(np.float32), "std": std.astype(np.float32),
+            "video_covariance": ((covariance + covariance.T) / 2).astype(np.float32),
             "videos": np.int64(videos), "frames": np.int64(frames_seen)}
 
 
@@ -66,16 +77,18 @@ def save_statistics(path: str, stats: dict[str, np.ndarray]) -> None:
 
 def load_statistics(path: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
-        missing = [key for key in ("mean", "std") if key not in data.files]
+        missing = [key for key in ("mean", "std", "video_covariance") if key not in data.files]
         if missing:
             raise ValueError(f"{path}: missing {missing} (not a frame statistics file)")
         return {key: data[key] for key in data.files}
 
 
-def prepare_standardizer(model, run_dir: str, files: Sequence[str], pairs: bool, frame_dim: int, max_frames: int,
+def prepare_standardizer(model, run_dir: str, files: Sequence[str], pairs: bool, model_config,
                          writes: bool = True, progress: bool = True, inherit_from: str | None = None) -> dict:
-    """Set ``model.frame_standardizer`` from ``RUN/frame_stats.npz`` (computed on ``files`` when absent,
-    or copied from ``inherit_from``'s run directory). Returns the statistics."""
+    """Set ``model.frame_standardizer`` for ``model_config.frame_normalization`` from
+    ``RUN/frame_stats.npz`` (computed on ``files`` when absent, or copied from ``inherit_from``'s run
+    directory). Returns the statistics."""
+    frame_dim, max_frames = model_config.frame_dim, model_config.max_frames
     path = os.path.join(run_dir, STATS_FILE)
     if not os.path.isfile(path) and inherit_from and os.path.isfile(os.path.join(inherit_from, STATS_FILE)):
         if writes:
@@ -87,11 +100,9 @@ def prepare_standardizer(model, run_dir: str, files: Sequence[str], pairs: bool,
         stats = compute_frame_statistics(files, pairs, frame_dim, max_frames, progress=progress)
         if writes:
             save_statistics(path, stats)
-    model.frame_standardizer.set_statistics(stats["mean"], stats["std"])
+    transform = standardizing_transform(model_config.frame_normalization, stats["std"], stats["video_covariance"],
+                                        model_config.frame_whiten_rank)
+    model.frame_standardizer.set_statistics(stats["mean"], transform)
     return stats
 
 
-def has_statistics(model) -> bool:
-    """Whether the model's standardiser holds statistics (is not the identity)."""
-    layer = model.frame_standardizer
-    return bool(layer.built and (tf.reduce_any(layer.mean != 0) or tf.reduce_any(layer.inverse_std != 1)))

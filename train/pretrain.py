@@ -67,9 +67,9 @@ def prepare_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.
     stage.save_run_config(config, run_dir, strategy)
 
     model = stage.build_stage_model(config, strategy)
-    if model_config.standardize_frames:
-        frame_stats.prepare_standardizer(model, work_dir, files, pairs=False, frame_dim=model_config.frame_dim,
-                                         max_frames=model_config.max_frames, progress=config.progress)
+    if model_config.frame_normalization != "none":
+        frame_stats.prepare_standardizer(model, work_dir, files, pairs=False, model_config=model_config,
+                                         progress=config.progress)
     decoder = VideoDecoder(tokenizer=tokenizer, tag_vocab=tags, frame_dim=model_config.frame_dim,
                            max_frames=model_config.max_frames, title_len=model_config.title_len,
                            text_source=model_config.text_source)
