@@ -28,10 +28,21 @@ class VideoSimModel(keras.Model):
 
     text_encoder: keras.layers.Layer  # set by every family
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, frame_path_rank: int = 0, **kwargs: Any):
         super().__init__(*args, **kwargs)
         # identity until the trainer sets the training data's statistics (the robust recipe)
         self.frame_standardizer = layers.FrameStandardizer(name="frame_standardizer")
+        self.frame_path_rank = int(frame_path_rank)
+        self.frame_path = (layers.MeanFramePath(DEFAULTS.embedding_dim, name="frame_path")
+                           if self.frame_path_rank > 0 else None)
+
+    def with_frame_path(self, features: Mapping[str, tf.Tensor], embedding: tf.Tensor) -> tf.Tensor:
+        """``embedding`` plus the linear mean-frame path (``frame_path_rank > 0``); ``features`` are
+        the standardised ones. Every family applies it to its embedding."""
+        if self.frame_path is None:
+            return embedding
+        path = self.frame_path(features["frames"], features["frame_mask"])
+        return tf.math.l2_normalize(embedding, axis=-1) + tf.cast(path, embedding.dtype)
 
     def standardized(self, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """``features`` with standardised frames; every family's ``call`` starts with this."""
@@ -51,7 +62,8 @@ class VideoSimModel(keras.Model):
         missing = [key for key in cls.config_args() if not hasattr(config, key)]
         if missing:
             raise ValueError(f"{cls.__name__} needs ModelConfig fields {missing}")
-        return cls(**{key: getattr(config, key) for key in cls.config_args()}, **kwargs)
+        return cls(**{key: getattr(config, key) for key in cls.config_args()},
+                   frame_path_rank=config.frame_path_rank, **kwargs)
 
     def _remember_args(self, local_vars: Mapping[str, Any]) -> None:
         """Keep the constructor arguments for `get_config` (call first thing in `__init__`)."""
@@ -62,7 +74,7 @@ class VideoSimModel(keras.Model):
         object.__setattr__(self, "_init_args", args)
 
     def get_config(self) -> dict[str, Any]:
-        return dict(self._init_args, name=self.name)
+        return dict(self._init_args, name=self.name, frame_path_rank=self.frame_path_rank)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], custom_objects=None) -> "VideoSimModel":

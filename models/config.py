@@ -65,6 +65,9 @@ class ModelConfig:
     text_source: str = "title"
     frame_normalization: str = "none"
     frame_whiten_rank: int = 64
+    # > 0: a linear mean-frame path added to the embedding, started as the PCA whitening of the
+    # (normalised) mean frames with this many components (models.layers.MeanFramePath)
+    frame_path_rank: int = 0
 
     # dropout of fusion layers and of a randomly initialised text encoder
     dropout: float = 0.1
@@ -170,6 +173,10 @@ class ModelConfig:
                    f"video_num_heads ({self.video_num_heads})")
         if not 0.0 <= self.asl_margin < 1.0:
             yield f"asl_margin must be in [0, 1), got {self.asl_margin}"
+        if self.frame_path_rank < 0:
+            yield f"frame_path_rank must be >= 0, got {self.frame_path_rank}"
+        if self.frame_path_rank and self.frame_normalization == "none":
+            yield "frame_path_rank > 0 needs frame_normalization standardize or zca (its statistics start the path)"
         if self.tag_prior_positives >= self.num_tags:
             yield (f"tag_prior_positives ({self.tag_prior_positives}) must be < num_tags "
                    f"({self.num_tags})")
