@@ -55,6 +55,7 @@ from ensemble.rules import DEFAULT_DIM, RULES, apply_rule, concat_scaled
 from infer.embeddings_io import EmbeddingSet, load_embedding_set, save_embeddings
 from infer.evaluate import out_of_fold_spearman, pairs_by_fold, per_fold_spearman, spearman
 from infer.submission import MAX_DIM, read_id_list, write_result
+from tfrecord_tools import cli
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.errors import DataError
 from tfrecord_tools.labels import Labels, read_labels
@@ -329,8 +330,8 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ensemble_final.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.Parser(prog="ensemble_final.py", description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run directory holding embeddings/<model>/fold_XX/")
     parser.add_argument("--models", help="comma-separated model names (default: the weighted ones, else all)")
     group = parser.add_mutually_exclusive_group()
@@ -362,8 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               synth_meta=args.synth_meta, png=png, user_weights=weights is not None,
                               partial_folds=args.partial_folds, baselines=args.baselines)
     except (DataError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return cli.report_error("ensemble_final.py", error)
     print(report["text_table"])
     result = report["result"]
     print(f"\nwrote {result['path']} ({result['num_ids']} ids x {result['dim']} dims, validated) and "

@@ -12,17 +12,22 @@ out-of-fold pairs as the models.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Sequence
+
+from infer import cli
+from tfrecord_tools import cli as common
+
+if __name__ == "__main__":  # --help and usage errors before TensorFlow is imported (quietly) below
+    common.early_parse(cli.baselines_parser)
 
 import numpy as np
 from tqdm import tqdm
 
 from infer.embeddings_io import save_embeddings
 from infer.evaluate import mean_frame_baseline, title_tfidf_baseline
-from tfrecord_tools import schema
+from tfrecord_tools import layout, schema
 from tfrecord_tools.reader import read_raw_videos, sample_frame_indices
 
 BASELINES = ("mean_frame", "title_tfidf")
@@ -54,16 +59,15 @@ def write_baselines(files: Sequence[str], out_dir: str, progress: bool = True) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer.baselines", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="data directory (pairwise/*.tfrecords)")
-    parser.add_argument("--out", required=True, help="output directory for mean_frame.npz and title_tfidf.npz")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    pairwise = os.path.join(args.data, "pairwise")
-    files = sorted(os.path.join(pairwise, name) for name in os.listdir(pairwise) if name.endswith(".tfrecords"))
+    args = cli.baselines_parser().parse_args(argv)
+    pairwise = os.path.join(args.data, layout.PAIRWISE_DIR)
+    files = sorted(os.path.join(pairwise, name) for name in os.listdir(pairwise)
+                   if name.endswith(layout.RECORD_SUFFIX)) if os.path.isdir(pairwise) else []
     if not files:
-        raise FileNotFoundError(f"{pairwise}: no .tfrecords files")
-    for path in write_baselines(files, args.out, not args.quiet):
+        return common.report_error("python -m infer.baselines", f"{pairwise}: no {layout.RECORD_SUFFIX} files")
+    with common.user_errors("python -m infer.baselines", ValueError):
+        paths = write_baselines(files, args.out, not args.quiet)
+    for path in paths:
         print(f"wrote {path}")
     return 0
 

@@ -44,13 +44,13 @@ import scipy.sparse.csgraph
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tfrecord_tools import schema
+from tfrecord_tools import layout, schema
 from tfrecord_tools.atomic import atomic_path, write_text_atomic
 from tfrecord_tools.errors import DataError, LabelError
 from tfrecord_tools.labels import Labels, file_md5, read_labels
 from tfrecord_tools.record_index import VideoIndex, VideoReader, index_videos
 
-SPLITS = ("pairs", "components")
+SPLITS = layout.FOLD_SPLITS
 FOLDS_JSON = "folds.json"
 FORMAT = "videosim-fold-shards"
 FORMAT_VERSION = 1

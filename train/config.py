@@ -31,6 +31,15 @@ STAGES = ("pretrain", "finetune")
 DECAYS = ("cosine", "linear")
 TARGET_TRANSFORMS = ("raw", "rank", "sigmoid")
 FINETUNE_TERMS = ("mse", "mae", "kl", "tag", "lbpc")
+# Model fields that a run sets from its data when it starts (whatever the config said), so an
+# override of them could only be lost or contradict the data: refused, with where they come from.
+DATA_DERIVED = {
+    "model.vocab_size": "the run's tokenizer (tokenizer_dir, model.pretrained_text_dir or the training titles)",
+    "model.pad_token_id": "the run's tokenizer",
+    "model.mask_token_id": "the run's tokenizer",
+    "model.special_token_ids": "the run's tokenizer",
+    "model.num_tags": "the run's tag list (tag_list=PATH; its number of lines)",
+}
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -217,6 +226,8 @@ def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfi
         key = key.strip()
         if not equals or not key:
             raise ValueError(f"override {item!r} is not key=value")
+        if key in DATA_DERIVED:
+            raise ValueError(f"override {key} is refused: a run sets it from {DATA_DERIVED[key]}")
         if key.startswith("model."):
             name = key[len("model."):]
             if name not in model_hints:

@@ -129,7 +129,7 @@ class FamilyHarness:
         return out
 
     def check_losses(self, expected_keys: set) -> None:
-        first, last = self.history[0], self.history[-1]
+        first = self.history[0]
         assert set(first) == set(expected_keys)
         assert all(np.isfinite(v) for row in self.history for v in row.values())
         total = [sum(row.values()) for row in self.history]
