@@ -33,7 +33,7 @@ from tqdm import tqdm
 from infer.embeddings_io import make_pairs, save_embeddings
 from models.registry import build_model
 from tfrecord_tools import folds as folds_lib
-from tfrecord_tools import reader, schema
+from tfrecord_tools import layout, reader, schema
 from tfrecord_tools.errors import DataError
 from tfrecord_tools.tokenization import load_tokenizer
 from train import checkpointing, stage
@@ -83,7 +83,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedRun:
     keras.mixed_precision.set_global_policy(keras_policy)
     model = build_model(config.model)
     directory = os.path.join(run_dir, checkpoint)
-    if checkpoint == "best" and tf.train.latest_checkpoint(directory) is None:
+    if checkpoint == layout.BEST_DIR and tf.train.latest_checkpoint(directory) is None:
         directory = os.path.join(run_dir, checkpointing.FINAL_DIR)
     path = checkpointing.restore_model(model, directory)
     decoder = reader.VideoDecoder(tokenizer=tokenizer, tag_vocab=None, frame_dim=config.model.frame_dim,

@@ -33,6 +33,7 @@ RECORD_SUFFIX = ".tfrecords"
 # ---------------------------------------------------------------------- fold shards
 FOLDS_DIR = "folds"  # default DATA/folds
 FOLDS_JSON = "folds.json"  # written last: its presence means a complete set
+FOLDS_FORMAT = "videosim-fold-shards"  # folds.json's "format"
 FOLD_SPLITS = ("pairs", "components")  # how write_tfrecord.py cuts the label lines into folds
 FOLD_SHARD = re.compile(r"^fold_(\d+)\.tfrecords$")
 

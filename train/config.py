@@ -24,9 +24,10 @@ import typing
 from typing import Any, Iterable, Mapping, Sequence
 
 from models.config import ModelConfig
+from tfrecord_tools import layout
 from tfrecord_tools.atomic import write_text_atomic
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = layout.CONFIG_FILE
 STAGES = ("pretrain", "finetune")
 DECAYS = ("cosine", "linear")
 TARGET_TRANSFORMS = ("raw", "rank", "sigmoid")

@@ -12,11 +12,12 @@ import json
 import math
 import os
 
+from tfrecord_tools import layout
 from tfrecord_tools.atomic import atomic_path
 
-CURVES_PNG = "training_curves.png"
-LOG_FILE = "train_log.jsonl"  # written by train.loop.Trainer
-METRICS_FILE = "metrics.json"  # written by train.finetune
+CURVES_PNG = layout.CURVES_PNG
+LOG_FILE = layout.TRAIN_LOG  # written by train.loop.Trainer
+METRICS_FILE = layout.METRICS_FILE  # written by train.finetune
 NO_MATPLOTLIB = "matplotlib is not installed (pip install 'videosim[plot]'): no training_curves.png drawn"
 
 

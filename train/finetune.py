@@ -50,6 +50,7 @@ from models import losses
 from models.base import example_features
 from models.config import ModelConfig
 from tfrecord_tools import folds as folds_lib
+from tfrecord_tools import layout
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.reader import VideoDecoder
 from train import checkpointing
@@ -61,7 +62,7 @@ from train.config import TrainConfig, config_differences, load_config
 from train.curves import report_curves
 from train.loop import Trainer
 
-METRICS_FILE = "metrics.json"
+METRICS_FILE = layout.METRICS_FILE
 
 
 # ---------------------------------------------------------------------- losses

@@ -30,7 +30,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tqdm.auto import tqdm
 
-from tfrecord_tools import reader
+from tfrecord_tools import layout, reader
 from tfrecord_tools.atomic import write_text_atomic
 from train import strategy as strategy_lib
 from train.checkpointing import FINAL_DIR, RunCheckpoints
@@ -38,7 +38,7 @@ from train.optimization import TwoGroupOptimizer, split_variables
 from train.randomness import StepRandomness
 
 LossFn = Callable[[Any, Mapping, bool], Mapping[str, tf.Tensor]]  # (model, batch, training)
-LOG_FILE = "train_log.jsonl"
+LOG_FILE = layout.TRAIN_LOG
 TOTAL = "loss"
 GRAD_NORM = "grad_norm"
 
@@ -156,7 +156,7 @@ class Trainer:
         iterator = self.iterator(start)
         writer = None
         if self.chief:
-            writer = tf.summary.create_file_writer(os.path.join(self.run_dir, "tensorboard"))
+            writer = tf.summary.create_file_writer(os.path.join(self.run_dir, layout.TENSORBOARD_DIR))
             self._truncate_log(start)
         bar = tqdm(total=self.total_steps, initial=start, unit="step", dynamic_ncols=True,
                    disable=not (self.chief and self.config.progress), desc=f"{self.config.stage} {self.config.model.name}")

@@ -19,6 +19,7 @@ import tf_keras as keras
 
 from models.config import ModelConfig
 from models.registry import build_model
+from tfrecord_tools import layout
 from tfrecord_tools.tags import TagVocab
 from tfrecord_tools.tokenization import build_vocab, load_tokenizer
 from train import randomness
@@ -27,8 +28,8 @@ from train.cli import (MODEL_PRESETS, base_model_config, model_names, resolve_mo
                        stage_parser)
 from train.config import TrainConfig, config_differences, config_path, load_config, save_config
 
-TOKENIZER_DIR = "tokenizer"
-TAG_LIST = "tag_list.txt"
+TOKENIZER_DIR = layout.TOKENIZER_DIR
+TAG_LIST = layout.TAG_LIST
 # Fields that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = ("progress", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "eval_batch_size")
 
