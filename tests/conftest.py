@@ -58,7 +58,7 @@ SLOW_MODULES = {"test_faults.py", "test_multiworker.py", "test_resume.py", "test
                 "test_finetune.py", "test_embed.py"}
 SLOW_TESTS = {"test_two_replica_mirrored_training_in_a_subprocess", "test_reader_import_does_not_load_transformers",
               "test_cli_writes_a_tiny_data_set", "test_cli_writes_a_complete_component_split",
-              "test_fit_on_val_and_subprocess", "test_cli_validate_and_write", "test_mixed_float16",
+              "test_fit_on_val_and_subprocess", "test_cli_validate_and_write", "test_trains_and_overfits_a_fixed_batch",
               "test_tag_skew_at_scale_follows_the_real_counts", "test_label_graph_from_the_real_file",
               "test_missing_folds_json_is_one_line_exit_2_no_run_dir_and_no_native_logs"}
 

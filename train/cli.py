@@ -19,7 +19,7 @@ import os
 import re
 from typing import Any, Sequence
 
-from models.config import PRESETS, ModelConfig
+from models.config import LEGACY_KEYS, PRESETS, ModelConfig
 from models.registry import MODELS, VARIANTS, finetune_recipe, variant_config
 from tfrecord_tools import cli as common
 from train.config import (DATA_DERIVED, TrainConfig, _hints, _type_name, apply_overrides, load_config)
@@ -66,6 +66,9 @@ def _field_help(cls: type) -> dict[str, str]:
     return helps
 
 
+_FLAT_NAMES = {"model." + ".".join(path): flat for flat, path in LEGACY_KEYS.items()}
+
+
 def _key_rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
     rows = []
     hints, helps, defaults = _hints(cls), _field_help(cls), cls()
@@ -78,6 +81,8 @@ def _key_rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
         text = helps.get(field.name, "")
         if key in DATA_DERIVED:
             text = f"not overridable: set from {DATA_DERIVED[key]}"
+        if key in _FLAT_NAMES:
+            text = f"{text} (flat: model.{_FLAT_NAMES[key]})".lstrip()
         shown = list(value) if isinstance(value, tuple) else value
         rows.append((key, _type_name(hints[field.name]), repr(shown), text))
     return rows

@@ -47,7 +47,7 @@ import scipy.stats
 import tensorflow as tf
 
 from models import losses
-from models.base import example_features
+from models.base import example_features, tag_loss
 from models.config import ModelConfig
 from tfrecord_tools import folds as folds_lib
 from tfrecord_tools import layout
@@ -98,10 +98,7 @@ def make_finetune_loss(config: TrainConfig):
             elif name == "lbpc":
                 value = losses.lbpc_loss(cos, target, config.lbpc_tau)
             else:  # "tag": both videos (the joined batch)
-                value = losses.tag_loss(joined_videos(batch)["tags"], outputs["tag_logits"],
-                                        kind=model_config.tag_loss, reduction=model_config.tag_reduction,
-                                        gamma_neg=model_config.asl_gamma_neg, gamma_pos=model_config.asl_gamma_pos,
-                                        margin=model_config.asl_margin)
+                value = tag_loss(model_config.tags, joined_videos(batch)["tags"], outputs["tag_logits"])
             values[name] = weight * value
         return values
 

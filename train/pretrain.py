@@ -8,7 +8,7 @@ NAME is a registry family (baseline, mix_nextvlad, uniter) or one of the six ens
 ``ckpt/`` (resumable: rerun the same command), ``final/`` (model only, what a finetune restores)
 and ``tensorboard/``.
 
-Tokenizer: ``model.pretrained_text_dir``'s when set, else ``tokenizer_dir``, else a vocabulary built
+Tokenizer: ``model.text.pretrained_dir``'s when set, else ``tokenizer_dir``, else a vocabulary built
 from the training titles. Tags: ``tag_list`` (default ``DATA/tag_list.txt``).
 """
 from __future__ import annotations

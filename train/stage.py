@@ -39,13 +39,13 @@ def prepare_tokenizer(config: TrainConfig, run_dir: str, titles: Callable[[], It
                       source_dir: str | None = None):
     """Load (or build) the run's tokenizer and keep a copy in ``run_dir/tokenizer``; returns it.
 
-    Priority: ``source_dir`` (a pretrain run's tokenizer), ``model.pretrained_text_dir``,
+    Priority: ``source_dir`` (a pretrain run's tokenizer), ``model.text.pretrained_dir``,
     ``tokenizer_dir``, an existing ``run_dir/tokenizer`` (resume), else `build_vocab` over
     ``titles()`` (``max_vocab``, ``vocab_min_count``).
     """
-    kind = config.model.text_encoder
+    kind = config.model.text.kind
     target = os.path.join(run_dir, TOKENIZER_DIR)
-    source = source_dir or config.model.pretrained_text_dir or config.tokenizer_dir or None
+    source = source_dir or config.model.text.pretrained_dir or config.tokenizer_dir or None
     if source:
         tokenizer = load_tokenizer(source, kind)
         if not os.path.isfile(os.path.join(target, "vocab.txt")):
@@ -59,8 +59,8 @@ def prepare_tokenizer(config: TrainConfig, run_dir: str, titles: Callable[[], It
 def with_tokenizer(model: ModelConfig, tokenizer) -> ModelConfig:
     """``model`` with vocab_size / pad / mask / special ids taken from ``tokenizer``."""
     specials = tuple(sorted(set(int(i) for i in tokenizer.all_special_ids)))
-    return model.replace(vocab_size=len(tokenizer), pad_token_id=int(tokenizer.pad_token_id),
-                         mask_token_id=int(tokenizer.mask_token_id), special_token_ids=specials)
+    return model.replace(text={"vocab_size": len(tokenizer), "pad_token_id": int(tokenizer.pad_token_id),
+                               "mask_token_id": int(tokenizer.mask_token_id), "special_token_ids": specials})
 
 
 def check_tag_list(tag_list: str) -> None:

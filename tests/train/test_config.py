@@ -44,7 +44,7 @@ def test_unknown_keys_and_bad_values_are_clear_errors():
         apply_overrides(TrainConfig(), ["batch_size=0"])
     with pytest.raises(ValueError, match="decay must be one of"):
         apply_overrides(TrainConfig(), ["decay=step"])
-    with pytest.raises(ValueError, match="text_hidden_size .* divisible"):
+    with pytest.raises(ValueError, match="TextEncoderConfig: hidden_size .* divisible"):
         apply_overrides(TrainConfig(), ["model.text_num_heads=5"])
 
 
@@ -52,6 +52,19 @@ def test_unknown_keys_and_bad_values_are_clear_errors():
 def test_keys_the_data_sets_are_refused_as_overrides_with_why(key):
     with pytest.raises(ValueError, match=rf"override {key} is refused: a run sets it from the run's t"):
         apply_overrides(TrainConfig(), [f"{key}=3"])
+    flat = "model." + key.split(".")[-1]  # the former flat name is refused too
+    with pytest.raises(ValueError, match=rf"override {flat} is refused"):
+        apply_overrides(TrainConfig(), [f"{flat}=3"])
+
+
+def test_nested_and_flat_model_keys_set_the_same_field():
+    nested = apply_overrides(TrainConfig(), ["model.text.num_layers=2", "model.tags.kind=asl",
+                                             "model.nextvlad.cluster_size=16"])
+    flat = apply_overrides(TrainConfig(), ["model.text_num_layers=2", "model.tag_loss=asl",
+                                           "model.nextvlad_cluster_size=16"])
+    assert nested == flat and (nested.model.text.num_layers, nested.model.tags.kind) == (2, "asl")
+    with pytest.raises(ValueError, match=r"unknown config key 'model.text.num_layer'.*model.text.num_layers"):
+        apply_overrides(TrainConfig(), ["model.text.num_layer=2"])
 
 
 def test_loss_spec_parsing():
@@ -72,11 +85,13 @@ def test_json_round_trip_and_differences(tmp_path):
     path = save_config(config, tmp_path)
     assert path == str(tmp_path / "config.json")
     data = json.loads((tmp_path / "config.json").read_text())
-    assert data["model"]["tag_loss"] == "asl" and data["fold"] == 3
+    assert data["model"]["tags"]["kind"] == "asl" and data["fold"] == 3
     assert load_config(tmp_path) == config
     assert TrainConfig.from_json(config.to_json()) == config
     changed = config.replace(batch_size=7, model={"dropout": 0.0})
     assert config_differences(config, changed) == ["model.dropout: 0.1 -> 0.0", "batch_size: 32 -> 7"]
+    nested_change = config.replace(model={"text_num_layers": 2})
+    assert config_differences(config, nested_change) == ["model.text.num_layers: 1 -> 2"]
     with pytest.raises(ValueError, match=r"unknown TrainConfig key\(s\) \['learning_rate'\]"):
         TrainConfig.from_dict({**config.to_dict(), "learning_rate": 1.0})
     (tmp_path / "bad").mkdir()
