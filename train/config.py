@@ -89,6 +89,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 500
     keep_checkpoints: int = 3
     log_every_steps: int = 10
+    steps_per_loop: int = 1  # training steps per host round trip (one tf.function call); see train/loop.py
     mixed_precision: bool = False  # mixed_float16 + loss scaling
     xla: bool = False  # jit_compile the forward/backward pass
     progress: bool = True  # tqdm progress bar
@@ -121,7 +122,8 @@ class TrainConfig:
         if self.target_transform not in TARGET_TRANSFORMS:
             yield f"target_transform must be one of {TARGET_TRANSFORMS}, got {self.target_transform!r}"
         for key in ("batch_size", "eval_batch_size", "shuffle_buffer", "epochs", "max_vocab",
-                    "vocab_min_count", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps"):
+                    "vocab_min_count", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps",
+                    "steps_per_loop"):
             if getattr(self, key) < 1:
                 yield f"{key} must be >= 1, got {getattr(self, key)}"
         for key in ("steps_per_epoch", "max_steps", "warmup_steps", "fold"):

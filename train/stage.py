@@ -31,7 +31,8 @@ from train.config import TrainConfig, config_differences, config_path, load_conf
 TOKENIZER_DIR = layout.TOKENIZER_DIR
 TAG_LIST = layout.TAG_LIST
 # Fields that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = ("progress", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "eval_batch_size")
+RESUMABLE_CHANGES = ("progress", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "eval_batch_size",
+                     "steps_per_loop")
 
 
 # ---------------------------------------------------------------------- tokenizer and tags
