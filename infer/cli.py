@@ -42,9 +42,11 @@ def embed_all_parser() -> argparse.ArgumentParser:
 
 def baselines_parser() -> argparse.ArgumentParser:
     parser = common.Parser(prog="python -m infer.baselines",
-                           description="Raw baselines scored like the models: mean-frame cosine and title "
-                                       "TF-IDF cosine.")
-    parser.add_argument("--data", required=True, help="data directory (pairwise/*.tfrecords)")
-    parser.add_argument("--out", required=True, help="output directory for mean_frame.npz and title_tfidf.npz")
-    parser.add_argument("--quiet", action="store_true")
+                           description="Untrained and linear baselines, scored like the models: the floor a "
+                                       "learned model must clear.")
+    parser.add_argument("--data", required=True, help="data directory (pairwise/, test_a/, pointwise/)")
+    parser.add_argument("--folds-dir", required=True, help="fold shards of DATA (write_tfrecord.py)")
+    parser.add_argument("--out", required=True, help="output directory (one subdirectory per baseline)")
+    parser.add_argument("--folds", type=int, nargs="*", default=None, help="folds to compute (default: all)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return common.add_verbose(parser)

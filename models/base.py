@@ -36,6 +36,12 @@ class VideoSimModel(keras.Model):
         self.model_config = config
         self.text_config = config.text
         self.tag_loss_config = config.tags
+        # identity until the trainer sets the training data's statistics (the robust recipe)
+        self.frame_standardizer = layers.FrameStandardizer(name="frame_standardizer")
+
+    def standardized(self, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """``features`` with standardised frames; every family's ``call`` starts with this."""
+        return dict(features, frames=self.frame_standardizer(features["frames"], features["frame_mask"]))
 
     @classmethod
     def from_model_config(cls, config: ModelConfig, **kwargs: Any) -> "VideoSimModel":

@@ -2,7 +2,8 @@
 
     ModelConfig
       name, frame_dim, max_frames, title_len, num_tags, embedding_dim, dropout, infonce_temperature
-      text           TextEncoderConfig   the text encoder (BERT / RoFormer) and its tokens
+      text           TextEncoderConfig   the text encoder (BERT / RoFormer), its tokens and their source
+      frames         FramesConfig        in-graph frame normalisation (standardise / ZCA whitening)
       tags           TagLossConfig       the tag head and its loss (BCE / ASL), its pretraining weight
       nextvlad       NeXtVLADConfig      baseline, dual_tower, frame_diff, mix_nextvlad
       mix_nextvlad   MixNeXtVLADConfig
@@ -37,6 +38,8 @@ from tfrecord_tools import schema
 
 TEXT_ENCODERS = ("bert", "roformer")
 TAG_LOSSES = ("bce", "asl")
+TEXT_SOURCES = ("title", "title+asr")  # as tfrecord_tools.tokenization.TEXT_SOURCES
+FRAME_NORMALIZATIONS = ("none", "standardize", "zca")
 TAG_REDUCTIONS = ("sum", "mean")
 
 # Special ids of the Chinese BERT vocabulary (hfl/chinese-roberta-wwm-ext, bert-base-chinese):
@@ -139,10 +142,15 @@ class TextEncoderConfig(_Section):
     intermediate_size: int = 3072
     max_position: int = 512  # uniter needs >= title_len + max_frames
     mlm_probability: float = 0.15  # masked-language-model pretraining (uniter, single_stream)
+    # what the text tokens hold: "title", or "title+asr" (the ASR text follows the title as a
+    # second segment, the longer of the two cut first); title_len counts the tokens of the whole
+    source: str = "title"
 
     def _problems(self):
         if self.kind not in TEXT_ENCODERS:
             yield f"kind must be one of {TEXT_ENCODERS}, got {self.kind!r}"
+        if self.source not in TEXT_SOURCES:
+            yield f"source must be one of {TEXT_SOURCES}, got {self.source!r}"
         if self.pretrained_dir is not None and not self.pretrained_dir:
             yield "pretrained_dir must be None or a directory path, got ''"
         yield from _positive(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -157,6 +165,21 @@ class TextEncoderConfig(_Section):
                 yield f"{key} must be in [0, vocab_size={self.vocab_size}), got {value}"
         if self.mask_token_id not in self.special_token_ids:
             yield f"mask_token_id ({self.mask_token_id}) must be one of special_token_ids"
+
+
+@dataclasses.dataclass(frozen=True)
+class FramesConfig(_Section):
+    """How frames are normalised in-graph with statistics of the training data
+    (`models.layers.FrameStandardizer`): "none", "standardize" per feature, or "zca" (whitening of
+    the between-video covariance with the whiten_rank-th eigenvalue as shrinkage)."""
+
+    normalization: str = "none"  # "none" | "standardize" | "zca"
+    whiten_rank: int = 64
+
+    def _problems(self):
+        if self.normalization not in FRAME_NORMALIZATIONS:
+            yield f"normalization must be one of {FRAME_NORMALIZATIONS}, got {self.normalization!r}"
+        yield from _positive(self, ("whiten_rank",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,6 +294,8 @@ LEGACY_KEYS: dict[str, tuple[str, str]] = {
     "text_hidden_size": ("text", "hidden_size"), "text_num_layers": ("text", "num_layers"),
     "text_num_heads": ("text", "num_heads"), "text_intermediate_size": ("text", "intermediate_size"),
     "text_max_position": ("text", "max_position"), "mlm_probability": ("text", "mlm_probability"),
+    "text_source": ("text", "source"),
+    "frame_normalization": ("frames", "normalization"), "frame_whiten_rank": ("frames", "whiten_rank"),
     "tag_loss": ("tags", "kind"), "tag_reduction": ("tags", "reduction"),
     "tag_prior_positives": ("tags", "prior_positives"), "asl_gamma_neg": ("tags", "asl_gamma_neg"),
     "asl_gamma_pos": ("tags", "asl_gamma_pos"), "asl_margin": ("tags", "asl_margin"),
@@ -316,6 +341,7 @@ class ModelConfig(_Section):
     infonce_temperature: float = 0.07
 
     text: TextEncoderConfig = dataclasses.field(default_factory=TextEncoderConfig)
+    frames: FramesConfig = dataclasses.field(default_factory=FramesConfig)
     tags: TagLossConfig = dataclasses.field(default_factory=TagLossConfig)
     nextvlad: NeXtVLADConfig = dataclasses.field(default_factory=NeXtVLADConfig)
     mix_nextvlad: MixNeXtVLADConfig = dataclasses.field(default_factory=MixNeXtVLADConfig)
