@@ -14,6 +14,12 @@
 #         pretrain run's config), e.g. RECIPE="model.standardize_frames=false"
 # PYTHON  interpreter (default: .venv/bin/python if it exists, else python)
 set -eu
+case "${1:-}" in  # settings are environment variables; --help prints the header above
+    "") ;;
+    -h|--help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+    *) echo "$(basename "$0"): error: unexpected argument '$1' (settings are environment variables; see --help)" >&2
+       exit 2 ;;
+esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$HERE"
 if [ -z "${PYTHON:-}" ]; then
@@ -33,7 +39,7 @@ step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
 
 step "synthetic $WORLD data -> $DATA"
 if [ "$WORLD" = demo ]; then world_args=""; else world_args="--world $WORLD"; fi
-[ -f "$DATA/synth_meta.json" ] || "$PYTHON" -m tfrecord_tools.synth --out "$DATA" --preset demo --seed 0 $world_args
+[ -f "$DATA/synth_meta.json" ] || "$PYTHON" -m tfrecord_tools.synth --out "$DATA" --size demo --seed 0 $world_args
 
 step "11 fold shards -> $DATA/folds"
 [ -f "$DATA/folds/folds.json" ] || "$PYTHON" write_tfrecord.py --data "$DATA" --out "$DATA/folds" --folds 11 --seed 42

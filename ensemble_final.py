@@ -42,7 +42,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 from typing import Sequence
 
@@ -55,15 +54,16 @@ from ensemble.rules import DEFAULT_DIM, RULES, apply_rule, concat_scaled
 from infer.embeddings_io import EmbeddingSet, load_embedding_set, save_embeddings
 from infer.evaluate import out_of_fold_spearman, pairs_by_fold, per_fold_spearman, spearman
 from infer.submission import MAX_DIM, read_id_list, write_result
+from tfrecord_tools import cli, layout
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.errors import DataError
 from tfrecord_tools.labels import Labels, read_labels
 
-FOLD_DIR = re.compile(r"^fold_(\d+)$")
-TEST_FILE = "test.npz"
-VAL_FILE = "val.npz"
-FOLDS_JSON = "folds.json"  # written by write_tfrecord.py (tfrecord_tools.folds)
-FOLDS_FORMAT = "videosim-fold-shards"
+FOLD_DIR = layout.FOLD_DIR
+TEST_FILE = layout.TEST_EMBEDDINGS
+VAL_FILE = layout.VAL_EMBEDDINGS
+FOLDS_JSON = layout.FOLDS_JSON  # written by write_tfrecord.py (tfrecord_tools.folds)
+FOLDS_FORMAT = layout.FOLDS_FORMAT
 BASELINE_MEMBER = "baseline:"  # --models baseline:linear_metric takes a strong baseline as a member
 
 
@@ -141,7 +141,7 @@ def parse_weights(text: str | None, path: str | None) -> dict[str, float] | None
 
 def choose_models(run: str, models_arg: str | None, weights: dict[str, float] | None) -> tuple[list[str], list[float]]:
     """Models and their weights: --models, else the weights' keys, else every model found."""
-    embeddings_dir = os.path.join(run, "embeddings")
+    embeddings_dir = os.path.join(run, layout.EMBEDDINGS_DIR)
     if models_arg:
         models = [m.strip() for m in models_arg.split(",") if m.strip()]
     elif weights:
@@ -261,11 +261,11 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         raise ValueError(f"--fit-on must be 'test' or 'val', got {fit_on!r}")
     if not 1 <= dim <= MAX_DIM:
         raise ValueError(f"--dim must be in 1..{MAX_DIM} (the submission limit), got {dim}")
-    out = out or os.path.join(run, "result.zip")
+    out = out or os.path.join(run, layout.RESULT_ZIP)
     oracle = read_oracle(synth_meta)  # inputs that can fail are read before the long work
     expected = set(read_id_list(test_ids_path).tolist()) if test_ids_path else None
     rule_weights = weights if (rule != "mean" or user_weights) else None
-    embeddings_dir = os.path.join(run, "embeddings")
+    embeddings_dir = os.path.join(run, layout.EMBEDDINGS_DIR)
 
     def member_dir(model: str) -> str:
         """RUN/embeddings/<model>, or for ``baseline:NAME`` members the strong baseline's directory."""
@@ -308,7 +308,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         del test_sets, fold_fit
     averages = {model: averagers[model].result() for model in models}
     for model in models:
-        save_embeddings(os.path.join(member_dir(model), "avg", TEST_FILE), averages[model].ids,
+        save_embeddings(os.path.join(member_dir(model), layout.AVERAGE_DIR, TEST_FILE), averages[model].ids,
                         averages[model].embeddings)
 
     rows = []
@@ -353,7 +353,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         "num_pairs": len(oof_pairs), "rows": [row.to_dict() for row in rows],
         "oracle_spearman": oracle, "result": summary, "table": format_table(rows, markdown=True),
     }
-    write_text_atomic(os.path.join(run, "ensemble_report.json"), json.dumps(report, indent=2, ensure_ascii=False))
+    write_text_atomic(os.path.join(run, layout.ENSEMBLE_REPORT), json.dumps(report, indent=2, ensure_ascii=False))
     if png:
         plot_table(rows, png)
     report["text_table"] = format_table(rows)
@@ -361,8 +361,8 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ensemble_final.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.Parser(prog="ensemble_final.py", description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run directory holding embeddings/<model>/fold_XX/")
     parser.add_argument("--models", help="comma-separated model names (default: the weighted ones, else all); "
                                          "baseline:NAME adds a strong baseline of --baselines-dir as a member")
@@ -390,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         weights = parse_weights(args.weights, args.weights_file)
         models, model_weights = choose_models(args.run, args.models, weights)
-        png = None if args.png is None else (args.png or os.path.join(args.run, "ensemble_report.png"))
+        png = None if args.png is None else (args.png or os.path.join(args.run, layout.ENSEMBLE_PNG))
         report = run_ensemble(args.run, models, model_weights, rule=args.rule, fit_on=args.fit_on, dim=args.dim,
                               seed=args.seed, labels_path=args.labels, folds_dir=args.folds_dir,
                               test_ids_path=args.test_ids, out=args.out,
@@ -398,12 +398,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                               partial_folds=args.partial_folds, baselines=args.baselines,
                               baselines_dir=args.baselines_dir)
     except (DataError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return cli.report_error("ensemble_final.py", error)
     print(report["text_table"])
     result = report["result"]
     print(f"\nwrote {result['path']} ({result['num_ids']} ids x {result['dim']} dims, validated) and "
-          f"{os.path.join(args.run, 'ensemble_report.json')}")
+          f"{os.path.join(args.run, layout.ENSEMBLE_REPORT)}")
     return 0
 
 

@@ -16,12 +16,17 @@ of fold next to the models. See `infer.strong_baselines` for the baselines thems
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
 import sys
 from typing import Iterator, Sequence
+
+from infer import cli
+from tfrecord_tools import cli as common
+
+if __name__ == "__main__":  # --help and usage errors before TensorFlow is imported (quietly) below
+    common.early_parse(cli.baselines_parser)
 
 import numpy as np
 from tqdm import tqdm
@@ -128,18 +133,11 @@ def write_strong_baselines(data_dir: str, folds_dir: str, out_dir: str, folds: S
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer.baselines", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="data directory (pairwise/, test_a/, pointwise/)")
-    parser.add_argument("--folds-dir", required=True, help="fold shards of DATA (write_tfrecord.py)")
-    parser.add_argument("--out", required=True, help="output directory (one subdirectory per baseline)")
-    parser.add_argument("--folds", type=int, nargs="*", default=None, help="folds to compute (default: all)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
+    args = cli.baselines_parser().parse_args(argv)
     try:
         choices = write_strong_baselines(args.data, args.folds_dir, args.out, args.folds, progress=not args.quiet)
-    except (DataError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (DataError, ValueError, FileNotFoundError) as error:
+        return common.report_error("python -m infer.baselines", error)
     print(f"wrote {', '.join(BASELINES)} for folds {sorted(int(f) for f in choices['folds'])} under {args.out}")
     return 0
 

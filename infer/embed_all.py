@@ -12,23 +12,25 @@ rerun completes it. A finetune run without ``metrics.json`` (unfinished) is an e
 """
 from __future__ import annotations
 
-import argparse
 import os
-import re
 import sys
 from typing import Sequence
 
+from infer import cli
+from tfrecord_tools import cli as common
+
+if __name__ == "__main__":  # --help and usage errors before TensorFlow is imported (quietly) below
+    common.early_parse(cli.embed_all_parser)
+
 from infer.embed import embed_pair_shard, embed_videos, load_run, validation_shard
 from infer.embeddings_io import save_embeddings
-from tfrecord_tools import reader, schema
-
-FOLD_DIR = re.compile(r"^fold_(\d+)$")
+from tfrecord_tools import layout, reader, schema
 
 
 def finetune_runs(run_root: str, models: Sequence[str] | None = None,
                   folds: Sequence[int] | None = None) -> list[tuple[str, str]]:
     """(model, fold directory name) of every finetune run to embed, sorted."""
-    base = os.path.join(run_root, "finetune")
+    base = os.path.join(run_root, layout.FINETUNE_DIR)
     if not os.path.isdir(base):
         raise FileNotFoundError(f"{base}: no finetune runs (run finetune_all.sh first)")
     models = list(models) if models else sorted(os.listdir(base))
@@ -37,9 +39,9 @@ def finetune_runs(run_root: str, models: Sequence[str] | None = None,
         model_dir = os.path.join(base, model)
         if not os.path.isdir(model_dir):
             raise FileNotFoundError(f"{model_dir}: no finetune runs of model {model!r}")
-        names = sorted(name for name in os.listdir(model_dir) if FOLD_DIR.match(name))
+        names = sorted(name for name in os.listdir(model_dir) if layout.FOLD_DIR.match(name))
         if folds is not None:
-            wanted = {f"fold_{fold:02d}" for fold in folds}
+            wanted = {layout.fold_name(fold) for fold in folds}
             missing = sorted(wanted - set(names))
             if missing:
                 raise FileNotFoundError(f"{model_dir}: missing {', '.join(missing)}")
@@ -54,11 +56,12 @@ def embed_all(run_root: str, test_files: Sequence[str], models: Sequence[str] | 
     """Write test.npz + val.npz for each finetune run; returns the paths written."""
     written = []
     for model, name in finetune_runs(run_root, models, folds):
-        run_dir = os.path.join(run_root, "finetune", model, name)
-        if not os.path.isfile(os.path.join(run_dir, "metrics.json")):
+        run_dir = os.path.join(run_root, layout.FINETUNE_DIR, model, name)
+        if not os.path.isfile(os.path.join(run_dir, layout.METRICS_FILE)):
             raise FileNotFoundError(f"{run_dir}: unfinished finetune run (no metrics.json); finish it first")
-        out_dir = os.path.join(run_root, "embeddings", model, name)
-        test_path, val_path = os.path.join(out_dir, "test.npz"), os.path.join(out_dir, "val.npz")
+        out_dir = os.path.join(run_root, layout.EMBEDDINGS_DIR, model, name)
+        test_path = os.path.join(out_dir, layout.TEST_EMBEDDINGS)
+        val_path = os.path.join(out_dir, layout.VAL_EMBEDDINGS)
         todo_test = overwrite or not os.path.isfile(test_path)
         todo_val = overwrite or not os.path.isfile(val_path)
         if not (todo_test or todo_val):
@@ -77,19 +80,12 @@ def embed_all(run_root: str, test_files: Sequence[str], models: Sequence[str] | 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer.embed_all", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="run directory holding finetune/<model>/fold_XX/")
-    parser.add_argument("--test", nargs="+", required=True, help="test record files or globs")
-    parser.add_argument("--models", nargs="*", default=None, help="models (default: all under RUN/finetune)")
-    parser.add_argument("--folds", nargs="*", type=int, default=None, help="folds (default: all)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--overwrite", action="store_true", help="recompute existing outputs")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    test_files = reader._resolve_files(args.test)
-    written = embed_all(args.run, test_files, args.models, args.folds, args.batch_size, args.overwrite,
-                        not args.quiet)
-    print(f"wrote {len(written)} embedding files under {os.path.join(args.run, 'embeddings')}")
+    args = cli.embed_all_parser().parse_args(argv)
+    with common.user_errors("python -m infer.embed_all", ValueError, FileNotFoundError):
+        test_files = reader._resolve_files(args.test)
+        written = embed_all(args.run, test_files, args.models, args.folds, args.batch_size, args.overwrite,
+                            not args.quiet)
+    print(f"wrote {len(written)} embedding files under {os.path.join(args.run, layout.EMBEDDINGS_DIR)}")
     return 0
 
 

@@ -20,6 +20,7 @@ import tensorflow as tf
 from models import layers
 from models.base import float32_outputs
 from models.baseline import BaselineModel
+from models.config import ModelConfig
 
 
 def frame_differences(frames: tf.Tensor, frame_mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -38,17 +39,11 @@ class FrameDiffModel(BaselineModel):
 
     FINETUNE_RECIPE = {"finetune_losses": "tag+mse+mae", "target_transform": "sigmoid"}
 
-    def __init__(self, *, name: str = "frame_diff", **kwargs: Any):
-        super().__init__(name=name, **kwargs)
-        args = self._init_args
-        self.diff_nextvlad = layers.NeXtVLAD(
-            args["nextvlad_cluster_size"], args["nextvlad_groups"], args["nextvlad_expansion"],
-            args["nextvlad_dropout"], args["nextvlad_output_size"], name="diff_nextvlad")
-
-    @classmethod
-    def config_args(cls) -> tuple[str, ...]:
-        """The baseline's constructor arguments (the extra NeXtVLAD reuses its sizes)."""
-        return BaselineModel.config_args()
+    def __init__(self, config: ModelConfig | None = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        vlad = self.model_config.nextvlad  # the extra NeXtVLAD has the frames' sizes
+        self.diff_nextvlad = layers.NeXtVLAD(vlad.cluster_size, vlad.groups, vlad.expansion, vlad.dropout,
+                                             vlad.output_size, name="diff_nextvlad")
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = False
              ) -> dict[str, tf.Tensor]:

@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfrecord_tools import reader, schema
+from tfrecord_tools import layout, reader, schema
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.errors import DataError
 from tfrecord_tools.tags import TagVocab
@@ -42,9 +42,9 @@ _EPOCH_SEED_STRIDE = 1_000_003  # epoch seed = seed * stride + epoch
 def pretrain_files(data_dir: str | os.PathLike, include_pairwise: bool = True) -> list[str]:
     """``DATA/pointwise/pretrain_*.tfrecords`` (+ ``DATA/pairwise/*.tfrecords``), sorted."""
     data_dir = os.fspath(data_dir)
-    files = sorted(glob.glob(os.path.join(data_dir, "pointwise", "*.tfrecords")))
+    files = sorted(glob.glob(os.path.join(data_dir, layout.POINTWISE_DIR, "*" + layout.RECORD_SUFFIX)))
     if include_pairwise:
-        files += sorted(glob.glob(os.path.join(data_dir, "pairwise", "*.tfrecords")))
+        files += sorted(glob.glob(os.path.join(data_dir, layout.PAIRWISE_DIR, "*" + layout.RECORD_SUFFIX)))
     if not files:
         raise FileNotFoundError(f"{data_dir}: no pointwise/*.tfrecords"
                                 + (" or pairwise/*.tfrecords" if include_pairwise else "")

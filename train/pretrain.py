@@ -8,7 +8,7 @@ NAME is a registry family (baseline, mix_nextvlad, uniter) or one of the six ens
 ``ckpt/`` (resumable: rerun the same command), ``final/`` (model only, what a finetune restores)
 and ``tensorboard/``.
 
-Tokenizer: ``model.pretrained_text_dir``'s when set, else ``tokenizer_dir``, else a vocabulary built
+Tokenizer: ``model.text.pretrained_dir``'s when set, else ``tokenizer_dir``, else a vocabulary built
 from the training titles. Tags: ``tag_list`` (default ``DATA/tag_list.txt``).
 """
 from __future__ import annotations
@@ -18,6 +18,12 @@ import os
 import sys
 from typing import Sequence
 
+from tfrecord_tools import cli as common
+from train import cli
+
+if __name__ == "__main__":  # --help and usage errors before TensorFlow is imported (quietly) below
+    common.early_parse(cli.pretrain_parser)
+
 import tensorflow as tf
 
 from models.base import example_features
@@ -26,7 +32,8 @@ from train import data as data_lib
 from train import frame_stats
 from train import stage
 from train import strategy as strategy_lib
-from train.config import TrainConfig, apply_overrides
+from train.config import TrainConfig
+from train.curves import report_curves
 from train.loop import Trainer
 
 COUNTS_FILE = "data_counts.json"
@@ -52,12 +59,13 @@ def prepare_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.
         config = config.replace(stage="pretrain")
     if not config.data_dir:
         raise ValueError("pretraining needs data_dir (--data DATA_DIR)")
+    # the inputs are checked before anything is written
+    files = data_lib.pretrain_files(config.data_dir, config.pretrain_pairwise)
+    tag_list = config.tag_list or os.path.join(config.data_dir, stage.TAG_LIST)
+    stage.check_tag_list(tag_list)
     work_dir = strategy_lib.write_dir(run_dir, strategy)  # where this worker may write
     os.makedirs(work_dir, exist_ok=True)
-
-    files = data_lib.pretrain_files(config.data_dir, config.pretrain_pairwise)
     counts = data_lib.record_counts(files, os.path.join(work_dir, COUNTS_FILE))
-    tag_list = config.tag_list or os.path.join(config.data_dir, stage.TAG_LIST)
     tags = stage.prepare_tags(tag_list, work_dir)
     tokenizer = stage.prepare_tokenizer(config, work_dir, lambda: data_lib.stream_titles(
         files, include_asr=config.model.text_source != "title"))
@@ -95,17 +103,21 @@ def run_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.Stra
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = stage.stage_parser("python -m train.pretrain", __doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="data directory in the official layout")
-    args = parser.parse_args(argv)
-    strategy = strategy_lib.make_strategy()  # before any other TensorFlow op (multi-worker)
-    config = TrainConfig(model=stage.base_model_config(args.model, args.preset), stage="pretrain",
-                         data_dir=os.path.abspath(args.data))
-    config = apply_overrides(config, args.overrides)
-    values = run_pretrain(config, args.out, strategy)
+    prog = "python -m train.pretrain"
+    args = cli.pretrain_parser().parse_args(argv)
+    with common.user_errors(prog, ValueError, TypeError, FileNotFoundError):
+        config = cli.pretrain_config(args)
+    with common.native_logs_hidden(args.verbose):
+        strategy = strategy_lib.make_strategy()  # before any other TensorFlow op (multi-worker)
+    run_dir = os.path.abspath(args.out)
+    with common.user_errors(prog, ValueError, TypeError, FileNotFoundError), common.removed_on_error(run_dir):
+        setup = prepare_pretrain(config, run_dir, strategy)
+    values = setup.trainer.run()
+    strategy_lib.remove_temporary(run_dir, strategy)
     if strategy_lib.is_chief(strategy):
-        print(f"pretrain {args.model}: done in {os.path.abspath(args.out)}"
+        print(f"pretrain {args.model or config.model.name}: done in {run_dir}"
               + (f" (last loss {values['loss']:.4f})" if "loss" in values else ""))
+        print(report_curves(run_dir))
     return 0
 
 

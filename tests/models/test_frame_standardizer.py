@@ -86,12 +86,12 @@ def test_mean_frame_path_starts_as_the_whitened_mean_frame():
 
 
 def test_frame_path_config_and_family_round_trip():
-    with pytest.raises(ValueError, match="frame_path_rank > 0 needs frame_normalization"):
+    with pytest.raises(ValueError, match="path_rank > 0 needs normalization"):
         ModelConfig.tiny("uniter", frame_path_rank=4)
     config = ModelConfig.tiny("uniter", num_tags=8, frame_normalization="standardize", frame_path_rank=4)
     model = build_model(config)
     assert model.frame_path is not None and model.frame_path in model.layers
-    assert type(model).from_config(model.get_config()).frame_path_rank == 4
+    assert type(model).from_config(model.get_config()).frame_path is not None
     out = model(example_features(config))["embedding"].numpy()
     # kernel zero at first: the embedding is the deep part, L2-normalised
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
