@@ -15,11 +15,16 @@ Embeddings are float32 and not normalised (the evaluation and ensembling L2-norm
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
 from typing import Sequence
+
+from infer import cli
+from tfrecord_tools import cli as common
+
+if __name__ == "__main__":  # --help and usage errors before TensorFlow is imported (quietly) below
+    common.early_parse(cli.embed_parser)
 
 import numpy as np
 import tensorflow as tf
@@ -28,14 +33,14 @@ from tqdm import tqdm
 from infer.embeddings_io import make_pairs, save_embeddings
 from models.registry import build_model
 from tfrecord_tools import folds as folds_lib
-from tfrecord_tools import provenance, reader, schema
+from tfrecord_tools import layout, provenance, reader, schema
 from tfrecord_tools.errors import DataError
 from tfrecord_tools.tokenization import load_tokenizer
 from train import checkpointing, stage
 from train.config import TrainConfig, load_config
 from train.data import numeric_features
 
-CHECKPOINTS = ("best", "final")
+CHECKPOINTS = cli.CHECKPOINTS
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -79,11 +84,12 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedRun:
     keras.mixed_precision.set_global_policy(keras_policy)
     model = build_model(config.model)
     directory = os.path.join(run_dir, checkpoint)
-    if checkpoint == "best" and tf.train.latest_checkpoint(directory) is None:
+    if checkpoint == layout.BEST_DIR and tf.train.latest_checkpoint(directory) is None:
         directory = os.path.join(run_dir, checkpointing.FINAL_DIR)
     path = checkpointing.restore_model(model, directory)
     decoder = reader.VideoDecoder(tokenizer=tokenizer, tag_vocab=None, frame_dim=config.model.frame_dim,
-                                  max_frames=config.model.max_frames, title_len=config.model.title_len)
+                                  max_frames=config.model.max_frames, title_len=config.model.title_len,
+                                  text_source=config.model.text_source)
     return LoadedRun(run_dir, config, model, decoder, path, provenance.read_run(run_dir))
 
 
@@ -206,28 +212,18 @@ def validation_shard(run: LoadedRun) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer.embed", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="run directory (config.json, tokenizer/, best/ or final/)")
-    parser.add_argument("--out", required=True, help="output .npz (ids, embeddings[, pairs])")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--records", nargs="+", help="record files (or globs) to embed")
-    source.add_argument("--val-shard", action="store_true", help="the run's fold validation shard, with its pairs")
-    parser.add_argument("--kind", default="test", choices=[k.value for k in schema.RecordKind if k.value != "pair"],
-                        help="record kind of --records (default: test)")
-    parser.add_argument("--checkpoint", default="best", choices=CHECKPOINTS)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    run = load_run(args.run, args.checkpoint)
-    if args.val_shard:
-        shard = validation_shard(run)
-        ids, embeddings, pairs = embed_pair_shard(run, shard, args.batch_size, not args.quiet)
-        record = provenance_of_val(run, shard)
-    else:
-        files = reader._resolve_files(args.records)
-        ids, embeddings = embed_videos(run, files, args.kind, args.batch_size, not args.quiet)
-        pairs = None
-        record = dict(provenance_of_test(run, files), kind=args.kind)
+    args = cli.embed_parser().parse_args(argv)
+    with common.user_errors("python -m infer.embed", ValueError, FileNotFoundError):  # DataError is a ValueError
+        run = load_run(args.run, args.checkpoint)
+        if args.val_shard:
+            shard = validation_shard(run)
+            ids, embeddings, pairs = embed_pair_shard(run, shard, args.batch_size, not args.quiet)
+            record = provenance_of_val(run, shard)
+        else:
+            files = reader._resolve_files(args.records)
+            ids, embeddings = embed_videos(run, files, args.kind, args.batch_size, not args.quiet)
+            pairs = None
+            record = dict(provenance_of_test(run, files), kind=args.kind)
     save_embeddings(args.out, ids, embeddings, pairs, record)
     print(f"{len(ids)} embeddings of dim {embeddings.shape[1]} -> {args.out}")
     return 0

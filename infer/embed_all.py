@@ -15,25 +15,27 @@ without ``metrics.json`` (unfinished), or whose folds were rewritten after it wa
 """
 from __future__ import annotations
 
-import argparse
 import os
-import re
 import sys
 from typing import Sequence
+
+from infer import cli
+from tfrecord_tools import cli as common
+
+if __name__ == "__main__":  # --help and usage errors before TensorFlow is imported (quietly) below
+    common.early_parse(cli.embed_all_parser)
 
 from infer.embed import (checkpoint_of, embed_pair_shard, embed_videos, load_run, provenance_of_test,
                          provenance_of_val, run_identity, run_validation_shard)
 from infer.embeddings_io import read_provenance, save_embeddings
-from tfrecord_tools import locks, provenance, reader, schema
+from tfrecord_tools import layout, locks, provenance, reader, schema
 from train.config import load_config
-
-FOLD_DIR = re.compile(r"^fold_(\d+)$")
 
 
 def finetune_runs(run_root: str, models: Sequence[str] | None = None,
                   folds: Sequence[int] | None = None) -> list[tuple[str, str]]:
     """(model, fold directory name) of every finetune run to embed, sorted."""
-    base = os.path.join(run_root, "finetune")
+    base = os.path.join(run_root, layout.FINETUNE_DIR)
     if not os.path.isdir(base):
         raise FileNotFoundError(f"{base}: no finetune runs (run finetune_all.sh first)")
     models = list(models) if models else sorted(os.listdir(base))
@@ -42,9 +44,9 @@ def finetune_runs(run_root: str, models: Sequence[str] | None = None,
         model_dir = os.path.join(base, model)
         if not os.path.isdir(model_dir):
             raise FileNotFoundError(f"{model_dir}: no finetune runs of model {model!r}")
-        names = sorted(name for name in os.listdir(model_dir) if FOLD_DIR.match(name))
+        names = sorted(name for name in os.listdir(model_dir) if layout.FOLD_DIR.match(name))
         if folds is not None:
-            wanted = {f"fold_{fold:02d}" for fold in folds}
+            wanted = {layout.fold_name(fold) for fold in folds}
             missing = sorted(wanted - set(names))
             if missing:
                 raise FileNotFoundError(f"{model_dir}: missing {', '.join(missing)}")
@@ -75,7 +77,7 @@ def embed_all(run_root: str, test_files: Sequence[str], models: Sequence[str] | 
     files (md5 + size) or the same validation shard. A run whose fold set was rewritten after it was
     trained is an error (``ProvenanceError`` naming both).
     """
-    with locks.locked(os.path.join(run_root, "embeddings"), "infer.embed_all"):  # one writer at a time
+    with locks.locked(os.path.join(run_root, layout.EMBEDDINGS_DIR), "infer.embed_all"):  # one writer at a time
         return _embed_all(run_root, test_files, models, folds, batch_size, overwrite, progress)
 
 
@@ -93,8 +95,8 @@ def _embed_all(run_root: str, test_files: Sequence[str], models: Sequence[str] |
 
     written = []
     for model, name in finetune_runs(run_root, models, folds):
-        run_dir = os.path.join(run_root, "finetune", model, name)
-        if not os.path.isfile(os.path.join(run_dir, "metrics.json")):
+        run_dir = os.path.join(run_root, layout.FINETUNE_DIR, model, name)
+        if not os.path.isfile(os.path.join(run_dir, layout.METRICS_FILE)):
             raise FileNotFoundError(f"{run_dir}: unfinished finetune run (no metrics.json); finish it first")
         config = load_config(run_dir)
         shard = run_validation_shard(run_dir, config, provenance.read_run(run_dir))  # folds still the run's?
@@ -105,8 +107,9 @@ def _embed_all(run_root: str, test_files: Sequence[str], models: Sequence[str] |
             return None if recorded == shard_md5 else f"made from validation shard md5 {recorded}, now {shard_md5}"
 
         identity = run_identity(run_dir, checkpoint_of(run_dir))
-        out_dir = os.path.join(run_root, "embeddings", model, name)
-        test_path, val_path = os.path.join(out_dir, "test.npz"), os.path.join(out_dir, "val.npz")
+        out_dir = os.path.join(run_root, layout.EMBEDDINGS_DIR, model, name)
+        test_path = os.path.join(out_dir, layout.TEST_EMBEDDINGS)
+        val_path = os.path.join(out_dir, layout.VAL_EMBEDDINGS)
         why_test = "--overwrite" if overwrite else _stale(test_path, identity, same_test)
         why_val = "--overwrite" if overwrite else _stale(val_path, identity, same_shard)
         if not (why_test or why_val):
@@ -126,23 +129,12 @@ def _embed_all(run_root: str, test_files: Sequence[str], models: Sequence[str] |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer.embed_all", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="run directory holding finetune/<model>/fold_XX/")
-    parser.add_argument("--test", nargs="+", required=True, help="test record files or globs")
-    parser.add_argument("--models", nargs="*", default=None, help="models (default: all under RUN/finetune)")
-    parser.add_argument("--folds", nargs="*", type=int, default=None, help="folds (default: all)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--overwrite", action="store_true", help="recompute existing outputs")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    test_files = reader._resolve_files(args.test)
-    try:
+    args = cli.embed_all_parser().parse_args(argv)
+    with common.user_errors("python -m infer.embed_all", ValueError, FileNotFoundError, locks.LockedError):
+        test_files = reader._resolve_files(args.test)
         written = embed_all(args.run, test_files, args.models, args.folds, args.batch_size, args.overwrite,
                             not args.quiet)
-    except locks.LockedError as error:
-        print(f"python -m infer.embed_all: error: {error}", file=sys.stderr)
-        return 1
-    print(f"wrote {len(written)} embedding files under {os.path.join(args.run, 'embeddings')}")
+    print(f"wrote {len(written)} embedding files under {os.path.join(args.run, layout.EMBEDDINGS_DIR)}")
     return 0
 
 

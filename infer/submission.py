@@ -16,7 +16,6 @@ Command line::
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -27,6 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from infer.embeddings_io import as_id_array, check_id_text, check_unique_ids, load_embedding_set
+from tfrecord_tools import cli
 from tfrecord_tools.atomic import atomic_path
 from tfrecord_tools.errors import DataError
 from tfrecord_tools.ids import id_problem
@@ -251,7 +251,7 @@ def read_id_list(path: str | os.PathLike) -> np.ndarray:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer.submission", description=__doc__.split("\n\n")[0])
+    parser = cli.Parser(prog="python -m infer.submission", description=__doc__.split("\n\n")[0])
     parser.add_argument("zip", help="result.zip to validate (or to write with --write-from)")
     parser.add_argument("--ids", help="expected ids: text file (one per line) or an embedding .npz")
     parser.add_argument("--validate", action="store_true", help="validate the zip (the default action)")

@@ -48,3 +48,24 @@ def folds_dir(synthetic_data) -> pathlib.Path:
     folds.write_fold_shards(synthetic_data / "pairwise" / "pairwise.tfrecords",
                             synthetic_data / "pairwise" / "label.tsv", out, num_folds=3, progress=False)
     return out
+
+
+# ---------------------------------------------------------------------- the `slow` marker
+# `pytest -m "not slow"` runs the rest of the suite in about a minute. Slow: whatever trains a
+# model for more than a step, starts a Python process that imports TensorFlow, or kills one.
+SLOW_FIXTURES = {"pretrain_run", "finetune_run"}
+SLOW_MODULES = {"test_faults.py", "test_multiworker.py", "test_resume.py", "test_loop.py", "test_pretrain.py",
+                "test_finetune.py", "test_embed.py"}
+SLOW_TESTS = {"test_two_replica_mirrored_training_in_a_subprocess", "test_reader_import_does_not_load_transformers",
+              "test_cli_writes_a_tiny_data_set", "test_cli_writes_a_complete_component_split",
+              "test_fit_on_val_and_subprocess", "test_cli_validate_and_write", "test_trains_and_overfits_a_fixed_batch",
+              "test_tag_skew_at_scale_follows_the_real_counts", "test_label_graph_from_the_real_file",
+              "test_missing_folds_json_is_one_line_exit_2_no_run_dir_and_no_native_logs"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = getattr(item, "originalname", item.name)
+        if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_MODULES
+                or name in SLOW_TESTS):
+            item.add_marker(pytest.mark.slow)

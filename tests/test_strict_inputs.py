@@ -77,15 +77,19 @@ def test_duplicate_test_ids_are_refused_naming_both_records(test_records, tmp_pa
         embed_videos(None, [str(first), str(second)], "test", progress=False)
 
 
-def test_baselines_refuse_duplicate_ids(synthetic_data, tmp_path):
-    from infer.baselines import write_baselines
+def test_baselines_refuse_duplicate_ids(synthetic_data, folds_dir, tmp_path):
+    import shutil
 
-    records = _records(synthetic_data / "pairwise" / "pairwise.tfrecords")[:5]
-    path = tmp_path / "pairwise.tfrecords"
+    from infer.baselines import write_strong_baselines
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_data, data)
+    path = data / "pairwise" / "pairwise.tfrecords"
+    records = _records(path)
     writer.write_records(path, records + [records[2]])
-    with pytest.raises(RecordError, match=r"pairwise.tfrecords, record 5: duplicate video id \d+: already in "
-                                          r".*pairwise.tfrecords, record 2"):
-        write_baselines([str(path)], str(tmp_path / "out"), progress=False)
+    with pytest.raises(RecordError, match=rf"pairwise.tfrecords, record {len(records)}: duplicate video id \d+: "
+                                          r"already in .*pairwise.tfrecords, record 2"):
+        write_strong_baselines(str(data), str(folds_dir), str(tmp_path / "out"), progress=False)
 
 
 def test_embedding_files_and_submissions_refuse_bad_ids(tmp_path):

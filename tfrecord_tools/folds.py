@@ -44,7 +44,7 @@ import scipy.sparse.csgraph
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tfrecord_tools import schema
+from tfrecord_tools import layout, schema
 from tfrecord_tools.atomic import atomic_path, write_text_atomic
 from tfrecord_tools.errors import DataError, LabelError
 from tfrecord_tools import locks, provenance
@@ -52,9 +52,9 @@ from tfrecord_tools.labels import Labels, read_labels
 from tfrecord_tools.provenance import file_md5
 from tfrecord_tools.record_index import VideoIndex, VideoReader, index_videos
 
-SPLITS = ("pairs", "components")
-FOLDS_JSON = "folds.json"
-FORMAT = "videosim-fold-shards"
+SPLITS = layout.FOLD_SPLITS
+FOLDS_JSON = layout.FOLDS_JSON
+FORMAT = layout.FOLDS_FORMAT
 FORMAT_VERSION = 2  # 2: md5 and record count of each shard, assignment_sha256
 SPLIT_RULES = {
     "pairs": "seeded random permutation of the label lines cut into near-equal folds",
@@ -68,7 +68,7 @@ VIDEO_KEYS = schema.required_keys(schema.RecordKind.PAIRWISE)
 
 
 def shard_name(fold: int) -> str:
-    return f"fold_{fold:02d}.tfrecords"
+    return layout.fold_shard(fold)
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,10 +349,9 @@ def skip_report(report: dict, shown: int = SHOWN_SKIPS) -> list[str]:
 def _remove_stale_shards(out_dir: str, num_folds: int) -> None:
     """Delete fold shards of an earlier run with more folds, so the directory holds one set."""
     for name in os.listdir(out_dir):
-        if name.startswith("fold_") and name.endswith(".tfrecords"):
-            number = name[len("fold_"):-len(".tfrecords")]
-            if number.isdigit() and int(number) >= num_folds:
-                os.remove(os.path.join(out_dir, name))
+        match = layout.FOLD_SHARD.match(name)
+        if match and int(match.group(1)) >= num_folds:
+            os.remove(os.path.join(out_dir, name))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Synthetic challenge data in the official layout, with a known ground truth.
 
-    python -m tfrecord_tools.synth --out DIR --preset tiny|demo|full [--seed N] [--scale F] [--pointwise-files N]
+    python -m tfrecord_tools.synth --out DIR --size tiny|demo|full [--seed N] [--scale F] [--pointwise-files N]
                                    [--label-graph PATH [--limit-pairs K]]
 
 writes under DIR::
@@ -77,7 +77,6 @@ accumulate in memory; records are serialised deterministically, so a seed gives 
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import hashlib
@@ -90,12 +89,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 import scipy.stats
-import tensorflow as tf
 
-from tfrecord_tools import schema, synth_stats
+from tfrecord_tools import cli, schema, synth_stats
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.labels import read_labels
-from tfrecord_tools.writer import AtomicRecordWriter, video_features
+
+# TensorFlow (tfrecord_tools.writer) is imported where records are written, so that the command
+# line answers --help without it.
 
 LATENT_DIM = 64
 # Latent blocks and which modality sees which.
@@ -863,6 +863,10 @@ def render_videos(world: World, rng: np.random.Generator, latents: np.ndarray, i
 
 def serialize(video: dict, kind: schema.RecordKind) -> bytes:
     """``writer.video_features`` serialised deterministically (map keys sorted: same bytes every run)."""
+    import tensorflow as tf
+
+    from tfrecord_tools.writer import video_features
+
     example = tf.train.Example(features=tf.train.Features(feature=video_features(video, kind)))
     return example.SerializeToString(deterministic=True)
 
@@ -896,6 +900,8 @@ def _write_split(path: str, world: World, seed: int, split: int, kind: schema.Re
                  ids: Sequence[str], latents_for: Callable[[np.random.Generator, int, int], np.ndarray], progress, tag_counts: np.ndarray | None,
                  first_chunk: int = 0) -> dict:
     """Stream ``len(ids)`` videos into one TFRecord file, chunk by chunk; returns file stats."""
+    from tfrecord_tools.writer import AtomicRecordWriter
+
     chunk = world.preset.chunk_size
     frames = 0
     with AtomicRecordWriter(path) as writer:
@@ -1083,9 +1089,11 @@ def summary(meta: dict, out_dir: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfrecord_tools.synth", description=__doc__.split("\n")[0])
+    parser = cli.Parser(prog="python -m tfrecord_tools.synth", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    parser.add_argument("--size", default="tiny", choices=sorted(PRESETS),
+                        help="data set size (default tiny); not the training --preset, which sizes models")
+    parser.add_argument("--preset", dest="size", choices=sorted(PRESETS), help="deprecated alias of --size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=float, default=1.0, help="times the preset's videos and pairs")
     parser.add_argument("--pointwise-files", type=int, help="split the pointwise videos into this many files")
@@ -1093,12 +1101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit-pairs", type=int, help="with --label-graph: use only its first K lines")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing synthetic data set")
     parser.add_argument("--no-progress", action="store_true")
+    cli.add_verbose(parser)
     args = parser.parse_args(argv)
     if args.limit_pairs is not None and args.label_graph is None:
         parser.error("--limit-pairs needs --label-graph")
+    if "--preset" in (sys.argv[1:] if argv is None else argv):
+        print("python -m tfrecord_tools.synth: note: --preset is deprecated, use --size", file=sys.stderr)
+    cli.import_tensorflow(args.verbose)
     try:
-        preset = (scaled_preset(args.preset, args.scale, args.pointwise_files)
-                  if args.scale != 1.0 or args.pointwise_files else args.preset)
+        preset = (scaled_preset(args.size, args.scale, args.pointwise_files)
+                  if args.scale != 1.0 or args.pointwise_files else args.size)
         meta = generate(args.out, preset, args.seed, args.label_graph, args.limit_pairs,
                         overwrite=args.overwrite, progress=not args.no_progress)
     except (FileExistsError, ValueError) as error:  # bad input: a message, not a traceback

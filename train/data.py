@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfrecord_tools import provenance, reader, schema
+from tfrecord_tools import layout, provenance, reader, schema
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.errors import DataError, RecordError
 from tfrecord_tools.ids import UniqueIds, check_video_id
@@ -44,9 +44,9 @@ _EPOCH_SEED_STRIDE = 1_000_003  # epoch seed = seed * stride + epoch
 def pretrain_files(data_dir: str | os.PathLike, include_pairwise: bool = True) -> list[str]:
     """``DATA/pointwise/pretrain_*.tfrecords`` (+ ``DATA/pairwise/*.tfrecords``), sorted."""
     data_dir = os.fspath(data_dir)
-    files = sorted(glob.glob(os.path.join(data_dir, "pointwise", "*.tfrecords")))
+    files = sorted(glob.glob(os.path.join(data_dir, layout.POINTWISE_DIR, "*" + layout.RECORD_SUFFIX)))
     if include_pairwise:
-        files += sorted(glob.glob(os.path.join(data_dir, "pairwise", "*.tfrecords")))
+        files += sorted(glob.glob(os.path.join(data_dir, layout.PAIRWISE_DIR, "*" + layout.RECORD_SUFFIX)))
     if not files:
         raise FileNotFoundError(f"{data_dir}: no pointwise/*.tfrecords"
                                 + (" or pairwise/*.tfrecords" if include_pairwise else "")
@@ -185,9 +185,13 @@ def input_summary(files: Sequence[str], vocab: TagVocab, tag_list: str, pairs: b
                       for (path, size, _), md5 in zip(state, cache["md5"])]}
 
 
-def stream_titles(files: Sequence[str], pairs: bool = False, batch_size: int = 512) -> Iterator[bytes]:
-    """Every title of the records (both videos' titles for pair records), parsing nothing else."""
-    keys = [schema.KEY_TITLE + suffix for suffix in schema.PAIR_SUFFIXES] if pairs else [schema.KEY_TITLE]
+def stream_titles(files: Sequence[str], pairs: bool = False, batch_size: int = 512,
+                  include_asr: bool = False) -> Iterator[bytes]:
+    """Every title of the records (both videos' titles for pair records), and with ``include_asr``
+    every ASR text too, parsing nothing else."""
+    fields = [schema.KEY_TITLE, schema.KEY_ASR] if include_asr else [schema.KEY_TITLE]
+    suffixes = schema.PAIR_SUFFIXES if pairs else ("",)
+    keys = [field + suffix for field in fields for suffix in suffixes]
     spec = {key: tf.io.FixedLenFeature([], tf.string, default_value=b"") for key in keys}
     dataset = checked_records(files).batch(batch_size).map(lambda records: tf.io.parse_example(records, spec),
                                                            num_parallel_calls=AUTOTUNE).prefetch(2)
@@ -317,7 +321,8 @@ class TrainStream:
         first, second = batch["video_1"], batch["video_2"]
         if self.decoder.tokenizer is not None:  # one tokenizer call for both videos' titles
             rows = first["title"].shape[0]  # static: batches drop their remainder
-            input_ids, attention_mask = self.decoder.tokenize(tf.concat([first["title"], second["title"]], 0))
+            input_ids, attention_mask = self.decoder.tokenize(tf.concat([first["title"], second["title"]], 0),
+                                                              tf.concat([first["asr_text"], second["asr_text"]], 0))
             first = {**first, "input_ids": input_ids[:rows], "attention_mask": attention_mask[:rows]}
             second = {**second, "input_ids": input_ids[rows:], "attention_mask": attention_mask[rows:]}
         target = self.target_fn(batch["sim"]) if self.target_fn is not None else batch["sim"]
@@ -326,7 +331,7 @@ class TrainStream:
     def _tokenized(self, video):
         if self.decoder.tokenizer is None:
             return video
-        input_ids, attention_mask = self.decoder.tokenize(video["title"])
+        input_ids, attention_mask = self.decoder.tokenize(video["title"], video["asr_text"])
         return {**video, "input_ids": input_ids, "attention_mask": attention_mask}
 
 

@@ -8,15 +8,22 @@ NAME is a registry family (baseline, mix_nextvlad, uniter) or one of the six ens
 ``ckpt/`` (resumable: rerun the same command), ``final/`` (model only, what a finetune restores)
 and ``tensorboard/``.
 
-Tokenizer: ``model.pretrained_text_dir``'s when set, else ``tokenizer_dir``, else a vocabulary built
+Tokenizer: ``model.text.pretrained_dir``'s when set, else ``tokenizer_dir``, else a vocabulary built
 from the training titles. Tags: ``tag_list`` (default ``DATA/tag_list.txt``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
 from typing import Sequence
+
+from tfrecord_tools import cli as common
+from train import cli
+
+if __name__ == "__main__":  # --help and usage errors before TensorFlow is imported (quietly) below
+    common.early_parse(cli.pretrain_parser)
 
 import tensorflow as tf
 
@@ -24,9 +31,11 @@ from models.base import example_features
 from tfrecord_tools import locks, provenance
 from tfrecord_tools.reader import VideoDecoder
 from train import data as data_lib
+from train import frame_stats
 from train import stage
 from train import strategy as strategy_lib
-from train.config import TrainConfig, apply_overrides
+from train.config import TrainConfig
+from train.curves import report_curves
 from train.loop import Trainer
 
 COUNTS_FILE = "data_counts.json"
@@ -52,11 +61,12 @@ def prepare_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.
         config = config.replace(stage="pretrain")
     if not config.data_dir:
         raise ValueError("pretraining needs data_dir (--data DATA_DIR)")
-    work_dir = strategy_lib.write_dir(run_dir, strategy)  # where this worker may write
-    os.makedirs(work_dir, exist_ok=True)
-
+    # the inputs are checked before anything is written
     files = data_lib.pretrain_files(config.data_dir, config.pretrain_pairwise)
     tag_list = config.tag_list or os.path.join(config.data_dir, stage.TAG_LIST)
+    stage.check_tag_list(tag_list)
+    work_dir = strategy_lib.write_dir(run_dir, strategy)  # where this worker may write
+    os.makedirs(work_dir, exist_ok=True)
     tags = stage.prepare_tags(tag_list, work_dir)
     # Records per file, md5s, ids (checked, unique) and tag coverage: one pass, cached for reruns.
     summary = data_lib.input_summary(files, tags, tag_list, cache_path=os.path.join(work_dir, COUNTS_FILE))
@@ -67,7 +77,8 @@ def prepare_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.
         raise provenance.ProvenanceError(run_dir, "the pretraining data changed since this run started ("
                                          f"{_first_change(recorded['data_files'], summary['files'])}); resuming would "
                                          "mix two data sets: use another --out, or delete the directory to start over")
-    tokenizer = stage.prepare_tokenizer(config, work_dir, lambda: data_lib.stream_titles(files))
+    tokenizer = stage.prepare_tokenizer(config, work_dir, lambda: data_lib.stream_titles(
+        files, include_asr=config.model.text_source != "title"))
     model_config = stage.with_tokenizer(config.model, tokenizer).replace(num_tags=tags.size)
     config = config.replace(model=model_config, tag_list=os.path.abspath(tag_list))
     stage.check_resumable(config, run_dir)
@@ -80,8 +91,12 @@ def prepare_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.
             "tags": summary["tags"]})
 
     model = stage.build_stage_model(config, strategy)
+    if model_config.frame_normalization != "none":
+        frame_stats.prepare_standardizer(model, work_dir, files, pairs=False, model_config=model_config,
+                                         progress=config.progress)
     decoder = VideoDecoder(tokenizer=tokenizer, tag_vocab=tags, frame_dim=model_config.frame_dim,
-                           max_frames=model_config.max_frames, title_len=model_config.title_len)
+                           max_frames=model_config.max_frames, title_len=model_config.title_len,
+                           text_source=model_config.text_source)
     stream = data_lib.TrainStream(tuple(files), sum(counts), decoder, config.batch_size, config.seed,
                                   config.shuffle_buffer)
     steps_per_epoch = config.steps_per_epoch or sum(counts) // config.batch_size
@@ -115,22 +130,25 @@ def run_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.Stra
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = stage.stage_parser("python -m train.pretrain", __doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="data directory in the official layout")
-    args = parser.parse_intermixed_args(argv)  # key=value may come before or after --options
-    strategy = strategy_lib.make_strategy()  # before any other TensorFlow op (multi-worker)
-    config = TrainConfig(model=stage.base_model_config(args.model, args.preset), stage="pretrain",
-                         data_dir=os.path.abspath(args.data))
-    config = apply_overrides(config, args.overrides)
-    try:
-        values = run_pretrain(config, args.out, strategy)
-    except locks.LockedError as error:
-        print(f"python -m train.pretrain: error: {error}", file=sys.stderr)
-        return 1
+    prog = "python -m train.pretrain"
+    args = cli.pretrain_parser().parse_args(argv)
+    with common.user_errors(prog, ValueError, TypeError, FileNotFoundError):
+        config = cli.pretrain_config(args)
+    with common.native_logs_hidden(args.verbose):
+        strategy = strategy_lib.make_strategy()  # before any other TensorFlow op (multi-worker)
+    run_dir = os.path.abspath(args.out)
+    with contextlib.ExitStack() as held:
+        with common.user_errors(prog, ValueError, TypeError, FileNotFoundError, locks.LockedError), \
+                common.removed_on_error(run_dir):
+            held.enter_context(stage.run_lock(run_dir, prog, strategy))  # a second writer stops at once
+            setup = prepare_pretrain(config, run_dir, strategy)
+        values = setup.trainer.run()
+        strategy_lib.remove_temporary(run_dir, strategy)
     if strategy_lib.is_chief(strategy):
-        print(f"pretrain {args.model}: done in {os.path.abspath(args.out)}"
+        print(f"pretrain {args.model or config.model.name}: done in {run_dir}"
               + (f" (last loss {values['loss']:.4f})" if "loss" in values else ""))
-        print(stage.tag_summary_line(provenance.read_run(args.out)))
+        print(report_curves(run_dir))
+        print(stage.tag_summary_line(provenance.read_run(run_dir)))
     return 0
 
 

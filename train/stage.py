@@ -1,8 +1,7 @@
 """Set-up shared by the pretrain and finetune entry points.
 
-* `stage_parser`: the common command line (``--model NAME --out DIR [--preset P] key=value...``);
-* `resolve_model_config` / `base_model_config`: a registry family or one of the six ensemble
-  variants (on a size preset) -> `ModelConfig`;
+* `stage_parser`, `resolve_model_config`, `base_model_config` live in `train.cli` (no TensorFlow)
+  and are imported here too;
 * `prepare_tokenizer` / `with_tokenizer`: the title tokenizer of a run (a pretrained text
   encoder's, a given directory, or a vocabulary built from the training titles) copied to
   ``RUN/tokenizer/``, and the model config's vocabulary fields set from it;
@@ -13,58 +12,28 @@
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 from typing import Callable, Iterable
 
 import tf_keras as keras
 
-from models.config import PRESETS, ModelConfig
-from models.registry import MODELS, VARIANTS, build_model, variant_config
-from tfrecord_tools import locks
+from models.config import ModelConfig
+from models.registry import build_model
+from tfrecord_tools import layout, locks
 from tfrecord_tools.tags import TagVocab
 from tfrecord_tools.tokenization import build_vocab, load_tokenizer
 from train import randomness
 from train import strategy as strategy_lib
+from train.cli import (MODEL_PRESETS, base_model_config, model_names, resolve_model_config,  # noqa: F401
+                       stage_parser)
 from train.config import TrainConfig, config_differences, config_path, load_config, save_config
 
-TOKENIZER_DIR = "tokenizer"
-TAG_LIST = "tag_list.txt"
-MODEL_PRESETS = tuple(PRESETS)  # the size presets of models.config (tiny, small, full, large)
+TOKENIZER_DIR = layout.TOKENIZER_DIR
+TAG_LIST = layout.TAG_LIST
 # Fields that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = ("progress", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "eval_batch_size")
-
-
-def model_names() -> list[str]:
-    return sorted(set(MODELS) | set(VARIANTS))
-
-
-def resolve_model_config(name: str, base: ModelConfig | None = None) -> ModelConfig:
-    """``name`` (a family of `MODELS` or one of the six `VARIANTS`) applied to ``base``."""
-    base = base if base is not None else ModelConfig()
-    if name in VARIANTS:
-        return variant_config(name, base)
-    if name in MODELS:
-        return base.replace(name=name)
-    raise ValueError(f"unknown model {name!r}; choose a family or variant: {', '.join(model_names())}")
-
-
-def stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--model", required=True, help=f"model family or variant: {', '.join(model_names())}")
-    parser.add_argument("--out", required=True, help="run directory (rerunning the same command resumes it)")
-    parser.add_argument("--preset", choices=MODEL_PRESETS, default=None,
-                        help="model size preset (default: full size; a finetune takes the pretrain run's)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="TrainConfig overrides, model fields as model.NAME=VALUE")
-    return parser
-
-
-def base_model_config(name: str, preset: str | None) -> ModelConfig:
-    """``name`` on the size ``preset`` (default: full size)."""
-    base = ModelConfig.preset(preset or "full", name="baseline")
-    return resolve_model_config(name, base)
+RESUMABLE_CHANGES = ("progress", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "eval_batch_size",
+                     "steps_per_loop")
 
 
 # ---------------------------------------------------------------------- tokenizer and tags
@@ -72,13 +41,13 @@ def prepare_tokenizer(config: TrainConfig, run_dir: str, titles: Callable[[], It
                       source_dir: str | None = None):
     """Load (or build) the run's tokenizer and keep a copy in ``run_dir/tokenizer``; returns it.
 
-    Priority: ``source_dir`` (a pretrain run's tokenizer), ``model.pretrained_text_dir``,
+    Priority: ``source_dir`` (a pretrain run's tokenizer), ``model.text.pretrained_dir``,
     ``tokenizer_dir``, an existing ``run_dir/tokenizer`` (resume), else `build_vocab` over
     ``titles()`` (``max_vocab``, ``vocab_min_count``).
     """
-    kind = config.model.text_encoder
+    kind = config.model.text.kind
     target = os.path.join(run_dir, TOKENIZER_DIR)
-    source = source_dir or config.model.pretrained_text_dir or config.tokenizer_dir or None
+    source = source_dir or config.model.text.pretrained_dir or config.tokenizer_dir or None
     if source:
         tokenizer = load_tokenizer(source, kind)
         if not os.path.isfile(os.path.join(target, "vocab.txt")):
@@ -92,14 +61,18 @@ def prepare_tokenizer(config: TrainConfig, run_dir: str, titles: Callable[[], It
 def with_tokenizer(model: ModelConfig, tokenizer) -> ModelConfig:
     """``model`` with vocab_size / pad / mask / special ids taken from ``tokenizer``."""
     specials = tuple(sorted(set(int(i) for i in tokenizer.all_special_ids)))
-    return model.replace(vocab_size=len(tokenizer), pad_token_id=int(tokenizer.pad_token_id),
-                         mask_token_id=int(tokenizer.mask_token_id), special_token_ids=specials)
+    return model.replace(text={"vocab_size": len(tokenizer), "pad_token_id": int(tokenizer.pad_token_id),
+                               "mask_token_id": int(tokenizer.mask_token_id), "special_token_ids": specials})
+
+
+def check_tag_list(tag_list: str) -> None:
+    if not tag_list or not os.path.isfile(tag_list):
+        raise FileNotFoundError(f"{tag_list or '(none)'}: tag list not found (set tag_list=PATH/tag_list.txt)")
 
 
 def prepare_tags(tag_list: str, run_dir: str) -> TagVocab:
     """The tag vocabulary of ``tag_list``, copied to ``run_dir/tag_list.txt``."""
-    if not tag_list or not os.path.isfile(tag_list):
-        raise FileNotFoundError(f"{tag_list or '(none)'}: tag list not found (set tag_list=PATH/tag_list.txt)")
+    check_tag_list(tag_list)
     vocab = TagVocab.from_file(tag_list)
     target = os.path.join(run_dir, TAG_LIST)
     if os.path.abspath(tag_list) != os.path.abspath(target) and os.path.isfile(target):

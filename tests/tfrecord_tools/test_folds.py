@@ -345,7 +345,7 @@ def test_corrupt_pairwise_file_names_file_and_record(dataset, tmp_path):
     starts = _record_starts(dataset["records"])
     _flip_bit(bad, starts[5] + 12 + 3000)  # inside record 5's frame bytes: only the CRC can tell
     out = tmp_path / "out"
-    with pytest.raises(RecordError, match=rf"pairwise.tfrecords, record 5: corrupt or truncated record") as error:
+    with pytest.raises(RecordError, match=r"pairwise.tfrecords, record 5: corrupt or truncated record") as error:
         folds.write_fold_shards(bad, dataset["labels"], out, num_folds=NUM_FOLDS, progress=False)
     assert error.value.path == str(bad) and error.value.index == 5
     assert not out.exists() or os.listdir(out) == []
