@@ -7,7 +7,7 @@ host, command, start time, which the holder writes into the file). The kernel re
 when its holder exits in any way, SIGKILL included, so a killed owner never leaves the directory
 stuck; the next writer simply takes the lock (the stale holder text is overwritten).
 
-The lock file is removed on release when it is safe to do so; after taking a lock the holder checks
+The lock file is removed on release (and the directory, if the lock created it and it is empty); after taking a lock the holder checks
 that the file it locked is still the one at the path (another releaser may have unlinked it), and
 retries otherwise, so two writers can never both hold it.
 """
@@ -54,8 +54,10 @@ class DirectoryLock:
         self.path = os.path.join(self.directory, LOCK_NAME)
         self.purpose = purpose
         self._fd: int | None = None
+        self._created = False
 
     def acquire(self) -> "DirectoryLock":
+        self._created = not os.path.isdir(self.directory)
         os.makedirs(self.directory, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -87,6 +89,9 @@ class DirectoryLock:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
+        if self._created:  # a writer that failed before writing anything leaves no empty directory behind
+            with contextlib.suppress(OSError):
+                os.rmdir(self.directory)
 
     def __enter__(self) -> "DirectoryLock":
         return self.acquire()
