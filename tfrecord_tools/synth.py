@@ -206,6 +206,7 @@ class Preset:
     frame_scale: float = 1.0  # < 1 shrinks frame counts (never below 5)
     long_video_fraction: float = 0.002  # videos with 33-40 frames
     chunk_size: int = 256
+    extra_tail_tags: int = 0  # more rare tag ids, drawn apart from the world's other draws (sparse_tags)
     model: LatentModel = LatentModel()
 
     def __post_init__(self):
@@ -217,6 +218,9 @@ class Preset:
                                  f"got {getattr(self, field)!r}")
         if self.topics < 3:
             raise ValueError(f"preset {self.name!r}: needs at least 3 topics, got {self.topics}")
+        if not isinstance(self.extra_tail_tags, int) or self.extra_tail_tags < 0:
+            raise ValueError(f"preset {self.name!r}: extra_tail_tags must be a non-negative integer, "
+                             f"got {self.extra_tail_tags!r}")
         if not 0 < self.frame_scale <= 1:
             raise ValueError(f"preset {self.name!r}: frame_scale must be in (0, 1], got {self.frame_scale}")
 
@@ -312,13 +316,13 @@ WORLDS: dict[str, WorldSpec] = {spec.name: spec for spec in (
               {"frame_offset": 0.5, "frame_background": 0.8, "frame_gain_spread": 0.8, "frame_cap": 3.0,
                "frame_signal": 0.06, "frame_nuisance": 0.07, "frame_shot": 0.05, "frame_noise": 0.08,
                "frame_sparsity": 0.7, "frame_value_scale": 20.0}),
-    WorldSpec("sparse_tags", "85% of tag slots drawn uniformly from a huge tail (40 ids per pointwise "
+    WorldSpec("sparse_tags", "85% of tag slots drawn uniformly from a huge tail (40 ids a pointwise "
               "video): few examples per tag, topic tags rare", {"p_tail_tag": 0.85},
-              lambda preset: {"tail_tags": max(preset.tail_tags, 40 * preset.pointwise_videos)}),
-    WorldSpec("weak_titles", "titles with 0-2 content words drawn at a high temperature, mostly filler: "
+              lambda preset: {"extra_tail_tags": max(0, 40 * preset.pointwise_videos - preset.tail_tags)}),
+    WorldSpec("weak_titles", "titles with 1-2 content words drawn at a higher temperature, mostly filler: "
               "frames and tags carry the signal",
-              {"title_content_words": (0, 2), "title_word_temperature": 0.5,
-               "title_general_words": (0.3, 0.4, 0.3), "title_filler_words": (4, 8)}),
+              {"title_content_words": (1, 2), "title_word_temperature": 0.1,
+               "title_general_words": (0.3, 0.4, 0.3), "title_filler_words": (3, 6)}),
     WorldSpec("real_graph", "other block views (frames A+C, title B+D, tags B+C, ASR A+D); meant with "
               "--label-graph (a real label.tsv's structure)",
               {"views": (("frames", "AC"), ("title", "BD"), ("tags", "BC"), ("asr", "AD"))}),
@@ -499,6 +503,9 @@ def build_world(preset: Preset, seed: int, pools: WordPools | None = None) -> Wo
     starts = np.concatenate([[0], np.cumsum(sizes)])
     n_head = int(starts[-1])
     tag_ids = rng.choice(60_000_000, size=n_head + preset.tail_tags, replace=False).astype(np.int64) + 10_000
+    if preset.extra_tail_tags:  # own stream and id range: every other draw of the world stays the same
+        extra = _rng(seed, _SPLIT_WORLD, 1).choice(900_000_000, size=preset.extra_tail_tags, replace=False)
+        tag_ids = np.concatenate([tag_ids, extra.astype(np.int64) + 100_000_000])
     tag_view = len(_view("tags", model))
     tag_vectors = rng.normal(0.0, 1.0 / np.sqrt(tag_view), (n_head, tag_view)).astype(np.float32)
 
@@ -877,7 +884,7 @@ def render_tags(world: World, rng: np.random.Generator, latents: np.ndarray,
     level1 = pick(world.level1_tags[world.category_level1[category]], 1.0)
     global_tag = pick(np.broadcast_to(world.global_tags, (n, len(world.global_tags))), 1.0)
     category_tag = pick(world.category_tags[category], 1.0)
-    tail = world.tail_start + rng.integers(preset.tail_tags, size=(n, model.max_tags))
+    tail = world.tail_start + rng.integers(len(world.tag_ids) - world.tail_start, size=(n, model.max_tags))
     is_tail = rng.random((n, model.max_tags)) < model.p_tail_tag
     result = []
     for i in range(n):
@@ -912,7 +919,9 @@ def render_texts(world: World, rng: np.random.Generator, latents: np.ndarray) ->
     words, fillers = world.words, world.fillers
     lo, hi = model.title_content_words
     n_content = rng.integers(lo, hi + 1, n)
-    title_temperature = model.word_temperature if model.title_word_temperature is None else model.title_word_temperature
+    title_temperature = model.title_word_temperature
+    if title_temperature is None:
+        title_temperature = model.word_temperature
     content = _topic_items(world, rng, latents, "title", world.topic_words, world.word_vectors, hi,
                            temperature=title_temperature)
     n_general = rng.choice(3, size=n, p=model.title_general_words)
