@@ -80,6 +80,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -317,8 +318,9 @@ WORLDS: dict[str, WorldSpec] = {spec.name: spec for spec in (
                "frame_signal": 0.06, "frame_nuisance": 0.07, "frame_shot": 0.05, "frame_noise": 0.08,
                "frame_sparsity": 0.7, "frame_value_scale": 20.0}),
     WorldSpec("sparse_tags", "85% of tag slots drawn uniformly from a huge tail (40 ids a pointwise "
-              "video): few examples per tag, topic tags rare", {"p_tail_tag": 0.85},
-              lambda preset: {"extra_tail_tags": max(0, 40 * preset.pointwise_videos - preset.tail_tags)}),
+              "video, at most 2M): few examples per tag, topic tags rare", {"p_tail_tag": 0.85},
+              lambda preset: {"extra_tail_tags": max(0, min(40 * preset.pointwise_videos, 2_000_000)
+                                                       - preset.tail_tags)}),
     WorldSpec("weak_titles", "titles with 1-2 content words drawn at a higher temperature, mostly filler: "
               "frames and tags carry the signal",
               {"title_content_words": (1, 2), "title_word_temperature": 0.1,
@@ -328,7 +330,7 @@ WORLDS: dict[str, WorldSpec] = {spec.name: spec for spec in (
               {"views": (("frames", "AC"), ("title", "BD"), ("tags", "BC"), ("asr", "AD"))}),
     WorldSpec("many_unlabelled", f"pointwise videos >= {UNLABELLED_RATIO}x the pair videos; more "
               "duplicates, fewer unrelated pairs, noisier labels",
-              {"p_unrelated": 0.15, "p_duplicate": 0.3, "label_noise": 0.2}, _many_unlabelled_sizes),
+              {"p_unrelated": 0.15, "p_duplicate": 0.3, "label_noise": 0.18}, _many_unlabelled_sizes),
 )}
 
 
@@ -397,8 +399,9 @@ class WordPools:
     dict_md5: str
 
 
+@functools.lru_cache(maxsize=2)
 def load_word_pools(n_fillers: int = 300) -> WordPools:
-    """Content and filler words from jieba's dictionary (pure-CJK words only)."""
+    """Content and filler words from jieba's dictionary (pure-CJK words only; read once a process)."""
     path = jieba_dict_path()
     with open(path, "rb") as handle:
         raw = handle.read()
