@@ -215,6 +215,26 @@ def check_folds_json(folds_dir: str, val_sets: dict[int, EmbeddingSet], partial:
                                                  f"holds {shard_pairs[fold]} ({path})")
 
 
+def fold_baseline_rows(baselines_dir: str, reference: dict[int, EmbeddingSet], oof_pairs: Labels,
+                       pair_folds: np.ndarray) -> list[ReportRow]:
+    """Rows for the per-fold baselines of ``python -m infer.baselines`` (one directory each, laid out
+    like a model's embeddings), scored out of fold on the models' folds and pairs."""
+    rows = []
+    for name in discover_models(baselines_dir):
+        fold_dirs = discover_folds(os.path.join(baselines_dir, name))
+        missing = sorted(set(reference) - set(fold_dirs))
+        if missing:
+            raise DataError(os.path.join(baselines_dir, name), None,
+                            f"baseline has no fold(s) {missing} of the models (rerun infer.baselines with --folds)")
+        sets = {fold: load_embedding_set(os.path.join(fold_dirs[fold], VAL_FILE)) for fold in reference}
+        for fold in reference:
+            check_same_pairs(reference[fold], sets[fold])
+        per_fold = per_fold_spearman(sets)
+        rows.append(ReportRow(f"baseline: {name}", "baseline", out_of_fold_spearman(sets, oof_pairs, pair_folds),
+                              float(np.mean(list(per_fold.values()))), None, len(sets), len(oof_pairs)))
+    return rows
+
+
 def read_oracle(path: str | None) -> float | None:
     if path is None:
         return None
@@ -232,7 +252,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
                  folds_dir: str | None = None, test_ids_path: str | None = None, out: str | None = None,
                  synth_meta: str | None = None,
                  png: str | None = None, user_weights: bool = True, partial_folds: bool = False,
-                 baselines: Sequence[str] = ()) -> dict:
+                 baselines: Sequence[str] = (), baselines_dir: str | None = None) -> dict:
     """Everything the CLI does; returns the report dict (also written to RUN/ensemble_report.json)."""
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose from {sorted(RULES)}")
@@ -304,6 +324,8 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         name = os.path.splitext(os.path.basename(path))[0]
         rows.append(ReportRow(f"baseline: {name}", "baseline", spearman(baseline, oof_pairs), None, None,
                               None, len(oof_pairs)))
+    if baselines_dir:
+        rows.extend(fold_baseline_rows(baselines_dir, val_sets[models[0]], oof_pairs, pair_folds))
     if oracle is not None:
         rows.append(ReportRow("oracle (synthetic truth)", "oracle", oracle))
 
@@ -347,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--synth-meta", help="synth_meta.json with the oracle Spearman")
     parser.add_argument("--baselines", nargs="*", default=(),
                         help="raw-baseline .npz files (python -m infer.baselines) to score on the same pairs")
+    parser.add_argument("--baselines-dir", help="per-fold baselines (python -m infer.baselines --out DIR) to score "
+                                                "out of fold on the same pairs")
     parser.add_argument("--partial-folds", action="store_true",
                         help="accept embeddings of only some folds (out-of-fold Spearman over their pairs only)")
     parser.add_argument("--png", nargs="?", const="", default=None,
@@ -360,7 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                               seed=args.seed, labels_path=args.labels, folds_dir=args.folds_dir,
                               test_ids_path=args.test_ids, out=args.out,
                               synth_meta=args.synth_meta, png=png, user_weights=weights is not None,
-                              partial_folds=args.partial_folds, baselines=args.baselines)
+                              partial_folds=args.partial_folds, baselines=args.baselines,
+                              baselines_dir=args.baselines_dir)
     except (DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -82,7 +82,8 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedRun:
         directory = os.path.join(run_dir, checkpointing.FINAL_DIR)
     path = checkpointing.restore_model(model, directory)
     decoder = reader.VideoDecoder(tokenizer=tokenizer, tag_vocab=None, frame_dim=config.model.frame_dim,
-                                  max_frames=config.model.max_frames, title_len=config.model.title_len)
+                                  max_frames=config.model.max_frames, title_len=config.model.title_len,
+                                  text_source=config.model.text_source)
     return LoadedRun(run_dir, config, model, decoder, path)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from models import losses
+from models import layers, losses
 from models.config import ModelConfig
 
 # Defaults of every family's constructor come from here, so they cannot drift from the config.
@@ -27,6 +27,15 @@ class VideoSimModel(keras.Model):
     """Base of every family: config plumbing, variable groups, restore targets, tag loss."""
 
     text_encoder: keras.layers.Layer  # set by every family
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # identity until the trainer sets the training data's statistics (the robust recipe)
+        self.frame_standardizer = layers.FrameStandardizer(name="frame_standardizer")
+
+    def standardized(self, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """``features`` with standardised frames; every family's ``call`` starts with this."""
+        return dict(features, frames=self.frame_standardizer(features["frames"], features["frame_mask"]))
 
     # ---------------------------------------------------------------- construction
     @classmethod

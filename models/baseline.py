@@ -62,6 +62,7 @@ class BaselineModel(VideoSimModel):
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = False
              ) -> dict[str, tf.Tensor]:
+        features = self.standardized(features)
         video = self.nextvlad(features["frames"], frame_mask=features["frame_mask"],
                               training=training)
         text = self.text_encoder.encode_ids(features["input_ids"], features["attention_mask"],

@@ -20,6 +20,8 @@ from tfrecord_tools import schema
 
 TEXT_ENCODERS = ("bert", "roformer")
 TAG_LOSSES = ("bce", "asl")
+TEXT_SOURCES = ("title", "title+asr")  # as tfrecord_tools.tokenization.TEXT_SOURCES
+FRAME_NORMALIZATIONS = ("none", "standardize", "zca")
 TAG_REDUCTIONS = ("sum", "mean")
 
 # Special ids of the Chinese BERT vocabulary (hfl/chinese-roberta-wwm-ext, bert-base-chinese):
@@ -48,12 +50,21 @@ class ModelConfig:
     text_intermediate_size: int = 3072
     text_max_position: int = 512  # uniter needs >= title_len + max_frames
 
-    # input sizes (official layout)
+    # input sizes (official layout); title_len counts the tokens of the whole text input
     frame_dim: int = schema.FRAME_DIM
     max_frames: int = schema.MAX_FRAMES
     title_len: int = schema.TITLE_LEN
     num_tags: int = schema.NUM_TAGS
     embedding_dim: int = schema.EMBEDDING_DIM
+
+    # the robust recipe: what the text tokens hold ("title" or "title+asr": the ASR text follows
+    # the title as a second segment, the longer of the two cut first), and how frames are
+    # normalised in-graph with statistics of the training data (models.layers.FrameStandardizer:
+    # "none", "standardize" per feature, or "zca": whitening of the between-video covariance with
+    # the frame_whiten_rank-th eigenvalue as shrinkage)
+    text_source: str = "title"
+    frame_normalization: str = "none"
+    frame_whiten_rank: int = 64
 
     # dropout of fusion layers and of a randomly initialised text encoder
     dropout: float = 0.1
@@ -117,6 +128,10 @@ class ModelConfig:
             yield "name must be a non-empty registry key"
         if self.text_encoder not in TEXT_ENCODERS:
             yield f"text_encoder must be one of {TEXT_ENCODERS}, got {self.text_encoder!r}"
+        if self.frame_normalization not in FRAME_NORMALIZATIONS:
+            yield f"frame_normalization must be one of {FRAME_NORMALIZATIONS}, got {self.frame_normalization!r}"
+        if self.text_source not in TEXT_SOURCES:
+            yield f"text_source must be one of {TEXT_SOURCES}, got {self.text_source!r}"
         if self.tag_loss not in TAG_LOSSES:
             yield f"tag_loss must be one of {TAG_LOSSES}, got {self.tag_loss!r}"
         if self.tag_reduction not in TAG_REDUCTIONS:
@@ -130,6 +145,7 @@ class ModelConfig:
             "nextvlad_expansion", "nextvlad_output_size", "se_reduction", "num_experts",
             "kl_temperature", "infonce_temperature", "mfm_temperature", "video_hidden_size",
             "video_num_layers", "video_num_heads", "video_intermediate_size", "fusion_num_layers",
+            "frame_whiten_rank",
         )
         for key in positive:
             if getattr(self, key) <= 0:

@@ -100,6 +100,7 @@ class CrossModalModel(VideoSimModel):
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = False
              ) -> dict[str, tf.Tensor]:
+        features = self.standardized(features)
         frame_mask = tf.cast(features["frame_mask"] > 0, tf.int32)
         text_mask = tf.cast(features["attention_mask"], tf.int32)
         video = self.frame_embeddings(features["frames"], training=training)

@@ -52,6 +52,7 @@ class FrameDiffModel(BaselineModel):
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = False
              ) -> dict[str, tf.Tensor]:
+        features = self.standardized(features)
         frames, frame_mask = features["frames"], features["frame_mask"]
         video = self.nextvlad(frames, frame_mask=frame_mask, training=training)
         diffs, diff_mask = frame_differences(frames, frame_mask)

@@ -92,6 +92,7 @@ class MixNeXtVLADModel(VideoSimModel):
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = False
              ) -> dict[str, tf.Tensor]:
+        features = self.standardized(features)
         frames, frame_mask = features["frames"], features["frame_mask"]
         text = self.text_encoder.encode_ids(features["input_ids"], features["attention_mask"],
                                             training=training)["pooled_output"]

@@ -138,9 +138,12 @@ class SingleStreamModel(VideoSimModel):
         return hidden, mask
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = False,
-             heads: bool = False) -> dict[str, tf.Tensor]:
+             heads: bool = False, standardize: bool = True) -> dict[str, tf.Tensor]:
         """``heads=True`` adds "mlm_logits" [B, L, vocab] (title positions, aligned with
-        input_ids) and "mfm_predictions" [B, M, frame_dim] (frame positions)."""
+        input_ids) and "mfm_predictions" [B, M, frame_dim] (frame positions); ``standardize=False``:
+        the frames are already standardised (masked-frame pretraining masks standardised frames)."""
+        if standardize:
+            features = self.standardized(features)
         sequence, mask = self.sequence(features, training=training)
         hidden = self.text_encoder.encode_hidden(sequence, mask, training=training)
         embedding = self.embedding_projection(self.pool(hidden, mask=mask))
@@ -167,12 +170,12 @@ class SingleStreamModel(VideoSimModel):
             features["input_ids"], features["attention_mask"], self.text_encoder.vocab_size,
             args["mask_token_id"], args["special_token_ids"], args["mlm_probability"],
             generator=self.mlm_generator)
-        frames = tf.cast(features["frames"], tf.float32)
+        frames = tf.cast(self.standardized(features)["frames"], tf.float32)  # inputs and NCE targets
         frame_weights = losses.mask_frames(features["frame_mask"], args["mfm_probability"],
                                            generator=self.mfm_generator)
         masked = dict(features, input_ids=masked_ids,
                       frames=frames * (1.0 - frame_weights)[..., None])
-        out = self(masked, training=training, heads=True)
+        out = self(masked, training=training, heads=True, standardize=False)
         mfm = losses.masked_frame_nce(out["mfm_predictions"], frames, frame_weights,
                                       features["frame_mask"], args["mfm_temperature"])
         return {

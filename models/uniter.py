@@ -85,6 +85,7 @@ class UniterModel(VideoSimModel):
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = False,
              mlm: bool = False) -> dict[str, tf.Tensor]:
         """``mlm=True`` adds "mlm_logits" [B, title_len, vocab] (title positions)."""
+        features = self.standardized(features)
         input_ids = features["input_ids"]
         frames = self.frame_projection(features["frames"])
         words = tf.cast(self.text_encoder.embed_tokens(input_ids), frames.dtype)

@@ -58,7 +58,7 @@ import tensorflow as tf
 from tfrecord_tools import schema
 from tfrecord_tools.errors import RecordError
 from tfrecord_tools.tags import TagVocab
-from tfrecord_tools.tokenization import encode_titles
+from tfrecord_tools.tokenization import TEXT_SOURCES, encode_titles
 
 AUTOTUNE = tf.data.AUTOTUNE
 RECORD_FRAMING_BYTES = 16  # uint64 length + uint32 length CRC + uint32 data CRC around each record
@@ -335,8 +335,11 @@ class VideoDecoder:
     frame_dim: int = schema.FRAME_DIM
     max_frames: int = schema.MAX_FRAMES
     title_len: int = schema.TITLE_LEN
+    text_source: str = "title"  # "title" or "title+asr": what the tokens of input_ids hold
 
     def __post_init__(self):
+        if self.text_source not in TEXT_SOURCES:
+            raise ValueError(f"VideoDecoder.text_source must be one of {TEXT_SOURCES}, got {self.text_source!r}")
         if self.tag_vocab is not None and not isinstance(self.tag_vocab, TagVocab):
             raise TypeError(f"tag_vocab must be a TagVocab or None, got {type(self.tag_vocab).__name__}")
         for name in ("frame_dim", "max_frames"):
@@ -349,18 +352,24 @@ class VideoDecoder:
         """The tag lookup table to pass to ``decode_*_record`` (None without a tag vocabulary)."""
         return self.tag_vocab.lookup_table() if self.tag_vocab is not None else None
 
-    def tokenize(self, titles: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def tokenize(self, titles: tf.Tensor, asr_texts: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """Tokenise a 1-D batch of titles in one call of the fast tokenizer (``tf.numpy_function``):
-        ``(input_ids int32 [B, title_len], attention_mask int32 [B, title_len])``."""
+        ``(input_ids int32 [B, title_len], attention_mask int32 [B, title_len])``. With
+        ``text_source="title+asr"`` the ASR texts (required) follow the title as a second segment."""
         if self.tokenizer is None:
             raise ValueError("VideoDecoder has no tokenizer")
         tokenizer, title_len = self.tokenizer, self.title_len
+        with_asr = self.text_source == "title+asr"
+        if with_asr and asr_texts is None:
+            raise ValueError("VideoDecoder(text_source='title+asr').tokenize needs the ASR texts")
 
-        def encode(batch: np.ndarray):
+        def encode(batch: np.ndarray, asr: np.ndarray):
             with _TOKENIZER_LOCK:
-                return encode_titles(tokenizer, list(batch), title_len)
+                return encode_titles(tokenizer, list(batch), title_len, list(asr) if with_asr else None)
 
-        input_ids, attention_mask = tf.numpy_function(encode, [titles], [tf.int32, tf.int32], stateful=False)
+        asr_input = asr_texts if with_asr else titles
+        input_ids, attention_mask = tf.numpy_function(encode, [titles, asr_input], [tf.int32, tf.int32],
+                                                      stateful=False)
         shape = tf.TensorShape([titles.shape[0], title_len])
         input_ids.set_shape(shape)
         attention_mask.set_shape(shape)
@@ -539,7 +548,7 @@ def read_videos(files: Files, kind: schema.RecordKind, decoder: VideoDecoder, ba
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     if decoder.tokenizer is not None:
         def tokenize(batch):
-            input_ids, attention_mask = decoder.tokenize(batch["title"])
+            input_ids, attention_mask = decoder.tokenize(batch["title"], batch["asr_text"])
             return {**batch, "input_ids": input_ids, "attention_mask": attention_mask}
 
         dataset = dataset.map(tokenize, num_parallel_calls=num_parallel, deterministic=deterministic)
@@ -562,7 +571,8 @@ def read_pairs(files: Files, decoder: VideoDecoder, batch_size: int, shuffle: bo
     if decoder.tokenizer is not None:
         def tokenize(batch):
             first, second = batch["video_1"], batch["video_2"]
-            input_ids, attention_mask = decoder.tokenize(tf.concat([first["title"], second["title"]], axis=0))
+            input_ids, attention_mask = decoder.tokenize(tf.concat([first["title"], second["title"]], axis=0),
+                                                         tf.concat([first["asr_text"], second["asr_text"]], axis=0))
             rows = tf.shape(first["title"])[0]
             return {
                 "video_1": {**first, "input_ids": input_ids[:rows], "attention_mask": attention_mask[:rows]},

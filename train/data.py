@@ -81,9 +81,13 @@ def record_counts(files: Sequence[str], cache_path: str | os.PathLike | None = N
     return counts
 
 
-def stream_titles(files: Sequence[str], pairs: bool = False, batch_size: int = 512) -> Iterator[bytes]:
-    """Every title of the records (both videos' titles for pair records), parsing nothing else."""
-    keys = [schema.KEY_TITLE + suffix for suffix in schema.PAIR_SUFFIXES] if pairs else [schema.KEY_TITLE]
+def stream_titles(files: Sequence[str], pairs: bool = False, batch_size: int = 512,
+                  include_asr: bool = False) -> Iterator[bytes]:
+    """Every title of the records (both videos' titles for pair records), and with ``include_asr``
+    every ASR text too, parsing nothing else."""
+    fields = [schema.KEY_TITLE, schema.KEY_ASR] if include_asr else [schema.KEY_TITLE]
+    suffixes = schema.PAIR_SUFFIXES if pairs else ("",)
+    keys = [field + suffix for field in fields for suffix in suffixes]
     spec = {key: tf.io.FixedLenFeature([], tf.string, default_value=b"") for key in keys}
     dataset = checked_records(files).batch(batch_size).map(lambda records: tf.io.parse_example(records, spec),
                                                            num_parallel_calls=AUTOTUNE).prefetch(2)
@@ -213,7 +217,8 @@ class TrainStream:
         first, second = batch["video_1"], batch["video_2"]
         if self.decoder.tokenizer is not None:  # one tokenizer call for both videos' titles
             rows = first["title"].shape[0]  # static: batches drop their remainder
-            input_ids, attention_mask = self.decoder.tokenize(tf.concat([first["title"], second["title"]], 0))
+            input_ids, attention_mask = self.decoder.tokenize(tf.concat([first["title"], second["title"]], 0),
+                                                              tf.concat([first["asr_text"], second["asr_text"]], 0))
             first = {**first, "input_ids": input_ids[:rows], "attention_mask": attention_mask[:rows]}
             second = {**second, "input_ids": input_ids[rows:], "attention_mask": attention_mask[rows:]}
         target = self.target_fn(batch["sim"]) if self.target_fn is not None else batch["sim"]
@@ -222,7 +227,7 @@ class TrainStream:
     def _tokenized(self, video):
         if self.decoder.tokenizer is None:
             return video
-        input_ids, attention_mask = self.decoder.tokenize(video["title"])
+        input_ids, attention_mask = self.decoder.tokenize(video["title"], video["asr_text"])
         return {**video, "input_ids": input_ids, "attention_mask": attention_mask}
 
 

@@ -48,6 +48,7 @@ from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.reader import VideoDecoder
 from train import checkpointing
 from train import data as data_lib
+from train import frame_stats
 from train import stage
 from train import strategy as strategy_lib
 from train.config import TrainConfig, apply_overrides, config_differences, load_config
@@ -214,7 +215,8 @@ def run_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Stra
     else:
         tag_list = config.tag_list or default_tag_list(config.folds_dir)
         tags = stage.prepare_tags(tag_list, work_dir)
-        tokenizer = stage.prepare_tokenizer(config, work_dir, lambda: data_lib.stream_titles(train_files, pairs=True))
+        tokenizer = stage.prepare_tokenizer(config, work_dir, lambda: data_lib.stream_titles(
+            train_files, pairs=True, include_asr=config.model.text_source != "title"))
     model_config = stage.with_tokenizer(config.model, tokenizer).replace(num_tags=tags.size)
     if config.pretrained:
         check_pretrained_model(pretrain_config, model_config, config.pretrained)
@@ -225,8 +227,12 @@ def run_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Stra
     model = stage.build_stage_model(config, strategy)
     if pretrained_final:
         checkpointing.restore_pretrained(model, pretrained_final)
+    if model_config.frame_normalization != "none":
+        frame_stats.prepare_standardizer(model, work_dir, train_files, pairs=True, model_config=model_config,
+                                         writes=chief, progress=config.progress, inherit_from=config.pretrained or None)
     decoder = VideoDecoder(tokenizer=tokenizer, tag_vocab=tags, frame_dim=model_config.frame_dim,
-                           max_frames=model_config.max_frames, title_len=model_config.title_len)
+                           max_frames=model_config.max_frames, title_len=model_config.title_len,
+                           text_source=model_config.text_source)
     stream = data_lib.TrainStream(tuple(train_files), records, decoder, config.batch_size, config.seed,
                                   config.shuffle_buffer, pairs=True,
                                   target_fn=make_target_fn(config, train_files))

@@ -23,6 +23,7 @@ import tensorflow as tf
 from models.base import example_features
 from tfrecord_tools.reader import VideoDecoder
 from train import data as data_lib
+from train import frame_stats
 from train import stage
 from train import strategy as strategy_lib
 from train.config import TrainConfig, apply_overrides
@@ -58,15 +59,20 @@ def prepare_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.
     counts = data_lib.record_counts(files, os.path.join(work_dir, COUNTS_FILE))
     tag_list = config.tag_list or os.path.join(config.data_dir, stage.TAG_LIST)
     tags = stage.prepare_tags(tag_list, work_dir)
-    tokenizer = stage.prepare_tokenizer(config, work_dir, lambda: data_lib.stream_titles(files))
+    tokenizer = stage.prepare_tokenizer(config, work_dir, lambda: data_lib.stream_titles(
+        files, include_asr=config.model.text_source != "title"))
     model_config = stage.with_tokenizer(config.model, tokenizer).replace(num_tags=tags.size)
     config = config.replace(model=model_config, tag_list=os.path.abspath(tag_list))
     stage.check_resumable(config, run_dir)
     stage.save_run_config(config, run_dir, strategy)
 
     model = stage.build_stage_model(config, strategy)
+    if model_config.frame_normalization != "none":
+        frame_stats.prepare_standardizer(model, work_dir, files, pairs=False, model_config=model_config,
+                                         progress=config.progress)
     decoder = VideoDecoder(tokenizer=tokenizer, tag_vocab=tags, frame_dim=model_config.frame_dim,
-                           max_frames=model_config.max_frames, title_len=model_config.title_len)
+                           max_frames=model_config.max_frames, title_len=model_config.title_len,
+                           text_source=model_config.text_source)
     stream = data_lib.TrainStream(tuple(files), sum(counts), decoder, config.batch_size, config.seed,
                                   config.shuffle_buffer)
     steps_per_epoch = config.steps_per_epoch or sum(counts) // config.batch_size
