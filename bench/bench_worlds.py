@@ -8,7 +8,7 @@ For every world of ``tfrecord_tools.synth.WORLDS``: generate the data set (``syn
 ``world=``; timed), then score on its labelled pairs (one global Spearman, as the official scorer):
 
   oracle          the true latent similarity (``synth_meta.json``'s ``oracle_spearman``)
-  raw frame       cosine of the two videos' mean frames (``infer.baselines.raw_modalities``)
+  raw frame       cosine of the two videos' mean frames (of the officially sampled frames)
   centred frame   the same after subtracting the data set's mean frame (mean over the pairwise
                   videos' mean frames): numpy only, no training
   title tf-idf    ``infer.evaluate.title_tfidf_baseline`` (character 1-2-gram TF-IDF + LSA)
@@ -28,13 +28,23 @@ from typing import Sequence
 
 import numpy as np
 
-from infer.baselines import raw_modalities
 from infer.embeddings_io import EmbeddingSet
 from infer.evaluate import mean_frame_baseline, spearman, title_tfidf_baseline
-from tfrecord_tools import synth
+from tfrecord_tools import schema, synth
 from tfrecord_tools.labels import read_labels
+from tfrecord_tools.reader import read_raw_videos, sample_frame_indices
 
 COLUMNS = ("world", "synth s", "pointwise", "pairs", "oracle", "raw frame", "centred frame", "title tf-idf")
+
+
+def pairwise_modalities(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(id -> mean of the officially sampled frames, id -> title) of every video of a pairwise file."""
+    mean_frames, titles = {}, {}
+    for video in read_raw_videos(path, schema.RecordKind.PAIRWISE):
+        frames = np.asarray(video["frames"], dtype=np.float32)
+        mean_frames[video["id"]] = frames[sample_frame_indices(len(frames), schema.MAX_FRAMES)].mean(axis=0)
+        titles[video["id"]] = video["title"]
+    return mean_frames, titles
 
 
 def measure_world(world: str, work: str, preset: str = "demo", seed: int = 0, label_graph: str | None = None,
@@ -48,7 +58,7 @@ def measure_world(world: str, work: str, preset: str = "demo", seed: int = 0, la
                           progress=False, world=world)
     seconds = time.perf_counter() - start
     labels = read_labels(os.path.join(out, "pairwise", "label.tsv"))
-    mean_frames, titles = raw_modalities([os.path.join(out, "pairwise", "pairwise.tfrecords")], progress=False)
+    mean_frames, titles = pairwise_modalities(os.path.join(out, "pairwise", "pairwise.tfrecords"))
     raw = mean_frame_baseline(mean_frames)
     centred = EmbeddingSet(raw.ids, raw.embeddings - raw.embeddings.mean(axis=0, keepdims=True), None,
                            "centred_mean_frame")
