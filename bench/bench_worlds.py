@@ -12,6 +12,7 @@ For every world of ``tfrecord_tools.synth.WORLDS``: generate the data set (``syn
   centred frame   the same after subtracting the data set's mean frame (mean over the pairwise
                   videos' mean frames): numpy only, no training
   title tf-idf    ``infer.evaluate.title_tfidf_baseline`` (character 1-2-gram TF-IDF + LSA)
+  tag jaccard     Jaccard similarity of the two videos' tag sets (what tag supervision can offer)
 
 ``--label-graph`` is used by the ``real_graph`` world only (its first ``--limit-pairs`` lines,
 default the preset's pair count); without it that world uses the generator's own graph.
@@ -29,22 +30,31 @@ from typing import Sequence
 import numpy as np
 
 from infer.embeddings_io import EmbeddingSet
-from infer.evaluate import mean_frame_baseline, spearman, title_tfidf_baseline
+from infer.evaluate import mean_frame_baseline, spearman, spearman_of, title_tfidf_baseline
 from tfrecord_tools import schema, synth
 from tfrecord_tools.labels import read_labels
 from tfrecord_tools.reader import read_raw_videos, sample_frame_indices
 
-COLUMNS = ("world", "synth s", "pointwise", "pairs", "oracle", "raw frame", "centred frame", "title tf-idf")
+COLUMNS = ("world", "synth s", "pointwise", "pairs", "oracle", "raw frame", "centred frame", "title tf-idf",
+           "tag jaccard")
 
 
 def pairwise_modalities(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(id -> mean of the officially sampled frames, id -> title) of every video of a pairwise file."""
-    mean_frames, titles = {}, {}
+    """id -> mean of the officially sampled frames, id -> title, id -> tag set, for a pairwise file."""
+    mean_frames, titles, tags = {}, {}, {}
     for video in read_raw_videos(path, schema.RecordKind.PAIRWISE):
         frames = np.asarray(video["frames"], dtype=np.float32)
         mean_frames[video["id"]] = frames[sample_frame_indices(len(frames), schema.MAX_FRAMES)].mean(axis=0)
         titles[video["id"]] = video["title"]
-    return mean_frames, titles
+        tags[video["id"]] = frozenset(int(t) for t in video[schema.KEY_TAGS])
+    return mean_frames, titles, tags
+
+
+def tag_jaccard(tags: dict[str, frozenset], labels) -> float:
+    """Spearman of the pairs' tag-set Jaccard similarity against the labels."""
+    jaccard = np.array([len(tags[q] & tags[c]) / max(len(tags[q] | tags[c]), 1)
+                        for q, c in zip(labels.query, labels.candidate)])
+    return spearman_of(jaccard, labels.score)
 
 
 def measure_world(world: str, work: str, preset: str = "demo", seed: int = 0, label_graph: str | None = None,
@@ -58,7 +68,7 @@ def measure_world(world: str, work: str, preset: str = "demo", seed: int = 0, la
                           progress=False, world=world)
     seconds = time.perf_counter() - start
     labels = read_labels(os.path.join(out, "pairwise", "label.tsv"))
-    mean_frames, titles = pairwise_modalities(os.path.join(out, "pairwise", "pairwise.tfrecords"))
+    mean_frames, titles, tags = pairwise_modalities(os.path.join(out, "pairwise", "pairwise.tfrecords"))
     raw = mean_frame_baseline(mean_frames)
     centred = EmbeddingSet(raw.ids, raw.embeddings - raw.embeddings.mean(axis=0, keepdims=True), None,
                            "centred_mean_frame")
@@ -67,6 +77,7 @@ def measure_world(world: str, work: str, preset: str = "demo", seed: int = 0, la
         "pairs": meta["counts"]["pairs"], "oracle": meta["oracle_spearman"],
         "raw frame": spearman(raw, labels), "centred frame": spearman(centred, labels),
         "title tf-idf": spearman(title_tfidf_baseline(titles, seed=seed), labels),
+        "tag jaccard": tag_jaccard(tags, labels),
         "label_graph": meta["label_graph"]["path"] if meta["label_graph"] else None,
     }
 
