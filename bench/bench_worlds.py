@@ -5,7 +5,8 @@
                                  [--markdown OUT]
 
 For every world of ``tfrecord_tools.synth.WORLDS``: generate the data set (``synth.generate`` with
-``world=``; wall and CPU time of this process), then score on its labelled pairs (one global Spearman, as the official scorer):
+``world=``; wall and CPU time of this process), then score on its labelled pairs (one global
+Spearman, as the official scorer):
 
   oracle          the true latent similarity (``synth_meta.json``'s ``oracle_spearman``)
   raw frame       cosine of the two videos' mean frames (of the officially sampled frames)
@@ -35,8 +36,8 @@ from tfrecord_tools import schema, synth
 from tfrecord_tools.labels import read_labels
 from tfrecord_tools.reader import read_raw_videos, sample_frame_indices
 
-COLUMNS = ("world", "synth s", "synth cpu s", "pointwise", "pairs", "oracle", "raw frame", "centred frame", "title tf-idf",
-           "tag jaccard")
+COLUMNS = ("world", "synth s", "synth cpu s", "pointwise", "pairs", "oracle", "raw frame", "centred frame",
+           "title tf-idf", "tag jaccard")
 
 
 def pairwise_modalities(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:

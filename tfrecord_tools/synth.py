@@ -84,18 +84,19 @@ name, description and overrides, and its oracle.
   * ``continuous``: ``topic_mixture_weight = 0``, pure Gaussian latents ``u = norm(e)``: no topic
     clusters; titles and tags still pick the words and tags whose vectors match the latent view.
   * ``offset_frames``: a background of mean ``frame_offset`` 0.5 and spread 0.8 that dwarfs the
-    video signal (raw cosine of two unrelated videos' mean frames ~0.94), per-dimension gains
-    ``exp(N(0, 0.8))``, a ReLU at the 70% quantile of the background's values
-    (``frame_sparsity``: ~70% exact zeros) and values x20 (``frame_value_scale``); centring
-    recovers the signal. Titles, tags and labels are the demo world's.
+    video's own terms (signal, nuisance, shots, noise at ~0.37x the demo's; cap 3): the raw cosine
+    of two unrelated videos' mean frames is 0.91-0.94; per-dimension gains ``exp(N(0, 0.8))``, a
+    ReLU at the 70% quantile of the background's values (``frame_sparsity``: ~70% exact zeros)
+    and values x20 (``frame_value_scale``); centring recovers the signal. Titles, tags and labels
+    are the demo world's.
   * ``sparse_tags``: 85% of tag slots from a uniform tail of 40 ids a pointwise video
     (``extra_tail_tags``, drawn from their own stream): most tags occur once, topic tags are rare.
   * ``weak_titles``: 1-2 topic words a title at word temperature 0.1, 3-6 fillers, more general
-    words: the title's TF-IDF baseline falls from ~0.44 to ~0.07; frames and labels unchanged.
+    words: the title TF-IDF baseline falls from 0.44 to 0.05 (demo size); frames and labels unchanged.
   * ``real_graph``: other block views (``LatentModel.views``): frames A+C, title B+D, tags B+C,
     ASR A+D, so a modality explains other parts of the similarity; meant with ``--label-graph``.
   * ``many_unlabelled``: pointwise videos = 6x the pair videos; relation mixture 15% unrelated,
-    30% duplicates; label noise 0.18 (oracle ~0.83 on demo).
+    30% duplicates; label noise 0.18 (oracle 0.85 on demo).
 """
 from __future__ import annotations
 
