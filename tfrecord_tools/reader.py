@@ -57,6 +57,7 @@ import tensorflow as tf
 
 from tfrecord_tools import schema
 from tfrecord_tools.errors import RecordError
+from tfrecord_tools.ids import ID_PATTERN, UniqueIds, check_video_id
 from tfrecord_tools.tags import TagVocab
 from tfrecord_tools.tokenization import TEXT_SOURCES, encode_titles
 
@@ -152,8 +153,9 @@ def _raw_video(features, kind: schema.RecordKind, path: str, index: int, frame_d
     def values(key, list_kind):
         return _feature_values(features, key + suffix, list_kind, path, index)
 
-    video = {}
-    for key in (schema.KEY_ID, schema.KEY_TITLE, schema.KEY_ASR):
+    video = {schema.KEY_ID: check_video_id(_single(values(schema.KEY_ID, "bytes_list"), schema.KEY_ID + suffix, path,
+                                                   index), path, index, schema.KEY_ID + suffix)}
+    for key in (schema.KEY_TITLE, schema.KEY_ASR):
         video[key] = _text(_single(values(key, "bytes_list"), key + suffix, path, index), key + suffix, path, index,
                            strict_text)
     frames = values(schema.KEY_FRAMES, "bytes_list")
@@ -263,10 +265,18 @@ def _frames_ok(frame_bytes: tf.Tensor, frame_dim: int) -> tf.Tensor:
                           tf.reduce_all(tf.equal(tf.strings.length(frame_bytes), 2 * frame_dim)))
 
 
+def _id_ok(video_id: tf.Tensor) -> tf.Tensor:
+    """The rule of ``ids.check_video_id`` in-graph: valid UTF-8 (it survives a strict-replacing
+    transcode unchanged), non-empty, no whitespace / control / format / separator character."""
+    utf8 = tf.equal(tf.strings.unicode_transcode(video_id, "UTF-8", "UTF-8", errors="replace"), video_id)
+    return tf.logical_and(utf8, tf.strings.regex_full_match(video_id, ID_PATTERN))
+
+
 def _video_ok(parsed, kind: schema.RecordKind, suffix: str, frame_dim: int) -> list[tf.Tensor]:
     """Fast checks of one video: value counts and frame sizes (a non-empty tag list is the fast case)."""
     checks = [tf.equal(tf.size(parsed[key + suffix].values), 1) for key in (schema.KEY_ID, schema.KEY_TITLE,
                                                                             schema.KEY_ASR)]
+    checks.append(_id_ok(_first(parsed[schema.KEY_ID + suffix].values, "")))
     checks.append(_frames_ok(parsed[schema.KEY_FRAMES + suffix].values, frame_dim))
     if kind != schema.RecordKind.TEST:
         checks.append(tf.size(parsed[schema.KEY_TAGS + suffix].values) > 0)
@@ -455,7 +465,7 @@ def _resolve_files(files: Files) -> list[str]:
     paths: list[str] = []
     for item in files:
         item = os.fspath(item)
-        if any(char in item for char in "*?["):
+        if any(char in item for char in "*?[") and not tf.io.gfile.exists(item):  # an existing path is literal
             matches = sorted(tf.io.gfile.glob(item))
             if not matches:
                 raise FileNotFoundError(f"{item}: no file matches this pattern")
@@ -652,6 +662,34 @@ def count_records(path: str | os.PathLike) -> int:
         raise RecordError(path, count, f"corrupt or truncated TFRecord data: reading stopped at byte {consumed} "
                                        f"of {size} (record length or CRC check failed)")
     return count
+
+
+def scan_video_ids(files: Files, seen: "UniqueIds | None" = None, batch_size: int = 1024) -> list[str]:
+    """Every video id of ``files`` (pointwise / pairwise / test records), in file order, read without
+    decoding anything else. RecordError (file, record) for a corrupt file, a record without exactly
+    one id, an id that breaks ``ids.check_video_id`` (empty, whitespace, control characters, not
+    UTF-8), or an id already seen (in these files or in ``seen``): an id names one video."""
+    seen = UniqueIds() if seen is None else seen
+    found: list[str] = []
+    spec = {schema.KEY_ID: tf.io.VarLenFeature(tf.string)}
+    for path in _resolve_files(files):
+        records = checked_file_records(path, os.path.getsize(path)).batch(batch_size)
+
+        def id_values(paths, index, record):
+            values = tf.io.parse_example(record, spec)[schema.KEY_ID]
+            return index, values.indices[:, 0], values.values
+
+        with record_errors():
+            for indices, rows, raw_ids in records.map(id_values).as_numpy_iterator():
+                counts = np.bincount(rows, minlength=len(indices))
+                for row, record_index in enumerate(indices.tolist()):
+                    if counts[row] != 1:
+                        raise RecordError(path, record_index, f"key 'id' holds {counts[row]} values, expected 1")
+                for record_index, raw in zip(indices.tolist(), raw_ids.tolist()):
+                    video_id = check_video_id(raw, path, record_index)
+                    seen.add(video_id, path, record_index)
+                    found.append(video_id)
+    return found
 
 
 def read_raw_videos(path: str | os.PathLike, kind: schema.RecordKind,

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from tfrecord_tools import schema
 from tfrecord_tools.errors import RecordError
+from tfrecord_tools.ids import check_video_id
 
 HEADER_BYTES = 12  # uint64 length + uint32 masked crc of the length
 FOOTER_BYTES = 4  # uint32 masked crc of the data
@@ -209,8 +210,8 @@ def validate_video(example: tf.train.Example, kind: schema.RecordKind, path: str
     ids = _feature_values(example, schema.KEY_ID, "bytes_list", path, index, one_bytes)
     if len(ids) != 1:
         raise RecordError(path, index, f"key {schema.KEY_ID!r} holds {len(ids)} values, expected 1")
-    video_id = ids[0].decode("ascii", errors="replace")
-    if not video_id.isdigit():
+    video_id = check_video_id(ids[0], path, index)
+    if not (video_id.isascii() and video_id.isdigit()):
         raise RecordError(path, index, f"id {video_id!r} is not a decimal id")
     for key in (schema.KEY_TITLE, schema.KEY_ASR):
         values = _feature_values(example, key, "bytes_list", path, index, one_bytes)

@@ -13,6 +13,7 @@ from the training titles. Tags: ``tag_list`` (default ``DATA/tag_list.txt``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -27,6 +28,7 @@ if __name__ == "__main__":  # --help and usage errors before TensorFlow is impor
 import tensorflow as tf
 
 from models.base import example_features
+from tfrecord_tools import locks, provenance
 from tfrecord_tools.reader import VideoDecoder
 from train import data as data_lib
 from train import frame_stats
@@ -65,14 +67,28 @@ def prepare_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.
     stage.check_tag_list(tag_list)
     work_dir = strategy_lib.write_dir(run_dir, strategy)  # where this worker may write
     os.makedirs(work_dir, exist_ok=True)
-    counts = data_lib.record_counts(files, os.path.join(work_dir, COUNTS_FILE))
     tags = stage.prepare_tags(tag_list, work_dir)
+    # Records per file, md5s, ids (checked, unique) and tag coverage: one pass, cached for reruns.
+    summary = data_lib.input_summary(files, tags, tag_list, cache_path=os.path.join(work_dir, COUNTS_FILE))
+    counts = summary["records"]
+    recorded = provenance.read_run(run_dir)
+    if recorded and recorded.get("data_files") and not provenance.same_contents(recorded["data_files"],
+                                                                                 summary["files"]):
+        raise provenance.ProvenanceError(run_dir, "the pretraining data changed since this run started ("
+                                         f"{_first_change(recorded['data_files'], summary['files'])}); resuming would "
+                                         "mix two data sets: use another --out, or delete the directory to start over")
     tokenizer = stage.prepare_tokenizer(config, work_dir, lambda: data_lib.stream_titles(
         files, include_asr=config.model.text_source != "title"))
     model_config = stage.with_tokenizer(config.model, tokenizer).replace(num_tags=tags.size)
     config = config.replace(model=model_config, tag_list=os.path.abspath(tag_list))
     stage.check_resumable(config, run_dir)
     stage.save_run_config(config, run_dir, strategy)
+    if strategy_lib.is_chief(strategy):
+        provenance.write_run(run_dir, {
+            "stage": "pretrain", "data_files": summary["files"],
+            "tag_list": provenance.tag_list_record(os.path.join(work_dir, stage.TAG_LIST), tags.size),
+            "tokenizer_sha256": provenance.tree_digest(os.path.join(work_dir, stage.TOKENIZER_DIR)),
+            "tags": summary["tags"]})
 
     model = stage.build_stage_model(config, strategy)
     if model_config.frame_normalization != "none":
@@ -93,12 +109,23 @@ def prepare_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.
     return PretrainSetup(config, trainer, stream)
 
 
+def _first_change(recorded: list, current: list) -> str:
+    if len(recorded) != len(current):
+        return f"{len(recorded)} files then, {len(current)} now"
+    for then, now in zip(recorded, current):
+        if (then["bytes"], then["md5"]) != (now["bytes"], now["md5"]):
+            return (f"{now['path']}: {now['bytes']} bytes md5 {now['md5'][:12]} now, {then['bytes']} bytes md5 "
+                    f"{then['md5'][:12]} when the run started")
+    return "same files"
+
+
 def run_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy | None = None) -> dict:
     """Pretrain (or resume) into ``run_dir``; returns the last step's loss values."""
     strategy = strategy or strategy_lib.make_strategy()
     run_dir = os.path.abspath(run_dir)
-    values = prepare_pretrain(config, run_dir, strategy).trainer.run()
-    strategy_lib.remove_temporary(run_dir, strategy)
+    with stage.run_lock(run_dir, "train.pretrain", strategy):  # a second writer of run_dir stops at once
+        values = prepare_pretrain(config, run_dir, strategy).trainer.run()
+        strategy_lib.remove_temporary(run_dir, strategy)
     return values
 
 
@@ -110,14 +137,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     with common.native_logs_hidden(args.verbose):
         strategy = strategy_lib.make_strategy()  # before any other TensorFlow op (multi-worker)
     run_dir = os.path.abspath(args.out)
-    with common.user_errors(prog, ValueError, TypeError, FileNotFoundError), common.removed_on_error(run_dir):
-        setup = prepare_pretrain(config, run_dir, strategy)
-    values = setup.trainer.run()
-    strategy_lib.remove_temporary(run_dir, strategy)
+    with contextlib.ExitStack() as held:
+        with common.user_errors(prog, ValueError, TypeError, FileNotFoundError, locks.LockedError), \
+                common.removed_on_error(run_dir):
+            held.enter_context(stage.run_lock(run_dir, prog, strategy))  # a second writer stops at once
+            setup = prepare_pretrain(config, run_dir, strategy)
+        values = setup.trainer.run()
+        strategy_lib.remove_temporary(run_dir, strategy)
     if strategy_lib.is_chief(strategy):
         print(f"pretrain {args.model or config.model.name}: done in {run_dir}"
               + (f" (last loss {values['loss']:.4f})" if "loss" in values else ""))
         print(report_curves(run_dir))
+        print(stage.tag_summary_line(provenance.read_run(run_dir)))
     return 0
 
 
