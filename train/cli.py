@@ -53,6 +53,7 @@ def _field_help(cls: type) -> dict[str, str]:
     that heads its group."""
     helps: dict[str, str] = {}
     section = ""
+    summary = (cls.__doc__ or "").strip().split("\n")[0].rstrip(".")  # a section's docstring, else
     for line in inspect.getsource(cls).splitlines():
         stripped = line.strip()
         if stripped.startswith("#"):
@@ -60,7 +61,7 @@ def _field_help(cls: type) -> dict[str, str]:
             continue
         match = re.match(r"(\w+): [^=]+=.*?(?:#\s*(.*))?$", stripped)
         if match:
-            helps[match.group(1)] = (match.group(2) or section).strip()
+            helps[match.group(1)] = (match.group(2) or section or summary).strip()
         elif not stripped:
             section = ""
     return helps

@@ -95,6 +95,7 @@ def test_text_encoder_variables_are_a_separate_group(built):
     assert len(text) == len(built.model.text_encoder.hf_model.trainable_variables)
 
 
+@pytest.mark.slow  # tracing a distributed train step takes 10-60 s a family on 2 cores
 def test_one_train_step_and_checkpoint_round_trip(built, tmp_path):
     before = [v.numpy().copy() for v in built.model.trainable_variables]
     losses = {key: float(value) for key, value in built.step(built.features).items()}
