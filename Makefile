@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_train --presets tiny
 	$(PY) -m bench.bench_scale
 	$(PY) -m bench.bench_faults
+	$(PY) -m bench.bench_ingest
 
 clean:
 	rm -rf $(VENV) demo_data demo_runs

@@ -64,6 +64,7 @@ TEST_FILE = layout.TEST_EMBEDDINGS
 VAL_FILE = layout.VAL_EMBEDDINGS
 FOLDS_JSON = layout.FOLDS_JSON  # written by write_tfrecord.py (tfrecord_tools.folds)
 FOLDS_FORMAT = layout.FOLDS_FORMAT
+BASELINE_MEMBER = "baseline:"  # --models baseline:linear_metric takes a strong baseline as a member
 
 
 def discover_folds(model_dir: str) -> dict[int, str]:
@@ -265,11 +266,20 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
     expected = set(read_id_list(test_ids_path).tolist()) if test_ids_path else None
     rule_weights = weights if (rule != "mean" or user_weights) else None
     embeddings_dir = os.path.join(run, layout.EMBEDDINGS_DIR)
-    fold_dirs = {model: discover_folds(os.path.join(embeddings_dir, model)) for model in models}
+
+    def member_dir(model: str) -> str:
+        """RUN/embeddings/<model>, or for ``baseline:NAME`` members the strong baseline's directory."""
+        if model.startswith(BASELINE_MEMBER):
+            if not baselines_dir:
+                raise DataError(model, None, "a baseline member needs --baselines-dir")
+            return os.path.join(baselines_dir, model[len(BASELINE_MEMBER):])
+        return os.path.join(embeddings_dir, model)
+
+    fold_dirs = {model: discover_folds(member_dir(model)) for model in models}
     folds = sorted(fold_dirs[models[0]])
     for model in models[1:]:
         if sorted(fold_dirs[model]) != folds:
-            raise DataError(os.path.join(embeddings_dir, model), None,
+            raise DataError(member_dir(model), None,
                             f"folds {sorted(fold_dirs[model])} differ from {folds} of model {models[0]}")
 
     # Validation embeddings (small: the fold's validation videos) stay in memory.
@@ -298,7 +308,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         del test_sets, fold_fit
     averages = {model: averagers[model].result() for model in models}
     for model in models:
-        save_embeddings(os.path.join(embeddings_dir, model, layout.AVERAGE_DIR, TEST_FILE), averages[model].ids,
+        save_embeddings(os.path.join(member_dir(model), layout.AVERAGE_DIR, TEST_FILE), averages[model].ids,
                         averages[model].embeddings)
 
     rows = []
@@ -354,7 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.Parser(prog="ensemble_final.py", description=__doc__.split("\n\n")[0],
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run directory holding embeddings/<model>/fold_XX/")
-    parser.add_argument("--models", help="comma-separated model names (default: the weighted ones, else all)")
+    parser.add_argument("--models", help="comma-separated model names (default: the weighted ones, else all); "
+                                         "baseline:NAME adds a strong baseline of --baselines-dir as a member")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--weights", help="model=weight,... (default 1 each)")
     group.add_argument("--weights-file", help="JSON object {model: weight}")

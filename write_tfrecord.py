@@ -4,9 +4,11 @@
                              [--split pairs|components] [--pairwise FILE ...] [--labels FILE]
                              [--skip-corrupt]
 
-Reads DIR/pairwise/pairwise.tfrecords and DIR/pairwise/label.tsv (or the explicit --pairwise /
---labels paths) and writes fold_00.tfrecords ... plus folds.json (written last: its presence means
-a complete set). Fold k trains on every shard but fold_kk.tfrecords and validates on that one.
+Reads DIR/pairwise/pairwise.tfrecords (or its shards DIR/pairwise/pairwise_*.tfrecords, as
+python -m tfrecord_tools.ingest writes them for large collections) and DIR/pairwise/label.tsv (or
+the explicit --pairwise / --labels paths) and writes fold_00.tfrecords ... plus folds.json (written
+last: its presence means a complete set). Fold k trains on every shard but fold_kk.tfrecords and
+validates on that one.
 
 --split pairs (default) cuts a seeded permutation of the label lines into near-equal folds; a video
 can then be in training and validation pairs. --split components keeps each connected component of
@@ -21,12 +23,29 @@ invalid pairwise records and the label lines of their videos, and reports how ma
 from __future__ import annotations
 
 import argparse
+import glob
+import os
+import re
 import sys
 import time
 
 from tfrecord_tools import cli, layout  # the package sets the environment TensorFlow reads
 
 PROG = "write_tfrecord.py"
+
+
+def default_pairwise_files(data: str) -> list[str]:
+    """DATA/pairwise/pairwise.tfrecords, or the shards pairwise_0, pairwise_1, ... that
+    ``python -m tfrecord_tools.ingest`` writes when the pairwise videos fill more than one file."""
+    single = os.path.join(data, "pairwise", "pairwise.tfrecords")
+    shards = {}
+    for path in glob.glob(os.path.join(data, "pairwise", "pairwise_*.tfrecords")):
+        match = re.search(r"pairwise_(\d+)\.tfrecords$", path)
+        if match:
+            shards[int(match.group(1))] = path
+    if os.path.exists(single) or not shards:
+        return [single]
+    return [shards[number] for number in sorted(shards)]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="pairs: random near-equal folds of label lines; components: keep each connected "
                              "component of the label graph in one fold (no video in two folds)")
     parser.add_argument("--pairwise", nargs="+",
-                        help="pairwise TFRecord file(s) (default DATA/pairwise/pairwise.tfrecords)")
+                        help="pairwise TFRecord file(s) (default DATA/pairwise/pairwise.tfrecords, or its "
+                             "shards pairwise_*.tfrecords)")
     parser.add_argument("--labels", help="label file (default DATA/pairwise/label.tsv)")
     parser.add_argument("--skip-corrupt", action="store_true",
                         help="leave out corrupt/invalid pairwise records and the pairs of their videos, and "
@@ -52,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.data is None and (args.pairwise is None or args.labels is None or args.out is None):
         parser.error("give --data, or all of --pairwise, --labels and --out")
     if args.pairwise is None:
-        args.pairwise = [layout.pairwise_file(args.data)]
+        args.pairwise = default_pairwise_files(args.data)
     if args.labels is None:
         args.labels = layout.label_file(args.data)
     if args.out is None:

@@ -38,6 +38,17 @@ class VideoSimModel(keras.Model):
         self.tag_loss_config = config.tags
         # identity until the trainer sets the training data's statistics (the robust recipe)
         self.frame_standardizer = layers.FrameStandardizer(name="frame_standardizer")
+        self.frame_path = (layers.MeanFramePath(config.embedding_dim, name="frame_path")
+                           if config.frames.path_rank > 0 else None)
+
+    def with_frame_path(self, features: Mapping[str, tf.Tensor], embedding: tf.Tensor) -> tf.Tensor:
+        """The L2-normalised ``embedding`` plus the linear mean-frame path (``frames.path_rank > 0``;
+        otherwise ``embedding`` unchanged); ``features`` are the standardised ones. Every family
+        applies it to its embedding."""
+        if self.frame_path is None:
+            return embedding
+        path = self.frame_path(features["frames"], features["frame_mask"])
+        return tf.math.l2_normalize(embedding, axis=-1) + tf.cast(path, embedding.dtype)
 
     def standardized(self, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """``features`` with standardised frames; every family's ``call`` starts with this."""

@@ -36,7 +36,7 @@ class BaselineModel(VideoSimModel):
                               training=training)
         text = self.text_encoder.encode_ids(features["input_ids"], features["attention_mask"],
                                             training=training)["pooled_output"]
-        embedding = self.fusion([video, tf.cast(text, video.dtype)], training=training)
+        embedding = self.with_frame_path(features, self.fusion([video, tf.cast(text, video.dtype)], training=training))
         return float32_outputs({"embedding": embedding, "tag_logits": self.tag_head(embedding)})
 
     def pretrain_losses(self, features: Mapping[str, tf.Tensor],

@@ -175,11 +175,18 @@ class FramesConfig(_Section):
 
     normalization: str = "none"  # "none" | "standardize" | "zca"
     whiten_rank: int = 64
+    # > 0: a linear mean-frame path added to the embedding, started as the PCA whitening of the
+    # normalised mean frames with this many components (models.layers.MeanFramePath)
+    path_rank: int = 0
 
     def _problems(self):
         if self.normalization not in FRAME_NORMALIZATIONS:
             yield f"normalization must be one of {FRAME_NORMALIZATIONS}, got {self.normalization!r}"
         yield from _positive(self, ("whiten_rank",))
+        if self.path_rank < 0:
+            yield f"path_rank must be >= 0, got {self.path_rank}"
+        if self.path_rank and self.normalization == "none":
+            yield "path_rank > 0 needs normalization standardize or zca (its statistics start the path)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,6 +303,7 @@ LEGACY_KEYS: dict[str, tuple[str, str]] = {
     "text_max_position": ("text", "max_position"), "mlm_probability": ("text", "mlm_probability"),
     "text_source": ("text", "source"),
     "frame_normalization": ("frames", "normalization"), "frame_whiten_rank": ("frames", "whiten_rank"),
+    "frame_path_rank": ("frames", "path_rank"),
     "tag_loss": ("tags", "kind"), "tag_reduction": ("tags", "reduction"),
     "tag_prior_positives": ("tags", "prior_positives"), "asl_gamma_neg": ("tags", "asl_gamma_neg"),
     "asl_gamma_pos": ("tags", "asl_gamma_pos"), "asl_margin": ("tags", "asl_margin"),

@@ -87,7 +87,7 @@ class CrossModalModel(VideoSimModel):
             )
         fused = tf.concat([self.pool(video, mask=frame_mask), self.pool(text, mask=text_mask)],
                           axis=-1)
-        embedding = self.embedding_projection(fused)
+        embedding = self.with_frame_path(features, self.embedding_projection(fused))
         return float32_outputs({
             "embedding": embedding,
             "tag_logits": self.tag_head(embedding),

@@ -54,5 +54,6 @@ class FrameDiffModel(BaselineModel):
         motion = self.diff_nextvlad(diffs, frame_mask=diff_mask, training=training)
         text = self.text_encoder.encode_ids(features["input_ids"], features["attention_mask"],
                                             training=training)["pooled_output"]
-        embedding = self.fusion([video, motion, tf.cast(text, video.dtype)], training=training)
+        embedding = self.with_frame_path(features, self.fusion([video, motion, tf.cast(text, video.dtype)],
+                                                               training=training))
         return float32_outputs({"embedding": embedding, "tag_logits": self.tag_head(embedding)})

@@ -240,6 +240,56 @@ class FrameStandardizer(keras.layers.Layer):
         self.transform.assign(transform)
 
 
+class MeanFramePath(keras.layers.Layer):
+    """A linear "wide" path: ``gate * l2_normalize((masked mean frame) @ kernel)``, added to a model's
+    L2-normalised embedding (scale-free: the gate alone weighs the two).
+
+    The kernel starts as the PCA whitening of the videos' mean frames (`set_projection`), so a model
+    starts from the strongest untrained frame baseline and its deep part learns what that misses.
+    """
+
+    def __init__(self, output_size: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.output_size = int(output_size)
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        self.kernel = self.add_weight("kernel", shape=[int(input_shape[-1]), self.output_size],
+                                      initializer="zeros", trainable=True)
+        self.gate = self.add_weight("gate", shape=[], initializer="ones", trainable=True)
+        super().build(input_shape)
+
+    def call(self, frames: tf.Tensor, frame_mask: tf.Tensor) -> tf.Tensor:
+        mask = tf.cast(frame_mask, frames.dtype)[..., None]
+        mean = tf.reduce_sum(frames * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+        projected = tf.matmul(mean, tf.cast(self.kernel, frames.dtype))
+        return tf.cast(self.gate, frames.dtype) * tf.math.l2_normalize(projected, axis=-1)
+
+    def set_projection(self, kernel) -> None:
+        kernel = np.asarray(kernel, dtype=np.float32)
+        if not self.built:
+            self.build(tf.TensorShape([None, None, kernel.shape[0]]))
+        if kernel.shape != tuple(self.kernel.shape):
+            raise ValueError(f"projection must be {tuple(self.kernel.shape)}, got {kernel.shape}")
+        self.kernel.assign(kernel)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(output_size=self.output_size)
+        return config
+
+
+def whitening_projection(mean_covariance: np.ndarray, rank: int, output_size: int, norm: float = 1.0) -> np.ndarray:
+    """[D, output_size]: the top-``rank`` PCA directions of ``mean_covariance`` scaled by 1 / sqrt(λ)
+    (whitening), then by ``norm / sqrt(rank)`` so a typical output has length ~``norm``; zero columns
+    beyond ``rank``."""
+    values, vectors = np.linalg.eigh(np.asarray(mean_covariance, dtype=np.float64))
+    order = np.argsort(values)[::-1][:min(rank, output_size)]
+    top = np.maximum(values[order], float(values.max()) * 1e-6 + 1e-12)
+    kernel = np.zeros((len(values), output_size))
+    kernel[:, :len(order)] = vectors[:, order] / np.sqrt(top) * (norm / np.sqrt(len(order)))
+    return kernel
+
+
 def standardizing_transform(kind: str, std: np.ndarray, video_covariance: np.ndarray | None = None,
                             rank: int = 64) -> np.ndarray:
     """The [D, D] transform of `FrameStandardizer`: ``"standardize"`` (diagonal 1 / std, std floored

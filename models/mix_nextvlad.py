@@ -73,7 +73,7 @@ class MixNeXtVLADModel(VideoSimModel):
         expert_logits = tf.stack([head(x) for head, x in zip(self.expert_tag_heads, fused)],
                                  axis=1)
         return float32_outputs({
-            "embedding": mixture,
+            "embedding": self.with_frame_path(features, mixture),
             "tag_logits": self.tag_head(mixture),
             "expert_tag_logits": expert_logits,  # [B, E, num_tags]
             "gate_weights": gate_weights,  # [B, E]

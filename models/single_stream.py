@@ -114,7 +114,7 @@ class SingleStreamModel(VideoSimModel):
             features = self.standardized(features)
         sequence, mask = self.sequence(features, training=training)
         hidden = self.text_encoder.encode_hidden(sequence, mask, training=training)
-        embedding = self.embedding_projection(self.pool(hidden, mask=mask))
+        embedding = self.with_frame_path(features, self.embedding_projection(self.pool(hidden, mask=mask)))
         outputs = {"embedding": embedding, "tag_logits": self.tag_head(hidden[:, 0])}
         if heads:
             steps = tf.shape(features["frames"])[1]

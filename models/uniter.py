@@ -63,7 +63,7 @@ class UniterModel(VideoSimModel):
                           tf.cast(features["frame_mask"] > 0, tf.int32)], axis=1)
         hidden = self.text_encoder.encode_embeds(tf.concat([words, frames], axis=1), mask,
                                                 training=training)["sequence_output"]
-        embedding = self.embedding_projection(self.pool(hidden, mask=mask))
+        embedding = self.with_frame_path(features, self.embedding_projection(self.pool(hidden, mask=mask)))
         outputs = {"embedding": embedding, "tag_logits": self.tag_head(embedding)}
         if mlm:
             title_hidden = hidden[:, :tf.shape(input_ids)[1]]

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from models.layers import standardizing_transform
+from models.layers import standardizing_transform, whitening_projection
 
 from tfrecord_tools import reader, schema
 from tfrecord_tools.atomic import atomic_path
@@ -103,6 +103,11 @@ def prepare_standardizer(model, run_dir: str, files: Sequence[str], pairs: bool,
     transform = standardizing_transform(model_config.frame_normalization, stats["std"], stats["video_covariance"],
                                         model_config.frame_whiten_rank)
     model.frame_standardizer.set_statistics(stats["mean"], transform)
+    if getattr(model, "frame_path", None) is not None and not inherit_from:
+        # the covariance of the normalised mean frames: transform is symmetric
+        covariance = transform @ stats["video_covariance"].astype(np.float64) @ transform
+        model.frame_path.set_projection(whitening_projection(covariance, model_config.frame_path_rank,
+                                                             model.frame_path.output_size))
     return stats
 
 

@@ -62,3 +62,37 @@ def test_family_call_uses_the_statistics_and_checkpoints_carry_them(name, tmp_pa
     np.testing.assert_allclose(fresh(features)["embedding"].numpy(), after, atol=1e-5)
     np.testing.assert_allclose(fresh.frame_standardizer.transform.numpy(), np.eye(16) * 3.0)
     assert not np.allclose(fresh(shifted)["embedding"].numpy(), after)
+
+
+def test_mean_frame_path_starts_as_the_whitened_mean_frame():
+    from models.layers import MeanFramePath, whitening_projection
+
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(500, 3)) @ rng.normal(size=(3, 12)) * 4 + rng.normal(size=(500, 12)) * 0.1
+    kernel = whitening_projection(np.cov(means.T), rank=3, output_size=8)
+    assert kernel.shape == (12, 8) and np.all(kernel[:, 3:] == 0)
+    white = (means - means.mean(0)) @ kernel[:, :3]
+    np.testing.assert_allclose(np.cov(white.T), np.eye(3) / 3, atol=0.02)  # unit variance / rank
+    layer = MeanFramePath(8)
+    frames = tf.constant(np.repeat((means[:4] - means.mean(0))[:, None, :], 3, axis=1), tf.float32)
+    mask = tf.constant([[1, 1, 0]] * 4, tf.float32)
+    layer.set_projection(kernel)
+    out = layer(frames, mask).numpy()
+    expected = white[:4] / np.linalg.norm(white[:4], axis=1, keepdims=True)
+    np.testing.assert_allclose(out[:, :3], expected, atol=1e-4)
+    assert MeanFramePath.from_config(layer.get_config()).output_size == 8
+    with pytest.raises(ValueError, match="projection must be"):
+        layer.set_projection(np.zeros((12, 4)))
+
+
+def test_frame_path_config_and_family_round_trip():
+    with pytest.raises(ValueError, match="path_rank > 0 needs normalization"):
+        ModelConfig.tiny("uniter", frame_path_rank=4)
+    config = ModelConfig.tiny("uniter", num_tags=8, frame_normalization="standardize", frame_path_rank=4)
+    model = build_model(config)
+    assert model.frame_path is not None and model.frame_path in model.layers
+    assert type(model).from_config(model.get_config()).frame_path is not None
+    out = model(example_features(config))["embedding"].numpy()
+    # kernel zero at first: the embedding is the deep part, L2-normalised
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert build_model(ModelConfig.tiny("uniter", num_tags=8)).frame_path is None
