@@ -128,9 +128,18 @@ def native_logs_hidden(verbose: bool = False) -> Iterator[None]:
 
 
 def set_verbose(verbose: bool) -> None:
-    """``--verbose``: TensorFlow's C++ logging from level 0 (must run before TensorFlow is imported)."""
+    """Log levels of TensorFlow's C++ code and of transformers (before either is imported).
+
+    ``--verbose``: TensorFlow from level 0. Otherwise the packages' level 2 becomes 3 (its
+    E-level lines too, e.g. "oneDNN supports DT_HALF only ..."; a real failure still surfaces as a
+    Python exception) and transformers' advice (its deprecation of TF classes) is not printed.
+    """
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        return
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "2":
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def import_tensorflow(verbose: bool = False):

@@ -289,20 +289,12 @@ def run_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Stra
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    prog = "python -m train.finetune"
     args = cli.finetune_parser().parse_args(argv)
-    with common.user_errors(prog, ValueError, TypeError, FileNotFoundError):
-        config = cli.finetune_config(args)
-    with common.native_logs_hidden(args.verbose):
-        strategy = strategy_lib.make_strategy()  # before any other TensorFlow op (multi-worker)
-    run_dir = os.path.abspath(args.out)
-    with common.user_errors(prog, ValueError, TypeError, FileNotFoundError), common.removed_on_error(run_dir):
-        setup = prepare_finetune(config, run_dir, strategy)
-    setup.trainer.run()
-    strategy_lib.remove_temporary(run_dir, strategy)
-    if strategy_lib.is_chief(strategy):
+    setup, _, run_dir, chief = stage.command_line_run("python -m train.finetune", args, cli.finetune_config,
+                                                      prepare_finetune)
+    if chief:
         best = setup.metrics.data.get("best") or {}
-        print(f"finetune {args.model or config.model.name} fold {config.fold}: best val spearman "
+        print(f"finetune {args.model or setup.config.model.name} fold {setup.config.fold}: best val spearman "
               f"{best.get('val_spearman', float('nan'))} at epoch {best.get('epoch')} in {run_dir}")
         print(report_curves(run_dir))
     return 0

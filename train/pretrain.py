@@ -103,19 +103,11 @@ def run_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.Stra
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    prog = "python -m train.pretrain"
     args = cli.pretrain_parser().parse_args(argv)
-    with common.user_errors(prog, ValueError, TypeError, FileNotFoundError):
-        config = cli.pretrain_config(args)
-    with common.native_logs_hidden(args.verbose):
-        strategy = strategy_lib.make_strategy()  # before any other TensorFlow op (multi-worker)
-    run_dir = os.path.abspath(args.out)
-    with common.user_errors(prog, ValueError, TypeError, FileNotFoundError), common.removed_on_error(run_dir):
-        setup = prepare_pretrain(config, run_dir, strategy)
-    values = setup.trainer.run()
-    strategy_lib.remove_temporary(run_dir, strategy)
-    if strategy_lib.is_chief(strategy):
-        print(f"pretrain {args.model or config.model.name}: done in {run_dir}"
+    setup, values, run_dir, chief = stage.command_line_run("python -m train.pretrain", args, cli.pretrain_config,
+                                                           prepare_pretrain)
+    if chief:
+        print(f"pretrain {args.model or setup.config.model.name}: done in {run_dir}"
               + (f" (last loss {values['loss']:.4f})" if "loss" in values else ""))
         print(report_curves(run_dir))
     return 0
