@@ -151,14 +151,20 @@ def import_tensorflow(verbose: bool = False):
     return tf
 
 
-def early_parse(make_parser: Callable[[], argparse.ArgumentParser],
-                argv: Sequence[str] | None = None) -> argparse.Namespace:
+def early_parse(make_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str] | None = None,
+                check: Callable[[argparse.Namespace], object] | None = None) -> argparse.Namespace:
     """Parse the command line before the entry module imports TensorFlow; then import it quietly.
 
     Called as ``if __name__ == "__main__": early_parse(build_parser)`` above the module's heavy
     imports: ``--help`` and usage errors exit here within a second, and TensorFlow's import-time
-    log lines are hidden unless ``--verbose``. ``main`` parses the same arguments again.
+    log lines are hidden unless ``--verbose``. ``check(args)`` (no TensorFlow either, e.g. building
+    the run's config) may raise ValueError / FileNotFoundError: one line, exit 2, just as fast.
+    ``main`` parses the same arguments again.
     """
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if check is not None:
+        with user_errors(parser.prog, ValueError, TypeError, FileNotFoundError):
+            check(args)
     import_tensorflow(getattr(args, "verbose", False))
     return args

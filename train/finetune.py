@@ -40,7 +40,7 @@ from tfrecord_tools import cli as common
 from train import cli
 
 if __name__ == "__main__":  # --help and usage errors before TensorFlow is imported (quietly) below
-    common.early_parse(cli.finetune_parser)
+    common.early_parse(cli.finetune_parser, check=cli.check_finetune_args)
 
 import numpy as np
 import scipy.stats

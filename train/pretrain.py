@@ -22,7 +22,7 @@ from tfrecord_tools import cli as common
 from train import cli
 
 if __name__ == "__main__":  # --help and usage errors before TensorFlow is imported (quietly) below
-    common.early_parse(cli.pretrain_parser)
+    common.early_parse(cli.pretrain_parser, check=cli.pretrain_config)
 
 import tensorflow as tf
 
