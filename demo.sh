@@ -60,7 +60,9 @@ step "embed the test set and the validation pairs"
 sh infer_all.sh
 
 step "ensemble -> $RUN/result.zip"
-"$PYTHON" ensemble_final.py --run "$RUN" --labels "$DATA/pairwise/label.tsv" --folds-dir "$DATA/folds" \
+# the linear-metric baseline joins the learned models as an ensemble member (it sees what they miss)
+members="$(echo $MODELS | tr ' ' ','),baseline:linear_metric"
+"$PYTHON" ensemble_final.py --run "$RUN" --models "$members" --labels "$DATA/pairwise/label.tsv" --folds-dir "$DATA/folds" \
     --partial-folds --synth-meta "$DATA/synth_meta.json" --baselines-dir "$RUN/baselines" \
     --png "$RUN/ensemble_report.png"
 step "done"

@@ -164,3 +164,25 @@ def test_cli_errors(fake_run, capsys):
     weights_file.write_text(json.dumps({"alpha": -1}))
     with pytest.raises(ensemble_final.DataError, match="must be a finite number >= 0"):
         ensemble_final.parse_weights(None, str(weights_file))
+
+
+def test_baseline_member_and_baseline_rows(fake_run, tmp_path, capsys):
+    """A strong baseline of --baselines-dir can join the ensemble (baseline:NAME) and is scored as a row."""
+    import shutil
+
+    run, root, _ = fake_run
+    baselines = tmp_path / "baselines"
+    shutil.copytree(run / "embeddings" / "beta", baselines / "lin", ignore=shutil.ignore_patterns("avg"))
+    out = tmp_path / "result.zip"
+    code = ensemble_final.main(["--run", str(run), "--models", "alpha,baseline:lin", "--baselines-dir", str(baselines),
+                                "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((run / "ensemble_report.json").read_text())
+    rows = {row["name"]: row for row in report["rows"]}
+    assert report["models"] == ["alpha", "baseline:lin"]
+    assert rows["baseline:lin"]["oof_spearman"] == pytest.approx(_oof_by_hand(run, "beta"))
+    assert rows["baseline: lin"]["kind"] == "baseline"
+    assert rows["baseline: lin"]["oof_spearman"] == pytest.approx(rows["baseline:lin"]["oof_spearman"])
+    assert (baselines / "lin" / "avg" / "test.npz").is_file()
+    code = ensemble_final.main(["--run", str(run), "--models", "alpha,baseline:lin", "--out", str(out)])
+    assert code == 2 and "needs --baselines-dir" in capsys.readouterr().err
