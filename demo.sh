@@ -6,12 +6,13 @@
 #
 # DATA    demo data directory (default: demo_data; generated once, then reused)
 # RUN     run directory (default: demo_runs; rerunning resumes / skips finished work)
-# MODELS  models (default: uniter cross_modal single_stream)
-# FOLDS   folds to finetune (default: 0 1 2 of the 11)
+# MODELS  models (default: uniter cross_modal)
+# FOLDS   folds to finetune (default: 0 1 of the 11)
 # PRESET  model size preset (default: small)
 # WORLD   synthetic world of tfrecord_tools.synth (default: demo; see --world there)
-# RECIPE  extra key=value overrides for pretraining (model.* keys reach the finetune through the
-#         pretrain run's config), e.g. RECIPE="model.standardize_frames=false"
+# RECIPE  key=value overrides for pretraining (model.* keys reach the finetune through the pretrain
+#         run's config); default: the robust recipe (title + ASR tokens, standardised frames, a
+#         frozen whitened mean-frame path); RECIPE=" " runs the published recipes unchanged
 # PYTHON  interpreter (default: .venv/bin/python if it exists, else python)
 set -eu
 case "${1:-}" in  # settings are environment variables; --help prints the header above
@@ -28,11 +29,11 @@ fi
 export PYTHON
 DATA=${DATA:-demo_data}
 RUN=${RUN:-demo_runs}
-MODELS=${MODELS:-"uniter cross_modal single_stream"}
-FOLDS=${FOLDS:-"0 1 2"}
+MODELS=${MODELS:-"uniter cross_modal"}
+FOLDS=${FOLDS:-"0 1"}
 PRESET=${PRESET:-small}
 WORLD=${WORLD:-demo}
-RECIPE=${RECIPE:-}
+RECIPE=${RECIPE:-"model.text_source=title+asr model.title_len=64 model.frame_normalization=standardize model.frame_path_rank=48"}
 export DATA RUN MODELS FOLDS PRESET
 start=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }

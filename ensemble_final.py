@@ -39,6 +39,7 @@ the default) or on all folds' validation embeddings stacked (``--fit-on val``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -51,10 +52,10 @@ from tqdm import tqdm
 from ensemble.fold_average import FoldAverager
 from ensemble.report import ReportRow, format_table, plot_table
 from ensemble.rules import DEFAULT_DIM, RULES, apply_rule, concat_scaled
-from infer.embeddings_io import EmbeddingSet, load_embedding_set, save_embeddings
+from infer.embeddings_io import EmbeddingSet, load_embedding_set, read_provenance, save_embeddings
 from infer.evaluate import out_of_fold_spearman, pairs_by_fold, per_fold_spearman, spearman
 from infer.submission import MAX_DIM, read_id_list, write_result
-from tfrecord_tools import cli, layout
+from tfrecord_tools import cli, layout, locks, provenance
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.errors import DataError
 from tfrecord_tools.labels import Labels, read_labels
@@ -191,6 +192,17 @@ def check_label_coverage(labels: Labels, oof_pairs: Labels, partial: bool = Fals
                                            f"{key[0]}/{key[1]}: label {expected[key]} vs {found[key]}")
 
 
+def _read_folds_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            info = json.load(handle)
+    except (OSError, ValueError, RecursionError) as error:
+        raise DataError(path, None, f"cannot read the fold description ({error})") from None
+    if not isinstance(info, dict) or info.get("format") != FOLDS_FORMAT or not isinstance(info.get("folds"), list):
+        raise DataError(path, None, f"not a fold-shard description (expected format {FOLDS_FORMAT!r})")
+    return info
+
+
 def check_folds_json(folds_dir: str, val_sets: dict[int, EmbeddingSet], partial: bool = False) -> None:
     """The folds in the embeddings must be the fold shards' (``folds.json`` of write_tfrecord.py):
     same fold numbers (with ``partial``: some of them), and each fold's val.npz holding as many
@@ -199,14 +211,11 @@ def check_folds_json(folds_dir: str, val_sets: dict[int, EmbeddingSet], partial:
     Read as plain JSON: importing tfrecord_tools.folds would pull in TensorFlow.
     """
     path = os.path.join(folds_dir, FOLDS_JSON)
+    info = _read_folds_json(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            info = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise DataError(path, None, f"cannot read the fold description ({error})") from None
-    if not isinstance(info, dict) or info.get("format") != FOLDS_FORMAT or not isinstance(info.get("folds"), list):
-        raise DataError(path, None, f"not a fold-shard description (expected format {FOLDS_FORMAT!r})")
-    shard_pairs = {int(entry["fold"]): int(entry["pairs"]) for entry in info["folds"]}
+        shard_pairs = {int(entry["fold"]): int(entry["pairs"]) for entry in info["folds"]}
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(path, None, f"a fold entry lacks a valid 'fold' or 'pairs' ({error!r})") from None
     mismatch = (not set(val_sets) <= set(shard_pairs)) if partial else sorted(shard_pairs) != sorted(val_sets)
     if mismatch:
         raise DataError(path, None, f"folds {sorted(shard_pairs)} but the embeddings have folds {sorted(val_sets)}")
@@ -216,6 +225,63 @@ def check_folds_json(folds_dir: str, val_sets: dict[int, EmbeddingSet], partial:
                                                  f"holds {shard_pairs[fold]} ({path})")
 
 
+def check_provenance(models: list[str], folds: list[int], fold_dirs: dict, val_sets: dict,
+                     folds_dir: str | None = None) -> dict:
+    """Every embedding file of the ensemble must come from the same fold assignment, tag list and
+    test files, and each fold's test.npz and val.npz from the same checkpoint (``provenance``
+    records written by infer.embed / embed_all); with ``folds_dir`` its folds.json must be that
+    assignment too. A mismatch is a ProvenanceError naming both files. Files without a record
+    (written before issue 10) are listed under ``unrecorded`` and skipped.
+    """
+    records: list[tuple[str, dict]] = []
+    unrecorded: list[str] = []
+    for model in models:
+        for fold in folds:
+            val = val_sets[model][fold]
+            test_path = os.path.join(fold_dirs[model][fold], TEST_FILE)
+            test = read_provenance(test_path)
+            for path, record in ((val.name, val.provenance), (test_path, test)):
+                if record is None:
+                    unrecorded.append(path)
+                    continue
+                if record.get("fold") is not None and record["fold"] != fold:
+                    raise provenance.ProvenanceError(path, f"made by the run of fold {record['fold']} "
+                                                           f"({record.get('run')}), but it sits in fold_{fold:02d}")
+                records.append((path, record))
+            if val.provenance and test and val.provenance.get("checkpoint_md5") != test.get("checkpoint_md5"):
+                raise provenance.ProvenanceError(test_path, f"made from checkpoint {test.get('checkpoint')}, but "
+                                                            f"{val.name} from {val.provenance.get('checkpoint')}: "
+                                                            "rerun infer.embed_all")
+    with_folds = [(path, record) for path, record in records if record.get("folds")]
+    for path, record in with_folds[1:]:
+        provenance.check_same_folds(with_folds[0][1]["folds"], record["folds"], with_folds[0][0], path,
+                                    "an ensemble cannot mix runs of different fold splits (its out-of-fold "
+                                    "score would be wrong)")
+    if folds_dir and with_folds:
+        json_path = os.path.join(folds_dir, FOLDS_JSON)
+        provenance.check_same_folds(with_folds[0][1]["folds"], provenance.folds_record(_read_folds_json(json_path),
+                                                                                       folds_dir),
+                                    with_folds[0][0], json_path, "the embeddings were made with other folds")
+    tag_lists = [(path, record["tag_list_md5"]) for path, record in records if record.get("tag_list_md5")]
+    for path, value in tag_lists[1:]:
+        if value != tag_lists[0][1]:
+            raise provenance.ProvenanceError(path, f"made by a run with the tag list md5 {value}, but {tag_lists[0][0]} "
+                                                   f"with {tag_lists[0][1]}: an ensemble must not mix runs of different "
+                                                   "tag lists")
+    tests = [(path, record["test_files"]) for path, record in records if record.get("test_files")]
+    for path, files in tests[1:]:
+        if not provenance.same_contents(tests[0][1], files):
+            def describe(entries):
+                return ", ".join(f"{f['path']} ({f['bytes']} bytes, md5 {f['md5'][:12]})" for f in entries)
+
+            raise provenance.ProvenanceError(path, f"embeds the test files {describe(files)}, but {tests[0][0]} "
+                                                   f"embeds {describe(tests[0][1])}: rerun infer.embed_all")
+    if unrecorded:
+        print(f"warning: {len(unrecorded)} embedding file(s) record no provenance (written before issue 10), e.g. "
+              f"{unrecorded[0]}: their folds, tag list and test set are not checked", file=sys.stderr)
+    return {"checked_files": len(records), "unrecorded": unrecorded,
+            "folds": provenance.describe_folds(with_folds[0][1]["folds"]) if with_folds else None,
+            "test_files": tests[0][1] if tests else None}
 def fold_baseline_rows(baselines_dir: str, reference: dict[int, EmbeddingSet], oof_pairs: Labels,
                        pair_folds: np.ndarray) -> list[ReportRow]:
     """Rows for the per-fold baselines of ``python -m infer.baselines`` (one directory each, laid out
@@ -288,6 +354,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
     for fold in folds:
         for model in models[1:]:
             check_same_pairs(val_sets[models[0]][fold], val_sets[model][fold])
+    provenance_summary = check_provenance(models, folds, fold_dirs, val_sets, folds_dir)
     oof_pairs, pair_folds = pairs_by_fold(val_sets[models[0]])
     if folds_dir:
         check_folds_json(folds_dir, val_sets[models[0]], partial_folds)
@@ -352,6 +419,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         "fit_on": fit_on if rule == "svd" else None, "dim": dim, "seed": seed, "folds": folds,
         "num_pairs": len(oof_pairs), "rows": [row.to_dict() for row in rows],
         "oracle_spearman": oracle, "result": summary, "table": format_table(rows, markdown=True),
+        "provenance": provenance_summary,
     }
     write_text_atomic(os.path.join(run, layout.ENSEMBLE_REPORT), json.dumps(report, indent=2, ensure_ascii=False))
     if png:
@@ -391,13 +459,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         weights = parse_weights(args.weights, args.weights_file)
         models, model_weights = choose_models(args.run, args.models, weights)
         png = None if args.png is None else (args.png or os.path.join(args.run, layout.ENSEMBLE_PNG))
-        report = run_ensemble(args.run, models, model_weights, rule=args.rule, fit_on=args.fit_on, dim=args.dim,
-                              seed=args.seed, labels_path=args.labels, folds_dir=args.folds_dir,
-                              test_ids_path=args.test_ids, out=args.out,
-                              synth_meta=args.synth_meta, png=png, user_weights=weights is not None,
-                              partial_folds=args.partial_folds, baselines=args.baselines,
-                              baselines_dir=args.baselines_dir)
-    except (DataError, ValueError) as error:
+        embeddings_dir = os.path.join(args.run, layout.EMBEDDINGS_DIR)
+        lock = locks.locked(embeddings_dir, "ensemble_final.py") if os.path.isdir(embeddings_dir) else contextlib.nullcontext()
+        with lock:  # not while infer.embed_all (or another ensemble) writes the same embeddings
+            report = run_ensemble(args.run, models, model_weights, rule=args.rule, fit_on=args.fit_on, dim=args.dim,
+                                  seed=args.seed, labels_path=args.labels, folds_dir=args.folds_dir,
+                                  test_ids_path=args.test_ids, out=args.out,
+                                  synth_meta=args.synth_meta, png=png, user_weights=weights is not None,
+                                  partial_folds=args.partial_folds, baselines=args.baselines,
+                                  baselines_dir=args.baselines_dir)
+    except (DataError, ValueError, locks.LockedError) as error:
         return cli.report_error("ensemble_final.py", error)
     print(report["text_table"])
     result = report["result"]

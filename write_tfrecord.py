@@ -30,6 +30,7 @@ import sys
 import time
 
 from tfrecord_tools import cli, layout  # the package sets the environment TensorFlow reads
+from tfrecord_tools.locks import LockedError
 
 PROG = "write_tfrecord.py"
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         info = folds.write_fold_shards(args.pairwise, args.labels, args.out, num_folds=args.folds,
                                        seed=args.seed, split=args.split, progress=not args.quiet,
                                        skip_corrupt=args.skip_corrupt)
-    except (ValueError, FileNotFoundError) as error:  # DataError is a ValueError
+    except (ValueError, FileNotFoundError, LockedError) as error:  # DataError is a ValueError
         return cli.report_error(PROG, error)
     elapsed = time.perf_counter() - started
     if args.quiet and "skip_corrupt" in info:  # what was left out is reported even when quiet

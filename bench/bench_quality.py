@@ -80,8 +80,8 @@ def markdown(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--worlds", nargs="*", default=list(DEFAULT_WORLDS))
-    parser.add_argument("--models", default="uniter cross_modal single_stream")
-    parser.add_argument("--folds", default="0 1 2")
+    parser.add_argument("--models", default="uniter cross_modal")
+    parser.add_argument("--folds", default="0 1")
     parser.add_argument("--out", default=os.path.join(HERE, "bench", "out", "quality"))
     parser.add_argument("--extra", default="", help="model/train key=value pairs added to pretrain and finetune")
     parser.add_argument("--python", default=sys.executable)

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from infer.embeddings_io import save_embeddings
 from infer.strong_baselines import BASELINES, BaselineConfig, MomentAccumulator, build_table, fold_baselines
 from tfrecord_tools import schema
+from tfrecord_tools.ids import UniqueIds
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.errors import DataError
 from tfrecord_tools.labels import Labels, read_labels
@@ -96,11 +97,11 @@ def write_strong_baselines(data_dir: str, folds_dir: str, out_dir: str, folds: S
     moments = MomentAccumulator(schema.FRAME_DIM)
     scored: dict[str, dict] = {}
     test_ids: list[str] = []
+    seen = UniqueIds()  # an id twice would keep one of its videos: refused, naming both records
     for kind, name in ((schema.RecordKind.PAIRWISE, "pairwise"), (schema.RecordKind.TEST, "test_a")):
         for path in files[name]:
-            for video in summarise(path, kind, progress):
-                if video["id"] in scored:
-                    raise DataError(path, None, f"video id {video['id']!r} appears twice in the scored videos")
+            for index, video in enumerate(summarise(path, kind, progress)):
+                seen.add(video["id"], path, index)
                 scored[video["id"]] = video
                 moments.add(video["mean_frame"])
                 if name == "test_a":

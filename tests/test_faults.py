@@ -259,9 +259,13 @@ def test_finetune_input_names_a_bit_flipped_fold_shard(folds_dir, tmp_path):
     copy = tmp_path / "folds"
     shutil.copytree(folds_dir, copy)
     shard = copy / folds.shard_name(1)
-    flip_byte(shard, record_start(records_of(shard), 4) + 12 + 5000)  # same size: folds.json still matches
-    train_files, _ = folds.fold_files(copy, 0)
-    records = sum(entry["pairs"] for entry in folds.read_folds_info(copy)["folds"] if entry["fold"] != 0)
+    flip_byte(shard, record_start(records_of(shard), 4) + 12 + 5000)  # same size, same record count
+    with pytest.raises(DataError, match=r"fold_01.tfrecords: shard md5 \w+ differs from \w+ in folds.json"):
+        folds.fold_files(copy, 0)  # the shard checksum of folds.json (issue 10) refuses it before reading
+    # The readers themselves still name the record when given the shard directly:
+    info = folds.read_folds_info(copy, verify=False)
+    train_files = [str(copy / entry["file"]) for entry in info["folds"] if entry["fold"] != 0]
+    records = sum(entry["pairs"] for entry in info["folds"] if entry["fold"] != 0)
     stream = data_lib.TrainStream(tuple(train_files), records, reader.VideoDecoder(), 8, 0, pairs=True)
     expected = rf"{shard}, record 4: corrupt or truncated TFRecord data"
     with pytest.raises(RecordError, match=expected):
@@ -388,7 +392,8 @@ def test_write_tfrecord_killed_mid_write_leaves_no_shard_and_reruns_identically(
     assert run_killed("write_tfrecord", argv, "tfrecord_tools.folds:pair_example", call=150,
                       log=tmp_path / "killed.log") == -signal.SIGKILL
     assert final_names(out) == []  # no shard, no folds.json under its final name
-    assert len(hidden_names(out)) == FOLDS  # the three temporary shards a SIGKILL cannot remove
+    # the three temporary shards a SIGKILL cannot remove, and the lock file (no longer locked)
+    assert len(hidden_names(out)) == FOLDS + 1 and ".videosim.lock" in hidden_names(out)
     with pytest.raises(DataError, match="incomplete"):
         folds.fold_files(out, 0)  # nothing downstream starts on the partial set
     assert write_tfrecord.main(argv) == 0

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from tfrecord_tools import schema
 from tfrecord_tools.errors import RecordError
+from tfrecord_tools.ids import ID_PATTERN
 from tfrecord_tools.tags import TagVocab
 from tfrecord_tools.tokenization import TEXT_SOURCES, encode_titles
 from tfrecord_tools.validation import _frame_problem, decode_raw_record
@@ -124,10 +125,18 @@ def _frames_ok(frame_bytes: tf.Tensor, frame_dim: int) -> tf.Tensor:
                           tf.reduce_all(tf.equal(tf.strings.length(frame_bytes), 2 * frame_dim)))
 
 
+def _id_ok(video_id: tf.Tensor) -> tf.Tensor:
+    """The rule of ``ids.check_video_id`` in-graph: valid UTF-8 (it survives a strict-replacing
+    transcode unchanged), non-empty, no whitespace / control / format / separator character."""
+    utf8 = tf.equal(tf.strings.unicode_transcode(video_id, "UTF-8", "UTF-8", errors="replace"), video_id)
+    return tf.logical_and(utf8, tf.strings.regex_full_match(video_id, ID_PATTERN))
+
+
 def _video_ok(parsed, kind: schema.RecordKind, suffix: str, frame_dim: int) -> list[tf.Tensor]:
     """Fast checks of one video: value counts and frame sizes (a non-empty tag list is the fast case)."""
     checks = [tf.equal(tf.size(parsed[key + suffix].values), 1) for key in (schema.KEY_ID, schema.KEY_TITLE,
                                                                             schema.KEY_ASR)]
+    checks.append(_id_ok(_first(parsed[schema.KEY_ID + suffix].values, "")))
     checks.append(_frames_ok(parsed[schema.KEY_FRAMES + suffix].values, frame_dim))
     if kind != schema.RecordKind.TEST:
         checks.append(tf.size(parsed[schema.KEY_TAGS + suffix].values) > 0)

@@ -55,12 +55,14 @@ import os
 import re
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from tfrecord_tools import schema
 from tfrecord_tools.decoding import (  # noqa: F401  (public names of this module since before the split)
     _ERROR_PREFIX, VideoDecoder, _require, _where, decode_frames, sample_frame_indices, sample_frame_indices_tf)
 from tfrecord_tools.errors import RecordError
+from tfrecord_tools.ids import UniqueIds, check_video_id
 from tfrecord_tools.validation import decode_raw_record  # noqa: F401
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -83,7 +85,7 @@ def _resolve_files(files: Files) -> list[str]:
     paths: list[str] = []
     for item in files:
         item = os.fspath(item)
-        if any(char in item for char in "*?["):
+        if any(char in item for char in "*?[") and not tf.io.gfile.exists(item):  # an existing path is literal
             matches = sorted(tf.io.gfile.glob(item))
             if not matches:
                 raise FileNotFoundError(f"{item}: no file matches this pattern")
@@ -280,6 +282,34 @@ def count_records(path: str | os.PathLike) -> int:
         raise RecordError(path, count, f"corrupt or truncated TFRecord data: reading stopped at byte {consumed} "
                                        f"of {size} (record length or CRC check failed)")
     return count
+
+
+def scan_video_ids(files: Files, seen: "UniqueIds | None" = None, batch_size: int = 1024) -> list[str]:
+    """Every video id of ``files`` (pointwise / pairwise / test records), in file order, read without
+    decoding anything else. RecordError (file, record) for a corrupt file, a record without exactly
+    one id, an id that breaks ``ids.check_video_id`` (empty, whitespace, control characters, not
+    UTF-8), or an id already seen (in these files or in ``seen``): an id names one video."""
+    seen = UniqueIds() if seen is None else seen
+    found: list[str] = []
+    spec = {schema.KEY_ID: tf.io.VarLenFeature(tf.string)}
+    for path in _resolve_files(files):
+        records = checked_file_records(path, os.path.getsize(path)).batch(batch_size)
+
+        def id_values(paths, index, record):
+            values = tf.io.parse_example(record, spec)[schema.KEY_ID]
+            return index, values.indices[:, 0], values.values
+
+        with record_errors():
+            for indices, rows, raw_ids in records.map(id_values).as_numpy_iterator():
+                counts = np.bincount(rows, minlength=len(indices))
+                for row, record_index in enumerate(indices.tolist()):
+                    if counts[row] != 1:
+                        raise RecordError(path, record_index, f"key 'id' holds {counts[row]} values, expected 1")
+                for record_index, raw in zip(indices.tolist(), raw_ids.tolist()):
+                    video_id = check_video_id(raw, path, record_index)
+                    seen.add(video_id, path, record_index)
+                    found.append(video_id)
+    return found
 
 
 def read_raw_videos(path: str | os.PathLike, kind: schema.RecordKind,

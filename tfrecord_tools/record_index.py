@@ -194,8 +194,8 @@ def validate_video(example: tf.train.Example, kind: schema.RecordKind, path: str
     adds one rule of its own: the id must be a decimal id (the fold shards pair videos by it).
     """
     video = validation._raw_video(example.features.feature, schema.RecordKind(kind), path, index, schema.FRAME_DIM)
-    video_id = video[schema.KEY_ID]
-    if not video_id.isdigit():
+    video_id = video[schema.KEY_ID]  # checked by ids.check_video_id inside the validator
+    if not (video_id.isascii() and video_id.isdigit()):
         raise RecordError(path, index, f"id {video_id!r} is not a decimal id")
     return video_id
 

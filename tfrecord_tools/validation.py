@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfrecord_tools import schema
 from tfrecord_tools.errors import RecordError
+from tfrecord_tools.ids import check_video_id
 
 
 def parse_example(record: bytes, path: str, index: int) -> tf.train.Example:
@@ -75,8 +76,9 @@ def _raw_video(features, kind: schema.RecordKind, path: str, index: int, frame_d
     def values(key, list_kind):
         return _feature_values(features, key + suffix, list_kind, path, index)
 
-    video = {}
-    for key in (schema.KEY_ID, schema.KEY_TITLE, schema.KEY_ASR):
+    video = {schema.KEY_ID: check_video_id(_single(values(schema.KEY_ID, "bytes_list"), schema.KEY_ID + suffix, path,
+                                                   index), path, index, schema.KEY_ID + suffix)}
+    for key in (schema.KEY_TITLE, schema.KEY_ASR):
         video[key] = _text(_single(values(key, "bytes_list"), key + suffix, path, index), key + suffix, path, index,
                            strict_text)
     frames = values(schema.KEY_FRAMES, "bytes_list")

@@ -107,8 +107,16 @@ class _ListKeys(argparse.Action):
 
 
 # ---------------------------------------------------------------------- parsers
+class _StageParser(common.Parser):
+    """``key=value`` overrides may come anywhere, also between options (plain ``parse_args`` ends the
+    positional list at the first option after it: ``--out D k=v --data X`` was "unrecognized")."""
+
+    def parse_args(self, args=None, namespace=None):
+        return self.parse_intermixed_args(args, namespace)
+
+
 def stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = common.Parser(prog=prog, description=description)
+    parser = _StageParser(prog=prog, description=description)
     parser.add_argument("--model", choices=model_names(), metavar="NAME",
                         help=f"model family or variant: {', '.join(model_names())}")
     parser.add_argument("--out", required=True, help="run directory (rerunning the same command resumes it)")

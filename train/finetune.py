@@ -34,7 +34,7 @@ import json
 import math
 import os
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from tfrecord_tools import cli as common
 from train import cli
@@ -50,7 +50,7 @@ from models import losses
 from models.base import example_features, tag_loss
 from models.config import ModelConfig
 from tfrecord_tools import folds as folds_lib
-from tfrecord_tools import layout
+from tfrecord_tools import layout, provenance
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.reader import VideoDecoder
 from train import checkpointing
@@ -64,6 +64,7 @@ from train.curves import report_curves
 from train.loop import Trainer
 
 METRICS_FILE = layout.METRICS_FILE
+TAGS_FILE = "data_counts.json"  # cached pass over the training shards (records, md5s, tag coverage)
 
 
 # ---------------------------------------------------------------------- losses
@@ -187,6 +188,11 @@ def default_tag_list(folds_dir: str) -> str:
     return ""
 
 
+def _digest_or_none(run_dir: str) -> str | None:
+    record = provenance.read_run(run_dir)
+    return provenance.record_digest(record) if record else None
+
+
 def check_pretrained_model(pretrained: TrainConfig, model: ModelConfig, run: str) -> None:
     differences = config_differences(pretrained.model, model)
     if differences:
@@ -200,6 +206,16 @@ class FinetuneSetup:
     config: TrainConfig
     trainer: Trainer
     metrics: EpochMetrics
+    validate: Callable[[int, int], dict] | None = None  # the trainer's on_epoch_end
+
+    def train(self) -> dict:
+        """Run the trainer; when ``max_steps`` ends inside an epoch, validate the final model too, so
+        that the run has a score and a metrics.json (embed_all refuses runs without one)."""
+        self.trainer.run()
+        total, per_epoch = self.trainer.total_steps, self.trainer.steps_per_epoch
+        if self.validate is not None and not any(entry["step"] == total for entry in self.metrics.data["epochs"]):
+            self.validate(math.ceil(total / per_epoch), total)
+        return self.metrics.data
 
 
 def prepare_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy) -> FinetuneSetup:
@@ -210,9 +226,17 @@ def prepare_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.
     if not config.folds_dir:
         raise ValueError("finetuning needs folds_dir (--folds-dir DATA/folds)")
     chief = strategy_lib.is_chief(strategy)
+    info = folds_lib.read_folds_info(config.folds_dir)  # shards verified (size, records, md5)
     train_files, val_file = folds_lib.fold_files(config.folds_dir, config.fold)
-    info = folds_lib.read_folds_info(config.folds_dir)
     records = sum(entry["pairs"] for entry in info["folds"] if entry["fold"] != config.fold)
+    folds_now = provenance.folds_record(info, config.folds_dir)
+    recorded = provenance.read_run(run_dir) or {}
+    provenance.check_same_folds(
+        recorded.get("folds"), folds_now, f"the run {run_dir} (provenance.json)",
+        os.path.join(config.folds_dir, folds_lib.FOLDS_JSON),
+        "the folds were rewritten since this run started: resuming would train on validation pairs; finetune "
+        "into a new --out (or restore the old folds)")
+
     pretrained_final = None
     if config.pretrained:
         pretrain_config = load_config(config.pretrained)
@@ -239,7 +263,19 @@ def prepare_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.
         check_pretrained_model(pretrain_config, model_config, config.pretrained)
     config = config.replace(model=model_config, tag_list=os.path.abspath(tag_list) if tag_list else "")
     stage.check_resumable(config, run_dir)
+    tag_summary = data_lib.input_summary(train_files, tags, os.path.join(work_dir, stage.TAG_LIST), pairs=True,
+                                         cache_path=os.path.join(work_dir, TAGS_FILE))["tags"]
     stage.save_run_config(config, run_dir, strategy)
+    if chief:
+        provenance.write_run(run_dir, {
+            "stage": "finetune", "folds": folds_now, "fold": config.fold,
+            "validation_shard": {"file": info["folds"][config.fold]["file"],
+                                 "md5": info["folds"][config.fold]["md5"]},
+            "tag_list": provenance.tag_list_record(os.path.join(work_dir, stage.TAG_LIST), tags.size),
+            "tokenizer_sha256": provenance.tree_digest(os.path.join(work_dir, stage.TOKENIZER_DIR)),
+            "pretrained": ({"dir": config.pretrained, "provenance_sha256": _digest_or_none(config.pretrained)}
+                           if config.pretrained else None),
+            "tags": tag_summary})
 
     model = stage.build_stage_model(config, strategy)
     if pretrained_final:
@@ -275,15 +311,16 @@ def prepare_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.
         return {"val/spearman": spearman}
 
     trainer.on_epoch_end = on_epoch_end
-    return FinetuneSetup(config, trainer, metrics)
+    return FinetuneSetup(config, trainer, metrics, on_epoch_end)
 
 
 def run_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy | None = None) -> dict:
     """Finetune (or resume) one fold into ``run_dir``; returns the metrics.json content."""
     strategy = strategy or strategy_lib.make_strategy()
     run_dir = os.path.abspath(run_dir)
-    setup = prepare_finetune(config, run_dir, strategy)
-    setup.trainer.run()
+    with stage.run_lock(run_dir, "train.finetune", strategy):  # one writer per run directory
+        setup = prepare_finetune(config, run_dir, strategy)
+        setup.train()
     strategy_lib.remove_temporary(run_dir, strategy)
     return setup.metrics.data
 
@@ -297,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"finetune {args.model or setup.config.model.name} fold {setup.config.fold}: best val spearman "
               f"{best.get('val_spearman', float('nan'))} at epoch {best.get('epoch')} in {run_dir}")
         print(report_curves(run_dir))
+        print(stage.tag_summary_line(provenance.read_run(run_dir)))
     return 0
 
 

@@ -27,6 +27,7 @@ if __name__ == "__main__":  # --help and usage errors before TensorFlow is impor
 import tensorflow as tf
 
 from models.base import example_features
+from tfrecord_tools import provenance
 from tfrecord_tools.reader import VideoDecoder
 from train import data as data_lib
 from train import frame_stats
@@ -52,6 +53,10 @@ class PretrainSetup:
     trainer: Trainer
     stream: data_lib.TrainStream
 
+    def train(self) -> dict:
+        """Run the trainer; returns the last step's loss values."""
+        return self.trainer.run()
+
 
 def prepare_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy) -> PretrainSetup:
     """Everything before the first step: data, tags, tokenizer, config.json, model, trainer."""
@@ -65,14 +70,28 @@ def prepare_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.
     stage.check_tag_list(tag_list)
     work_dir = strategy_lib.write_dir(run_dir, strategy)  # where this worker may write
     os.makedirs(work_dir, exist_ok=True)
-    counts = data_lib.record_counts(files, os.path.join(work_dir, COUNTS_FILE))
     tags = stage.prepare_tags(tag_list, work_dir)
+    # Records per file, md5s, ids (checked, unique) and tag coverage: one pass, cached for reruns.
+    summary = data_lib.input_summary(files, tags, tag_list, cache_path=os.path.join(work_dir, COUNTS_FILE))
+    counts = summary["records"]
+    recorded = provenance.read_run(run_dir)
+    if recorded and recorded.get("data_files") and not provenance.same_contents(recorded["data_files"],
+                                                                                 summary["files"]):
+        raise provenance.ProvenanceError(run_dir, "the pretraining data changed since this run started ("
+                                         f"{_first_change(recorded['data_files'], summary['files'])}); resuming would "
+                                         "mix two data sets: use another --out, or delete the directory to start over")
     tokenizer = stage.prepare_tokenizer(config, work_dir, lambda: data_lib.stream_titles(
         files, include_asr=config.model.text_source != "title"))
     model_config = stage.with_tokenizer(config.model, tokenizer).replace(num_tags=tags.size)
     config = config.replace(model=model_config, tag_list=os.path.abspath(tag_list))
     stage.check_resumable(config, run_dir)
     stage.save_run_config(config, run_dir, strategy)
+    if strategy_lib.is_chief(strategy):
+        provenance.write_run(run_dir, {
+            "stage": "pretrain", "data_files": summary["files"],
+            "tag_list": provenance.tag_list_record(os.path.join(work_dir, stage.TAG_LIST), tags.size),
+            "tokenizer_sha256": provenance.tree_digest(os.path.join(work_dir, stage.TOKENIZER_DIR)),
+            "tags": summary["tags"]})
 
     model = stage.build_stage_model(config, strategy)
     if model_config.frame_normalization != "none":
@@ -93,12 +112,23 @@ def prepare_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.
     return PretrainSetup(config, trainer, stream)
 
 
+def _first_change(recorded: list, current: list) -> str:
+    if len(recorded) != len(current):
+        return f"{len(recorded)} files then, {len(current)} now"
+    for then, now in zip(recorded, current):
+        if (then["bytes"], then["md5"]) != (now["bytes"], now["md5"]):
+            return (f"{now['path']}: {now['bytes']} bytes md5 {now['md5'][:12]} now, {then['bytes']} bytes md5 "
+                    f"{then['md5'][:12]} when the run started")
+    return "same files"
+
+
 def run_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy | None = None) -> dict:
     """Pretrain (or resume) into ``run_dir``; returns the last step's loss values."""
     strategy = strategy or strategy_lib.make_strategy()
     run_dir = os.path.abspath(run_dir)
-    values = prepare_pretrain(config, run_dir, strategy).trainer.run()
-    strategy_lib.remove_temporary(run_dir, strategy)
+    with stage.run_lock(run_dir, "train.pretrain", strategy):  # a second writer of run_dir stops at once
+        values = prepare_pretrain(config, run_dir, strategy).trainer.run()
+        strategy_lib.remove_temporary(run_dir, strategy)
     return values
 
 
@@ -110,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pretrain {args.model or setup.config.model.name}: done in {run_dir}"
               + (f" (last loss {values['loss']:.4f})" if "loss" in values else ""))
         print(report_curves(run_dir))
+        print(stage.tag_summary_line(provenance.read_run(run_dir)))
     return 0
 
 

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Callable, Iterable
 
@@ -20,7 +21,7 @@ import tf_keras as keras
 from models.config import ModelConfig
 from models.registry import build_model
 from tfrecord_tools import cli as cli_common
-from tfrecord_tools import layout
+from tfrecord_tools import layout, locks
 from tfrecord_tools.tags import TagVocab
 from tfrecord_tools.tokenization import build_vocab, load_tokenizer
 from train import randomness
@@ -37,23 +38,27 @@ RESUMABLE_CHANGES = ("progress", "log_every_steps", "checkpoint_every_steps", "k
 
 
 # ---------------------------------------------------------------------- the entry points
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError)  # a bad command line or input: one line, exit 2
+# a bad command line or input, or a run directory another process writes: one line, exit 2
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, locks.LockedError)
 
 
 def command_line_run(prog: str, args, make_config: Callable, prepare: Callable):
     """What ``python -m train.pretrain`` / ``train.finetune`` do with their parsed ``args``: the
     config (``make_config(args)``), the strategy (TensorFlow's device log lines hidden unless
-    --verbose), ``prepare(config, run_dir, strategy)`` (a refused set-up leaves no new run
-    directory behind), the training run; returns ``(setup, values, run_dir, chief)``."""
+    --verbose), the run directory's writer lock (a second writer stops at once), ``prepare(config,
+    run_dir, strategy)`` (a refused set-up leaves no new run directory behind), ``setup.train()``;
+    returns ``(setup, values, run_dir, chief)``."""
     with cli_common.user_errors(prog, *USER_ERRORS):
         config = make_config(args)
     with cli_common.native_logs_hidden(args.verbose):
         strategy = strategy_lib.make_strategy()  # before any other TensorFlow op (multi-worker)
     run_dir = os.path.abspath(args.out)
-    with cli_common.user_errors(prog, *USER_ERRORS), cli_common.removed_on_error(run_dir):
-        setup = prepare(config, run_dir, strategy)
-    values = setup.trainer.run()
-    strategy_lib.remove_temporary(run_dir, strategy)
+    with contextlib.ExitStack() as held:
+        with cli_common.user_errors(prog, *USER_ERRORS), cli_common.removed_on_error(run_dir):
+            held.enter_context(run_lock(run_dir, prog, strategy))
+            setup = prepare(config, run_dir, strategy)
+        values = setup.train()
+        strategy_lib.remove_temporary(run_dir, strategy)
     return setup, values, run_dir, strategy_lib.is_chief(strategy)
 
 
@@ -96,6 +101,10 @@ def prepare_tags(tag_list: str, run_dir: str) -> TagVocab:
     check_tag_list(tag_list)
     vocab = TagVocab.from_file(tag_list)
     target = os.path.join(run_dir, TAG_LIST)
+    if os.path.abspath(tag_list) != os.path.abspath(target) and os.path.isfile(target):
+        if TagVocab.from_file(target) != vocab:  # a rerun must not swap the tag list under the checkpoints
+            raise ValueError(f"{tag_list}: differs from {target}, the tag list this run was started with; use "
+                             "another --out, or delete the directory to start over")
     if os.path.abspath(tag_list) != os.path.abspath(target):
         os.makedirs(run_dir, exist_ok=True)
         vocab.save(target)
@@ -130,3 +139,22 @@ def build_stage_model(config: TrainConfig, strategy):
     set_precision(config)
     with strategy.scope():
         return build_model(config.model)
+
+
+def tag_summary_line(record: dict | None) -> str:
+    """The run summary's line on tag coverage (from provenance.json's ``tags``)."""
+    tags = (record or {}).get("tags")
+    if not tags:
+        return "tags: coverage not recorded"
+    return (f"tags: {tags['tags_matched']} of {tags['tag_occurrences']} tag occurrences of the training videos in "
+            f"the tag list ({tags['coverage']:.1%}); {tags['tags_unmatched']} unmatched "
+            f"({tags['distinct_unmatched_tags']} distinct tags), {tags['videos_without_known_tag']} videos without "
+            "a known tag")
+
+
+def run_lock(run_dir: str, purpose: str, strategy):
+    """The run directory's writer lock (``tfrecord_tools.locks``), taken by the chief only: the
+    other workers of a cluster write their own temporary directories."""
+    if strategy_lib.is_chief(strategy):
+        return locks.locked(run_dir, purpose)
+    return contextlib.nullcontext()
