@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
-# the quick part of the suite (about a minute): everything not marked slow
+# the quick part of the suite: everything not marked slow (no training runs, no TensorFlow subprocesses)
 test-fast: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -m "not slow" tests

@@ -271,8 +271,9 @@ def check_provenance(models: list[str], folds: list[int], fold_dirs: dict, val_s
     tests = [(path, record["test_files"]) for path, record in records if record.get("test_files")]
     for path, files in tests[1:]:
         if not provenance.same_contents(tests[0][1], files):
-            describe = lambda entries: ", ".join(f"{f['path']} ({f['bytes']} bytes, md5 {f['md5'][:12]})"
-                                                 for f in entries)
+            def describe(entries):
+                return ", ".join(f"{f['path']} ({f['bytes']} bytes, md5 {f['md5'][:12]})" for f in entries)
+
             raise provenance.ProvenanceError(path, f"embeds the test files {describe(files)}, but {tests[0][0]} "
                                                    f"embeds {describe(tests[0][1])}: rerun infer.embed_all")
     if unrecorded:

@@ -102,7 +102,7 @@ def _embed_all(run_root: str, test_files: Sequence[str], models: Sequence[str] |
         shard = run_validation_shard(run_dir, config, provenance.read_run(run_dir))  # folds still the run's?
         shard_md5 = provenance.file_md5(shard)
 
-        def same_shard(record: dict) -> str | None:
+        def same_shard(record: dict, shard_md5: str = shard_md5) -> str | None:
             recorded = (record.get("validation_shard") or {}).get("md5")
             return None if recorded == shard_md5 else f"made from validation shard md5 {recorded}, now {shard_md5}"
 

@@ -60,7 +60,13 @@ SLOW_TESTS = {"test_two_replica_mirrored_training_in_a_subprocess", "test_reader
               "test_cli_writes_a_tiny_data_set", "test_cli_writes_a_complete_component_split",
               "test_fit_on_val_and_subprocess", "test_cli_validate_and_write", "test_trains_and_overfits_a_fixed_batch",
               "test_tag_skew_at_scale_follows_the_real_counts", "test_label_graph_from_the_real_file",
-              "test_missing_folds_json_is_one_line_exit_2_no_run_dir_and_no_native_logs"}
+              "test_missing_folds_json_is_one_line_exit_2_no_run_dir_and_no_native_logs",
+              # 10-120 s each on 2 busy cores (pytest --durations): a whole pipeline, mixed-precision
+              # training, per-fold baselines through their CLI, real EfficientNet weights, a 24-layer encoder
+              "test_video_files_to_result_zip", "test_mixed_precision_both_groups_skip_together_and_keep_one_loss_scale",
+              "test_cli_writes_per_fold_baselines_scored_by_ensemble_final",
+              "test_weights_file_gives_the_features_of_those_weights",
+              "test_bert_large_shape_config_and_a_24_layer_checkpoint"}
 
 
 def pytest_collection_modifyitems(config, items):

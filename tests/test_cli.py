@@ -70,7 +70,9 @@ def test_list_keys_and_refused_data_keys():
     assert listing.returncode == 0, listing.stderr
     rows = {line.split()[0]: line for line in listing.stdout.splitlines()[1:]}
     assert listing.stdout.splitlines()[0].split() == ["key", "type", "default", "help"]
-    assert {"batch_size", "lr_text", "finetune_losses", "model.text_num_layers", "model.tag_loss"} <= set(rows)
+    assert {"batch_size", "lr_text", "finetune_losses", "steps_per_loop", "model.text.num_layers",
+            "model.tags.kind", "model.frames.normalization"} <= set(rows)
+    assert "(flat: model.text_num_layers)" in rows["model.text.num_layers"]
     assert rows["batch_size"].split()[1:4] == ["an", "integer", "32"] and "GLOBAL batch" in rows["batch_size"]
     assert "not overridable: set from the run's tag list" in rows["model.num_tags"]
     refused = _run("-m", "train.finetune", "--model", "uniter", "--folds-dir", "x", "--fold", "0", "--out", "y",

@@ -10,6 +10,7 @@ import os
 import pathlib
 import re
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -267,7 +268,6 @@ def test_a_tag_list_sharing_no_tag_with_the_data_is_an_error(synthetic_data, tmp
 # ------------------------------------------------------------------------------ locks
 def _hold_lock(directory) -> "subprocess.Popen":
     """A separate process holding ``directory``'s lock until it is killed."""
-    import subprocess
     import sys
 
     process = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom tfrecord_tools.locks import "

@@ -4,7 +4,6 @@ as the scorer, and the smaller defects (label.tsv encoding and digits, tag ids, 
 Each test failed on the code before issue 10 (exit 0 or a traceback instead of the error named)."""
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 import zipfile

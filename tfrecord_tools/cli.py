@@ -128,9 +128,18 @@ def native_logs_hidden(verbose: bool = False) -> Iterator[None]:
 
 
 def set_verbose(verbose: bool) -> None:
-    """``--verbose``: TensorFlow's C++ logging from level 0 (must run before TensorFlow is imported)."""
+    """Log levels of TensorFlow's C++ code and of transformers (before either is imported).
+
+    ``--verbose``: TensorFlow from level 0. Otherwise the packages' level 2 becomes 3 (its
+    E-level lines too, e.g. "oneDNN supports DT_HALF only ..."; a real failure still surfaces as a
+    Python exception) and transformers' advice (its deprecation of TF classes) is not printed.
+    """
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        return
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "2":
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def import_tensorflow(verbose: bool = False):
@@ -142,14 +151,20 @@ def import_tensorflow(verbose: bool = False):
     return tf
 
 
-def early_parse(make_parser: Callable[[], argparse.ArgumentParser],
-                argv: Sequence[str] | None = None) -> argparse.Namespace:
+def early_parse(make_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str] | None = None,
+                check: Callable[[argparse.Namespace], object] | None = None) -> argparse.Namespace:
     """Parse the command line before the entry module imports TensorFlow; then import it quietly.
 
     Called as ``if __name__ == "__main__": early_parse(build_parser)`` above the module's heavy
     imports: ``--help`` and usage errors exit here within a second, and TensorFlow's import-time
-    log lines are hidden unless ``--verbose``. ``main`` parses the same arguments again.
+    log lines are hidden unless ``--verbose``. ``check(args)`` (no TensorFlow either, e.g. building
+    the run's config) may raise ValueError / FileNotFoundError: one line, exit 2, just as fast.
+    ``main`` parses the same arguments again.
     """
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if check is not None:
+        with user_errors(parser.prog, ValueError, TypeError, FileNotFoundError):
+            check(args)
     import_tensorflow(getattr(args, "verbose", False))
     return args

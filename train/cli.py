@@ -53,6 +53,7 @@ def _field_help(cls: type) -> dict[str, str]:
     that heads its group."""
     helps: dict[str, str] = {}
     section = ""
+    summary = (cls.__doc__ or "").strip().split("\n")[0].rstrip(".")  # a section's docstring, else
     for line in inspect.getsource(cls).splitlines():
         stripped = line.strip()
         if stripped.startswith("#"):
@@ -60,7 +61,7 @@ def _field_help(cls: type) -> dict[str, str]:
             continue
         match = re.match(r"(\w+): [^=]+=.*?(?:#\s*(.*))?$", stripped)
         if match:
-            helps[match.group(1)] = (match.group(2) or section).strip()
+            helps[match.group(1)] = (match.group(2) or section or summary).strip()
         elif not stripped:
             section = ""
     return helps
@@ -175,6 +176,11 @@ def pretrain_config(args: argparse.Namespace) -> TrainConfig:
     return config
 
 
+def check_finetune_args(args: argparse.Namespace) -> None:
+    """`finetune_config` without the recipe: the command line's mistakes, before TensorFlow."""
+    finetune_config(args, recipe=False)
+
+
 def with_recipe(config: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
     """``config`` with its family's published finetune recipe (e.g. single_stream: rank targets +
     MSE), then ``overrides``, so that what the user writes on the command line wins."""
@@ -182,8 +188,9 @@ def with_recipe(config: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
     return apply_overrides(config, [*recipe, *overrides])
 
 
-def finetune_config(args: argparse.Namespace) -> TrainConfig:
-    """A replayed ``--config`` keeps its own loss settings; otherwise the family's recipe applies."""
+def finetune_config(args: argparse.Namespace, recipe: bool = True) -> TrainConfig:
+    """A replayed ``--config`` keeps its own loss settings; otherwise the family's recipe applies
+    (``recipe=False``: not looked up, which would import the family and TensorFlow)."""
     changes: dict[str, Any] = {}
     if args.folds_dir:
         changes["folds_dir"] = os.path.abspath(args.folds_dir)
@@ -205,7 +212,8 @@ def finetune_config(args: argparse.Namespace) -> TrainConfig:
             base = resolve_model_config(args.model, load_config(args.pretrained).model)
         else:
             base = base_model_config(args.model, args.preset)
-        config = with_recipe(TrainConfig(model=base, stage="finetune", **changes), args.overrides)
+        config = TrainConfig(model=base, stage="finetune", **changes)
+        config = with_recipe(config, args.overrides) if recipe else apply_overrides(config, args.overrides)
     if not config.folds_dir:
         raise ValueError("--folds-dir is required (the fold shards written by write_tfrecord.py)")
     return config

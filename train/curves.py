@@ -82,7 +82,8 @@ def plot_training_curves(run_dir: str, out: str | None = None) -> str | None:
         axis.legend(fontsize=7, loc="best")
         axis.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("step")
-    figure.suptitle(os.path.basename(os.path.normpath(run_dir)), fontsize=10)
+    parts = os.path.normpath(os.path.abspath(run_dir)).split(os.sep)
+    figure.suptitle("/".join(parts[-3:]), fontsize=10)  # e.g. finetune/uniter/fold_00
     figure.tight_layout()
     path = out or os.path.join(run_dir, CURVES_PNG)
     with atomic_path(path) as tmp:

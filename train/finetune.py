@@ -29,7 +29,6 @@ vocabulary is built from the training titles and the tag list is ``tag_list`` (d
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -41,7 +40,7 @@ from tfrecord_tools import cli as common
 from train import cli
 
 if __name__ == "__main__":  # --help and usage errors before TensorFlow is imported (quietly) below
-    common.early_parse(cli.finetune_parser)
+    common.early_parse(cli.finetune_parser, check=cli.check_finetune_args)
 
 import numpy as np
 import scipy.stats
@@ -51,7 +50,7 @@ from models import losses
 from models.base import example_features, tag_loss
 from models.config import ModelConfig
 from tfrecord_tools import folds as folds_lib
-from tfrecord_tools import layout, locks, provenance
+from tfrecord_tools import layout, provenance
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.reader import VideoDecoder
 from train import checkpointing
@@ -327,23 +326,12 @@ def run_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Stra
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    prog = "python -m train.finetune"
     args = cli.finetune_parser().parse_args(argv)
-    with common.user_errors(prog, ValueError, TypeError, FileNotFoundError):
-        config = cli.finetune_config(args)
-    with common.native_logs_hidden(args.verbose):
-        strategy = strategy_lib.make_strategy()  # before any other TensorFlow op (multi-worker)
-    run_dir = os.path.abspath(args.out)
-    with contextlib.ExitStack() as held:
-        with common.user_errors(prog, ValueError, TypeError, FileNotFoundError, locks.LockedError), \
-                common.removed_on_error(run_dir):
-            held.enter_context(stage.run_lock(run_dir, prog, strategy))  # a second writer stops at once
-            setup = prepare_finetune(config, run_dir, strategy)
-        setup.train()
-        strategy_lib.remove_temporary(run_dir, strategy)
-    if strategy_lib.is_chief(strategy):
+    setup, _, run_dir, chief = stage.command_line_run("python -m train.finetune", args, cli.finetune_config,
+                                                      prepare_finetune)
+    if chief:
         best = setup.metrics.data.get("best") or {}
-        print(f"finetune {args.model or config.model.name} fold {config.fold}: best val spearman "
+        print(f"finetune {args.model or setup.config.model.name} fold {setup.config.fold}: best val spearman "
               f"{best.get('val_spearman', float('nan'))} at epoch {best.get('epoch')} in {run_dir}")
         print(report_curves(run_dir))
         print(stage.tag_summary_line(provenance.read_run(run_dir)))

@@ -13,7 +13,6 @@ from the training titles. Tags: ``tag_list`` (default ``DATA/tag_list.txt``).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import sys
@@ -23,12 +22,12 @@ from tfrecord_tools import cli as common
 from train import cli
 
 if __name__ == "__main__":  # --help and usage errors before TensorFlow is imported (quietly) below
-    common.early_parse(cli.pretrain_parser)
+    common.early_parse(cli.pretrain_parser, check=cli.pretrain_config)
 
 import tensorflow as tf
 
 from models.base import example_features
-from tfrecord_tools import locks, provenance
+from tfrecord_tools import provenance
 from tfrecord_tools.reader import VideoDecoder
 from train import data as data_lib
 from train import frame_stats
@@ -53,6 +52,10 @@ class PretrainSetup:
     config: TrainConfig
     trainer: Trainer
     stream: data_lib.TrainStream
+
+    def train(self) -> dict:
+        """Run the trainer; returns the last step's loss values."""
+        return self.trainer.run()
 
 
 def prepare_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy) -> PretrainSetup:
@@ -130,22 +133,11 @@ def run_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.Stra
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    prog = "python -m train.pretrain"
     args = cli.pretrain_parser().parse_args(argv)
-    with common.user_errors(prog, ValueError, TypeError, FileNotFoundError):
-        config = cli.pretrain_config(args)
-    with common.native_logs_hidden(args.verbose):
-        strategy = strategy_lib.make_strategy()  # before any other TensorFlow op (multi-worker)
-    run_dir = os.path.abspath(args.out)
-    with contextlib.ExitStack() as held:
-        with common.user_errors(prog, ValueError, TypeError, FileNotFoundError, locks.LockedError), \
-                common.removed_on_error(run_dir):
-            held.enter_context(stage.run_lock(run_dir, prog, strategy))  # a second writer stops at once
-            setup = prepare_pretrain(config, run_dir, strategy)
-        values = setup.trainer.run()
-        strategy_lib.remove_temporary(run_dir, strategy)
-    if strategy_lib.is_chief(strategy):
-        print(f"pretrain {args.model or config.model.name}: done in {run_dir}"
+    setup, values, run_dir, chief = stage.command_line_run("python -m train.pretrain", args, cli.pretrain_config,
+                                                           prepare_pretrain)
+    if chief:
+        print(f"pretrain {args.model or setup.config.model.name}: done in {run_dir}"
               + (f" (last loss {values['loss']:.4f})" if "loss" in values else ""))
         print(report_curves(run_dir))
         print(stage.tag_summary_line(provenance.read_run(run_dir)))

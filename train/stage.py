@@ -20,6 +20,7 @@ import tf_keras as keras
 
 from models.config import ModelConfig
 from models.registry import build_model
+from tfrecord_tools import cli as cli_common
 from tfrecord_tools import layout, locks
 from tfrecord_tools.tags import TagVocab
 from tfrecord_tools.tokenization import build_vocab, load_tokenizer
@@ -34,6 +35,31 @@ TAG_LIST = layout.TAG_LIST
 # Fields that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = ("progress", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "eval_batch_size",
                      "steps_per_loop")
+
+
+# ---------------------------------------------------------------------- the entry points
+# a bad command line or input, or a run directory another process writes: one line, exit 2
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, locks.LockedError)
+
+
+def command_line_run(prog: str, args, make_config: Callable, prepare: Callable):
+    """What ``python -m train.pretrain`` / ``train.finetune`` do with their parsed ``args``: the
+    config (``make_config(args)``), the strategy (TensorFlow's device log lines hidden unless
+    --verbose), the run directory's writer lock (a second writer stops at once), ``prepare(config,
+    run_dir, strategy)`` (a refused set-up leaves no new run directory behind), ``setup.train()``;
+    returns ``(setup, values, run_dir, chief)``."""
+    with cli_common.user_errors(prog, *USER_ERRORS):
+        config = make_config(args)
+    with cli_common.native_logs_hidden(args.verbose):
+        strategy = strategy_lib.make_strategy()  # before any other TensorFlow op (multi-worker)
+    run_dir = os.path.abspath(args.out)
+    with contextlib.ExitStack() as held:
+        with cli_common.user_errors(prog, *USER_ERRORS), cli_common.removed_on_error(run_dir):
+            held.enter_context(run_lock(run_dir, prog, strategy))
+            setup = prepare(config, run_dir, strategy)
+        values = setup.train()
+        strategy_lib.remove_temporary(run_dir, strategy)
+    return setup, values, run_dir, strategy_lib.is_chief(strategy)
 
 
 # ---------------------------------------------------------------------- tokenizer and tags

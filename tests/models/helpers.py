@@ -144,15 +144,20 @@ class FamilyHarness:
         assert np.mean(total[-3:]) < 0.6 * total[0], f"loss did not fall: {total}"
 
     def check_variable_groups(self) -> None:
-        text = self.model.text_encoder_variables()
-        rest = self.model.other_trainable_variables()
-        assert text and rest
-        text_refs, rest_refs = {v.ref() for v in text}, {v.ref() for v in rest}
-        assert not text_refs & rest_refs
-        assert text_refs | rest_refs == {v.ref() for v in self.model.trainable_variables}
-        assert len(text) == len(self.model.text_encoder.hf_model.trainable_variables)
+        check_variable_groups(self.model)
         # build_model created every variable: training added none
         assert {v.ref() for v in self.model.variables} == self.built_variables
+
+
+def check_variable_groups(model) -> None:
+    """The text encoder's variables and the rest partition the trainable variables."""
+    text = model.text_encoder_variables()
+    rest = model.other_trainable_variables()
+    assert text and rest
+    text_refs, rest_refs = {v.ref() for v in text}, {v.ref() for v in rest}
+    assert not text_refs & rest_refs
+    assert text_refs | rest_refs == {v.ref() for v in model.trainable_variables}
+    assert len(text) == len(model.text_encoder.hf_model.trainable_variables)
 
 def check_padding_ignored(model, features: Mapping[str, tf.Tensor],
                           keys=("embedding", "tag_logits"), atol: float = 1e-5) -> None:

@@ -14,7 +14,8 @@ import tf_keras as keras
 from models import registry
 from models.base import example_features
 from models.config import LEGACY_KEYS, ModelConfig
-from tests.models.helpers import assert_same_outputs, check_padding_ignored, make_train_step
+from tests.models.helpers import (assert_same_outputs, check_padding_ignored, check_variable_groups,
+                                  make_train_step)
 from tests.models.toy_family import ToyMeanPoolModel
 
 registry.register("toy_mean_pool")(ToyMeanPoolModel)  # a new family: its module and this line
@@ -86,15 +87,10 @@ def test_padding_is_ignored(built):
 
 
 def test_text_encoder_variables_are_a_separate_group(built):
-    text = built.model.text_encoder_variables()
-    rest = built.model.other_trainable_variables()
-    assert text and rest
-    text_refs, rest_refs = {v.ref() for v in text}, {v.ref() for v in rest}
-    assert not text_refs & rest_refs
-    assert text_refs | rest_refs == {v.ref() for v in built.model.trainable_variables}
-    assert len(text) == len(built.model.text_encoder.hf_model.trainable_variables)
+    check_variable_groups(built.model)
 
 
+@pytest.mark.slow  # tracing a distributed train step takes 10-60 s a family on 2 cores
 def test_one_train_step_and_checkpoint_round_trip(built, tmp_path):
     before = [v.numpy().copy() for v in built.model.trainable_variables]
     losses = {key: float(value) for key, value in built.step(built.features).items()}
