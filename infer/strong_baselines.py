@@ -285,10 +285,14 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
         return pair_spearman(x, q, c, s)
 
     def choose_k(whitener: Whitener, x: np.ndarray, grid: Sequence[int], name: str) -> np.ndarray:
+        """Whitened with the best k, zero-padded to the grid's largest k: every fold's vectors have
+        the same width and share the leading (fold-independent PCA) coordinates, so test embeddings
+        of different folds can be averaged."""
         grid = sorted({min(k, whitener.vectors.shape[1]) for k in grid})
         k, _ = _best({k: k for k in grid}, lambda k: score(whitener(x, k)))
         choices[f"{name}_components"] = k
-        return whitener(x, k)
+        white = whitener(x, k)
+        return np.pad(white, ((0, 0), (0, max(grid) - white.shape[1])))
 
     frame = choose_k(table.frame_whitener, table.mean_frame, config.frame_components, "frame")
     title = choose_k(table.title_whitener, table.title, config.text_components, "title")
@@ -300,8 +304,7 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
     grid = {(a, b): (a, b) for a in config.text_weights for b in config.text_weights}
     (a, b), _ = _best(grid, lambda ab: score(np.concatenate([parts[0], ab[0] * parts[1], ab[1] * parts[2]], 1)))
     choices["title_weight"], choices["asr_weight"] = a, b
-    combined = np.concatenate([parts[0], a * parts[1], b * parts[2]], axis=1)
-    combined = combined[:, np.abs(combined).sum(axis=0) > 0]  # drop the columns of a zero weight
+    combined = np.concatenate([parts[0], a * parts[1], b * parts[2]], axis=1)  # fixed width in every fold
     out["combined"] = combined
 
     weights, steps = train_linear_metric(combined, q, c, s, config)

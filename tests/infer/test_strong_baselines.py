@@ -139,3 +139,16 @@ def test_cli_refuses_folds_of_another_label_file(synthetic_data, folds_dir, tmp_
     (data / "pairwise" / "label.tsv").write_text("\n".join(lines[:-5]) + "\n")
     assert cli.main(["--data", str(data), "--folds-dir", str(folds_dir), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "written from another label file" in capsys.readouterr().err
+
+
+def test_every_fold_gives_the_same_width(synthetic_data, folds_dir, tmp_path):
+    """Fold averaging of test embeddings needs one width per baseline whatever each fold chose."""
+    from infer.embeddings_io import load_embedding_set
+
+    out = tmp_path / "b"
+    config = sb.BaselineConfig(frame_components=(2, 64), text_components=(2, 16), metric_steps=20)
+    cli.write_strong_baselines(str(synthetic_data), str(folds_dir), str(out), folds=[0, 1, 2], config=config,
+                               progress=False)
+    for name in sb.BASELINES:
+        widths = {load_embedding_set(out / name / f"fold_{f:02d}" / "test.npz").dim for f in range(3)}
+        assert len(widths) == 1, (name, widths)
