@@ -5,7 +5,7 @@ Usage::
     python ensemble_final.py --run RUN [--models a,b,c] [--weights a=1,b=0.5 | --weights-file w.json]
         [--rule svd|weighted|mean] [--fit-on test|val] [--dim 256] [--seed 0]
         [--labels DATA/pairwise/label.tsv] [--folds-dir DATA/folds] [--test-ids ids.txt|test.npz]
-        [--out RUN/result.zip] [--synth-meta DATA/synth_meta.json] [--png [PATH]]
+        [--out RUN/result.zip] [--synth-meta DATA/synth_meta.json] [--png [PATH]] [--export DIR]
 
 Input layout (written by ``infer/embed.py``; see ``infer/embeddings_io.py`` for the file format)::
 
@@ -349,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="raw-baseline .npz files (python -m infer.baselines) to score on the same pairs")
     parser.add_argument("--partial-folds", action="store_true",
                         help="accept embeddings of only some folds (out-of-fold Spearman over their pairs only)")
+    parser.add_argument("--export", help="also write the whole ensemble as one SavedModel here (ensemble/export.py)")
     parser.add_argument("--png", nargs="?", const="", default=None,
                         help="also draw the table (default path RUN/ensemble_report.png)")
     args = parser.parse_args(argv)
@@ -361,6 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                               test_ids_path=args.test_ids, out=args.out,
                               synth_meta=args.synth_meta, png=png, user_weights=weights is not None,
                               partial_folds=args.partial_folds, baselines=args.baselines)
+        if args.export:
+            from ensemble.export import export_ensemble
+
+            exported = export_ensemble(report, args.export, overwrite=True)
     except (DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -368,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = report["result"]
     print(f"\nwrote {result['path']} ({result['num_ids']} ids x {result['dim']} dims, validated) and "
           f"{os.path.join(args.run, 'ensemble_report.json')}")
+    if args.export:
+        print(f"exported the ensemble ({len(exported['members'])} member runs, dim {exported['dim']}) -> {args.export}")
     return 0
 
 
