@@ -14,6 +14,7 @@ import tf_keras as keras
 
 from models.base import VideoSimModel, example_features
 from models.baseline import BaselineModel
+from models.clip import ClipModel
 from models.config import ModelConfig
 from models.cross_modal import CrossModalModel
 from models.dual_tower import DualTowerModel
@@ -30,6 +31,7 @@ MODELS: dict[str, type[VideoSimModel]] = {
     "dual_tower": DualTowerModel,
     "frame_diff": FrameDiffModel,
     "cross_modal": CrossModalModel,
+    "clip": ClipModel,
 }
 
 # The six models of the 618 ensemble. "mix_roformer" takes its title vector from RoFormer.
