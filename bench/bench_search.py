@@ -2,7 +2,7 @@
 
     python -m bench.bench_search [--n 1000000] [--dim 256] [--queries 1000] [--threads 2] [--out bench/out/search.json]
 
-Vectors: ``n`` L2-normalised 256-d vectors drawn around 20,000 cluster centres (noise 1.5x the centre scale per dimension) (a clustered
+Vectors: ``n`` L2-normalised 256-d vectors drawn around 20,000 cluster centres (``--noise``: per-dimension noise in units of the centres' scale) (a clustered
 collection like real embeddings, where approximate indexes are harder than on uniform noise), plus
 ``queries`` held-out vectors of the same distribution. The truth is the flat (exact) index's top 10;
 each approximate index reports recall@10 against it at several search settings. Built through
@@ -24,13 +24,14 @@ import time
 import numpy as np
 
 
-def clustered_unit_vectors(n: int, dim: int, centres: int, seed: int, chunk: int = 100_000) -> np.ndarray:
+def clustered_unit_vectors(n: int, dim: int, centres: int, seed: int, noise: float = 1.5,
+                           chunk: int = 100_000) -> np.ndarray:
     rng = np.random.default_rng(seed)
     means = rng.standard_normal((centres, dim)).astype(np.float32)
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
-        block = means[rng.integers(0, centres, m)] + 1.5 * rng.standard_normal((m, dim)).astype(np.float32)
+        block = means[rng.integers(0, centres, m)] + noise * rng.standard_normal((m, dim)).astype(np.float32)
         out[start:start + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
 
@@ -45,6 +46,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--centres", type=int, default=20_000)
+    parser.add_argument("--noise", type=float, default=1.5,
+                        help="per-dimension noise around a centre, in units of the centres' scale (higher: "
+                             "less clustered, harder for approximate indexes)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kinds", default="flat,ivf,ivfpq,hnsw")
     parser.add_argument("--out", default="bench/out/search.json")
@@ -57,7 +61,7 @@ def main(argv=None) -> int:
 
     faiss.omp_set_num_threads(args.threads)
     started = time.perf_counter()
-    data = clustered_unit_vectors(args.n + args.queries, args.dim, args.centres, seed=0)
+    data = clustered_unit_vectors(args.n + args.queries, args.dim, args.centres, seed=0, noise=args.noise)
     base, queries = data[:args.n], np.ascontiguousarray(data[args.n:])
     ids = np.char.add("v", np.arange(args.n).astype(str))
     print(f"{args.n} x {args.dim} vectors ({base.nbytes / 2**20:.0f} MiB) in {time.perf_counter() - started:.1f}s; "
@@ -101,7 +105,8 @@ def main(argv=None) -> int:
             del index
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as handle:
-        json.dump({"n": args.n, "dim": args.dim, "queries": args.queries, "threads": args.threads, "rows": rows},
+        json.dump({"n": args.n, "dim": args.dim, "queries": args.queries, "threads": args.threads,
+                   "noise": args.noise, "centres": args.centres, "rows": rows},
                   handle, indent=2)
     print("\n| index | build params | search | build | index size | ms/query | recall@10 vs flat |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
