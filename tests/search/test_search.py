@@ -237,3 +237,19 @@ def test_query_vectors_of_another_dimension_or_model(tmp_path, npz):
     encoder.check_index(load_index(tmp_path / "m"))  # same model: fine
     with pytest.raises(SearchError, match="not a video tower aligned with text"):
         encoder.check_index(load_index(tmp_path / "m"), for_text=True)
+
+
+@pytest.mark.parametrize("kind, params", [("ivf", {"nlist": 8, "nprobe": 8}), ("hnsw", {})])
+def test_dedup_on_approximate_indexes_finds_the_planted_copies(tmp_path, kind, params):
+    from search.dedup import dedup_groups
+    from search.store import build_index, load_index
+    from search.vectors import memory_vectors
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(300, 32)).astype(np.float32)
+    vectors = np.concatenate([base, base[:20] + 0.01 * rng.normal(size=(20, 32)).astype(np.float32)])
+    ids = np.array([f"i{i}" for i in range(len(vectors))])
+    build_index(memory_vectors(ids, vectors), tmp_path / kind, kind, params)
+    groups = dedup_groups(load_index(tmp_path / kind), 0.95)
+    assert groups["edges"] == 20 and (groups["group_size"] > 1).sum() == 40
+    assert (groups["group"][:20] == groups["group"][300:]).all()
