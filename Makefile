@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-fast install bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,13 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
+
+# the quick part of the suite: everything not marked slow (no training runs, no TensorFlow subprocesses)
+test-fast: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -m "not slow" tests
 
 demo: $(STAMP)
 	sh demo.sh
@@ -27,6 +33,7 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_scale
 	$(PY) -m bench.bench_faults
 	$(PY) -m bench.bench_search --n 1000000
+	$(PY) -m bench.bench_ingest
 
 clean:
 	rm -rf $(VENV) demo_data demo_runs

@@ -6,11 +6,21 @@
 #
 # DATA    demo data directory (default: demo_data; generated once, then reused)
 # RUN     run directory (default: demo_runs; rerunning resumes / skips finished work)
-# MODELS  models (default: uniter cross_modal single_stream)
-# FOLDS   folds to finetune (default: 0 1 2 of the 11)
+# MODELS  models (default: uniter cross_modal)
+# FOLDS   folds to finetune (default: 0 1 of the 11)
 # PRESET  model size preset (default: small)
+# WORLD   synthetic world of tfrecord_tools.synth (default: demo; see --world there)
+# RECIPE  key=value overrides for pretraining (model.* keys reach the finetune through the pretrain
+#         run's config); default: the robust recipe (title + ASR tokens, standardised frames, a
+#         frozen whitened mean-frame path); RECIPE=" " runs the published recipes unchanged
 # PYTHON  interpreter (default: .venv/bin/python if it exists, else python)
 set -eu
+case "${1:-}" in  # settings are environment variables; --help prints the header above
+    "") ;;
+    -h|--help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+    *) echo "$(basename "$0"): error: unexpected argument '$1' (settings are environment variables; see --help)" >&2
+       exit 2 ;;
+esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$HERE"
 if [ -z "${PYTHON:-}" ]; then
@@ -19,26 +29,30 @@ fi
 export PYTHON
 DATA=${DATA:-demo_data}
 RUN=${RUN:-demo_runs}
-MODELS=${MODELS:-"uniter cross_modal single_stream"}
-FOLDS=${FOLDS:-"0 1 2"}
+MODELS=${MODELS:-"uniter cross_modal"}
+FOLDS=${FOLDS:-"0 1"}
 PRESET=${PRESET:-small}
+WORLD=${WORLD:-demo}
+RECIPE=${RECIPE:-"model.text_source=title+asr model.title_len=64 model.frame_normalization=standardize model.frame_path_rank=48"}
 export DATA RUN MODELS FOLDS PRESET
 start=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
 
-step "synthetic demo data -> $DATA"
-[ -f "$DATA/synth_meta.json" ] || "$PYTHON" -m tfrecord_tools.synth --out "$DATA" --preset demo --seed 0
+step "synthetic $WORLD data -> $DATA"
+if [ "$WORLD" = demo ]; then world_args=""; else world_args="--world $WORLD"; fi
+[ -f "$DATA/synth_meta.json" ] || "$PYTHON" -m tfrecord_tools.synth --out "$DATA" --size demo --seed 0 $world_args
 
 step "11 fold shards -> $DATA/folds"
 [ -f "$DATA/folds/folds.json" ] || "$PYTHON" write_tfrecord.py --data "$DATA" --out "$DATA/folds" --folds 11 --seed 42
 
-step "raw baselines (mean-frame cosine, title TF-IDF) -> $RUN/baselines"
-[ -f "$RUN/baselines/title_tfidf.npz" ] || "$PYTHON" -m infer.baselines --data "$DATA" --out "$RUN/baselines" --quiet
+step "strong baselines (whitened mean frame, title/ASR LSA, combined, linear metric) on folds $FOLDS -> $RUN/baselines"
+[ -f "$RUN/baselines/choices.json" ] || "$PYTHON" -m infer.baselines --data "$DATA" --folds-dir "$DATA/folds" \
+    --out "$RUN/baselines" --folds $FOLDS --quiet
 
 # The demo's text encoders start from random weights (no downloaded checkpoint), so they learn
 # with the same rate as the rest instead of the 3e-5 meant for a pretrained BERT.
 step "pretrain $MODELS ($PRESET)"
-EXTRA="epochs=2 lr_text=5e-4 progress=false" sh pretrain_all.sh
+EXTRA="epochs=2 lr_text=5e-4 progress=false $RECIPE" sh pretrain_all.sh
 
 step "finetune $MODELS on folds $FOLDS"
 EXTRA="epochs=3 lr_text=2e-4 progress=false" sh finetune_all.sh
@@ -47,7 +61,9 @@ step "embed the test set and the validation pairs"
 sh infer_all.sh
 
 step "ensemble -> $RUN/result.zip"
-"$PYTHON" ensemble_final.py --run "$RUN" --labels "$DATA/pairwise/label.tsv" --folds-dir "$DATA/folds" \
-    --partial-folds --synth-meta "$DATA/synth_meta.json" --baselines "$RUN/baselines/mean_frame.npz" \
-    "$RUN/baselines/title_tfidf.npz" --png "$RUN/ensemble_report.png"
+# the linear-metric baseline joins the learned models as an ensemble member (it sees what they miss)
+members="$(echo $MODELS | tr ' ' ','),baseline:linear_metric"
+"$PYTHON" ensemble_final.py --run "$RUN" --models "$members" --labels "$DATA/pairwise/label.tsv" --folds-dir "$DATA/folds" \
+    --partial-folds --synth-meta "$DATA/synth_meta.json" --baselines-dir "$RUN/baselines" \
+    --png "$RUN/ensemble_report.png"
 step "done"

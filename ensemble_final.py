@@ -39,10 +39,10 @@ the default) or on all folds' validation embeddings stacked (``--fit-on val``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
-import re
 import sys
 from typing import Sequence
 
@@ -52,18 +52,20 @@ from tqdm import tqdm
 from ensemble.fold_average import FoldAverager
 from ensemble.report import ReportRow, format_table, plot_table
 from ensemble.rules import DEFAULT_DIM, RULES, apply_rule, concat_scaled
-from infer.embeddings_io import EmbeddingSet, load_embedding_set, save_embeddings
+from infer.embeddings_io import EmbeddingSet, load_embedding_set, read_provenance, save_embeddings
 from infer.evaluate import out_of_fold_spearman, pairs_by_fold, per_fold_spearman, spearman
 from infer.submission import MAX_DIM, read_id_list, write_result
+from tfrecord_tools import cli, layout, locks, provenance
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.errors import DataError
 from tfrecord_tools.labels import Labels, read_labels
 
-FOLD_DIR = re.compile(r"^fold_(\d+)$")
-TEST_FILE = "test.npz"
-VAL_FILE = "val.npz"
-FOLDS_JSON = "folds.json"  # written by write_tfrecord.py (tfrecord_tools.folds)
-FOLDS_FORMAT = "videosim-fold-shards"
+FOLD_DIR = layout.FOLD_DIR
+TEST_FILE = layout.TEST_EMBEDDINGS
+VAL_FILE = layout.VAL_EMBEDDINGS
+FOLDS_JSON = layout.FOLDS_JSON  # written by write_tfrecord.py (tfrecord_tools.folds)
+FOLDS_FORMAT = layout.FOLDS_FORMAT
+BASELINE_MEMBER = "baseline:"  # --models baseline:linear_metric takes a strong baseline as a member
 
 
 def discover_folds(model_dir: str) -> dict[int, str]:
@@ -140,7 +142,7 @@ def parse_weights(text: str | None, path: str | None) -> dict[str, float] | None
 
 def choose_models(run: str, models_arg: str | None, weights: dict[str, float] | None) -> tuple[list[str], list[float]]:
     """Models and their weights: --models, else the weights' keys, else every model found."""
-    embeddings_dir = os.path.join(run, "embeddings")
+    embeddings_dir = os.path.join(run, layout.EMBEDDINGS_DIR)
     if models_arg:
         models = [m.strip() for m in models_arg.split(",") if m.strip()]
     elif weights:
@@ -190,6 +192,17 @@ def check_label_coverage(labels: Labels, oof_pairs: Labels, partial: bool = Fals
                                            f"{key[0]}/{key[1]}: label {expected[key]} vs {found[key]}")
 
 
+def _read_folds_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            info = json.load(handle)
+    except (OSError, ValueError, RecursionError) as error:
+        raise DataError(path, None, f"cannot read the fold description ({error})") from None
+    if not isinstance(info, dict) or info.get("format") != FOLDS_FORMAT or not isinstance(info.get("folds"), list):
+        raise DataError(path, None, f"not a fold-shard description (expected format {FOLDS_FORMAT!r})")
+    return info
+
+
 def check_folds_json(folds_dir: str, val_sets: dict[int, EmbeddingSet], partial: bool = False) -> None:
     """The folds in the embeddings must be the fold shards' (``folds.json`` of write_tfrecord.py):
     same fold numbers (with ``partial``: some of them), and each fold's val.npz holding as many
@@ -198,14 +211,11 @@ def check_folds_json(folds_dir: str, val_sets: dict[int, EmbeddingSet], partial:
     Read as plain JSON: importing tfrecord_tools.folds would pull in TensorFlow.
     """
     path = os.path.join(folds_dir, FOLDS_JSON)
+    info = _read_folds_json(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            info = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise DataError(path, None, f"cannot read the fold description ({error})") from None
-    if not isinstance(info, dict) or info.get("format") != FOLDS_FORMAT or not isinstance(info.get("folds"), list):
-        raise DataError(path, None, f"not a fold-shard description (expected format {FOLDS_FORMAT!r})")
-    shard_pairs = {int(entry["fold"]): int(entry["pairs"]) for entry in info["folds"]}
+        shard_pairs = {int(entry["fold"]): int(entry["pairs"]) for entry in info["folds"]}
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(path, None, f"a fold entry lacks a valid 'fold' or 'pairs' ({error!r})") from None
     mismatch = (not set(val_sets) <= set(shard_pairs)) if partial else sorted(shard_pairs) != sorted(val_sets)
     if mismatch:
         raise DataError(path, None, f"folds {sorted(shard_pairs)} but the embeddings have folds {sorted(val_sets)}")
@@ -213,6 +223,83 @@ def check_folds_json(folds_dir: str, val_sets: dict[int, EmbeddingSet], partial:
         if len(fold_set.pairs) != shard_pairs[fold]:
             raise DataError(fold_set.name, None, f"{len(fold_set.pairs)} validation pairs, but fold {fold}'s shard "
                                                  f"holds {shard_pairs[fold]} ({path})")
+
+
+def check_provenance(models: list[str], folds: list[int], fold_dirs: dict, val_sets: dict,
+                     folds_dir: str | None = None) -> dict:
+    """Every embedding file of the ensemble must come from the same fold assignment, tag list and
+    test files, and each fold's test.npz and val.npz from the same checkpoint (``provenance``
+    records written by infer.embed / embed_all); with ``folds_dir`` its folds.json must be that
+    assignment too. A mismatch is a ProvenanceError naming both files. Files without a record
+    (written before issue 10) are listed under ``unrecorded`` and skipped.
+    """
+    records: list[tuple[str, dict]] = []
+    unrecorded: list[str] = []
+    for model in models:
+        for fold in folds:
+            val = val_sets[model][fold]
+            test_path = os.path.join(fold_dirs[model][fold], TEST_FILE)
+            test = read_provenance(test_path)
+            for path, record in ((val.name, val.provenance), (test_path, test)):
+                if record is None:
+                    unrecorded.append(path)
+                    continue
+                if record.get("fold") is not None and record["fold"] != fold:
+                    raise provenance.ProvenanceError(path, f"made by the run of fold {record['fold']} "
+                                                           f"({record.get('run')}), but it sits in fold_{fold:02d}")
+                records.append((path, record))
+            if val.provenance and test and val.provenance.get("checkpoint_md5") != test.get("checkpoint_md5"):
+                raise provenance.ProvenanceError(test_path, f"made from checkpoint {test.get('checkpoint')}, but "
+                                                            f"{val.name} from {val.provenance.get('checkpoint')}: "
+                                                            "rerun infer.embed_all")
+    with_folds = [(path, record) for path, record in records if record.get("folds")]
+    for path, record in with_folds[1:]:
+        provenance.check_same_folds(with_folds[0][1]["folds"], record["folds"], with_folds[0][0], path,
+                                    "an ensemble cannot mix runs of different fold splits (its out-of-fold "
+                                    "score would be wrong)")
+    if folds_dir and with_folds:
+        json_path = os.path.join(folds_dir, FOLDS_JSON)
+        provenance.check_same_folds(with_folds[0][1]["folds"], provenance.folds_record(_read_folds_json(json_path),
+                                                                                       folds_dir),
+                                    with_folds[0][0], json_path, "the embeddings were made with other folds")
+    tag_lists = [(path, record["tag_list_md5"]) for path, record in records if record.get("tag_list_md5")]
+    for path, value in tag_lists[1:]:
+        if value != tag_lists[0][1]:
+            raise provenance.ProvenanceError(path, f"made by a run with the tag list md5 {value}, but {tag_lists[0][0]} "
+                                                   f"with {tag_lists[0][1]}: an ensemble must not mix runs of different "
+                                                   "tag lists")
+    tests = [(path, record["test_files"]) for path, record in records if record.get("test_files")]
+    for path, files in tests[1:]:
+        if not provenance.same_contents(tests[0][1], files):
+            def describe(entries):
+                return ", ".join(f"{f['path']} ({f['bytes']} bytes, md5 {f['md5'][:12]})" for f in entries)
+
+            raise provenance.ProvenanceError(path, f"embeds the test files {describe(files)}, but {tests[0][0]} "
+                                                   f"embeds {describe(tests[0][1])}: rerun infer.embed_all")
+    if unrecorded:
+        print(f"warning: {len(unrecorded)} embedding file(s) record no provenance (written before issue 10), e.g. "
+              f"{unrecorded[0]}: their folds, tag list and test set are not checked", file=sys.stderr)
+    return {"checked_files": len(records), "unrecorded": unrecorded,
+            "folds": provenance.describe_folds(with_folds[0][1]["folds"]) if with_folds else None,
+            "test_files": tests[0][1] if tests else None}
+def fold_baseline_rows(baselines_dir: str, reference: dict[int, EmbeddingSet], oof_pairs: Labels,
+                       pair_folds: np.ndarray) -> list[ReportRow]:
+    """Rows for the per-fold baselines of ``python -m infer.baselines`` (one directory each, laid out
+    like a model's embeddings), scored out of fold on the models' folds and pairs."""
+    rows = []
+    for name in discover_models(baselines_dir):
+        fold_dirs = discover_folds(os.path.join(baselines_dir, name))
+        missing = sorted(set(reference) - set(fold_dirs))
+        if missing:
+            raise DataError(os.path.join(baselines_dir, name), None,
+                            f"baseline has no fold(s) {missing} of the models (rerun infer.baselines with --folds)")
+        sets = {fold: load_embedding_set(os.path.join(fold_dirs[fold], VAL_FILE)) for fold in reference}
+        for fold in reference:
+            check_same_pairs(reference[fold], sets[fold])
+        per_fold = per_fold_spearman(sets)
+        rows.append(ReportRow(f"baseline: {name}", "baseline", out_of_fold_spearman(sets, oof_pairs, pair_folds),
+                              float(np.mean(list(per_fold.values()))), None, len(sets), len(oof_pairs)))
+    return rows
 
 
 def read_oracle(path: str | None) -> float | None:
@@ -232,7 +319,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
                  folds_dir: str | None = None, test_ids_path: str | None = None, out: str | None = None,
                  synth_meta: str | None = None,
                  png: str | None = None, user_weights: bool = True, partial_folds: bool = False,
-                 baselines: Sequence[str] = ()) -> dict:
+                 baselines: Sequence[str] = (), baselines_dir: str | None = None) -> dict:
     """Everything the CLI does; returns the report dict (also written to RUN/ensemble_report.json)."""
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose from {sorted(RULES)}")
@@ -240,16 +327,25 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         raise ValueError(f"--fit-on must be 'test' or 'val', got {fit_on!r}")
     if not 1 <= dim <= MAX_DIM:
         raise ValueError(f"--dim must be in 1..{MAX_DIM} (the submission limit), got {dim}")
-    out = out or os.path.join(run, "result.zip")
+    out = out or os.path.join(run, layout.RESULT_ZIP)
     oracle = read_oracle(synth_meta)  # inputs that can fail are read before the long work
     expected = set(read_id_list(test_ids_path).tolist()) if test_ids_path else None
     rule_weights = weights if (rule != "mean" or user_weights) else None
-    embeddings_dir = os.path.join(run, "embeddings")
-    fold_dirs = {model: discover_folds(os.path.join(embeddings_dir, model)) for model in models}
+    embeddings_dir = os.path.join(run, layout.EMBEDDINGS_DIR)
+
+    def member_dir(model: str) -> str:
+        """RUN/embeddings/<model>, or for ``baseline:NAME`` members the strong baseline's directory."""
+        if model.startswith(BASELINE_MEMBER):
+            if not baselines_dir:
+                raise DataError(model, None, "a baseline member needs --baselines-dir")
+            return os.path.join(baselines_dir, model[len(BASELINE_MEMBER):])
+        return os.path.join(embeddings_dir, model)
+
+    fold_dirs = {model: discover_folds(member_dir(model)) for model in models}
     folds = sorted(fold_dirs[models[0]])
     for model in models[1:]:
         if sorted(fold_dirs[model]) != folds:
-            raise DataError(os.path.join(embeddings_dir, model), None,
+            raise DataError(member_dir(model), None,
                             f"folds {sorted(fold_dirs[model])} differ from {folds} of model {models[0]}")
 
     # Validation embeddings (small: the fold's validation videos) stay in memory.
@@ -258,6 +354,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
     for fold in folds:
         for model in models[1:]:
             check_same_pairs(val_sets[models[0]][fold], val_sets[model][fold])
+    provenance_summary = check_provenance(models, folds, fold_dirs, val_sets, folds_dir)
     oof_pairs, pair_folds = pairs_by_fold(val_sets[models[0]])
     if folds_dir:
         check_folds_json(folds_dir, val_sets[models[0]], partial_folds)
@@ -278,7 +375,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         del test_sets, fold_fit
     averages = {model: averagers[model].result() for model in models}
     for model in models:
-        save_embeddings(os.path.join(embeddings_dir, model, "avg", TEST_FILE), averages[model].ids,
+        save_embeddings(os.path.join(member_dir(model), layout.AVERAGE_DIR, TEST_FILE), averages[model].ids,
                         averages[model].embeddings)
 
     rows = []
@@ -304,6 +401,8 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         name = os.path.splitext(os.path.basename(path))[0]
         rows.append(ReportRow(f"baseline: {name}", "baseline", spearman(baseline, oof_pairs), None, None,
                               None, len(oof_pairs)))
+    if baselines_dir:
+        rows.extend(fold_baseline_rows(baselines_dir, val_sets[models[0]], oof_pairs, pair_folds))
     if oracle is not None:
         rows.append(ReportRow("oracle (synthetic truth)", "oracle", oracle))
 
@@ -320,8 +419,9 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         "fit_on": fit_on if rule == "svd" else None, "dim": dim, "seed": seed, "folds": folds,
         "num_pairs": len(oof_pairs), "rows": [row.to_dict() for row in rows],
         "oracle_spearman": oracle, "result": summary, "table": format_table(rows, markdown=True),
+        "provenance": provenance_summary,
     }
-    write_text_atomic(os.path.join(run, "ensemble_report.json"), json.dumps(report, indent=2, ensure_ascii=False))
+    write_text_atomic(os.path.join(run, layout.ENSEMBLE_REPORT), json.dumps(report, indent=2, ensure_ascii=False))
     if png:
         plot_table(rows, png)
     report["text_table"] = format_table(rows)
@@ -329,10 +429,11 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ensemble_final.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.Parser(prog="ensemble_final.py", description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run directory holding embeddings/<model>/fold_XX/")
-    parser.add_argument("--models", help="comma-separated model names (default: the weighted ones, else all)")
+    parser.add_argument("--models", help="comma-separated model names (default: the weighted ones, else all); "
+                                         "baseline:NAME adds a strong baseline of --baselines-dir as a member")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--weights", help="model=weight,... (default 1 each)")
     group.add_argument("--weights-file", help="JSON object {model: weight}")
@@ -347,6 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--synth-meta", help="synth_meta.json with the oracle Spearman")
     parser.add_argument("--baselines", nargs="*", default=(),
                         help="raw-baseline .npz files (python -m infer.baselines) to score on the same pairs")
+    parser.add_argument("--baselines-dir", help="per-fold baselines (python -m infer.baselines --out DIR) to score "
+                                                "out of fold on the same pairs")
     parser.add_argument("--partial-folds", action="store_true",
                         help="accept embeddings of only some folds (out-of-fold Spearman over their pairs only)")
     parser.add_argument("--export", help="also write the whole ensemble as one SavedModel here (ensemble/export.py)")
@@ -356,23 +459,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         weights = parse_weights(args.weights, args.weights_file)
         models, model_weights = choose_models(args.run, args.models, weights)
-        png = None if args.png is None else (args.png or os.path.join(args.run, "ensemble_report.png"))
-        report = run_ensemble(args.run, models, model_weights, rule=args.rule, fit_on=args.fit_on, dim=args.dim,
-                              seed=args.seed, labels_path=args.labels, folds_dir=args.folds_dir,
-                              test_ids_path=args.test_ids, out=args.out,
-                              synth_meta=args.synth_meta, png=png, user_weights=weights is not None,
-                              partial_folds=args.partial_folds, baselines=args.baselines)
+        png = None if args.png is None else (args.png or os.path.join(args.run, layout.ENSEMBLE_PNG))
+        embeddings_dir = os.path.join(args.run, layout.EMBEDDINGS_DIR)
+        lock = locks.locked(embeddings_dir, "ensemble_final.py") if os.path.isdir(embeddings_dir) else contextlib.nullcontext()
+        with lock:  # not while infer.embed_all (or another ensemble) writes the same embeddings
+            report = run_ensemble(args.run, models, model_weights, rule=args.rule, fit_on=args.fit_on, dim=args.dim,
+                                  seed=args.seed, labels_path=args.labels, folds_dir=args.folds_dir,
+                                  test_ids_path=args.test_ids, out=args.out,
+                                  synth_meta=args.synth_meta, png=png, user_weights=weights is not None,
+                                  partial_folds=args.partial_folds, baselines=args.baselines,
+                                  baselines_dir=args.baselines_dir)
         if args.export:
             from ensemble.export import export_ensemble
 
             exported = export_ensemble(report, args.export, overwrite=True)
-    except (DataError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except (DataError, ValueError, locks.LockedError) as error:
+        return cli.report_error("ensemble_final.py", error)
     print(report["text_table"])
     result = report["result"]
     print(f"\nwrote {result['path']} ({result['num_ids']} ids x {result['dim']} dims, validated) and "
-          f"{os.path.join(args.run, 'ensemble_report.json')}")
+          f"{os.path.join(args.run, layout.ENSEMBLE_REPORT)}")
     if args.export:
         print(f"exported the ensemble ({len(exported['members'])} member runs, dim {exported['dim']}) -> {args.export}")
     return 0

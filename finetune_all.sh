@@ -9,11 +9,17 @@
 # MODELS     models to finetune (default: the six ensemble variants)
 # FOLDS      folds to run (default: every fold of FOLDS_DIR/folds.json)
 # PRESET     model size preset for models without a pretrain run (default: full)
-# EXTRA      key=value overrides passed to every run (see train/config.py)
+# EXTRA      key=value overrides passed to every run (list them: python -m train.finetune --list-keys)
 # PYTHON     interpreter (default: .venv/bin/python if it exists, else python)
 # A model with a finished pretrain run (RUN/pretrain/<model>/final) starts from it (--pretrained).
 # Rerunning resumes unfinished runs from their last checkpoint.
 set -euf  # -f: no globbing, EXTRA may hold "*" (mse+0.5*kl)
+case "${1:-}" in  # settings are environment variables; --help prints the header above
+    "") ;;
+    -h|--help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+    *) echo "$(basename "$0"): error: unexpected argument '$1' (settings are environment variables; see --help)" >&2
+       exit 2 ;;
+esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 if [ -z "${PYTHON:-}" ]; then
     if [ -x "$HERE/.venv/bin/python" ]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python; fi

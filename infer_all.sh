@@ -12,6 +12,12 @@
 # PYTHON   interpreter (default: .venv/bin/python if it exists, else python)
 # Existing outputs are kept (pass EXTRA=--overwrite to recompute); files are written atomically.
 set -eu
+case "${1:-}" in  # settings are environment variables; --help prints the header above
+    "") ;;
+    -h|--help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+    *) echo "$(basename "$0"): error: unexpected argument '$1' (settings are environment variables; see --help)" >&2
+       exit 2 ;;
+esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 if [ -z "${PYTHON:-}" ]; then
     if [ -x "$HERE/.venv/bin/python" ]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python; fi

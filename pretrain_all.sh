@@ -8,10 +8,16 @@
 # RUN     run directory (default: runs)
 # MODELS  models to pretrain (default: the six ensemble variants)
 # PRESET  model size preset tiny|small|full|large (default: full)
-# EXTRA   key=value overrides passed to every run (see train/config.py)
+# EXTRA   key=value overrides passed to every run (list them: python -m train.pretrain --list-keys)
 # PYTHON  interpreter (default: .venv/bin/python if it exists, else python)
 # Rerunning resumes unfinished runs from their last checkpoint; finished runs are left as they are.
 set -euf  # -f: no globbing, EXTRA may hold "*" (mse+0.5*kl)
+case "${1:-}" in  # settings are environment variables; --help prints the header above
+    "") ;;
+    -h|--help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+    *) echo "$(basename "$0"): error: unexpected argument '$1' (settings are environment variables; see --help)" >&2
+       exit 2 ;;
+esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 if [ -z "${PYTHON:-}" ]; then
     if [ -x "$HERE/.venv/bin/python" ]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python; fi

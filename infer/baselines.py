@@ -1,70 +1,145 @@
-"""Raw baselines scored like the models: mean-frame cosine and title TF-IDF cosine.
+"""Untrained and linear baselines, scored like the models: the floor a learned model must clear.
 
-No training: each pairwise video's embedding is its mean (sampled, unpadded) frame feature, or the
-character 1-2-gram TF-IDF of its title (reduced by LSA to 256 dims). They tell how much of the
-similarity a model gets for free from one raw modality; a learned model must beat both.
+    python -m infer.baselines --data DATA --folds-dir DATA/folds --out RUN/baselines [--folds 0 1 2]
 
-    python -m infer.baselines --data DATA --out RUN/embeddings/baselines
+reads every video of ``DATA`` (pointwise and test videos only for unsupervised statistics: mean,
+covariance, TF-IDF, LSA; no labels) and, for each fold, writes one directory per baseline in the
+layout of a model's embeddings::
 
-writes ``mean_frame.npz`` and ``title_tfidf.npz`` (ids + embeddings) for every video of
-``DATA/pairwise/*.tfrecords``; ``ensemble_final.py --baselines DIR/*.npz`` scores them on the same
-out-of-fold pairs as the models.
+    RUN/baselines/<baseline>/fold_XX/val.npz    the fold's validation-pair videos (+ its pairs)
+    RUN/baselines/<baseline>/fold_XX/test.npz   every test video
+    RUN/baselines/choices.json                  what each fold chose (components, weights, steps)
+
+Every choice that looks at labels (PCA components, modality weights, the linear metric) is made on
+the fold's training pairs only. ``ensemble_final.py --baselines-dir RUN/baselines`` scores them out
+of fold next to the models. See `infer.strong_baselines` for the baselines themselves.
 """
 from __future__ import annotations
 
-import argparse
+import glob
+import json
 import os
 import sys
-from typing import Sequence
+from typing import Iterator, Sequence
+
+from infer import cli
+from tfrecord_tools import cli as common
+
+if __name__ == "__main__":  # --help and usage errors before TensorFlow is imported (quietly) below
+    common.early_parse(cli.baselines_parser)
 
 import numpy as np
 from tqdm import tqdm
 
 from infer.embeddings_io import save_embeddings
-from infer.evaluate import mean_frame_baseline, title_tfidf_baseline
+from infer.strong_baselines import BASELINES, BaselineConfig, MomentAccumulator, build_table, fold_baselines
 from tfrecord_tools import schema
+from tfrecord_tools.ids import UniqueIds
+from tfrecord_tools.atomic import write_text_atomic
+from tfrecord_tools.errors import DataError
+from tfrecord_tools.labels import Labels, read_labels
 from tfrecord_tools.reader import read_raw_videos, sample_frame_indices
 
-BASELINES = ("mean_frame", "title_tfidf")
+CHOICES_FILE = "choices.json"
 
 
-def raw_modalities(files: Sequence[str], max_frames: int = schema.MAX_FRAMES, progress: bool = True):
-    """(id -> mean of the officially sampled frames, id -> title) of every video in ``files``."""
-    mean_frames: dict[str, np.ndarray] = {}
-    titles: dict[str, str] = {}
-    for path in files:
-        for video in tqdm(read_raw_videos(path, schema.RecordKind.PAIRWISE), desc=os.path.basename(path),
-                          unit="video", disable=not progress):
-            frames = np.asarray(video["frames"], dtype=np.float32)
-            mean_frames[video["id"]] = frames[sample_frame_indices(len(frames), max_frames)].mean(axis=0)
-            titles[video["id"]] = video["title"]
-    return mean_frames, titles
+def summarise(path: str, kind: schema.RecordKind, progress: bool, max_frames: int = schema.MAX_FRAMES
+              ) -> Iterator[dict]:
+    """id, mean of the officially sampled frames, title and ASR of every video in ``path``."""
+    for video in tqdm(read_raw_videos(path, kind), desc=os.path.basename(path), unit="video",
+                      disable=not progress, file=sys.stderr):
+        frames = np.asarray(video["frames"], dtype=np.float32)
+        yield {"id": video["id"], "mean_frame": frames[sample_frame_indices(len(frames), max_frames)].mean(axis=0),
+               "title": video["title"], "asr_text": video["asr_text"]}
 
 
-def write_baselines(files: Sequence[str], out_dir: str, progress: bool = True) -> list[str]:
-    """Write ``mean_frame.npz`` and ``title_tfidf.npz`` under ``out_dir``; returns their paths."""
-    mean_frames, titles = raw_modalities(files, progress=progress)
-    paths = []
-    for name, embedding_set in (("mean_frame", mean_frame_baseline(mean_frames)),
-                                ("title_tfidf", title_tfidf_baseline(titles))):
-        path = os.path.join(out_dir, f"{name}.npz")
-        save_embeddings(path, embedding_set.ids, embedding_set.embeddings)
-        paths.append(path)
-    return paths
+def data_files(data_dir: str) -> dict[str, list[str]]:
+    files = {name: sorted(glob.glob(os.path.join(glob.escape(data_dir), name, "*.tfrecords")))
+             for name in ("pairwise", "test_a", "pointwise")}
+    if not files["pairwise"]:
+        raise DataError(os.path.join(data_dir, "pairwise"), None, "no .tfrecords files")
+    return files
+
+
+def fold_assignment(labels: Labels, folds_dir: str) -> tuple[np.ndarray, dict]:
+    """The fold of every label line, as write_tfrecord.py assigned it (checked against folds.json)."""
+    from tfrecord_tools import folds as folds_lib
+
+    info = folds_lib.read_folds_info(folds_dir)
+    assigned = folds_lib.assign_folds(labels, info["num_folds"], info["seed"], info["split"])
+    expected = {int(entry["fold"]): int(entry["pairs"]) for entry in info["folds"]}
+    found = {fold: int((assigned == fold).sum()) for fold in expected}
+    if found != expected:
+        raise DataError(os.path.join(folds_dir, folds_lib.FOLDS_JSON), None,
+                        f"pairs per fold {expected} differ from the assignment of {labels.path} ({found}): "
+                        "the shards were written from another label file")
+    return assigned, info
+
+
+def subset(labels: Labels, keep: np.ndarray) -> Labels:
+    return Labels(labels.path, labels.query[keep], labels.candidate[keep], labels.score[keep])
+
+
+def write_strong_baselines(data_dir: str, folds_dir: str, out_dir: str, folds: Sequence[int] | None = None,
+                           config: BaselineConfig = BaselineConfig(), progress: bool = True) -> dict:
+    """Compute every baseline for ``folds`` (default: all) and write them; returns the choices."""
+    files = data_files(data_dir)
+    labels = read_labels(os.path.join(data_dir, "pairwise", "label.tsv"))
+    from tfrecord_tools.folds import shard_order
+
+    assigned, info = fold_assignment(labels, folds_dir)
+    num_folds = info["num_folds"]
+    folds = list(range(num_folds)) if folds is None else [int(f) for f in folds]
+    bad = [f for f in folds if not 0 <= f < num_folds]
+    if bad:
+        raise ValueError(f"folds {bad} outside 0..{num_folds - 1}")
+
+    moments = MomentAccumulator(schema.FRAME_DIM)
+    scored: dict[str, dict] = {}
+    test_ids: list[str] = []
+    seen = UniqueIds()  # an id twice would keep one of its videos: refused, naming both records
+    for kind, name in ((schema.RecordKind.PAIRWISE, "pairwise"), (schema.RecordKind.TEST, "test_a")):
+        for path in files[name]:
+            for index, video in enumerate(summarise(path, kind, progress)):
+                seen.add(video["id"], path, index)
+                scored[video["id"]] = video
+                moments.add(video["mean_frame"])
+                if name == "test_a":
+                    test_ids.append(video["id"])
+
+    def unlabelled():
+        for path in files["pointwise"]:
+            for video in summarise(path, schema.RecordKind.POINTWISE, progress):
+                moments.add(video["mean_frame"])
+                yield video
+
+    table = build_table(scored, unlabelled(), config, moments)
+    choices = {"config": config.to_dict(), "folds": {}}
+    for fold in tqdm(folds, desc="baseline folds", unit="fold", disable=not progress, file=sys.stderr):
+        # validation pairs in the order of the fold's shard, as a model's val.npz holds them
+        train, val = subset(labels, assigned != fold), subset(labels, shard_order(assigned, fold, info["seed"]))
+        result = fold_baselines(table, train, config)
+        choices["folds"][str(fold)] = result.choices
+        val_ids = sorted(set(val.query.tolist()) | set(val.candidate.tolist()))
+        val_rows, test_rows = table.rows(val_ids), table.rows(test_ids)
+        for name in BASELINES:
+            matrix = result.embeddings[name].astype(np.float32)
+            fold_dir = os.path.join(out_dir, name, f"fold_{fold:02d}")
+            save_embeddings(os.path.join(fold_dir, "val.npz"), val_ids, matrix[val_rows], pairs=val)
+            if test_ids:
+                save_embeddings(os.path.join(fold_dir, "test.npz"), test_ids, matrix[test_rows])
+    os.makedirs(out_dir, exist_ok=True)
+    write_text_atomic(os.path.join(out_dir, CHOICES_FILE), json.dumps(choices, indent=2) + "\n")
+    return choices
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer.baselines", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="data directory (pairwise/*.tfrecords)")
-    parser.add_argument("--out", required=True, help="output directory for mean_frame.npz and title_tfidf.npz")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    pairwise = os.path.join(args.data, "pairwise")
-    files = sorted(os.path.join(pairwise, name) for name in os.listdir(pairwise) if name.endswith(".tfrecords"))
-    if not files:
-        raise FileNotFoundError(f"{pairwise}: no .tfrecords files")
-    for path in write_baselines(files, args.out, not args.quiet):
-        print(f"wrote {path}")
+    args = cli.baselines_parser().parse_args(argv)
+    try:
+        choices = write_strong_baselines(args.data, args.folds_dir, args.out, args.folds, progress=not args.quiet)
+    except (DataError, ValueError, FileNotFoundError) as error:
+        return common.report_error("python -m infer.baselines", error)
+    print(f"wrote {', '.join(BASELINES)} for folds {sorted(int(f) for f in choices['folds'])} under {args.out}")
     return 0
 
 

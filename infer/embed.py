@@ -15,11 +15,16 @@ Embeddings are float32 and not normalised (the evaluation and ensembling L2-norm
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
 from typing import Sequence
+
+from infer import cli
+from tfrecord_tools import cli as common
+
+if __name__ == "__main__":  # --help and usage errors before TensorFlow is imported (quietly) below
+    common.early_parse(cli.embed_parser)
 
 import numpy as np
 import tensorflow as tf
@@ -28,14 +33,14 @@ from tqdm import tqdm
 from infer.embeddings_io import make_pairs, save_embeddings
 from models.registry import build_model
 from tfrecord_tools import folds as folds_lib
-from tfrecord_tools import reader, schema
+from tfrecord_tools import layout, provenance, reader, schema
 from tfrecord_tools.errors import DataError
 from tfrecord_tools.tokenization import load_tokenizer
 from train import checkpointing, stage
 from train.config import TrainConfig, load_config
 from train.data import numeric_features
 
-CHECKPOINTS = ("best", "final")
+CHECKPOINTS = cli.CHECKPOINTS
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -47,6 +52,7 @@ class LoadedRun:
     model: object
     decoder: reader.VideoDecoder
     checkpoint: str
+    run_provenance: dict | None = None  # RUN/provenance.json (None: a run from before it was recorded)
 
     def embed_batch(self, features: dict) -> np.ndarray:
         return self._embed(numeric_features(features)).numpy()
@@ -78,12 +84,50 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedRun:
     keras.mixed_precision.set_global_policy(keras_policy)
     model = build_model(config.model)
     directory = os.path.join(run_dir, checkpoint)
-    if checkpoint == "best" and tf.train.latest_checkpoint(directory) is None:
+    if checkpoint == layout.BEST_DIR and tf.train.latest_checkpoint(directory) is None:
         directory = os.path.join(run_dir, checkpointing.FINAL_DIR)
     path = checkpointing.restore_model(model, directory)
     decoder = reader.VideoDecoder(tokenizer=tokenizer, tag_vocab=None, frame_dim=config.model.frame_dim,
-                                  max_frames=config.model.max_frames, title_len=config.model.title_len)
-    return LoadedRun(run_dir, config, model, decoder, path)
+                                  max_frames=config.model.max_frames, title_len=config.model.title_len,
+                                  text_source=config.model.text_source)
+    return LoadedRun(run_dir, config, model, decoder, path, provenance.read_run(run_dir))
+
+
+def checkpoint_of(run_dir: str, checkpoint: str = "best") -> str:
+    """The checkpoint ``load_run`` restores (``best`` falls back to ``final``), without building the model."""
+    found = tf.train.latest_checkpoint(os.path.join(run_dir, checkpoint))
+    if found is None and checkpoint == "best":
+        found = tf.train.latest_checkpoint(os.path.join(run_dir, checkpointing.FINAL_DIR))
+    if found is None:
+        raise FileNotFoundError(f"{run_dir}: no {checkpoint}/ or final/ checkpoint")
+    return found
+
+
+def run_identity(run_dir: str, checkpoint_path: str) -> dict:
+    """What embeddings of a run are made from: the run, its checkpoint (md5 of the .index file: the
+    weights' identity), its provenance record's digest, folds, tag list and tokenizer."""
+    record = provenance.read_run(run_dir) or {}
+    index_file = checkpoint_path + ".index"
+    tag_list = os.path.join(run_dir, stage.TAG_LIST)
+    return {
+        "run": os.path.abspath(run_dir),
+        "checkpoint": os.path.abspath(checkpoint_path),
+        "checkpoint_md5": provenance.file_md5(index_file) if os.path.isfile(index_file) else None,
+        "run_provenance_sha256": provenance.record_digest(record) if record else None,
+        "folds": record.get("folds"),
+        "fold": record.get("fold"),
+        "tag_list_md5": provenance.file_md5(tag_list) if os.path.isfile(tag_list) else None,
+        "tokenizer_sha256": provenance.tree_digest(os.path.join(run_dir, stage.TOKENIZER_DIR)),
+    }
+
+
+def provenance_of_test(run: LoadedRun, files: Sequence[str]) -> dict:
+    return {**run_identity(run.run_dir, run.checkpoint), "kind": "test", "test_files": provenance.fingerprints(files)}
+
+
+def provenance_of_val(run: LoadedRun, shard: str) -> dict:
+    return {**run_identity(run.run_dir, run.checkpoint), "kind": "val",
+            "validation_shard": {"file": os.path.basename(shard), "md5": provenance.file_md5(shard)}}
 
 
 def _count(files: Sequence[str]) -> int | None:
@@ -100,17 +144,24 @@ def embed_videos(run: LoadedRun, files: Sequence[str] | str, kind: schema.Record
     for path in files:  # an empty shard is a failed copy, not "no test videos in this file"
         if os.path.isfile(path) and os.path.getsize(path) == 0:
             raise DataError(os.fspath(path), None, "empty file: it holds no records (an empty shard)")
+    # Every id checked (empty, whitespace, control characters, not UTF-8) and unique across the
+    # files before anything is embedded: an id names one row of the embeddings and of result.json.
+    expected_ids = reader.scan_video_ids(files)
     dataset = reader.read_videos(files, schema.RecordKind(kind), run.decoder, batch_size)
     ids: list[np.ndarray] = []
     chunks: list[np.ndarray] = []
-    with tqdm(total=_count(files), unit="video", desc="embed", disable=not progress) as bar:
+    with tqdm(total=len(expected_ids), unit="video", desc="embed", disable=not progress) as bar:
         for batch in reader.iterate_checked(dataset):
             ids.append(batch[schema.KEY_ID].numpy().astype(str))
             chunks.append(run.embed_batch(batch))
             bar.update(len(ids[-1]))
     if not chunks:
         raise ValueError(f"{', '.join(map(str, files))}: no records to embed")
-    return np.concatenate(ids), np.concatenate(chunks).astype(np.float32)
+    ids_found = np.concatenate(ids)
+    if sorted(ids_found.tolist()) != sorted(expected_ids):  # the files changed while they were read
+        raise DataError(", ".join(map(str, files)), None, "the video ids read while embedding differ from the ids "
+                                                          "scanned just before (did a file change meanwhile?)")
+    return ids_found, np.concatenate(chunks).astype(np.float32)
 
 
 def embed_pair_shard(run: LoadedRun, shard: str, batch_size: int = 64, progress: bool = True):
@@ -137,35 +188,43 @@ def embed_pair_shard(run: LoadedRun, shard: str, batch_size: int = 64, progress:
     return ids, matrix, make_pairs(query, candidate, score, shard)
 
 
-def validation_shard(run: LoadedRun) -> str:
-    """The validation shard of a finetune run (its folds_dir and fold)."""
-    config = run.config
+def run_validation_shard(run_dir: str, config: TrainConfig, record: dict | None) -> str:
+    """The validation shard of a finetune run, after checking that its folds are the ones it was
+    trained on (``provenance.json``): a rewritten fold set would score training pairs as validation."""
     if config.stage != "finetune" or not config.folds_dir:
-        raise ValueError(f"{run.run_dir}: not a finetune run (no folds_dir in its config.json)")
+        raise ValueError(f"{run_dir}: not a finetune run (no folds_dir in its config.json)")
+    info = folds_lib.read_folds_info(config.folds_dir)
+    recorded = (record or {}).get("folds")
+    if recorded is None:
+        print(f"warning: {run_dir} records no fold assignment (provenance.json, written since issue 10): its "
+              f"folds cannot be checked against {config.folds_dir}", file=sys.stderr)
+    provenance.check_same_folds(
+        recorded, provenance.folds_record(info, config.folds_dir), f"the run {run_dir} (provenance.json)",
+        os.path.join(config.folds_dir, folds_lib.FOLDS_JSON),
+        "the folds were rewritten after this run was trained: its training pairs would be scored as validation "
+        "pairs; embed with the folds it was trained on, or finetune again")
     return folds_lib.fold_files(config.folds_dir, config.fold)[1]
 
 
+def validation_shard(run: LoadedRun) -> str:
+    """The validation shard of a finetune run (its folds_dir and fold), checked against its provenance."""
+    return run_validation_shard(run.run_dir, run.config, run.run_provenance)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer.embed", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="run directory (config.json, tokenizer/, best/ or final/)")
-    parser.add_argument("--out", required=True, help="output .npz (ids, embeddings[, pairs])")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--records", nargs="+", help="record files (or globs) to embed")
-    source.add_argument("--val-shard", action="store_true", help="the run's fold validation shard, with its pairs")
-    parser.add_argument("--kind", default="test", choices=[k.value for k in schema.RecordKind if k.value != "pair"],
-                        help="record kind of --records (default: test)")
-    parser.add_argument("--checkpoint", default="best", choices=CHECKPOINTS)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    run = load_run(args.run, args.checkpoint)
-    if args.val_shard:
-        ids, embeddings, pairs = embed_pair_shard(run, validation_shard(run), args.batch_size, not args.quiet)
-    else:
-        files = reader._resolve_files(args.records)
-        ids, embeddings = embed_videos(run, files, args.kind, args.batch_size, not args.quiet)
-        pairs = None
-    save_embeddings(args.out, ids, embeddings, pairs)
+    args = cli.embed_parser().parse_args(argv)
+    with common.user_errors("python -m infer.embed", ValueError, FileNotFoundError):  # DataError is a ValueError
+        run = load_run(args.run, args.checkpoint)
+        if args.val_shard:
+            shard = validation_shard(run)
+            ids, embeddings, pairs = embed_pair_shard(run, shard, args.batch_size, not args.quiet)
+            record = provenance_of_val(run, shard)
+        else:
+            files = reader._resolve_files(args.records)
+            ids, embeddings = embed_videos(run, files, args.kind, args.batch_size, not args.quiet)
+            pairs = None
+            record = dict(provenance_of_test(run, files), kind=args.kind)
+    save_embeddings(args.out, ids, embeddings, pairs, record)
     print(f"{len(ids)} embeddings of dim {embeddings.shape[1]} -> {args.out}")
     return 0
 

@@ -21,8 +21,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from tfrecord_tools import provenance
 from tfrecord_tools.atomic import atomic_path
 from tfrecord_tools.errors import DataError
+from tfrecord_tools.ids import id_problem
 from tfrecord_tools.labels import Labels
 
 KEY_IDS = "ids"
@@ -61,6 +63,14 @@ def as_id_array(ids: Iterable, where: str, field: str = KEY_IDS) -> np.ndarray:
     return values
 
 
+def check_id_text(ids: np.ndarray, where: str, field: str = KEY_IDS) -> None:
+    """Every id usable as a key (``tfrecord_tools.ids``: non-empty, no whitespace or control characters)."""
+    for row, key in enumerate(ids.tolist()):
+        problem = id_problem(key)
+        if problem:
+            raise DataError(where, field, f"row {row}: {problem}")
+
+
 def check_unique_ids(ids: np.ndarray, where: str, field: str = KEY_IDS) -> None:
     uniq, counts = np.unique(ids, return_counts=True)
     if len(uniq) != len(ids):
@@ -72,6 +82,7 @@ def _validate(ids: np.ndarray, embeddings: np.ndarray, where: str) -> None:
     """Unique ids, a finite float32 [N, D] matrix with one row per id."""
     if len(ids) == 0:
         raise DataError(where, KEY_IDS, "no ids (an embedding set needs at least one video)")
+    check_id_text(ids, where)
     check_unique_ids(ids, where)
     if embeddings.ndim != 2:
         raise DataError(where, KEY_EMBEDDINGS, f"expected a 2-D [N, D] array, got shape {embeddings.shape}")
@@ -116,6 +127,7 @@ class EmbeddingSet:
     embeddings: np.ndarray
     pairs: Labels | None = None
     name: str = "<memory>"
+    provenance: dict | None = None  # what the file was made from (tfrecord_tools.provenance); None: unrecorded
     _index: dict = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -162,8 +174,10 @@ class EmbeddingSet:
         return EmbeddingSet(np.asarray(list(ids), dtype=str), self.lookup(ids), None, name or self.name)
 
 
-def save_embeddings(path: str | os.PathLike, ids, embeddings, pairs: Labels | None = None) -> None:
-    """Validate and write an embedding file atomically (see the module docstring for the keys)."""
+def save_embeddings(path: str | os.PathLike, ids, embeddings, pairs: Labels | None = None,
+                    provenance_record: dict | None = None) -> None:
+    """Validate and write an embedding file atomically (see the module docstring for the keys);
+    ``provenance_record`` is stored as the JSON string ``provenance``."""
     path = os.fspath(path)
     ids = as_id_array(ids, path)
     embeddings = np.asarray(embeddings)
@@ -174,6 +188,8 @@ def save_embeddings(path: str | os.PathLike, ids, embeddings, pairs: Labels | No
         arrays[KEY_PAIR_QUERY] = checked.query.astype(str)
         arrays[KEY_PAIR_CANDIDATE] = checked.candidate.astype(str)
         arrays[KEY_PAIR_SCORE] = checked.score
+    if provenance_record is not None:
+        arrays[provenance.NPZ_KEY] = np.array(provenance.to_text(provenance_record))
     with atomic_path(path) as tmp:
         # A file handle, not the name: numpy would append ".npz" to the temporary name.
         with open(tmp, "wb") as handle:
@@ -197,6 +213,7 @@ def load_embedding_set(path: str | os.PathLike, name: str | None = None) -> Embe
             ids = data[KEY_IDS]
             embeddings = data[KEY_EMBEDDINGS]
             pair_arrays = [data[key] for key in PAIR_KEYS] if present else None
+            record = data[provenance.NPZ_KEY] if provenance.NPZ_KEY in keys else None
     except DataError:
         raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
@@ -205,7 +222,24 @@ def load_embedding_set(path: str | os.PathLike, name: str | None = None) -> Embe
     if ids.dtype.kind not in "US":
         raise DataError(path, KEY_IDS, f"expected a string array, got dtype {ids.dtype}")
     pairs = make_pairs(*pair_arrays, where=path) if pair_arrays is not None else None
-    return EmbeddingSet(ids, embeddings, pairs, name or path)
+    if record is not None:
+        if record.dtype.kind != "U" or record.ndim != 0:
+            raise DataError(path, provenance.NPZ_KEY, f"expected a JSON string, got {record.dtype} {record.shape}")
+        record = provenance.from_text(str(record), path)
+    return EmbeddingSet(ids, embeddings, pairs, name or path, record)
+
+
+def read_provenance(path: str | os.PathLike) -> dict | None:
+    """Only the ``provenance`` record of an embedding file (None if unrecorded, the file unreadable or
+    absent): what a rerun compares to decide whether the file is stale."""
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            if provenance.NPZ_KEY not in data.files:
+                return None
+            record = data[provenance.NPZ_KEY]
+        return provenance.from_text(str(record), os.fspath(path)) if record.dtype.kind == "U" else None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, DataError):
+        return None
 
 
 def load_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,8 @@ CJK characters split, punctuation split, greedy longest-match WordPiece with ``#
 over 100 bytes -> ``[UNK]``), which reproduces the project's ``BertTokenizerFast`` on the data.
 RoFormer's tokenizer first segments words with jieba, which has no TensorFlow op: a RoFormer
 export has only the ``embed_tokens`` signature (tokenise with ``tfrecord_tools.tokenization``).
+So has, for now, a model whose text is the title + ASR pair (``text.source=title+asr``): the
+pair's longest-first truncation is not reproduced in the graph yet.
 
 Anything the model does inside its own ``call`` (e.g. in-graph frame standardisation or embedding
 centring layers) is exported with it; the ensemble side (fold averaging, weights, SVD projection)
@@ -101,7 +103,7 @@ class Member:
 
     @property
     def tokenizer_kind(self) -> str:
-        return self.config.text_encoder
+        return self.config.text.kind
 
     def vocabulary(self) -> list[str]:
         vocab = self.run.decoder.tokenizer.get_vocab()
@@ -317,7 +319,10 @@ def build_module(members: Sequence[Member], combination: Combination, text_outpu
         if (c.frame_dim, c.max_frames, c.title_len) != (frame_dim, max_frames, title_len):
             raise DataError(member.run.run_dir, None, f"frame_dim/max_frames/title_len {c.frame_dim}/{c.max_frames}/"
                                                       f"{c.title_len} differ from {members[0].run.run_dir}'s")
-    in_graph = all(m.tokenizer_kind in IN_GRAPH_TOKENIZERS for m in members)
+    # in-graph tokenisation covers the title alone; a title + ASR pair (text_source=title+asr) is
+    # tokenised outside the graph (embed_tokens) until its pair truncation is reproduced in-graph
+    in_graph = all(m.tokenizer_kind in IN_GRAPH_TOKENIZERS and m.config.text.source == "title"
+                   for m in members)
     keys = [m.tokenizer_key() for m in members]
     one_tokenizer = len(set(keys)) == 1
     if not in_graph and not one_tokenizer:
@@ -427,8 +432,9 @@ def save_export(members: Sequence[Member], combination: Combination, out_dir: st
             "tensorflow": tf.__version__,
         }
         if not info["in_graph_tokenization"]:
-            full["note"] = ("a member's tokenizer (RoFormer: jieba word segmentation) has no TensorFlow op: "
-                            "tokenise titles with tfrecord_tools.tokenization and call embed_tokens")
+            full["note"] = ("a member's text cannot be tokenised in the graph (RoFormer: jieba word segmentation "
+                            "has no TensorFlow op; text_source=title+asr: pair truncation not reproduced): "
+                            "tokenise with the run's tokenizer (tfrecord_tools) and call embed_tokens")
         with open(os.path.join(staging, EXPORT_META), "w", encoding="utf-8") as handle:
             json.dump(full, handle, indent=2)
             handle.write("\n")

@@ -1,26 +1,25 @@
 """`VideoSimModel`: the plumbing every model family shares (the model contract of
 docs/architecture.md), plus `example_features` to build or smoke-test a model.
 
-A family subclasses `VideoSimModel`, takes plain keyword constructor arguments named like
-`ModelConfig` fields (so `from_model_config` can pick them by name), calls
-`self._remember_args(locals())` in `__init__`, and implements `call` and `pretrain_losses`.
-One plain call (``training=False``) must create every variable; a layer that only
-`pretrain_losses` reaches (e.g. an MLM head) is built explicitly in `__init__`.
+A family subclasses `VideoSimModel`, takes the whole `ModelConfig` (``Family(config)``; the
+base keeps it as ``self.model_config`` and its text-encoder and tag-loss sections as
+``self.text_config`` / ``self.tag_loss_config``), reads the sections it needs into attributes,
+and implements `call` and `pretrain_losses`. `get_config` is the config's dict (nested), so
+``from_config(get_config())`` rebuilds the same family. One plain call (``training=False``)
+must create every variable; a layer that only `pretrain_losses` reaches (e.g. an MLM head) is
+built explicitly in `__init__`. A new family is one module plus one line in
+`models.registry.MODELS`.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, Mapping
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from models import losses
+from models import layers, losses
 from models.config import ModelConfig
-
-# Defaults of every family's constructor come from here, so they cannot drift from the config.
-DEFAULTS = ModelConfig()
 
 
 class VideoSimModel(keras.Model):
@@ -29,35 +28,43 @@ class VideoSimModel(keras.Model):
     text_encoder: keras.layers.Layer  # set by every family
 
     # ---------------------------------------------------------------- construction
-    @classmethod
-    def config_args(cls) -> tuple[str, ...]:
-        """Names of the constructor arguments (all keyword, all `ModelConfig` field names)."""
-        params = inspect.signature(cls.__init__).parameters.values()
-        return tuple(p.name for p in params
-                     if p.name not in ("self", "name") and p.kind is not p.VAR_KEYWORD)
+    def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, *, name: str | None = None,
+                 **kwargs: Any):
+        if not isinstance(config, ModelConfig):
+            config = ModelConfig.from_dict(dict(config or {}))
+        super().__init__(name=name or config.name, **kwargs)
+        self.model_config = config
+        self.text_config = config.text
+        self.tag_loss_config = config.tags
+        # identity until the trainer sets the training data's statistics (the robust recipe)
+        self.frame_standardizer = layers.FrameStandardizer(name="frame_standardizer")
+        self.frame_path = (layers.MeanFramePath(config.embedding_dim, name="frame_path")
+                           if config.frames.path_rank > 0 else None)
+
+    def with_frame_path(self, features: Mapping[str, tf.Tensor], embedding: tf.Tensor) -> tf.Tensor:
+        """The L2-normalised ``embedding`` plus the linear mean-frame path (``frames.path_rank > 0``;
+        otherwise ``embedding`` unchanged); ``features`` are the standardised ones. Every family
+        applies it to its embedding."""
+        if self.frame_path is None:
+            return embedding
+        path = self.frame_path(features["frames"], features["frame_mask"])
+        return tf.math.l2_normalize(embedding, axis=-1) + tf.cast(path, embedding.dtype)
+
+    def standardized(self, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """``features`` with standardised frames; every family's ``call`` starts with this."""
+        return dict(features, frames=self.frame_standardizer(features["frames"], features["frame_mask"]))
 
     @classmethod
     def from_model_config(cls, config: ModelConfig, **kwargs: Any) -> "VideoSimModel":
-        """Build from a `ModelConfig`: pass the fields this family's constructor takes."""
-        missing = [key for key in cls.config_args() if not hasattr(config, key)]
-        if missing:
-            raise ValueError(f"{cls.__name__} needs ModelConfig fields {missing}")
-        return cls(**{key: getattr(config, key) for key in cls.config_args()}, **kwargs)
-
-    def _remember_args(self, local_vars: Mapping[str, Any]) -> None:
-        """Keep the constructor arguments for `get_config` (call first thing in `__init__`)."""
-        args = {key: local_vars[key] for key in self.config_args()}
-        if isinstance(args.get("special_token_ids"), tuple):
-            args["special_token_ids"] = list(args["special_token_ids"])
-        # a plain dict, not tracked by Keras (it holds no variables)
-        object.__setattr__(self, "_init_args", args)
+        return cls(config, **kwargs)
 
     def get_config(self) -> dict[str, Any]:
-        return dict(self._init_args, name=self.name)
+        return self.model_config.to_dict()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], custom_objects=None) -> "VideoSimModel":
-        return cls(**dict(config))
+        """From `get_config` (nested) or a flat dict of the former layout."""
+        return cls(ModelConfig.from_dict(config))
 
     # ---------------------------------------------------------------- the contract
     def pretrain_losses(self, features: Mapping[str, tf.Tensor],
@@ -79,10 +86,20 @@ class VideoSimModel(keras.Model):
 
     # ---------------------------------------------------------------- helpers for families
     def _tag_loss(self, tags: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-        args = self._init_args
-        return losses.tag_loss(tags, logits, kind=args["tag_loss"],
-                               reduction=args["tag_reduction"], gamma_neg=args["asl_gamma_neg"],
-                               gamma_pos=args["asl_gamma_pos"], margin=args["asl_margin"])
+        return tag_loss(self.tag_loss_config, tags, logits)
+
+    def _tag_head(self, name: str = "tag_head") -> keras.layers.Dense:
+        """The Dense tag classifier, its bias started at the tag prior (``tags.prior_positives``)."""
+        num_tags = self.model_config.num_tags
+        return keras.layers.Dense(num_tags, name=name, bias_initializer=layers.prior_bias_initializer(
+            num_tags, self.tag_loss_config.prior_positives))
+
+
+def tag_loss(section, tags: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """`losses.tag_loss` as a `TagLossConfig` section describes it (BCE / ASL, reduction)."""
+    return losses.tag_loss(tags, logits, kind=section.kind, reduction=section.reduction,
+                           gamma_neg=section.asl_gamma_neg, gamma_pos=section.asl_gamma_pos,
+                           margin=section.asl_margin)
 
 
 def float32_outputs(outputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:

@@ -1,25 +1,45 @@
-"""`ModelConfig`: one flat, JSON-friendly, validated config shared by every model family.
+"""`ModelConfig`: every model family's hyper-parameters, nested by what they describe.
 
-Why one flat config: the trainer writes it as JSON beside every checkpoint and later stages read
-it back; `models.registry.build_model` maps it to a family's plain constructor arguments (each
-family takes the fields it needs, by name). A new family adds its fields here with defaults, so
-old JSON files keep loading.
+    ModelConfig
+      name, frame_dim, max_frames, title_len, num_tags, embedding_dim, dropout, infonce_temperature
+      text           TextEncoderConfig   the text encoder (BERT / RoFormer), its tokens and their source
+      frames         FramesConfig        in-graph frame normalisation (standardise / ZCA whitening)
+      tags           TagLossConfig       the tag head and its loss (BCE / ASL), its pretraining weight
+      nextvlad       NeXtVLADConfig      baseline, dual_tower, frame_diff, mix_nextvlad
+      mix_nextvlad   MixNeXtVLADConfig
+      uniter         UniterConfig
+      single_stream  SingleStreamConfig
+      cross_modal    CrossModalConfig
 
-Text encoder fields (`text_*`) describe a randomly initialised encoder; when
-`pretrained_text_dir` is set the architecture comes from that checkpoint instead and only
-`vocab_size` is checked against it. `vocab_size` and the special token ids are set by the trainer
-from the tokenizer.
+The trainer writes it as JSON beside every checkpoint (nested) and later stages read it back.
+A family is built from the whole config (`models.base.VideoSimModel`) and reads the sections it
+needs. A new section is a frozen dataclass here plus one field of `ModelConfig`; a new field of
+a section needs a default, so that older JSON keeps loading.
+
+Flat keys. Configs were flat before (``text_num_layers``, ``tag_loss``, ...); `LEGACY_KEYS` maps
+every flat name to its place, so old ``config.json`` files load, ``model.text_num_layers=2``
+overrides keep working, ``ModelConfig(tag_loss="asl")`` / ``.replace(text_encoder="roformer")``
+still work, and ``config.vocab_size`` reads ``config.text.vocab_size``.
+
+Text encoder fields describe a randomly initialised encoder; when ``text.pretrained_dir`` is set
+the architecture comes from that checkpoint instead and only ``vocab_size`` is checked against
+it. ``vocab_size`` and the special token ids are set by the trainer from the tokenizer.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from typing import Any, Mapping
+import types
+import typing
+from typing import Any, Iterable, Mapping
 
 from tfrecord_tools import schema
 
 TEXT_ENCODERS = ("bert", "roformer")
 TAG_LOSSES = ("bce", "asl")
+TEXT_SOURCES = ("title", "title+asr")  # as tfrecord_tools.tokenization.TEXT_SOURCES
+FRAME_NORMALIZATIONS = ("none", "standardize", "zca")
 TAG_REDUCTIONS = ("sum", "mean")
 
 # Special ids of the Chinese BERT vocabulary (hfl/chinese-roberta-wwm-ext, bert-base-chinese):
@@ -28,25 +48,293 @@ TAG_REDUCTIONS = ("sum", "mean")
 _BERT_SPECIAL_IDS = (0, 100, 101, 102, 103)
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+class _Section:
+    """Validation, (de)serialisation and `replace` shared by `ModelConfig` and its sections."""
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(hints[field.name], type) and issubclass(hints[field.name], _Section):
+                if isinstance(value, Mapping):
+                    value = hints[field.name].from_dict(value)
+                if not isinstance(value, hints[field.name]):
+                    raise TypeError(f"{self._where(field.name)} must be a {hints[field.name].__name__}, got {value!r}")
+                object.__setattr__(self, field.name, value)
+            else:
+                object.__setattr__(self, field.name, _coerce(self._where(field.name), hints[field.name], value))
+        problems = list(self._problems())
+        if problems:
+            raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
+
+    def _where(self, name: str) -> str:
+        return f"{type(self).__name__}.{name}"
+
+    def _problems(self) -> Iterable[str]:
+        return ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (sections nested, tuples as lists)."""
+        out = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            out[field.name] = (value.to_dict() if isinstance(value, _Section)
+                               else list(value) if isinstance(value, tuple) else value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        """Inverse of `to_dict`; unknown keys are an error naming them and the valid keys."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"{cls.__name__}.from_dict expects a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; valid keys: {sorted(known)}")
+        return cls(**dict(data))
+
+    def replace(self, **changes: Any):
+        """A validated copy with ``changes``; unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f"unknown {type(self).__name__} key(s) {unknown}; valid keys: {sorted(known)}")
+        return dataclasses.replace(self, **changes)
+
+
+def _positive(section: Any, keys: Iterable[str]) -> Iterable[str]:
+    for key in keys:
+        if not getattr(section, key) > 0:
+            yield f"{key} must be > 0, got {getattr(section, key)}"
+
+
+def _non_negative(section: Any, keys: Iterable[str]) -> Iterable[str]:
+    for key in keys:
+        if getattr(section, key) < 0:
+            yield f"{key} must be >= 0, got {getattr(section, key)}"
+
+
+def _fraction(section: Any, key: str, low_open: bool = False) -> Iterable[str]:
+    value = getattr(section, key)
+    if not ((0.0 < value) if low_open else (0.0 <= value)) or not value < 1.0:
+        yield f"{key} must be in {'(0' if low_open else '[0'}, 1), got {value}"
+
+
+# ---------------------------------------------------------------------- sections
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Every model family's hyper-parameters; see the module docstring."""
+class TextEncoderConfig(_Section):
+    """The text encoder: transformers' TF BERT / RoFormer, random or from a local checkpoint."""
 
-    # which family (key of models.registry.MODELS)
-    name: str = "baseline"
-
-    # text encoder
-    text_encoder: str = "bert"  # "bert" | "roformer"
-    pretrained_text_dir: str | None = None  # local transformers checkpoint directory
+    kind: str = "bert"  # "bert" | "roformer"
+    pretrained_dir: str | None = None  # local transformers checkpoint directory
     vocab_size: int = 21128
     pad_token_id: int = 0
     mask_token_id: int = 103
     special_token_ids: tuple[int, ...] = _BERT_SPECIAL_IDS  # never masked by MLM
-    text_hidden_size: int = 768
-    text_num_layers: int = 12
-    text_num_heads: int = 12
-    text_intermediate_size: int = 3072
-    text_max_position: int = 512  # uniter needs >= title_len + max_frames
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position: int = 512  # uniter needs >= title_len + max_frames
+    mlm_probability: float = 0.15  # masked-language-model pretraining (uniter, single_stream)
+    # what the text tokens hold: "title", or "title+asr" (the ASR text follows the title as a
+    # second segment, the longer of the two cut first); title_len counts the tokens of the whole
+    source: str = "title"
+
+    def _problems(self):
+        if self.kind not in TEXT_ENCODERS:
+            yield f"kind must be one of {TEXT_ENCODERS}, got {self.kind!r}"
+        if self.source not in TEXT_SOURCES:
+            yield f"source must be one of {TEXT_SOURCES}, got {self.source!r}"
+        if self.pretrained_dir is not None and not self.pretrained_dir:
+            yield "pretrained_dir must be None or a directory path, got ''"
+        yield from _positive(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                                    "max_position"))
+        yield from _fraction(self, "mlm_probability", low_open=True)
+        if self.hidden_size % max(self.num_heads, 1):
+            yield f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+        token_ids = {"pad_token_id": self.pad_token_id, "mask_token_id": self.mask_token_id}
+        token_ids.update({f"special_token_ids[{i}]": v for i, v in enumerate(self.special_token_ids)})
+        for key, value in token_ids.items():
+            if not 0 <= value < self.vocab_size:
+                yield f"{key} must be in [0, vocab_size={self.vocab_size}), got {value}"
+        if self.mask_token_id not in self.special_token_ids:
+            yield f"mask_token_id ({self.mask_token_id}) must be one of special_token_ids"
+
+
+@dataclasses.dataclass(frozen=True)
+class FramesConfig(_Section):
+    """How frames are normalised in-graph with statistics of the training data
+    (`models.layers.FrameStandardizer`): "none", "standardize" per feature, or "zca" (whitening of
+    the between-video covariance with the whiten_rank-th eigenvalue as shrinkage)."""
+
+    normalization: str = "none"  # "none" | "standardize" | "zca"
+    whiten_rank: int = 64
+    # > 0: a linear mean-frame path added to the embedding, started as the PCA whitening of the
+    # normalised mean frames with this many components (models.layers.MeanFramePath)
+    path_rank: int = 0
+
+    def _problems(self):
+        if self.normalization not in FRAME_NORMALIZATIONS:
+            yield f"normalization must be one of {FRAME_NORMALIZATIONS}, got {self.normalization!r}"
+        yield from _positive(self, ("whiten_rank",))
+        if self.path_rank < 0:
+            yield f"path_rank must be >= 0, got {self.path_rank}"
+        if self.path_rank and self.normalization == "none":
+            yield "path_rank > 0 needs normalization standardize or zca (its statistics start the path)"
+
+
+@dataclasses.dataclass(frozen=True)
+class TagLossConfig(_Section):
+    """The tag head's loss over the top-10,000 tags, and its weight in pretraining."""
+
+    kind: str = "bce"  # "bce" | "asl"
+    reduction: str = "sum"  # over tags ("sum" | "mean"); always mean over the batch
+    prior_positives: float = 5.0  # tag-head bias starts at logit(this / num_tags); 0: zeros
+    asl_gamma_neg: float = 1.0
+    asl_gamma_pos: float = 0.0
+    asl_margin: float = 0.0
+    weight: float = 1.0  # pretraining weight of the tag loss (single_stream has its own)
+
+    def _problems(self):
+        if self.kind not in TAG_LOSSES:
+            yield f"kind must be one of {TAG_LOSSES}, got {self.kind!r}"
+        if self.reduction not in TAG_REDUCTIONS:
+            yield f"reduction must be one of {TAG_REDUCTIONS}, got {self.reduction!r}"
+        yield from _non_negative(self, ("prior_positives", "asl_gamma_neg", "asl_gamma_pos", "weight"))
+        yield from _fraction(self, "asl_margin")
+
+
+@dataclasses.dataclass(frozen=True)
+class NeXtVLADConfig(_Section):
+    """NeXtVLAD over the frames and the SE fusion (official sizes): baseline, dual_tower,
+    frame_diff, mix_nextvlad."""
+
+    cluster_size: int = 64
+    groups: int = 8
+    expansion: int = 2
+    dropout: float = 0.2
+    output_size: int = 1024
+    se_reduction: int = 8
+
+    def _problems(self):
+        yield from _positive(self, ("cluster_size", "groups", "expansion", "output_size", "se_reduction"))
+        yield from _fraction(self, "dropout")
+
+
+@dataclasses.dataclass(frozen=True)
+class MixNeXtVLADConfig(_Section):
+    """mix_nextvlad (team 618): gated NeXtVLAD experts, KL to the mixture, InfoNCE."""
+
+    num_experts: int = 3
+    kl_temperature: float = 2.0
+    expert_tag_weight: float = 1.0
+    kl_weight: float = 1.0
+    infonce_weight: float = 1.0
+
+    def _problems(self):
+        yield from _positive(self, ("num_experts", "kl_temperature"))
+        yield from _non_negative(self, ("expert_tag_weight", "kl_weight", "infonce_weight"))
+
+
+@dataclasses.dataclass(frozen=True)
+class UniterConfig(_Section):
+    """uniter (team 618): one encoder over title tokens and projected frames."""
+
+    mlm_weight: float = 1.0
+
+    def _problems(self):
+        yield from _non_negative(self, ("mlm_weight",))
+
+
+@dataclasses.dataclass(frozen=True)
+class SingleStreamConfig(_Section):
+    """single_stream (1st place): ``[CLS] frames [SEP] title [SEP]``, tag + MLM + masked frames.
+
+    Published weights: tag x 1250/3 on the tag loss *averaged* over tags, MLM / 3.75, MFM / 9.
+    With ``tags.reduction="sum"`` the model divides ``tag_weight`` by num_tags, so the effective
+    loss is the same."""
+
+    mfm_probability: float = 0.15  # share of real frames zeroed and predicted
+    mfm_temperature: float = 1.0  # masked-frame NCE: logits = prediction . frame / this
+    tag_weight: float = 1250.0 / 3.0
+    mlm_weight: float = 1.0 / 3.75
+    mfm_weight: float = 1.0 / 9.0
+
+    def _problems(self):
+        yield from _positive(self, ("mfm_temperature",))
+        yield from _non_negative(self, ("tag_weight", "mlm_weight", "mfm_weight"))
+        yield from _fraction(self, "mfm_probability", low_open=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossModalConfig(_Section):
+    """cross_modal (seed team 000): transformer video encoder and cross-modal fusion."""
+
+    video_hidden_size: int = 512
+    video_num_layers: int = 2
+    video_num_heads: int = 8
+    video_intermediate_size: int = 2048
+    fusion_num_layers: int = 1
+    infonce_weight: float = 0.1  # InfoNCE of pooled video vs pooled text before fusion (0: off)
+
+    def _problems(self):
+        yield from _positive(self, ("video_hidden_size", "video_num_layers", "video_num_heads",
+                                    "video_intermediate_size", "fusion_num_layers"))
+        yield from _non_negative(self, ("infonce_weight",))
+        if self.video_hidden_size % max(self.video_num_heads, 1):
+            yield (f"video_hidden_size ({self.video_hidden_size}) must be divisible by "
+                   f"video_num_heads ({self.video_num_heads})")
+
+
+# ---------------------------------------------------------------------- the model config
+# Every key of the former flat config -> (section, field) of the nested one.
+LEGACY_KEYS: dict[str, tuple[str, str]] = {
+    "text_encoder": ("text", "kind"), "pretrained_text_dir": ("text", "pretrained_dir"),
+    "vocab_size": ("text", "vocab_size"), "pad_token_id": ("text", "pad_token_id"),
+    "mask_token_id": ("text", "mask_token_id"), "special_token_ids": ("text", "special_token_ids"),
+    "text_hidden_size": ("text", "hidden_size"), "text_num_layers": ("text", "num_layers"),
+    "text_num_heads": ("text", "num_heads"), "text_intermediate_size": ("text", "intermediate_size"),
+    "text_max_position": ("text", "max_position"), "mlm_probability": ("text", "mlm_probability"),
+    "text_source": ("text", "source"),
+    "frame_normalization": ("frames", "normalization"), "frame_whiten_rank": ("frames", "whiten_rank"),
+    "frame_path_rank": ("frames", "path_rank"),
+    "tag_loss": ("tags", "kind"), "tag_reduction": ("tags", "reduction"),
+    "tag_prior_positives": ("tags", "prior_positives"), "asl_gamma_neg": ("tags", "asl_gamma_neg"),
+    "asl_gamma_pos": ("tags", "asl_gamma_pos"), "asl_margin": ("tags", "asl_margin"),
+    "tag_weight": ("tags", "weight"),
+    "nextvlad_cluster_size": ("nextvlad", "cluster_size"), "nextvlad_groups": ("nextvlad", "groups"),
+    "nextvlad_expansion": ("nextvlad", "expansion"), "nextvlad_dropout": ("nextvlad", "dropout"),
+    "nextvlad_output_size": ("nextvlad", "output_size"), "se_reduction": ("nextvlad", "se_reduction"),
+    "num_experts": ("mix_nextvlad", "num_experts"), "kl_temperature": ("mix_nextvlad", "kl_temperature"),
+    "expert_tag_weight": ("mix_nextvlad", "expert_tag_weight"), "kl_weight": ("mix_nextvlad", "kl_weight"),
+    "infonce_weight": ("mix_nextvlad", "infonce_weight"),
+    "mlm_weight": ("uniter", "mlm_weight"),
+    "mfm_probability": ("single_stream", "mfm_probability"),
+    "mfm_temperature": ("single_stream", "mfm_temperature"),
+    "single_stream_tag_weight": ("single_stream", "tag_weight"),
+    "single_stream_mlm_weight": ("single_stream", "mlm_weight"),
+    "single_stream_mfm_weight": ("single_stream", "mfm_weight"),
+    "video_hidden_size": ("cross_modal", "video_hidden_size"),
+    "video_num_layers": ("cross_modal", "video_num_layers"),
+    "video_num_heads": ("cross_modal", "video_num_heads"),
+    "video_intermediate_size": ("cross_modal", "video_intermediate_size"),
+    "fusion_num_layers": ("cross_modal", "fusion_num_layers"),
+    "cross_modal_infonce_weight": ("cross_modal", "infonce_weight"),
+}
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class ModelConfig(_Section):
+    """Every model family's hyper-parameters; see the module docstring."""
+
+    # which family (key of models.registry.MODELS)
+    name: str = "baseline"
 
     # input sizes (official layout)
     frame_dim: int = schema.FRAME_DIM
@@ -57,139 +345,58 @@ class ModelConfig:
 
     # dropout of fusion layers and of a randomly initialised text encoder
     dropout: float = 0.1
-
-    # NeXtVLAD (official defaults) and fusion
-    nextvlad_cluster_size: int = 64
-    nextvlad_groups: int = 8
-    nextvlad_expansion: int = 2
-    nextvlad_dropout: float = 0.2
-    nextvlad_output_size: int = 1024
-    se_reduction: int = 8
-    num_experts: int = 3
-
-    # single_stream (1st place): video embeddings and masked-frame modelling
-    mfm_probability: float = 0.15  # share of real frames zeroed and predicted
-    mfm_temperature: float = 1.0  # masked-frame NCE: logits = prediction · frame / this
-
-    # cross_modal: transformer video encoder and cross-modal fusion
-    video_hidden_size: int = 512
-    video_num_layers: int = 2
-    video_num_heads: int = 8
-    video_intermediate_size: int = 2048
-    fusion_num_layers: int = 1
-
-    # losses
-    tag_loss: str = "bce"  # "bce" | "asl"
-    tag_reduction: str = "sum"  # over tags ("sum" | "mean"); always mean over the batch
-    tag_prior_positives: float = 5.0  # tag-head bias starts at logit(this / num_tags); 0: zeros
-    asl_gamma_neg: float = 1.0
-    asl_gamma_pos: float = 0.0
-    asl_margin: float = 0.0
-    kl_temperature: float = 2.0
+    # InfoNCE temperature of the video/text alignment (mix_nextvlad, cross_modal)
     infonce_temperature: float = 0.07
-    mlm_probability: float = 0.15
 
-    # pretraining loss weights
-    tag_weight: float = 1.0
-    expert_tag_weight: float = 1.0
-    kl_weight: float = 1.0
-    infonce_weight: float = 1.0
-    mlm_weight: float = 1.0
-    # single_stream weights, published values (1st place: tag x 1250/3, MLM / 3.75, MFM / 9).
-    # The tag weight is on the scale of a tag loss *averaged* over tags (as published); with
-    # tag_reduction="sum" the model divides it by num_tags, so the effective loss is the same.
-    single_stream_tag_weight: float = 1250.0 / 3.0
-    single_stream_mlm_weight: float = 1.0 / 3.75
-    single_stream_mfm_weight: float = 1.0 / 9.0
-    # cross_modal: InfoNCE between pooled video and pooled text before fusion (0 disables it)
-    cross_modal_infonce_weight: float = 0.1
+    text: TextEncoderConfig = dataclasses.field(default_factory=TextEncoderConfig)
+    frames: FramesConfig = dataclasses.field(default_factory=FramesConfig)
+    tags: TagLossConfig = dataclasses.field(default_factory=TagLossConfig)
+    nextvlad: NeXtVLADConfig = dataclasses.field(default_factory=NeXtVLADConfig)
+    mix_nextvlad: MixNeXtVLADConfig = dataclasses.field(default_factory=MixNeXtVLADConfig)
+    uniter: UniterConfig = dataclasses.field(default_factory=UniterConfig)
+    single_stream: SingleStreamConfig = dataclasses.field(default_factory=SingleStreamConfig)
+    cross_modal: CrossModalConfig = dataclasses.field(default_factory=CrossModalConfig)
 
-    # ------------------------------------------------------------------ validation
-    def __post_init__(self) -> None:
+    def __init__(self, **values: Any):
+        """Keyword fields, sections as section configs or dicts; flat `LEGACY_KEYS` accepted."""
+        nested = _nest(values, type(self).__name__)
         for field in dataclasses.fields(self):
-            object.__setattr__(self, field.name, _coerce(field, getattr(self, field.name)))
-        problems = list(self._problems())
-        if problems:
-            raise ValueError("invalid ModelConfig: " + "; ".join(problems))
+            if field.name in nested:
+                value = nested[field.name]
+            elif field.default is not dataclasses.MISSING:
+                value = field.default
+            else:
+                value = field.default_factory()
+            object.__setattr__(self, field.name, value)
+        self.__post_init__()
+
+    def __getattr__(self, name: str) -> Any:
+        """Flat legacy names read through to their section (``config.vocab_size``)."""
+        if name in LEGACY_KEYS:
+            section, field = LEGACY_KEYS[name]
+            return getattr(object.__getattribute__(self, section), field)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _problems(self):
         if not self.name:
             yield "name must be a non-empty registry key"
-        if self.text_encoder not in TEXT_ENCODERS:
-            yield f"text_encoder must be one of {TEXT_ENCODERS}, got {self.text_encoder!r}"
-        if self.tag_loss not in TAG_LOSSES:
-            yield f"tag_loss must be one of {TAG_LOSSES}, got {self.tag_loss!r}"
-        if self.tag_reduction not in TAG_REDUCTIONS:
-            yield f"tag_reduction must be one of {TAG_REDUCTIONS}, got {self.tag_reduction!r}"
-        if self.pretrained_text_dir is not None and not self.pretrained_text_dir:
-            yield "pretrained_text_dir must be None or a directory path, got ''"
-        positive = (
-            "vocab_size", "text_hidden_size", "text_num_layers", "text_num_heads",
-            "text_intermediate_size", "text_max_position", "frame_dim", "max_frames", "title_len",
-            "num_tags", "embedding_dim", "nextvlad_cluster_size", "nextvlad_groups",
-            "nextvlad_expansion", "nextvlad_output_size", "se_reduction", "num_experts",
-            "kl_temperature", "infonce_temperature", "mfm_temperature", "video_hidden_size",
-            "video_num_layers", "video_num_heads", "video_intermediate_size", "fusion_num_layers",
-        )
-        for key in positive:
-            if getattr(self, key) <= 0:
-                yield f"{key} must be > 0, got {getattr(self, key)}"
-        non_negative = (
-            "tag_prior_positives", "asl_gamma_neg", "asl_gamma_pos", "asl_margin", "tag_weight",
-            "expert_tag_weight", "kl_weight", "infonce_weight", "mlm_weight",
-            "single_stream_tag_weight", "single_stream_mlm_weight", "single_stream_mfm_weight",
-            "cross_modal_infonce_weight",
-        )
-        for key in non_negative:
-            if getattr(self, key) < 0:
-                yield f"{key} must be >= 0, got {getattr(self, key)}"
-        for key in ("dropout", "nextvlad_dropout"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                yield f"{key} must be in [0, 1), got {getattr(self, key)}"
-        for key in ("mlm_probability", "mfm_probability"):
-            if not 0.0 < getattr(self, key) < 1.0:
-                yield f"{key} must be in (0, 1), got {getattr(self, key)}"
-        if self.video_hidden_size % max(self.video_num_heads, 1):
-            yield (f"video_hidden_size ({self.video_hidden_size}) must be divisible by "
-                   f"video_num_heads ({self.video_num_heads})")
-        if not 0.0 <= self.asl_margin < 1.0:
-            yield f"asl_margin must be in [0, 1), got {self.asl_margin}"
-        if self.tag_prior_positives >= self.num_tags:
-            yield (f"tag_prior_positives ({self.tag_prior_positives}) must be < num_tags "
-                   f"({self.num_tags})")
-        if self.text_hidden_size % max(self.text_num_heads, 1):
-            yield (f"text_hidden_size ({self.text_hidden_size}) must be divisible by "
-                   f"text_num_heads ({self.text_num_heads})")
-        if self.text_max_position < self.title_len:
-            yield (f"text_max_position ({self.text_max_position}) must be >= title_len "
-                   f"({self.title_len})")
-        if (self.frame_dim * self.nextvlad_expansion) % max(self.nextvlad_groups, 1):
-            yield (f"frame_dim * nextvlad_expansion ({self.frame_dim * self.nextvlad_expansion}) "
-                   f"must be divisible by nextvlad_groups ({self.nextvlad_groups})")
-        token_ids = {"pad_token_id": self.pad_token_id, "mask_token_id": self.mask_token_id}
-        token_ids.update({f"special_token_ids[{i}]": v for i, v in enumerate(self.special_token_ids)})
-        for key, value in token_ids.items():
-            if not 0 <= value < self.vocab_size:
-                yield f"{key} must be in [0, vocab_size={self.vocab_size}), got {value}"
-        if self.mask_token_id not in self.special_token_ids:
-            yield f"mask_token_id ({self.mask_token_id}) must be one of special_token_ids"
+        yield from _positive(self, ("frame_dim", "max_frames", "title_len", "num_tags", "embedding_dim",
+                                    "infonce_temperature"))
+        yield from _fraction(self, "dropout")
+        if self.tags.prior_positives >= self.num_tags:
+            yield f"tags.prior_positives ({self.tags.prior_positives}) must be < num_tags ({self.num_tags})"
+        if self.text.max_position < self.title_len:
+            yield f"text.max_position ({self.text.max_position}) must be >= title_len ({self.title_len})"
+        if (self.frame_dim * self.nextvlad.expansion) % max(self.nextvlad.groups, 1):
+            yield (f"frame_dim * nextvlad.expansion ({self.frame_dim * self.nextvlad.expansion}) "
+                   f"must be divisible by nextvlad.groups ({self.nextvlad.groups})")
 
     # ------------------------------------------------------------------ (de)serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (tuples become lists)."""
-        out = dataclasses.asdict(self)
-        out["special_token_ids"] = list(self.special_token_ids)
-        return out
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
-        """Inverse of `to_dict`; unknown keys are an error naming them and the valid keys."""
+        """Inverse of `to_dict`; also reads the flat layout of older ``config.json`` files."""
         if not isinstance(data, Mapping):
             raise TypeError(f"ModelConfig.from_dict expects a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig key(s) {unknown}; valid keys: {sorted(known)}")
         return cls(**dict(data))
 
     def to_json(self) -> str:
@@ -200,12 +407,22 @@ class ModelConfig:
         return cls.from_dict(json.loads(text))
 
     def replace(self, **changes: Any) -> "ModelConfig":
-        """A copy with ``changes`` applied (validated again); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig key(s) {unknown}; valid keys: {sorted(known)}")
-        return dataclasses.replace(self, **changes)
+        """A validated copy with ``changes``: fields, whole sections, section dicts of changes
+        (``text={"num_layers": 2}``), dotted keys (``text.num_layers``) or flat legacy keys
+        (``text_num_layers``)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, value in _nest(changes, "ModelConfig").items():
+            if isinstance(values[name], _Section) and isinstance(value, Mapping):
+                value = values[name].replace(**value)
+            values[name] = value
+        return type(self)(**values)
+
+    @staticmethod
+    def key_path(key: str) -> str:
+        """The nested path (``text.num_layers``) of a flat legacy or nested key."""
+        if key in LEGACY_KEYS:
+            return ".".join(LEGACY_KEYS[key])
+        return key
 
     # ------------------------------------------------------------------ presets
     @classmethod
@@ -226,8 +443,40 @@ class ModelConfig:
         return cls.preset("small", name, **overrides)
 
 
-# Size presets. "full" is the dataclass default: official NeXtVLAD and a BERT-base sized
-# (12 layers, 768 wide) text encoder, the size of hfl/chinese-roberta-wwm-ext.
+def _nest(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Keyword values with flat legacy keys (and dotted ``section.field`` keys) gathered into
+    per-section dicts; a section given whole and by parts is an error."""
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    nested: dict[str, Any] = {}
+    parts: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        if key in LEGACY_KEYS:
+            section, name = LEGACY_KEYS[key]
+        elif "." in key:
+            section, _, name = key.partition(".")
+        elif key in fields:
+            nested[key] = value
+            continue
+        else:
+            valid = sorted(fields | set(LEGACY_KEYS))
+            raise ValueError(f"unknown {where} key(s) {[key]}; valid keys: {valid}")
+        if section not in fields:
+            raise ValueError(f"unknown {where} section {section!r} in key {key!r}")
+        parts.setdefault(section, {})[name] = value
+    for section, changes in parts.items():
+        given = nested.get(section)
+        if given is None:
+            nested[section] = changes
+        elif isinstance(given, Mapping):
+            nested[section] = {**given, **changes}
+        else:
+            nested[section] = given.replace(**changes)
+    return nested
+
+
+# Size presets (flat legacy keys are fine here). "full" is the dataclass default: official
+# NeXtVLAD and a BERT-base sized (12 layers, 768 wide) text encoder, the size of
+# hfl/chinese-roberta-wwm-ext.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         text_hidden_size=32, text_num_layers=1, text_num_heads=2, text_intermediate_size=64,
@@ -251,27 +500,27 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _coerce(field: dataclasses.Field, value: Any) -> Any:
+def _coerce(where: str, annotation: Any, value: Any) -> Any:
     """Check a field's type from its annotation; ints become floats, lists become tuples."""
-    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
-    where = f"ModelConfig.{field.name}"
-    if kind == "str":
+    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
+    if optional:
+        if value is None:
+            return None
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if annotation is str:
         if not isinstance(value, str):
-            raise TypeError(f"{where} must be a string, got {value!r}")
-    elif kind == "str | None":
-        if value is not None and not isinstance(value, str):
-            raise TypeError(f"{where} must be a string or None, got {value!r}")
-    elif kind == "int":
+            raise TypeError(f"{where} must be a string{' or None' if optional else ''}, got {value!r}")
+    elif annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{where} must be an integer, got {value!r}")
-    elif kind == "float":
+    elif annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{where} must be a number, got {value!r}")
         return float(value)
-    elif kind == "bool":
+    elif annotation is bool:
         if not isinstance(value, bool):
             raise TypeError(f"{where} must be true or false, got {value!r}")
-    elif kind == "tuple[int, ...]":
+    elif typing.get_origin(annotation) is tuple:
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
             raise TypeError(f"{where} must be a list of integers, got {value!r}")
         value = tuple(value)

@@ -31,8 +31,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import layers, losses
-from models.base import DEFAULTS as D
 from models.base import VideoSimModel, float32_outputs
+from models.config import ModelConfig
 from models.text_encoders import build_text_encoder
 
 
@@ -41,65 +41,33 @@ class CrossModalModel(VideoSimModel):
 
     FINETUNE_RECIPE = {"finetune_losses": "tag+mse+mae", "target_transform": "sigmoid"}
 
-    def __init__(
-        self, *,
-        num_tags: int = D.num_tags,
-        embedding_dim: int = D.embedding_dim,
-        max_frames: int = D.max_frames,
-        dropout: float = D.dropout,
-        video_hidden_size: int = D.video_hidden_size,
-        video_num_layers: int = D.video_num_layers,
-        video_num_heads: int = D.video_num_heads,
-        video_intermediate_size: int = D.video_intermediate_size,
-        fusion_num_layers: int = D.fusion_num_layers,
-        tag_loss: str = D.tag_loss,
-        tag_reduction: str = D.tag_reduction,
-        tag_prior_positives: float = D.tag_prior_positives,
-        asl_gamma_neg: float = D.asl_gamma_neg,
-        asl_gamma_pos: float = D.asl_gamma_pos,
-        asl_margin: float = D.asl_margin,
-        infonce_temperature: float = D.infonce_temperature,
-        tag_weight: float = D.tag_weight,
-        cross_modal_infonce_weight: float = D.cross_modal_infonce_weight,
-        text_encoder: str = D.text_encoder,
-        pretrained_text_dir: str | None = D.pretrained_text_dir,
-        vocab_size: int = D.vocab_size,
-        text_hidden_size: int = D.text_hidden_size,
-        text_num_layers: int = D.text_num_layers,
-        text_num_heads: int = D.text_num_heads,
-        text_intermediate_size: int = D.text_intermediate_size,
-        text_max_position: int = D.text_max_position,
-        name: str = "cross_modal",
-        **kwargs: Any,
-    ):
-        super().__init__(name=name, **kwargs)
-        self._remember_args(locals())
-        self.text_encoder = build_text_encoder(self._init_args, with_pooler=False,
-                                               name="text_encoder")
-        width = video_hidden_size
+    def __init__(self, config: ModelConfig | None = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        config, section = self.model_config, self.model_config.cross_modal
+        self.tag_weight, self.infonce_weight = self.tag_loss_config.weight, section.infonce_weight
+        self.infonce_temperature = config.infonce_temperature
+        self.text_encoder = build_text_encoder(config, with_pooler=False, name="text_encoder")
+        width = section.video_hidden_size
 
         def block(name: str) -> layers.TransformerBlock:
-            return layers.TransformerBlock(width, video_num_heads, video_intermediate_size,
-                                           dropout, name=name)
+            return layers.TransformerBlock(width, section.video_num_heads, section.video_intermediate_size,
+                                           config.dropout, name=name)
 
-        self.frame_embeddings = layers.FrameEmbeddings(width, max_frames, dropout=dropout,
+        self.frame_embeddings = layers.FrameEmbeddings(width, config.max_frames, dropout=config.dropout,
                                                        name="frame_embeddings")
-        self.video_layers = [block(f"video_layer_{i}") for i in range(video_num_layers)]
+        self.video_layers = [block(f"video_layer_{i}") for i in range(section.video_num_layers)]
         self.text_projection = layers.FrameProjection(width, name="text_projection")
-        self.video_to_text = [block(f"fusion_{i}_video_to_text")
-                              for i in range(fusion_num_layers)]
-        self.text_to_video = [block(f"fusion_{i}_text_to_video")
-                              for i in range(fusion_num_layers)]
+        self.video_to_text = [block(f"fusion_{i}_video_to_text") for i in range(section.fusion_num_layers)]
+        self.text_to_video = [block(f"fusion_{i}_text_to_video") for i in range(section.fusion_num_layers)]
         self.pool = layers.MaskedMeanPooling(name="mean_pool")
-        self.embedding_projection = keras.layers.Dense(embedding_dim, name="embedding")
-        self.tag_head = keras.layers.Dense(
-            num_tags, name="tag_head",
-            bias_initializer=layers.prior_bias_initializer(num_tags, tag_prior_positives))
-        self.video_contrast = keras.layers.Dense(embedding_dim, name="video_contrast")
-        self.text_contrast = keras.layers.Dense(embedding_dim, name="text_contrast")
+        self.embedding_projection = keras.layers.Dense(config.embedding_dim, name="embedding")
+        self.tag_head = self._tag_head()
+        self.video_contrast = keras.layers.Dense(config.embedding_dim, name="video_contrast")
+        self.text_contrast = keras.layers.Dense(config.embedding_dim, name="text_contrast")
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = False
              ) -> dict[str, tf.Tensor]:
+        features = self.standardized(features)
         frame_mask = tf.cast(features["frame_mask"] > 0, tf.int32)
         text_mask = tf.cast(features["attention_mask"], tf.int32)
         video = self.frame_embeddings(features["frames"], training=training)
@@ -119,7 +87,7 @@ class CrossModalModel(VideoSimModel):
             )
         fused = tf.concat([self.pool(video, mask=frame_mask), self.pool(text, mask=text_mask)],
                           axis=-1)
-        embedding = self.embedding_projection(fused)
+        embedding = self.with_frame_path(features, self.embedding_projection(fused))
         return float32_outputs({
             "embedding": embedding,
             "tag_logits": self.tag_head(embedding),
@@ -129,11 +97,9 @@ class CrossModalModel(VideoSimModel):
 
     def pretrain_losses(self, features: Mapping[str, tf.Tensor],
                         training: bool = True) -> dict[str, tf.Tensor]:
-        args = self._init_args
         out = self(features, training=training)
-        infonce = losses.info_nce(out["video_embedding"], out["text_embedding"],
-                                  args["infonce_temperature"])
+        infonce = losses.info_nce(out["video_embedding"], out["text_embedding"], self.infonce_temperature)
         return {
-            "tag": args["tag_weight"] * self._tag_loss(features["tags"], out["tag_logits"]),
-            "infonce": args["cross_modal_infonce_weight"] * infonce,
+            "tag": self.tag_weight * self._tag_loss(features["tags"], out["tag_logits"]),
+            "infonce": self.infonce_weight * infonce,
         }

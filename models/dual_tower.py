@@ -15,8 +15,6 @@ recipe, run by the trainer:
 """
 from __future__ import annotations
 
-from typing import Any
-
 from models.baseline import BaselineModel
 
 
@@ -24,11 +22,3 @@ class DualTowerModel(BaselineModel):
     """The baseline tower under its own family name (finetuned with `FINETUNE_RECIPE`)."""
 
     FINETUNE_RECIPE = {"finetune_losses": "tag+mse+mae", "target_transform": "sigmoid"}
-
-    def __init__(self, *, name: str = "dual_tower", **kwargs: Any):
-        super().__init__(name=name, **kwargs)
-
-    @classmethod
-    def config_args(cls) -> tuple[str, ...]:
-        """The baseline's constructor arguments (this class only renames the family)."""
-        return BaselineModel.config_args()

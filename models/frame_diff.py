@@ -20,6 +20,7 @@ import tensorflow as tf
 from models import layers
 from models.base import float32_outputs
 from models.baseline import BaselineModel
+from models.config import ModelConfig
 
 
 def frame_differences(frames: tf.Tensor, frame_mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -38,25 +39,21 @@ class FrameDiffModel(BaselineModel):
 
     FINETUNE_RECIPE = {"finetune_losses": "tag+mse+mae", "target_transform": "sigmoid"}
 
-    def __init__(self, *, name: str = "frame_diff", **kwargs: Any):
-        super().__init__(name=name, **kwargs)
-        args = self._init_args
-        self.diff_nextvlad = layers.NeXtVLAD(
-            args["nextvlad_cluster_size"], args["nextvlad_groups"], args["nextvlad_expansion"],
-            args["nextvlad_dropout"], args["nextvlad_output_size"], name="diff_nextvlad")
-
-    @classmethod
-    def config_args(cls) -> tuple[str, ...]:
-        """The baseline's constructor arguments (the extra NeXtVLAD reuses its sizes)."""
-        return BaselineModel.config_args()
+    def __init__(self, config: ModelConfig | None = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        vlad = self.model_config.nextvlad  # the extra NeXtVLAD has the frames' sizes
+        self.diff_nextvlad = layers.NeXtVLAD(vlad.cluster_size, vlad.groups, vlad.expansion, vlad.dropout,
+                                             vlad.output_size, name="diff_nextvlad")
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = False
              ) -> dict[str, tf.Tensor]:
+        features = self.standardized(features)
         frames, frame_mask = features["frames"], features["frame_mask"]
         video = self.nextvlad(frames, frame_mask=frame_mask, training=training)
         diffs, diff_mask = frame_differences(frames, frame_mask)
         motion = self.diff_nextvlad(diffs, frame_mask=diff_mask, training=training)
         text = self.text_encoder.encode_ids(features["input_ids"], features["attention_mask"],
                                             training=training)["pooled_output"]
-        embedding = self.fusion([video, motion, tf.cast(text, video.dtype)], training=training)
+        embedding = self.with_frame_path(features, self.fusion([video, motion, tf.cast(text, video.dtype)],
+                                                               training=training))
         return float32_outputs({"embedding": embedding, "tag_logits": self.tag_head(embedding)})

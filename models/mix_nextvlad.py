@@ -24,74 +24,42 @@ import tensorflow as tf
 import tf_keras as keras
 
 from models import layers, losses
-from models.base import DEFAULTS as D
 from models.base import VideoSimModel, float32_outputs
+from models.config import ModelConfig
 from models.text_encoders import build_text_encoder
 
 
 class MixNeXtVLADModel(VideoSimModel):
     """Gated mixture of NeXtVLAD+SE experts with KL and InfoNCE pretraining losses."""
 
-    def __init__(
-        self, *,
-        num_tags: int = D.num_tags,
-        embedding_dim: int = D.embedding_dim,
-        dropout: float = D.dropout,
-        nextvlad_cluster_size: int = D.nextvlad_cluster_size,
-        nextvlad_groups: int = D.nextvlad_groups,
-        nextvlad_expansion: int = D.nextvlad_expansion,
-        nextvlad_dropout: float = D.nextvlad_dropout,
-        nextvlad_output_size: int = D.nextvlad_output_size,
-        se_reduction: int = D.se_reduction,
-        num_experts: int = D.num_experts,
-        tag_loss: str = D.tag_loss,
-        tag_reduction: str = D.tag_reduction,
-        tag_prior_positives: float = D.tag_prior_positives,
-        asl_gamma_neg: float = D.asl_gamma_neg,
-        asl_gamma_pos: float = D.asl_gamma_pos,
-        asl_margin: float = D.asl_margin,
-        kl_temperature: float = D.kl_temperature,
-        infonce_temperature: float = D.infonce_temperature,
-        tag_weight: float = D.tag_weight,
-        expert_tag_weight: float = D.expert_tag_weight,
-        kl_weight: float = D.kl_weight,
-        infonce_weight: float = D.infonce_weight,
-        text_encoder: str = D.text_encoder,
-        pretrained_text_dir: str | None = D.pretrained_text_dir,
-        vocab_size: int = D.vocab_size,
-        text_hidden_size: int = D.text_hidden_size,
-        text_num_layers: int = D.text_num_layers,
-        text_num_heads: int = D.text_num_heads,
-        text_intermediate_size: int = D.text_intermediate_size,
-        text_max_position: int = D.text_max_position,
-        name: str = "mix_nextvlad",
-        **kwargs: Any,
-    ):
-        super().__init__(name=name, **kwargs)
-        self._remember_args(locals())
-        if num_experts < 1:
-            raise ValueError(f"mix_nextvlad: num_experts must be >= 1, got {num_experts}")
-        self.text_encoder = build_text_encoder(self._init_args, name="text_encoder")
+    def __init__(self, config: ModelConfig | None = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        config, vlad, mix = self.model_config, self.model_config.nextvlad, self.model_config.mix_nextvlad
+        self.num_experts = mix.num_experts
+        self.kl_temperature = mix.kl_temperature
+        self.infonce_temperature = config.infonce_temperature
+        self.tag_weight = self.tag_loss_config.weight
+        self.expert_tag_weight, self.kl_weight, self.infonce_weight = (mix.expert_tag_weight, mix.kl_weight,
+                                                                       mix.infonce_weight)
+        self.text_encoder = build_text_encoder(config, name="text_encoder")
         self.frame_pool = layers.MaskedMeanPooling(name="mean_frame")
         self.experts = [
-            layers.NeXtVLAD(nextvlad_cluster_size, nextvlad_groups, nextvlad_expansion,
-                            nextvlad_dropout, nextvlad_output_size, name=f"expert_{i}_nextvlad")
-            for i in range(num_experts)
+            layers.NeXtVLAD(vlad.cluster_size, vlad.groups, vlad.expansion, vlad.dropout, vlad.output_size,
+                            name=f"expert_{i}_nextvlad")
+            for i in range(mix.num_experts)
         ]
-        self.fusions = [layers.ConcatDenseSE(embedding_dim, se_reduction, dropout,
+        self.fusions = [layers.ConcatDenseSE(config.embedding_dim, vlad.se_reduction, config.dropout,
                                              name=f"expert_{i}_fusion")
-                        for i in range(num_experts)]
-        self.gate = layers.MixtureGate(num_experts, name="gate")
-        bias = layers.prior_bias_initializer(num_tags, tag_prior_positives)
-        self.tag_head = keras.layers.Dense(num_tags, bias_initializer=bias, name="tag_head")
-        self.expert_tag_heads = [keras.layers.Dense(num_tags, bias_initializer=bias,
-                                                    name=f"expert_{i}_tag_head")
-                                 for i in range(num_experts)]
-        self.video_projection = keras.layers.Dense(embedding_dim, name="video_projection")
-        self.text_projection = keras.layers.Dense(embedding_dim, name="text_projection")
+                        for i in range(mix.num_experts)]
+        self.gate = layers.MixtureGate(mix.num_experts, name="gate")
+        self.tag_head = self._tag_head()
+        self.expert_tag_heads = [self._tag_head(f"expert_{i}_tag_head") for i in range(mix.num_experts)]
+        self.video_projection = keras.layers.Dense(config.embedding_dim, name="video_projection")
+        self.text_projection = keras.layers.Dense(config.embedding_dim, name="text_projection")
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = False
              ) -> dict[str, tf.Tensor]:
+        features = self.standardized(features)
         frames, frame_mask = features["frames"], features["frame_mask"]
         text = self.text_encoder.encode_ids(features["input_ids"], features["attention_mask"],
                                             training=training)["pooled_output"]
@@ -105,7 +73,7 @@ class MixNeXtVLADModel(VideoSimModel):
         expert_logits = tf.stack([head(x) for head, x in zip(self.expert_tag_heads, fused)],
                                  axis=1)
         return float32_outputs({
-            "embedding": mixture,
+            "embedding": self.with_frame_path(features, mixture),
             "tag_logits": self.tag_head(mixture),
             "expert_tag_logits": expert_logits,  # [B, E, num_tags]
             "gate_weights": gate_weights,  # [B, E]
@@ -115,21 +83,18 @@ class MixNeXtVLADModel(VideoSimModel):
 
     def pretrain_losses(self, features: Mapping[str, tf.Tensor],
                         training: bool = True) -> dict[str, tf.Tensor]:
-        args = self._init_args
         out = self(features, training=training)
         tags = features["tags"]
-        experts = range(args["num_experts"])
+        experts = range(self.num_experts)
         teacher = tf.stop_gradient(out["tag_logits"])
         expert_tag = tf.add_n([self._tag_loss(tags, out["expert_tag_logits"][:, e])
-                               for e in experts]) / args["num_experts"]
-        kl = tf.add_n([losses.kl_divergence(teacher, out["expert_tag_logits"][:, e],
-                                            args["kl_temperature"])
-                       for e in experts]) / args["num_experts"]
-        infonce = losses.info_nce(out["video_embedding"], out["text_embedding"],
-                                  args["infonce_temperature"])
+                               for e in experts]) / self.num_experts
+        kl = tf.add_n([losses.kl_divergence(teacher, out["expert_tag_logits"][:, e], self.kl_temperature)
+                       for e in experts]) / self.num_experts
+        infonce = losses.info_nce(out["video_embedding"], out["text_embedding"], self.infonce_temperature)
         return {
-            "tag": args["tag_weight"] * self._tag_loss(tags, out["tag_logits"]),
-            "expert_tag": args["expert_tag_weight"] * expert_tag,
-            "kl": args["kl_weight"] * kl,
-            "infonce": args["infonce_weight"] * infonce,
+            "tag": self.tag_weight * self._tag_loss(tags, out["tag_logits"]),
+            "expert_tag": self.expert_tag_weight * expert_tag,
+            "kl": self.kl_weight * kl,
+            "infonce": self.infonce_weight * infonce,
         }

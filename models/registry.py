@@ -5,34 +5,64 @@ e.g. for families defined outside this package). `VARIANTS` names the six models
 ensemble as (family, config overrides); `variant_config` applies one to a base config.
 `finetune_recipe(name)` gives the TrainConfig settings a family's published finetune used
 (its class's ``FINETUNE_RECIPE``; empty for families without one).
+
+Families are named here as ``"module:Class"`` and imported on first use, so that the registry's
+names (command-line choices) are known without importing TensorFlow; a family added by
+`register` (or ``MODELS[name] = cls``) is a class right away.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import importlib
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import tf_keras as keras
-
-from models.base import VideoSimModel, example_features
-from models.baseline import BaselineModel
-from models.clip import ClipModel
 from models.config import ModelConfig
-from models.cross_modal import CrossModalModel
-from models.dual_tower import DualTowerModel
-from models.frame_diff import FrameDiffModel
-from models.mix_nextvlad import MixNeXtVLADModel
-from models.single_stream import SingleStreamModel
-from models.uniter import UniterModel
 
-MODELS: dict[str, type[VideoSimModel]] = {
-    "baseline": BaselineModel,
-    "mix_nextvlad": MixNeXtVLADModel,
-    "uniter": UniterModel,
-    "single_stream": SingleStreamModel,
-    "dual_tower": DualTowerModel,
-    "frame_diff": FrameDiffModel,
-    "cross_modal": CrossModalModel,
-    "clip": ClipModel,
-}
+if TYPE_CHECKING:
+    import tf_keras as keras
+
+    from models.base import VideoSimModel
+
+
+class _Families(MutableMapping):
+    """name -> family class; a ``"module:Class"`` entry is imported when first looked up."""
+
+    def __init__(self, entries: dict[str, "str | type"]):
+        self._entries = dict(entries)
+
+    def __getitem__(self, name: str) -> "type[VideoSimModel]":
+        entry = self._entries[name]
+        if isinstance(entry, str):
+            module, _, attribute = entry.partition(":")
+            entry = self._entries[name] = getattr(importlib.import_module(module), attribute)
+        return entry
+
+    def __setitem__(self, name: str, cls: "type[VideoSimModel]") -> None:
+        self._entries[name] = cls
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+
+MODELS: MutableMapping[str, "type[VideoSimModel]"] = _Families({
+    "baseline": "models.baseline:BaselineModel",
+    "mix_nextvlad": "models.mix_nextvlad:MixNeXtVLADModel",
+    "uniter": "models.uniter:UniterModel",
+    "single_stream": "models.single_stream:SingleStreamModel",
+    "dual_tower": "models.dual_tower:DualTowerModel",
+    "frame_diff": "models.frame_diff:FrameDiffModel",
+    "cross_modal": "models.cross_modal:CrossModalModel",
+    "clip": "models.clip:ClipModel",
+})
 
 # The six models of the 618 ensemble. "mix_roformer" takes its title vector from RoFormer.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -45,9 +75,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def register(name: str) -> Callable[[type[VideoSimModel]], type[VideoSimModel]]:
+def register(name: str) -> "Callable[[type[VideoSimModel]], type[VideoSimModel]]":
     """Class decorator adding a family to `MODELS` under ``name`` (a clash is an error)."""
-    def decorator(cls: type[VideoSimModel]) -> type[VideoSimModel]:
+    def decorator(cls: "type[VideoSimModel]") -> "type[VideoSimModel]":
         if name in MODELS and MODELS[name] is not cls:
             raise ValueError(f"model name {name!r} is already registered to "
                              f"{MODELS[name].__name__}")
@@ -58,7 +88,7 @@ def register(name: str) -> Callable[[type[VideoSimModel]], type[VideoSimModel]]:
     return decorator
 
 
-def build_model(config: ModelConfig, *, build: bool = True) -> keras.Model:
+def build_model(config: ModelConfig, *, build: bool = True) -> "keras.Model":
     """The family ``config.name`` built from ``config``.
 
     With ``build=True`` (default) the model is called once on a random batch of size 2
@@ -70,6 +100,8 @@ def build_model(config: ModelConfig, *, build: bool = True) -> keras.Model:
         raise ValueError(f"unknown model name {config.name!r}; available: {sorted(MODELS)}")
     model = MODELS[config.name].from_model_config(config)
     if build:
+        from models.base import example_features
+
         model(example_features(config, batch_size=2), training=False)
     return model
 

@@ -40,14 +40,14 @@ Finetune recipe (published): rank-normalised targets and MSE, i.e. TrainConfig
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import tensorflow as tf
 import tf_keras as keras
 
 from models import layers, losses
-from models.base import DEFAULTS as D
 from models.base import VideoSimModel, float32_outputs
+from models.config import ModelConfig
 from models.text_encoders import build_text_encoder
 
 
@@ -56,63 +56,31 @@ class SingleStreamModel(VideoSimModel):
 
     FINETUNE_RECIPE = {"target_transform": "rank", "finetune_losses": "mse"}
 
-    def __init__(
-        self, *,
-        num_tags: int = D.num_tags,
-        embedding_dim: int = D.embedding_dim,
-        frame_dim: int = D.frame_dim,
-        max_frames: int = D.max_frames,
-        title_len: int = D.title_len,
-        dropout: float = D.dropout,
-        tag_loss: str = D.tag_loss,
-        tag_reduction: str = D.tag_reduction,
-        tag_prior_positives: float = D.tag_prior_positives,
-        asl_gamma_neg: float = D.asl_gamma_neg,
-        asl_gamma_pos: float = D.asl_gamma_pos,
-        asl_margin: float = D.asl_margin,
-        mlm_probability: float = D.mlm_probability,
-        mfm_probability: float = D.mfm_probability,
-        mfm_temperature: float = D.mfm_temperature,
-        mask_token_id: int = D.mask_token_id,
-        special_token_ids: Sequence[int] = D.special_token_ids,
-        single_stream_tag_weight: float = D.single_stream_tag_weight,
-        single_stream_mlm_weight: float = D.single_stream_mlm_weight,
-        single_stream_mfm_weight: float = D.single_stream_mfm_weight,
-        text_encoder: str = D.text_encoder,
-        pretrained_text_dir: str | None = D.pretrained_text_dir,
-        vocab_size: int = D.vocab_size,
-        text_hidden_size: int = D.text_hidden_size,
-        text_num_layers: int = D.text_num_layers,
-        text_num_heads: int = D.text_num_heads,
-        text_intermediate_size: int = D.text_intermediate_size,
-        text_max_position: int = D.text_max_position,
-        name: str = "single_stream",
-        **kwargs: Any,
-    ):
-        super().__init__(name=name, **kwargs)
-        self._remember_args(locals())
+    def __init__(self, config: ModelConfig | None = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        config, section = self.model_config, self.model_config.single_stream
+        self.mfm_probability, self.mfm_temperature = section.mfm_probability, section.mfm_temperature
+        self.tag_weight, self.mlm_weight, self.mfm_weight = section.tag_weight, section.mlm_weight, section.mfm_weight
         # the pooler is unused: without it every encoder variable gets a gradient
-        self.text_encoder = build_text_encoder(self._init_args, with_pooler=False,
-                                               name="text_encoder")
-        needed = title_len + max_frames + 1 if text_encoder == "roformer" else title_len
+        self.text_encoder = build_text_encoder(config, with_pooler=False, name="text_encoder")
+        roformer = self.text_config.kind == "roformer"
+        needed = config.title_len + config.max_frames + 1 if roformer else config.title_len
         if self.text_encoder.max_position < needed:
             what = ("title_len + max_frames + 1 (rotary positions span the whole sequence)"
-                    if text_encoder == "roformer" else "title_len")
+                    if roformer else "title_len")
             raise ValueError(
                 f"single_stream: the text encoder has {self.text_encoder.max_position} positions "
-                f"(text_max_position or the checkpoint's max_position_embeddings) but {what} = "
+                f"(text.max_position or the checkpoint's max_position_embeddings) but {what} = "
                 f"{needed}")
         hidden = self.text_encoder.hidden_size
-        self.frame_embeddings = layers.FrameEmbeddings(hidden, max_frames, end_token=True,
-                                                       dropout=dropout, name="frame_embeddings")
+        self.frame_embeddings = layers.FrameEmbeddings(hidden, config.max_frames, end_token=True,
+                                                       dropout=config.dropout, name="frame_embeddings")
         self.pool = layers.MaskedMeanPooling(name="mean_pool")
-        self.embedding_projection = keras.layers.Dense(embedding_dim, name="embedding")
-        self.tag_head = keras.layers.Dense(
-            num_tags, name="tag_head",
-            bias_initializer=layers.prior_bias_initializer(num_tags, tag_prior_positives))
+        self.embedding_projection = keras.layers.Dense(config.embedding_dim, name="embedding")
+        self.tag_head = self._tag_head()
         self.mlm_head = layers.TiedMLMHead(self.text_encoder.vocab_size,
                                            self.text_encoder.embedding_size, name="mlm_head")
-        self.mfm_head = layers.MLPHead(frame_dim, name="mfm_head")
+        self.mfm_head = layers.MLPHead(config.frame_dim, name="mfm_head")
         # built now: a plain call never reaches the pretraining heads, yet build_model promises
         # that one call creates every variable (optimizer slots, checkpoints)
         self.mlm_head.build(tf.TensorShape([None, None, hidden]))
@@ -138,12 +106,15 @@ class SingleStreamModel(VideoSimModel):
         return hidden, mask
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = False,
-             heads: bool = False) -> dict[str, tf.Tensor]:
+             heads: bool = False, standardize: bool = True) -> dict[str, tf.Tensor]:
         """``heads=True`` adds "mlm_logits" [B, L, vocab] (title positions, aligned with
-        input_ids) and "mfm_predictions" [B, M, frame_dim] (frame positions)."""
+        input_ids) and "mfm_predictions" [B, M, frame_dim] (frame positions); ``standardize=False``:
+        the frames are already standardised (masked-frame pretraining masks standardised frames)."""
+        if standardize:
+            features = self.standardized(features)
         sequence, mask = self.sequence(features, training=training)
         hidden = self.text_encoder.encode_hidden(sequence, mask, training=training)
-        embedding = self.embedding_projection(self.pool(hidden, mask=mask))
+        embedding = self.with_frame_path(features, self.embedding_projection(self.pool(hidden, mask=mask)))
         outputs = {"embedding": embedding, "tag_logits": self.tag_head(hidden[:, 0])}
         if heads:
             steps = tf.shape(features["frames"])[1]
@@ -156,29 +127,26 @@ class SingleStreamModel(VideoSimModel):
     def effective_tag_weight(self) -> float:
         """The factor on `_tag_loss`: the published weight (on a tag loss averaged over tags),
         divided by num_tags when this model sums the tag loss over tags."""
-        args = self._init_args
-        weight = args["single_stream_tag_weight"]
-        return weight / args["num_tags"] if args["tag_reduction"] == "sum" else weight
+        weight = self.tag_weight
+        return weight / self.model_config.num_tags if self.tag_loss_config.reduction == "sum" else weight
 
     def pretrain_losses(self, features: Mapping[str, tf.Tensor],
                         training: bool = True) -> dict[str, tf.Tensor]:
-        args = self._init_args
+        text = self.text_config
         masked_ids, labels, token_weights = losses.mask_tokens(
             features["input_ids"], features["attention_mask"], self.text_encoder.vocab_size,
-            args["mask_token_id"], args["special_token_ids"], args["mlm_probability"],
-            generator=self.mlm_generator)
-        frames = tf.cast(features["frames"], tf.float32)
-        frame_weights = losses.mask_frames(features["frame_mask"], args["mfm_probability"],
+            text.mask_token_id, text.special_token_ids, text.mlm_probability, generator=self.mlm_generator)
+        frames = tf.cast(self.standardized(features)["frames"], tf.float32)  # inputs and NCE targets
+        frame_weights = losses.mask_frames(features["frame_mask"], self.mfm_probability,
                                            generator=self.mfm_generator)
         masked = dict(features, input_ids=masked_ids,
                       frames=frames * (1.0 - frame_weights)[..., None])
-        out = self(masked, training=training, heads=True)
+        out = self(masked, training=training, heads=True, standardize=False)
         mfm = losses.masked_frame_nce(out["mfm_predictions"], frames, frame_weights,
-                                      features["frame_mask"], args["mfm_temperature"])
+                                      features["frame_mask"], self.mfm_temperature)
         return {
             "tag": self.effective_tag_weight() * self._tag_loss(features["tags"],
                                                                 out["tag_logits"]),
-            "mlm": args["single_stream_mlm_weight"] * losses.mlm_loss(
-                labels, out["mlm_logits"], token_weights),
-            "mfm": args["single_stream_mfm_weight"] * mfm,
+            "mlm": self.mlm_weight * losses.mlm_loss(labels, out["mlm_logits"], token_weights),
+            "mfm": self.mfm_weight * mfm,
         }

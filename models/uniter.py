@@ -13,67 +13,37 @@ decoder is the word-embedding matrix (+ bias); ``tag`` — the tag loss of the t
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import tensorflow as tf
 import tf_keras as keras
 
 from models import layers, losses
-from models.base import DEFAULTS as D
 from models.base import VideoSimModel, float32_outputs
+from models.config import ModelConfig
 from models.text_encoders import build_text_encoder
 
 
 class UniterModel(VideoSimModel):
     """Single-stream title+frames encoder with tied MLM and tag pretraining."""
 
-    def __init__(
-        self, *,
-        num_tags: int = D.num_tags,
-        embedding_dim: int = D.embedding_dim,
-        max_frames: int = D.max_frames,
-        title_len: int = D.title_len,
-        dropout: float = D.dropout,
-        tag_loss: str = D.tag_loss,
-        tag_reduction: str = D.tag_reduction,
-        tag_prior_positives: float = D.tag_prior_positives,
-        asl_gamma_neg: float = D.asl_gamma_neg,
-        asl_gamma_pos: float = D.asl_gamma_pos,
-        asl_margin: float = D.asl_margin,
-        mlm_probability: float = D.mlm_probability,
-        mask_token_id: int = D.mask_token_id,
-        special_token_ids: Sequence[int] = D.special_token_ids,
-        tag_weight: float = D.tag_weight,
-        mlm_weight: float = D.mlm_weight,
-        text_encoder: str = D.text_encoder,
-        pretrained_text_dir: str | None = D.pretrained_text_dir,
-        vocab_size: int = D.vocab_size,
-        text_hidden_size: int = D.text_hidden_size,
-        text_num_layers: int = D.text_num_layers,
-        text_num_heads: int = D.text_num_heads,
-        text_intermediate_size: int = D.text_intermediate_size,
-        text_max_position: int = D.text_max_position,
-        name: str = "uniter",
-        **kwargs: Any,
-    ):
-        super().__init__(name=name, **kwargs)
-        self._remember_args(locals())
+    def __init__(self, config: ModelConfig | None = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        config = self.model_config
+        self.tag_weight, self.mlm_weight = self.tag_loss_config.weight, config.uniter.mlm_weight
         # the pooler is unused here: without it every encoder variable gets a gradient
-        self.text_encoder = build_text_encoder(self._init_args, with_pooler=False,
-                                               name="text_encoder")
-        length = title_len + max_frames
+        self.text_encoder = build_text_encoder(config, with_pooler=False, name="text_encoder")
+        length = config.title_len + config.max_frames
         if self.text_encoder.max_position < length:
             raise ValueError(
                 f"uniter: the text encoder has {self.text_encoder.max_position} positions "
-                f"(text_max_position or the checkpoint's max_position_embeddings) but title_len "
+                f"(text.max_position or the checkpoint's max_position_embeddings) but title_len "
                 f"+ max_frames = {length}")
         width = self.text_encoder.embedding_size
         self.frame_projection = layers.FrameProjection(width, name="frame_projection")
         self.pool = layers.MaskedMeanPooling(name="mean_pool")
-        self.embedding_projection = keras.layers.Dense(embedding_dim, name="embedding")
-        self.tag_head = keras.layers.Dense(
-            num_tags, name="tag_head",
-            bias_initializer=layers.prior_bias_initializer(num_tags, tag_prior_positives))
+        self.embedding_projection = keras.layers.Dense(config.embedding_dim, name="embedding")
+        self.tag_head = self._tag_head()
         self.mlm_head = layers.TiedMLMHead(self.text_encoder.vocab_size, width, name="mlm_head")
         # built now: a plain call (mlm=False) never reaches it, yet build_model promises that
         # one call creates every variable (optimizer slots, checkpoints)
@@ -85,6 +55,7 @@ class UniterModel(VideoSimModel):
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = False,
              mlm: bool = False) -> dict[str, tf.Tensor]:
         """``mlm=True`` adds "mlm_logits" [B, title_len, vocab] (title positions)."""
+        features = self.standardized(features)
         input_ids = features["input_ids"]
         frames = self.frame_projection(features["frames"])
         words = tf.cast(self.text_encoder.embed_tokens(input_ids), frames.dtype)
@@ -92,7 +63,7 @@ class UniterModel(VideoSimModel):
                           tf.cast(features["frame_mask"] > 0, tf.int32)], axis=1)
         hidden = self.text_encoder.encode_embeds(tf.concat([words, frames], axis=1), mask,
                                                 training=training)["sequence_output"]
-        embedding = self.embedding_projection(self.pool(hidden, mask=mask))
+        embedding = self.with_frame_path(features, self.embedding_projection(self.pool(hidden, mask=mask)))
         outputs = {"embedding": embedding, "tag_logits": self.tag_head(embedding)}
         if mlm:
             title_hidden = hidden[:, :tf.shape(input_ids)[1]]
@@ -101,14 +72,13 @@ class UniterModel(VideoSimModel):
 
     def pretrain_losses(self, features: Mapping[str, tf.Tensor],
                         training: bool = True) -> dict[str, tf.Tensor]:
-        args = self._init_args
+        text = self.text_config
         masked_ids, labels, weights = losses.mask_tokens(
             features["input_ids"], features["attention_mask"], self.text_encoder.vocab_size,
-            args["mask_token_id"], args["special_token_ids"], args["mlm_probability"],
-            generator=self.mlm_generator)
+            text.mask_token_id, text.special_token_ids, text.mlm_probability, generator=self.mlm_generator)
         masked = dict(features, input_ids=masked_ids)
         out = self(masked, training=training, mlm=True)
         return {
-            "tag": args["tag_weight"] * self._tag_loss(features["tags"], out["tag_logits"]),
-            "mlm": args["mlm_weight"] * losses.mlm_loss(labels, out["mlm_logits"], weights),
+            "tag": self.tag_weight * self._tag_loss(features["tags"], out["tag_logits"]),
+            "mlm": self.mlm_weight * losses.mlm_loss(labels, out["mlm_logits"], weights),
         }

@@ -50,7 +50,7 @@ def fake_run(tmp_path_factory):
             fold_rng = np.random.default_rng([list(MODELS).index(model), fold])
             d = run / "embeddings" / model / f"fold_{fold:02d}"
 
-            def embed(keys):
+            def embed(keys, fold_rng=fold_rng, noise=noise):
                 return np.stack([latent[k] + fold_rng.normal(0, noise, DIM) for k in keys]).astype(np.float32)
 
             save_embeddings(d / "test.npz", test_ids, embed(test_ids))
@@ -139,28 +139,50 @@ def test_fit_on_val_and_subprocess(fake_run):
 
 def test_cli_errors(fake_run, capsys):
     run, root, _ = fake_run
-    assert ensemble_final.main(["--run", str(run), "--weights", "alpha=1,gamma=2", "--models", "alpha,beta"]) == 1
+    assert ensemble_final.main(["--run", str(run), "--weights", "alpha=1,gamma=2", "--models", "alpha,beta"]) == 2
     assert "missing ['beta'], not among the models ['gamma']" in capsys.readouterr().err
-    assert ensemble_final.main(["--run", str(run), "--models", "alpha,nosuch"]) == 1
+    assert ensemble_final.main(["--run", str(run), "--models", "alpha,nosuch"]) == 2
     assert "nosuch: model embedding directory not found" in capsys.readouterr().err
     bad_labels = root / "more_labels.tsv"
     bad_labels.write_text((root / "label.tsv").read_text() + "1\t2\t0.5\n")
-    assert ensemble_final.main(["--run", str(run), "--labels", str(bad_labels), "--out", str(root / "x.zip")]) == 1
+    assert ensemble_final.main(["--run", str(run), "--labels", str(bad_labels), "--out", str(root / "x.zip")]) == 2
     assert "1 labelled pair(s) in no fold's val.npz, first 1/2" in capsys.readouterr().err
     assert not (root / "x.zip").exists()
-    assert ensemble_final.main(["--run", str(run), "--synth-meta", str(root / "absent.json")]) == 1
+    assert ensemble_final.main(["--run", str(run), "--synth-meta", str(root / "absent.json")]) == 2
     assert "absent.json: cannot read synthetic-data metadata" in capsys.readouterr().err
     bad_folds = root / "bad_folds"
     bad_folds.mkdir()
     (bad_folds / "folds.json").write_text(json.dumps(
         {"format": "videosim-fold-shards", "folds": [{"fold": 0, "pairs": 25}, {"fold": 1, "pairs": 24},
                                                      {"fold": 2, "pairs": 26}]}))
-    assert ensemble_final.main(["--run", str(run), "--folds-dir", str(bad_folds)]) == 1
+    assert ensemble_final.main(["--run", str(run), "--folds-dir", str(bad_folds)]) == 2
     assert "fold_01/val.npz: 25 validation pairs, but fold 1's shard holds 24" in capsys.readouterr().err
-    assert ensemble_final.main(["--run", str(run), "--rule", "mean", "--weights", "alpha=1,beta=2"]) == 1
+    assert ensemble_final.main(["--run", str(run), "--rule", "mean", "--weights", "alpha=1,beta=2"]) == 2
     assert "use --rule weighted" in capsys.readouterr().err
     assert ensemble_final.parse_weights("a=1, b=0.25", None) == {"a": 1.0, "b": 0.25}
     weights_file = root / "w.json"
     weights_file.write_text(json.dumps({"alpha": -1}))
     with pytest.raises(ensemble_final.DataError, match="must be a finite number >= 0"):
         ensemble_final.parse_weights(None, str(weights_file))
+
+
+def test_baseline_member_and_baseline_rows(fake_run, tmp_path, capsys):
+    """A strong baseline of --baselines-dir can join the ensemble (baseline:NAME) and is scored as a row."""
+    import shutil
+
+    run, root, _ = fake_run
+    baselines = tmp_path / "baselines"
+    shutil.copytree(run / "embeddings" / "beta", baselines / "lin", ignore=shutil.ignore_patterns("avg"))
+    out = tmp_path / "result.zip"
+    code = ensemble_final.main(["--run", str(run), "--models", "alpha,baseline:lin", "--baselines-dir", str(baselines),
+                                "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((run / "ensemble_report.json").read_text())
+    rows = {row["name"]: row for row in report["rows"]}
+    assert report["models"] == ["alpha", "baseline:lin"]
+    assert rows["baseline:lin"]["oof_spearman"] == pytest.approx(_oof_by_hand(run, "beta"))
+    assert rows["baseline: lin"]["kind"] == "baseline"
+    assert rows["baseline: lin"]["oof_spearman"] == pytest.approx(rows["baseline:lin"]["oof_spearman"])
+    assert (baselines / "lin" / "avg" / "test.npz").is_file()
+    code = ensemble_final.main(["--run", str(run), "--models", "alpha,baseline:lin", "--out", str(out)])
+    assert code == 2 and "needs --baselines-dir" in capsys.readouterr().err

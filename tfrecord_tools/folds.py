@@ -44,16 +44,18 @@ import scipy.sparse.csgraph
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tfrecord_tools import schema
+from tfrecord_tools import layout, schema
 from tfrecord_tools.atomic import atomic_path, write_text_atomic
 from tfrecord_tools.errors import DataError, LabelError
-from tfrecord_tools.labels import Labels, file_md5, read_labels
+from tfrecord_tools import locks, provenance
+from tfrecord_tools.labels import Labels, read_labels
+from tfrecord_tools.provenance import file_md5
 from tfrecord_tools.record_index import VideoIndex, VideoReader, index_videos
 
-SPLITS = ("pairs", "components")
-FOLDS_JSON = "folds.json"
-FORMAT = "videosim-fold-shards"
-FORMAT_VERSION = 1
+SPLITS = layout.FOLD_SPLITS
+FOLDS_JSON = layout.FOLDS_JSON
+FORMAT = layout.FOLDS_FORMAT
+FORMAT_VERSION = 2  # 2: md5 and record count of each shard, assignment_sha256
 SPLIT_RULES = {
     "pairs": "seeded random permutation of the label lines cut into near-equal folds",
     "components": "connected components of the label graph kept whole; largest component first "
@@ -66,7 +68,7 @@ VIDEO_KEYS = schema.required_keys(schema.RecordKind.PAIRWISE)
 
 
 def shard_name(fold: int) -> str:
-    return f"fold_{fold:02d}.tfrecords"
+    return layout.fold_shard(fold)
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,6 +259,12 @@ def write_fold_shards(pairwise_files: str | os.PathLike | Sequence[str | os.Path
     pairwise_files = [os.path.abspath(os.fspath(f)) for f in pairwise_files]
     label_path = os.path.abspath(os.fspath(label_path))
     out_dir = os.path.abspath(os.fspath(out_dir))
+    with locks.locked(out_dir, "write_tfrecord.py"):  # a second writer of out_dir stops at once
+        return _write_fold_shards(pairwise_files, label_path, out_dir, num_folds, seed, split, progress, skip_corrupt)
+
+
+def _write_fold_shards(pairwise_files: list[str], label_path: str, out_dir: str, num_folds: int, seed: int,
+                       split: str, progress: bool, skip_corrupt: bool) -> dict:
 
     labels = read_labels(label_path)
     index = index_videos(pairwise_files, schema.RecordKind.PAIRWISE, progress=progress, skip_corrupt=skip_corrupt)
@@ -285,6 +293,7 @@ def write_fold_shards(pairwise_files: str | os.PathLike | Sequence[str | os.Path
     for entry, path in zip(statistics["per_fold"], shard_paths):
         entry["file"] = os.path.basename(path)
         entry["bytes"] = os.path.getsize(path)
+        entry["md5"] = file_md5(path)  # readers verify it: a same-size edit or a swapped shard is refused
     info = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -295,6 +304,7 @@ def write_fold_shards(pairwise_files: str | os.PathLike | Sequence[str | os.Path
         "num_pairs": len(labels),
         "num_videos": statistics["num_videos"],
         "labels": {"path": label_path, "md5": file_md5(label_path)},
+        "assignment_sha256": provenance.assignment_digest(labels.query, labels.candidate, folds),
         "pairwise_files": pairwise_files,
         "pairwise_videos": len(index),
         "folds": statistics["per_fold"],
@@ -339,34 +349,83 @@ def skip_report(report: dict, shown: int = SHOWN_SKIPS) -> list[str]:
 def _remove_stale_shards(out_dir: str, num_folds: int) -> None:
     """Delete fold shards of an earlier run with more folds, so the directory holds one set."""
     for name in os.listdir(out_dir):
-        if name.startswith("fold_") and name.endswith(".tfrecords"):
-            number = name[len("fold_"):-len(".tfrecords")]
-            if number.isdigit() and int(number) >= num_folds:
-                os.remove(os.path.join(out_dir, name))
+        match = layout.FOLD_SHARD.match(name)
+        if match and int(match.group(1)) >= num_folds:
+            os.remove(os.path.join(out_dir, name))
 
 
 # --------------------------------------------------------------------------------------------
 # Reading a set back
 # --------------------------------------------------------------------------------------------
 
-def read_folds_info(folds_dir: str | os.PathLike) -> dict:
+def _shard_records(path: str) -> int | None:
+    """Records of a TFRecord file counted from its length headers (seeks only), None if they do not add up."""
+    size = os.path.getsize(path)
+    count = offset = 0
+    with open(path, "rb") as handle:
+        while offset < size:
+            handle.seek(offset)
+            header = handle.read(8)
+            if len(header) < 8:
+                return None
+            offset += 16 + int.from_bytes(header, "little")
+            count += 1
+    return count if offset == size else None
+
+
+def _check_description(info, json_path: str) -> None:
+    """The fields every reader uses, with the right types and consistent counts (never a KeyError)."""
+    if not isinstance(info, dict) or info.get("format") != FORMAT or not isinstance(info.get("folds"), list):
+        raise DataError(json_path, None, f"not a fold-shard description (expected format {FORMAT!r})")
+    if info.get("version") != FORMAT_VERSION:
+        raise DataError(json_path, None, f"format version {info.get('version')!r}, this code reads version "
+                                         f"{FORMAT_VERSION} (shard checksums); rerun write_tfrecord.py into this "
+                                         "directory (the same --seed gives the same shards)")
+    num_folds = info.get("num_folds")
+    if not isinstance(num_folds, int) or isinstance(num_folds, bool) or num_folds < 2:
+        raise DataError(json_path, None, f"num_folds {num_folds!r} is not an integer >= 2")
+    if len(info["folds"]) != num_folds:
+        raise DataError(json_path, None, f"lists {len(info['folds'])} folds but num_folds is {num_folds}")
+    for position, entry in enumerate(info["folds"]):
+        where = f"folds[{position}]"
+        if not isinstance(entry, dict):
+            raise DataError(json_path, where, "expected an object")
+        for key, kind in (("fold", int), ("pairs", int), ("bytes", int), ("file", str), ("md5", str)):
+            if not isinstance(entry.get(key), kind) or isinstance(entry.get(key), bool):
+                raise DataError(json_path, where, f"{key!r} missing or not {kind.__name__}: {entry.get(key)!r}")
+        if entry["fold"] != position:
+            raise DataError(json_path, where, f"fold {entry['fold']} listed at position {position}")
+        if entry["file"] != shard_name(position):
+            raise DataError(json_path, where, f"file {entry['file']!r} is not {shard_name(position)!r}: a fold "
+                                              "set names only its own shards, inside its directory")
+        if entry["pairs"] < 1:
+            raise DataError(json_path, where, f"pairs {entry['pairs']} < 1")
+    total = sum(entry["pairs"] for entry in info["folds"])
+    if total != info.get("num_pairs"):
+        raise DataError(json_path, None, f"the folds hold {total} pairs together but num_pairs is "
+                                         f"{info.get('num_pairs')!r}")
+
+
+def read_folds_info(folds_dir: str | os.PathLike, verify: bool = True) -> dict:
     """``folds.json`` of a complete set, checked against the shards on disk.
 
-    Raises DataError when folds.json is missing (the set is incomplete or was never written) or a
-    shard is missing or has another size than when it was written.
+    Raises DataError when folds.json is missing (the set is incomplete or was never written), is
+    not a consistent description (wrong types, counts that do not add up, a ``file`` that is not
+    the fold's own shard name), or a shard is missing, has another size, another record count or
+    another md5 than when it was written (a same-size edit, a swapped shard). ``verify=False``
+    skips the md5 (reads of the description only, e.g. the summary of a set just written).
     """
     folds_dir = os.fspath(folds_dir)
     json_path = os.path.join(folds_dir, FOLDS_JSON)
     if not os.path.isfile(json_path):
         raise DataError(json_path, None, "missing: the fold shards are incomplete or were never written "
                                          "(run write_tfrecord.py --data DIR --out FOLDS_DIR)")
-    with open(json_path, encoding="utf-8") as handle:
-        try:
+    try:
+        with open(json_path, encoding="utf-8") as handle:
             info = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise DataError(json_path, None, f"not valid JSON ({error})") from None
-    if info.get("format") != FORMAT or "folds" not in info:
-        raise DataError(json_path, None, f"not a fold-shard description (expected format {FORMAT!r})")
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        raise DataError(json_path, None, f"not valid JSON ({error})") from None
+    _check_description(info, json_path)
     for entry in info["folds"]:
         path = os.path.join(folds_dir, entry["file"])
         if not os.path.isfile(path):
@@ -374,6 +433,15 @@ def read_folds_info(folds_dir: str | os.PathLike) -> dict:
         if os.path.getsize(path) != entry["bytes"]:
             raise DataError(path, None, f"shard has {os.path.getsize(path)} bytes, folds.json says "
                                         f"{entry['bytes']}: it changed since the set was written")
+        records = _shard_records(path)
+        if records != entry["pairs"]:
+            found = "unreadable record framing" if records is None else f"{records} records"
+            raise DataError(path, None, f"shard holds {found}, folds.json says {entry['pairs']} pairs: the shard "
+                                        "or folds.json changed since the set was written")
+        if verify and file_md5(path) != entry["md5"]:
+            raise DataError(path, None, f"shard md5 {file_md5(path)} differs from {entry['md5']} in folds.json: "
+                                        "its content changed since the set was written (an edited or swapped "
+                                        "shard); rerun write_tfrecord.py")
     return info
 
 

@@ -9,12 +9,16 @@ import dataclasses
 import hashlib
 import math
 import os
+import re
 
 import numpy as np
 
 from tfrecord_tools.errors import LabelError
 
 SCORE_GRID = 0.05
+_DIGITS = re.compile(r"[0-9]+")
+# ASCII decimal numbers (nan/inf pass here and are refused as outside [0, 1] below)
+_SCORE = re.compile(r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:nan|inf|infinity))")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +48,13 @@ def read_labels(path: str | os.PathLike, check_grid: bool = True, allow_duplicat
     path = os.fspath(path)
     queries, candidates, scores = [], [], []
     seen: dict[tuple[str, str], int] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw_bytes in enumerate(handle, start=1):
+            try:
+                raw = raw_bytes.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise LabelError(path, number, f"not valid UTF-8 text ({error.reason} at byte {error.start} of the "
+                                               "line)") from None
             line = raw.rstrip("\r\n")
             if not line.strip():
                 raise LabelError(path, number, "empty line (expected 'query_id<TAB>candidate_id<TAB>score')")
@@ -54,12 +63,12 @@ def read_labels(path: str | os.PathLike, check_grid: bool = True, allow_duplicat
                 raise LabelError(path, number, f"expected 3 tab-separated fields, got {len(fields)}: {line[:80]!r}")
             query, candidate, text = (field.strip() for field in fields)
             for name, value in (("query_id", query), ("candidate_id", candidate)):
-                if not value.isdigit():
-                    raise LabelError(path, number, f"{name} {value!r} is not a decimal id")
-            try:
-                score = float(text)
-            except ValueError:
-                raise LabelError(path, number, f"score {text!r} is not a number") from None
+                if not _DIGITS.fullmatch(value):
+                    raise LabelError(path, number, f"{name} {value!r} is not a decimal id (ASCII digits)")
+            if not _SCORE.fullmatch(text):  # float() also takes '0.0_5', full-width and Arabic-Indic digits
+                raise LabelError(path, number, f"score {text!r} is not a number written with ASCII digits "
+                                               "(like 0.35)")
+            score = float(text)
             if not math.isfinite(score) or not 0.0 <= score <= 1.0:
                 raise LabelError(path, number, f"score {text} is outside [0, 1]")
             if check_grid and abs(score / SCORE_GRID - round(score / SCORE_GRID)) > 1e-6:

@@ -23,7 +23,7 @@ from typing import Iterator, NamedTuple, Sequence
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tfrecord_tools import schema
+from tfrecord_tools import schema, validation
 from tfrecord_tools.errors import RecordError
 
 HEADER_BYTES = 12  # uint64 length + uint32 masked crc of the length
@@ -187,63 +187,20 @@ def _corruption_message(path: str, offset: int, error: Exception) -> str:
             f"TensorFlow says '{message}'{hint}")
 
 
-def _feature_values(example: tf.train.Example, key: str, kind: str, path: str, index: int,
-                    expected: str):
-    features = example.features.feature
-    if key not in features:
-        raise RecordError(path, index, f"key {key!r} is missing (expected {expected})")
-    feature = features[key]
-    actual = feature.WhichOneof("kind")
-    if actual not in (kind, None):  # None: an empty Feature, legal for an empty list
-        raise RecordError(path, index, f"key {key!r} holds {actual}, expected {expected}")
-    return getattr(feature, kind).value
-
-
 def validate_video(example: tf.train.Example, kind: schema.RecordKind, path: str, index: int) -> str:
     """Check one raw video record against the official layout; return its id.
 
-    Raises RecordError (file + record index) for a missing key, a wrong value type or count,
-    a non-decimal id, text that is not UTF-8, no frames, or a frame that is not FRAME_BYTES long.
+    The checks and their messages are `tfrecord_tools.validation`'s (the readers' own); the index
+    adds one rule of its own: the id must be a decimal id (the fold shards pair videos by it).
     """
-    one_bytes = "bytes, 1 value"
-    ids = _feature_values(example, schema.KEY_ID, "bytes_list", path, index, one_bytes)
-    if len(ids) != 1:
-        raise RecordError(path, index, f"key {schema.KEY_ID!r} holds {len(ids)} values, expected 1")
-    video_id = ids[0].decode("ascii", errors="replace")
-    if not video_id.isdigit():
+    video = validation._raw_video(example.features.feature, schema.RecordKind(kind), path, index, schema.FRAME_DIM)
+    video_id = video[schema.KEY_ID]  # checked by ids.check_video_id inside the validator
+    if not (video_id.isascii() and video_id.isdigit()):
         raise RecordError(path, index, f"id {video_id!r} is not a decimal id")
-    for key in (schema.KEY_TITLE, schema.KEY_ASR):
-        values = _feature_values(example, key, "bytes_list", path, index, one_bytes)
-        if len(values) != 1:
-            raise RecordError(path, index, f"video {video_id}: key {key!r} holds {len(values)} values, expected 1")
-        try:
-            values[0].decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise RecordError(path, index, f"video {video_id}: key {key!r} is not UTF-8 ({error})") from None
-    frames = _feature_values(example, schema.KEY_FRAMES, "bytes_list", path, index,
-                             f"one bytes value of {schema.FRAME_BYTES} bytes per frame")
-    if len(frames) == 0:
-        raise RecordError(path, index, f"video {video_id}: key {schema.KEY_FRAMES!r} holds no frames")
-    for number, frame in enumerate(frames):
-        if len(frame) != schema.FRAME_BYTES:
-            raise RecordError(path, index, f"video {video_id}: frame {number} of {schema.KEY_FRAMES!r} has "
-                                           f"{len(frame)} bytes, expected {schema.FRAME_BYTES} "
-                                           f"({schema.FRAME_DIM} float16)")
-    if schema.KEY_TAGS in schema.required_keys(kind):
-        _feature_values(example, schema.KEY_TAGS, "int64_list", path, index, "an int64 list")
-        categories = _feature_values(example, schema.KEY_CATEGORY, "int64_list", path, index, "int64, 1 value")
-        if len(categories) != 1:
-            raise RecordError(path, index, f"video {video_id}: key {schema.KEY_CATEGORY!r} holds "
-                                           f"{len(categories)} values, expected 1")
     return video_id
 
 
-def parse_example(data: bytes, path: str, index: int) -> tf.train.Example:
-    """Parse serialized bytes as a `tf.train.Example`, or raise RecordError."""
-    try:
-        return tf.train.Example.FromString(data)
-    except Exception as error:  # protobuf's DecodeError; its class differs between backends
-        raise RecordError(path, index, f"not a tf.train.Example ({error})") from None
+parse_example = validation.parse_example  # serialized bytes -> tf.train.Example, or RecordError
 
 
 class VideoIndex:

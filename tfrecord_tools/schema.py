@@ -29,8 +29,10 @@ Pair records (fold shards) carry every raw key twice with suffixes ``_1`` and ``
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
+if TYPE_CHECKING:  # the parse specs import TensorFlow when called: command lines start without it
+    import tensorflow as tf
 
 FRAME_DIM = 1536
 FRAME_BYTES = FRAME_DIM * 2  # float16
@@ -73,6 +75,8 @@ def video_feature_spec(kind: RecordKind, suffix: str = "") -> dict[str, tf.io.Va
     Everything is VarLen so that a missing key parses (to an empty list) and the reader can
     name it in its error instead of TensorFlow's generic message.
     """
+    import tensorflow as tf
+
     spec = {
         KEY_ID + suffix: tf.io.VarLenFeature(tf.string),
         KEY_TITLE + suffix: tf.io.VarLenFeature(tf.string),
@@ -87,6 +91,8 @@ def video_feature_spec(kind: RecordKind, suffix: str = "") -> dict[str, tf.io.Va
 
 def pair_feature_spec() -> dict[str, tf.io.VarLenFeature]:
     """Spec of a fold-shard record: both videos' raw keys plus the label ``sim``."""
+    import tensorflow as tf
+
     spec: dict[str, tf.io.VarLenFeature] = {}
     for suffix in PAIR_SUFFIXES:
         spec.update(video_feature_spec(RecordKind.PAIR, suffix))

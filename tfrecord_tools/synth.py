@@ -1,7 +1,7 @@
 """Synthetic challenge data in the official layout, with a known ground truth.
 
-    python -m tfrecord_tools.synth --out DIR --preset tiny|demo|full [--seed N] [--scale F] [--pointwise-files N]
-                                   [--label-graph PATH [--limit-pairs K]]
+    python -m tfrecord_tools.synth --out DIR --size tiny|demo|full [--world NAME] [--seed N] [--scale F]
+                                   [--pointwise-files N] [--label-graph PATH [--limit-pairs K]]
 
 writes under DIR::
 
@@ -10,9 +10,10 @@ writes under DIR::
     pairwise/label.tsv                      query<TAB>candidate<TAB>score on the 0.05 grid
     test_a/test_a.tfrecords                 videos without tags and category
     tag_list.txt                            top-10,000 pointwise tags, most frequent first
-    synth_meta.json                         seed, preset, counts, oracle Spearman, label stats
+    synth_meta.json                         seed, preset, world and its knobs, counts, oracle Spearman, label stats
 
-Python: ``generate(out_dir, preset="tiny", seed=0, label_graph=None, ...) -> meta dict``.
+Python: ``generate(out_dir, preset="tiny", seed=0, label_graph=None, ..., world="demo") -> meta dict``.
+The preset sets the size; the world (below, last section) the structure.
 
 The generative model
 --------------------
@@ -74,12 +75,34 @@ the largest 16,664 of 63,613 videos).
 
 Streaming: every chunk of videos has its own RNG seeded by (seed, split, chunk); frames never
 accumulate in memory; records are serialised deterministically, so a seed gives the same bytes.
+
+Worlds (``--world``): a robustness suite of structural variants, so that a recipe tuned on the
+world above can be checked on data it was not tuned on. Each world overrides a few ``LatentModel``
+knobs (and, for sizes, ``Preset`` fields) whose defaults are the demo values; ``demo`` overrides
+nothing and writes exactly the records it always wrote. ``synth_meta.json`` records the world's
+name, description and overrides, and its oracle.
+  * ``continuous``: ``topic_mixture_weight = 0``, pure Gaussian latents ``u = norm(e)``: no topic
+    clusters; titles and tags still pick the words and tags whose vectors match the latent view.
+  * ``offset_frames``: a background of mean ``frame_offset`` 0.5 and spread 0.8 that dwarfs the
+    video's own terms (signal, nuisance, shots, noise at ~0.37x the demo's; cap 3): the raw cosine
+    of two unrelated videos' mean frames is 0.91-0.94; per-dimension gains ``exp(N(0, 0.8))``, a
+    ReLU at the 70% quantile of the background's values (``frame_sparsity``: ~70% exact zeros)
+    and values x20 (``frame_value_scale``); centring recovers the signal. Titles, tags and labels
+    are the demo world's.
+  * ``sparse_tags``: 85% of tag slots from a uniform tail of 40 ids a pointwise video
+    (``extra_tail_tags``, drawn from their own stream): most tags occur once, topic tags are rare.
+  * ``weak_titles``: 1-2 topic words a title at word temperature 0.1, 3-6 fillers, more general
+    words: the title TF-IDF baseline falls from 0.44 to 0.05 (demo size); frames and labels unchanged.
+  * ``real_graph``: other block views (``LatentModel.views``): frames A+C, title B+D, tags B+C,
+    ASR A+D, so a modality explains other parts of the similarity; meant with ``--label-graph``.
+  * ``many_unlabelled``: pointwise videos = 6x the pair videos; relation mixture 15% unrelated,
+    30% duplicates; label noise 0.18 (oracle 0.85 on demo).
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -90,12 +113,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 import scipy.stats
-import tensorflow as tf
 
-from tfrecord_tools import schema, synth_stats
+from tfrecord_tools import cli, schema, synth_stats
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.labels import read_labels
-from tfrecord_tools.writer import AtomicRecordWriter, video_features
+
+# TensorFlow (tfrecord_tools.writer) is imported where records are written, so that the command
+# line answers --help without it.
 
 LATENT_DIM = 64
 # Latent blocks and which modality sees which.
@@ -116,6 +140,7 @@ class LatentModel:
     """Knobs of the generative model (shared by all presets, recorded in the meta)."""
 
     identity_noise: float = 0.6  # weight of the identity vector against the topic mixture
+    topic_mixture_weight: float = 1.0  # weight of the topic mixture (0: pure Gaussian latents, no topics)
     category_weight: float = 0.6  # how much topics of one category share a direction
     topics_per_video: tuple[float, float, float] = (0.5, 0.35, 0.15)  # P(1, 2, 3 topics)
     same_category_topic: float = 0.5  # extra topics drawn from the main topic's category
@@ -136,10 +161,14 @@ class LatentModel:
     frame_shot: float = 0.12
     frame_noise: float = 0.22
     frame_cap: float = 1.7
+    frame_offset: float = 0.0  # mean of the shared background (its spread is frame_background)
+    frame_sparsity: float = 0.0  # > 0: ReLU at this quantile of the background's values (share of zeros)
+    frame_value_scale: float = 1.0  # multiplies the stored frame values
     # text and tags
     topic_gumbel: float = 0.05  # noise on which topics a text mentions
     topic_temperature: float = 0.1  # topic weights: softmax(T_k . u_view / temperature)
     word_temperature: float = 0.06
+    title_word_temperature: float | None = None  # the title's own word temperature (None: word_temperature)
     title_content_words: tuple[int, int] = (4, 8)
     title_general_words: tuple[float, float, float] = (0.5, 0.35, 0.15)  # P(0, 1, 2)
     title_filler_words: tuple[int, int] = (2, 5)
@@ -155,6 +184,28 @@ class LatentModel:
     p_tail_tag: float = 0.042
     tag_temperature: float = 0.06
     topic_tag_zipf: float = 2.0  # prior -zipf * log(1 + position) within a topic's tag list
+    # which latent blocks each modality sees (frames, title, tags, asr)
+    views: tuple[tuple[str, str], ...] = tuple(VIEWS.items())
+
+    def __post_init__(self):
+        views = dict(self.views)
+        if sorted(views) != sorted(VIEWS) or len(views) != len(self.views):
+            raise ValueError(f"LatentModel.views must name each of {sorted(VIEWS)} once, got {self.views!r}")
+        for modality, blocks in views.items():
+            if not blocks or len(set(blocks)) != len(blocks) or not set(blocks) <= set(BLOCKS):
+                raise ValueError(f"LatentModel.views[{modality!r}] must be distinct blocks of "
+                                 f"{''.join(BLOCKS)}, got {blocks!r}")
+        if self.topic_mixture_weight < 0 or self.identity_noise < 0 or (
+                self.topic_mixture_weight == 0 and self.identity_noise == 0):
+            raise ValueError("LatentModel: topic_mixture_weight and identity_noise must be >= 0 and not "
+                             f"both 0, got {self.topic_mixture_weight} and {self.identity_noise}")
+        if not 0 <= self.frame_sparsity < 1:
+            raise ValueError(f"LatentModel.frame_sparsity must be in [0, 1), got {self.frame_sparsity}")
+        if not self.frame_value_scale > 0:
+            raise ValueError(f"LatentModel.frame_value_scale must be positive, got {self.frame_value_scale}")
+        if not (0 <= self.p_unrelated and 0 < self.p_duplicate and self.p_unrelated + self.p_duplicate < 1):
+            raise ValueError("LatentModel: the relation mixture needs 0 <= p_unrelated, 0 < p_duplicate and "
+                             f"p_unrelated + p_duplicate < 1, got {self.p_unrelated} and {self.p_duplicate}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +230,7 @@ class Preset:
     frame_scale: float = 1.0  # < 1 shrinks frame counts (never below 5)
     long_video_fraction: float = 0.002  # videos with 33-40 frames
     chunk_size: int = 256
+    extra_tail_tags: int = 0  # more rare tag ids, drawn apart from the world's other draws (sparse_tags)
     model: LatentModel = LatentModel()
 
     def __post_init__(self):
@@ -190,6 +242,9 @@ class Preset:
                                  f"got {getattr(self, field)!r}")
         if self.topics < 3:
             raise ValueError(f"preset {self.name!r}: needs at least 3 topics, got {self.topics}")
+        if not isinstance(self.extra_tail_tags, int) or self.extra_tail_tags < 0:
+            raise ValueError(f"preset {self.name!r}: extra_tail_tags must be a non-negative integer, "
+                             f"got {self.extra_tail_tags!r}")
         if not 0 < self.frame_scale <= 1:
             raise ValueError(f"preset {self.name!r}: frame_scale must be in (0, 1], got {self.frame_scale}")
 
@@ -239,13 +294,85 @@ def scaled_preset(preset: str | Preset, factor: float, pointwise_files: int | No
         pairs=times(preset.pairs), pair_videos=times(preset.pair_videos), test_videos=times(preset.test_videos))
 
 
+# --------------------------------------------------------------------------------------------------
+# Worlds: structural variants of the generative model (robustness suite)
+# --------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class WorldSpec:
+    """A named variant of the generative model: knob overrides applied on top of a size preset.
+
+    ``model`` overrides ``LatentModel`` fields; ``sizes`` (optional) maps the size preset to
+    overrides of its ``Preset`` fields (so a ratio such as "5x the labelled videos" holds at every
+    size). Every knob not named keeps the demo value, so a world changes only what it says.
+    """
+
+    name: str
+    description: str
+    model: dict = dataclasses.field(default_factory=dict)
+    sizes: Callable[[Preset], dict] | None = None
+
+    def apply(self, preset: Preset) -> Preset:
+        sizes = self.sizes(preset) if self.sizes else {}
+        if not self.model and not sizes:
+            return preset
+        return dataclasses.replace(preset, **sizes, model=dataclasses.replace(preset.model, **self.model))
+
+    def knobs(self, preset: Preset) -> dict:
+        """The overrides as plain JSON values (for ``synth_meta.json``)."""
+        sizes = self.sizes(preset) if self.sizes else {}
+        return json.loads(json.dumps({"model": self.model, "sizes": sizes}))
+
+
+UNLABELLED_RATIO = 6  # many_unlabelled: pointwise videos >= this times the pair videos
+
+
+def _many_unlabelled_sizes(preset: Preset) -> dict:
+    per_file = -(-UNLABELLED_RATIO * preset.pair_videos // preset.pointwise_files)  # ceil
+    return {"pointwise_per_file": max(preset.pointwise_per_file, per_file)}
+
+WORLDS: dict[str, WorldSpec] = {spec.name: spec for spec in (
+    WorldSpec("demo", "the default world (module doc): 1-3 topics a video, informative titles and tags"),
+    WorldSpec("continuous", "pure Gaussian latents without topic clusters; words and tags still follow "
+              "the latent view", {"topic_mixture_weight": 0.0}),
+    WorldSpec("offset_frames", "frames dominated by a large shared background (raw cosine of unrelated "
+              "videos ~0.9), values x20, widely spread per-dimension gains, ~70% exact zeros (ReLU)",
+              {"frame_offset": 0.5, "frame_background": 0.8, "frame_gain_spread": 0.8, "frame_cap": 3.0,
+               "frame_signal": 0.06, "frame_nuisance": 0.07, "frame_shot": 0.05, "frame_noise": 0.08,
+               "frame_sparsity": 0.7, "frame_value_scale": 20.0}),
+    WorldSpec("sparse_tags", "85% of tag slots drawn uniformly from a huge tail (40 ids a pointwise "
+              "video, at most 2M): few examples per tag, topic tags rare", {"p_tail_tag": 0.85},
+              lambda preset: {"extra_tail_tags": max(0, min(40 * preset.pointwise_videos, 2_000_000)
+                                                       - preset.tail_tags)}),
+    WorldSpec("weak_titles", "titles with 1-2 content words drawn at a higher temperature, mostly filler: "
+              "frames and tags carry the signal",
+              {"title_content_words": (1, 2), "title_word_temperature": 0.1,
+               "title_general_words": (0.3, 0.4, 0.3), "title_filler_words": (3, 6)}),
+    WorldSpec("real_graph", "other block views (frames A+C, title B+D, tags B+C, ASR A+D); meant with "
+              "--label-graph (a real label.tsv's structure)",
+              {"views": (("frames", "AC"), ("title", "BD"), ("tags", "BC"), ("asr", "AD"))}),
+    WorldSpec("many_unlabelled", f"pointwise videos >= {UNLABELLED_RATIO}x the pair videos; more "
+              "duplicates, fewer unrelated pairs, noisier labels",
+              {"p_unrelated": 0.15, "p_duplicate": 0.3, "label_noise": 0.18}, _many_unlabelled_sizes),
+)}
+
+
+def world_preset(preset: str | Preset, world: str = "demo") -> Preset:
+    """``preset`` (a size) with the knobs of the named world applied."""
+    preset = PRESETS[preset] if isinstance(preset, str) else preset
+    if world not in WORLDS:
+        raise ValueError(f"unknown world {world!r}; choose one of {sorted(WORLDS)}")
+    return WORLDS[world].apply(preset)
+
+
 def _rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), *keys])))
 
 
-def _view(name: str) -> np.ndarray:
-    """Latent dimensions a modality sees."""
-    return np.concatenate([np.arange(*BLOCKS[block]) for block in VIEWS[name]])
+def _view(name: str, model: "LatentModel | None" = None) -> np.ndarray:
+    """Latent dimensions a modality sees (``model.views``, by default the demo world's ``VIEWS``)."""
+    views = VIEWS if model is None else dict(model.views)
+    return np.concatenate([np.arange(*BLOCKS[block]) for block in views[name]])
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -295,8 +422,9 @@ class WordPools:
     dict_md5: str
 
 
+@functools.lru_cache(maxsize=2)
 def load_word_pools(n_fillers: int = 300) -> WordPools:
-    """Content and filler words from jieba's dictionary (pure-CJK words only)."""
+    """Content and filler words from jieba's dictionary (pure-CJK words only; read once a process)."""
     path = jieba_dict_path()
     with open(path, "rb") as handle:
         raw = handle.read()
@@ -354,6 +482,7 @@ class World:
     frame_projection: np.ndarray  # [|frames view|, FRAME_DIM]
     nuisance_basis: np.ndarray  # [rank, FRAME_DIM]
     dict_md5: str
+    frame_threshold: float | None = None  # ReLU threshold of sparse frames (model.frame_sparsity > 0)
 
 
 def _category_taxonomy(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -400,7 +529,10 @@ def build_world(preset: Preset, seed: int, pools: WordPools | None = None) -> Wo
     starts = np.concatenate([[0], np.cumsum(sizes)])
     n_head = int(starts[-1])
     tag_ids = rng.choice(60_000_000, size=n_head + preset.tail_tags, replace=False).astype(np.int64) + 10_000
-    tag_view = len(_view("tags"))
+    if preset.extra_tail_tags:  # own stream and id range: every other draw of the world stays the same
+        extra = _rng(seed, _SPLIT_WORLD, 1).choice(900_000_000, size=preset.extra_tail_tags, replace=False)
+        tag_ids = np.concatenate([tag_ids, extra.astype(np.int64) + 100_000_000])
+    tag_view = len(_view("tags", model))
     tag_vectors = rng.normal(0.0, 1.0 / np.sqrt(tag_view), (n_head, tag_view)).astype(np.float32)
 
     pools = pools or load_word_pools()
@@ -414,16 +546,21 @@ def build_world(preset: Preset, seed: int, pools: WordPools | None = None) -> Wo
     order = rng.permutation(n_words)
     topic_words = order[: n_topics * preset.words_per_topic].reshape(n_topics, preset.words_per_topic)
     general_words = order[n_topics * preset.words_per_topic:]
-    title_view, asr_view = len(_view("title")), len(_view("asr"))
+    title_view, asr_view = len(_view("title", model)), len(_view("asr", model))
     word_vectors = rng.normal(0.0, 1.0 / np.sqrt(title_view), (n_words, title_view)).astype(np.float32)
     asr_word_vectors = rng.normal(0.0, 1.0 / np.sqrt(asr_view), (n_words, asr_view)).astype(np.float32)
 
-    frame_view = len(_view("frames"))
+    frame_view = len(_view("frames", model))
     gain = np.exp(rng.normal(0.0, model.frame_gain_spread, schema.FRAME_DIM))
     projection = rng.normal(0.0, model.frame_signal / np.sqrt(frame_view / dim),
                             (frame_view, schema.FRAME_DIM))
     nuisance = rng.normal(0.0, model.frame_nuisance / np.sqrt(model.nuisance_rank),
                           (model.nuisance_rank, schema.FRAME_DIM))
+    background = rng.normal(model.frame_offset, model.frame_background, schema.FRAME_DIM).astype(np.float32)
+    threshold = None
+    if model.frame_sparsity > 0:  # the quantile of the background's own values: the share of zeros
+        values = _frame_values(model, background.copy()) / np.float32(model.frame_value_scale)
+        threshold = float(np.quantile(values, model.frame_sparsity))
     return World(
         preset=preset, topic_vectors=topic_vectors.astype(np.float32), topic_p=topic_p,
         topic_category=topic_category, category_topics=category_topics,
@@ -438,9 +575,9 @@ def build_world(preset: Preset, seed: int, pools: WordPools | None = None) -> Wo
         tail_start=n_head, words=words, word_vectors=word_vectors,
         asr_word_vectors=asr_word_vectors, topic_words=topic_words, general_words=general_words,
         fillers=pools.fillers, filler_p=pools.filler_p,
-        frame_background=rng.normal(0.0, model.frame_background, schema.FRAME_DIM).astype(np.float32),
+        frame_background=background,
         frame_gain=gain.astype(np.float32), frame_projection=projection.astype(np.float32),
-        nuisance_basis=nuisance.astype(np.float32), dict_md5=pools.dict_md5)
+        nuisance_basis=nuisance.astype(np.float32), dict_md5=pools.dict_md5, frame_threshold=threshold)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -474,6 +611,8 @@ def fresh_latents(world: World, rng: np.random.Generator, n: int,
     weights *= np.arange(3)[None, :] < count[:, None]
     topics = np.concatenate([first[:, None], others], axis=1)
     mixture = _normalize(np.einsum("nk,nkd->nd", weights, world.topic_vectors[topics].astype(np.float64)))
+    if model.topic_mixture_weight != 1.0:
+        mixture *= model.topic_mixture_weight
     identity = rng.normal(0.0, 1.0 / np.sqrt(LATENT_DIM), (n, LATENT_DIM))
     return _normalize(mixture + model.identity_noise * identity)
 
@@ -649,7 +788,7 @@ def render_frames(world: World, rng: np.random.Generator, latents: np.ndarray,
     """Float16 frames [count, FRAME_DIM] per video (see the module doc for the model)."""
     model = world.preset.model
     n, total = len(latents), int(counts.sum())
-    video = latents[:, _view("frames")].astype(np.float32) @ world.frame_projection
+    video = latents[:, _view("frames", model)].astype(np.float32) @ world.frame_projection
     video += rng.standard_normal((n, model.nuisance_rank), dtype=np.float32) @ world.nuisance_basis
     owner = np.repeat(np.arange(n), counts)
     shots_per_video = 1 + rng.poisson(counts / 8.0)
@@ -663,6 +802,16 @@ def render_frames(world: World, rng: np.random.Generator, latents: np.ndarray,
     y += shots[shot_of_frame]
     y *= world.frame_gain
     y += world.frame_background
+    _frame_values(model, y, world.frame_threshold)
+    frames = y.astype("<f2")
+    return np.split(frames, np.cumsum(counts)[:-1])
+
+
+def _frame_values(model: LatentModel, y: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """In place: pre-activations ``y`` -> stored values ``swish(exp(cap tanh(y / cap)) - 1)``.
+
+    Then, where the model asks for it, ``max(x - threshold, 0)`` (sparse frames) and a global scale.
+    """
     cap = np.float32(model.frame_cap)
     y /= cap
     np.tanh(y, out=y)
@@ -673,8 +822,12 @@ def render_frames(world: World, rng: np.random.Generator, latents: np.ndarray,
     np.exp(sig, out=sig)
     sig += np.float32(1.0)
     y /= sig  # swish(z) = z / (1 + exp(-z))
-    frames = y.astype("<f2")
-    return np.split(frames, np.cumsum(counts)[:-1])
+    if threshold is not None:
+        y -= np.float32(threshold)
+        np.maximum(y, np.float32(0.0), out=y)
+    if model.frame_value_scale != 1.0:
+        y *= np.float32(model.frame_value_scale)
+    return y
 
 
 def _mentioned_topics(world: World, rng: np.random.Generator, view_latents: np.ndarray,
@@ -706,7 +859,7 @@ def _topic_items(world: World, rng: np.random.Generator, latents: np.ndarray, vi
                  items: np.ndarray, vectors: np.ndarray, k: int, prior: np.ndarray | None = None,
                  temperature: float = 0.06) -> np.ndarray:
     """Draw ``k`` items (words or tags) per video from the lists of its mentioned topics."""
-    view = _view(view_name)
+    view = _view(view_name, world.preset.model)
     view_latents = latents[:, view].astype(np.float32)
     topics, log_weight = _mentioned_topics(world, rng, view_latents, view)
     per_topic = items.shape[1]
@@ -743,7 +896,7 @@ def render_tags(world: World, rng: np.random.Generator, latents: np.ndarray,
         groups.append(flag)
     has_level1, has_global, has_category = groups
     n_topic_tags = 1 + remaining
-    view = _view("tags")
+    view = _view("tags", model)
     view_latents = latents[:, view].astype(np.float32)
     prior = -model.topic_tag_zipf * np.log1p(np.arange(preset.tags_per_topic))
     topic_tags = _topic_items(world, rng, latents, "tags", world.topic_tags, world.tag_vectors,
@@ -757,7 +910,7 @@ def render_tags(world: World, rng: np.random.Generator, latents: np.ndarray,
     level1 = pick(world.level1_tags[world.category_level1[category]], 1.0)
     global_tag = pick(np.broadcast_to(world.global_tags, (n, len(world.global_tags))), 1.0)
     category_tag = pick(world.category_tags[category], 1.0)
-    tail = world.tail_start + rng.integers(preset.tail_tags, size=(n, model.max_tags))
+    tail = world.tail_start + rng.integers(len(world.tag_ids) - world.tail_start, size=(n, model.max_tags))
     is_tail = rng.random((n, model.max_tags)) < model.p_tail_tag
     result = []
     for i in range(n):
@@ -792,8 +945,11 @@ def render_texts(world: World, rng: np.random.Generator, latents: np.ndarray) ->
     words, fillers = world.words, world.fillers
     lo, hi = model.title_content_words
     n_content = rng.integers(lo, hi + 1, n)
+    title_temperature = model.title_word_temperature
+    if title_temperature is None:
+        title_temperature = model.word_temperature
     content = _topic_items(world, rng, latents, "title", world.topic_words, world.word_vectors, hi,
-                           temperature=model.word_temperature)
+                           temperature=title_temperature)
     n_general = rng.choice(3, size=n, p=model.title_general_words)
     general = world.general_words[rng.integers(len(world.general_words), size=(n, 2))]
     flo, fhi = model.title_filler_words
@@ -863,6 +1019,10 @@ def render_videos(world: World, rng: np.random.Generator, latents: np.ndarray, i
 
 def serialize(video: dict, kind: schema.RecordKind) -> bytes:
     """``writer.video_features`` serialised deterministically (map keys sorted: same bytes every run)."""
+    import tensorflow as tf
+
+    from tfrecord_tools.writer import video_features
+
     example = tf.train.Example(features=tf.train.Features(feature=video_features(video, kind)))
     return example.SerializeToString(deterministic=True)
 
@@ -896,6 +1056,8 @@ def _write_split(path: str, world: World, seed: int, split: int, kind: schema.Re
                  ids: Sequence[str], latents_for: Callable[[np.random.Generator, int, int], np.ndarray], progress, tag_counts: np.ndarray | None,
                  first_chunk: int = 0) -> dict:
     """Stream ``len(ids)`` videos into one TFRecord file, chunk by chunk; returns file stats."""
+    from tfrecord_tools.writer import AtomicRecordWriter
+
     chunk = world.preset.chunk_size
     frames = 0
     with AtomicRecordWriter(path) as writer:
@@ -970,25 +1132,28 @@ def pair_ground_truth(preset: str | Preset, seed: int = 0, label_graph: str | os
 
 
 def true_latents(preset: str | Preset = "tiny", seed: int = 0, label_graph: str | os.PathLike | None = None,
-                 limit_pairs: int | None = None) -> dict[str, tuple[list[str], np.ndarray]]:
+                 limit_pairs: int | None = None, world: str = "demo") -> dict[str, tuple[list[str], np.ndarray]]:
     """``{"test": (ids, latents), "pairwise": (ids, latents)}``: the true latent of every test_a and
     pairwise video ``generate`` writes with these arguments (re-drawn without rendering frames).
 
     The truth behind search measurements: nearest neighbours, near-duplicates, text -> video.
     """
-    preset = PRESETS[preset] if isinstance(preset, str) else preset
-    world = build_world(preset, seed)
-    truth = pair_ground_truth(preset, seed, label_graph, limit_pairs, world=world)
+    preset = WORLDS[world].apply(PRESETS[preset] if isinstance(preset, str) else preset)
+    drawn = build_world(preset, seed)
+    truth = pair_ground_truth(preset, seed, label_graph, limit_pairs, world=drawn)
     test_ids = video_ids(seed, preset.pointwise_videos + preset.pair_videos, preset.test_videos)
-    chunks = [fresh_latents(world, _rng(seed, _SPLIT_TEST, number), len(test_ids[start:start + preset.chunk_size]))
+    chunks = [fresh_latents(drawn, _rng(seed, _SPLIT_TEST, number), len(test_ids[start:start + preset.chunk_size]))
               for number, start in enumerate(range(0, len(test_ids), preset.chunk_size))]
     return {"test": (test_ids, np.concatenate(chunks)), "pairwise": (list(truth.ids), truth.latents)}
 
 
 def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: int = 0,
              label_graph: str | os.PathLike | None = None, limit_pairs: int | None = None,
-             overwrite: bool = False, progress: bool = True) -> dict:
+             overwrite: bool = False, progress: bool = True, world: str = "demo") -> dict:
     """Write a synthetic data set in the official layout under ``out_dir``; returns the meta.
+
+    ``world``: a name of ``WORLDS`` whose knobs are applied on top of ``preset`` (the size);
+    ``"demo"`` changes nothing.
 
     ``label_graph``: take the pair structure (ids, query/candidate lists, line order) from an
     existing ``label.tsv`` (its first ``limit_pairs`` lines) and draw fresh scores for it; the
@@ -1002,13 +1167,17 @@ def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: in
         preset = PRESETS[preset]
     if not isinstance(preset, Preset):
         raise TypeError(f"preset must be a name or a Preset, got {type(preset).__name__}")
+    if world not in WORLDS:
+        raise ValueError(f"unknown world {world!r}; choose one of {sorted(WORLDS)}")
+    world_spec, size_preset = WORLDS[world], preset
+    preset = world_spec.apply(preset)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     out_dir = os.fspath(out_dir)
     _prepare_out_dir(out_dir, overwrite)
-    world = build_world(preset, seed)
+    drawn = build_world(preset, seed)
 
-    truth = pair_ground_truth(preset, seed, label_graph, limit_pairs, world=world)
+    truth = pair_ground_truth(preset, seed, label_graph, limit_pairs, world=drawn)
     pair_ids, queries, candidates, labels = truth.ids, truth.queries, truth.candidates, truth.labels
     pair_latents, similarity = truth.latents, truth.similarity
     oracle = float(scipy.stats.spearmanr(similarity, labels)[0])
@@ -1017,32 +1186,32 @@ def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: in
     bar = tqdm(total=total, unit="video", desc=f"synth {preset.name}", disable=not progress,
                dynamic_ncols=True, mininterval=1.0)
     files: dict[str, dict] = {}
-    tag_counts = np.zeros(len(world.tag_ids), dtype=np.int64)
+    tag_counts = np.zeros(len(drawn.tag_ids), dtype=np.int64)
     per_file = preset.pointwise_per_file
     chunks_per_file = -(-per_file // preset.chunk_size)
     for f in range(preset.pointwise_files):
         name = f"pointwise/pretrain_{f}.tfrecords"
         files[name] = _write_split(
-            os.path.join(out_dir, name), world, seed, _SPLIT_POINTWISE, schema.RecordKind.POINTWISE,
+            os.path.join(out_dir, name), drawn, seed, _SPLIT_POINTWISE, schema.RecordKind.POINTWISE,
             video_ids(seed, f * per_file, per_file),
-            lambda rng, start, n: fresh_latents(world, rng, n), bar, tag_counts,
+            lambda rng, start, n: fresh_latents(drawn, rng, n), bar, tag_counts,
             first_chunk=f * chunks_per_file)
     files["pairwise/pairwise.tfrecords"] = _write_split(
-        os.path.join(out_dir, "pairwise/pairwise.tfrecords"), world, seed, _SPLIT_PAIRWISE,
+        os.path.join(out_dir, "pairwise/pairwise.tfrecords"), drawn, seed, _SPLIT_PAIRWISE,
         schema.RecordKind.PAIRWISE, pair_ids, lambda rng, start, n: pair_latents[start:start + n], bar, None)
     test_ids = video_ids(seed, preset.pointwise_videos + preset.pair_videos, preset.test_videos)
     files["test_a/test_a.tfrecords"] = _write_split(
-        os.path.join(out_dir, "test_a/test_a.tfrecords"), world, seed, _SPLIT_TEST, schema.RecordKind.TEST,
-        test_ids, lambda rng, start, n: fresh_latents(world, rng, n), bar, None)
+        os.path.join(out_dir, "test_a/test_a.tfrecords"), drawn, seed, _SPLIT_TEST, schema.RecordKind.TEST,
+        test_ids, lambda rng, start, n: fresh_latents(drawn, rng, n), bar, None)
     bar.close()
 
     lines = [f"{pair_ids[q]}\t{pair_ids[c]}\t{synth_stats.format_score(s)}\n"
              for q, c, s in zip(queries.tolist(), candidates.tolist(), labels.tolist())]
     write_text_atomic(os.path.join(out_dir, "pairwise/label.tsv"), "".join(lines))
     seen = np.flatnonzero(tag_counts)
-    ranked = seen[np.lexsort((world.tag_ids[seen], -tag_counts[seen]))][:TAG_LIST_SIZE]
+    ranked = seen[np.lexsort((drawn.tag_ids[seen], -tag_counts[seen]))][:TAG_LIST_SIZE]
     write_text_atomic(os.path.join(out_dir, "tag_list.txt"),
-                      "".join(f"{world.tag_ids[t]}\n" for t in ranked))
+                      "".join(f"{drawn.tag_ids[t]}\n" for t in ranked))
 
     sorted_counts = np.sort(tag_counts[seen])[::-1]
     occurrences = max(int(sorted_counts.sum()), 1)
@@ -1052,9 +1221,11 @@ def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: in
         "format_version": 1,
         "preset": preset.name,
         "seed": int(seed),
+        "world": {"name": world_spec.name, "description": world_spec.description,
+                  **world_spec.knobs(size_preset)},
         "preset_params": dataclasses.asdict(preset),
         "latent": {"dim": LATENT_DIM, "blocks": {k: list(v) for k, v in BLOCKS.items()},
-                   "views": dict(VIEWS)},
+                   "views": dict(preset.model.views)},
         "label_graph": truth.graph_info,
         "counts": {
             "pointwise_videos": preset.pointwise_videos,
@@ -1079,7 +1250,7 @@ def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: in
         "tags": {"per_video_pointwise": occurrences / max(preset.pointwise_videos, 1),
                  "top_coverage": {str(k): float(sorted_counts[:k].sum() / occurrences)
                                   for k in synth_stats.TAG_TOP_COVERAGE}},
-        "jieba_dict_md5": world.dict_md5,
+        "jieba_dict_md5": drawn.dict_md5,
     }
     text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
     write_text_atomic(os.path.join(out_dir, "synth_meta.json"), text)
@@ -1089,7 +1260,7 @@ def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: in
 def summary(meta: dict, out_dir: str) -> str:
     """A few lines for the terminal."""
     counts = meta["counts"]
-    return (f"synthetic {meta['preset']} data (seed {meta['seed']}) in {out_dir}\n"
+    return (f"synthetic {meta['preset']} data, world {meta['world']['name']} (seed {meta['seed']}) in {out_dir}\n"
             f"  pointwise {counts['pointwise_videos']} videos in {counts['pointwise_files']} files, "
             f"pairwise {counts['pairwise_videos']} videos / {counts['pairs']} pairs "
             f"({counts['queries']} queries), test_a {counts['test_a_videos']} videos\n"
@@ -1099,9 +1270,13 @@ def summary(meta: dict, out_dir: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfrecord_tools.synth", description=__doc__.split("\n")[0])
+    parser = cli.Parser(prog="python -m tfrecord_tools.synth", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    parser.add_argument("--size", default="tiny", choices=sorted(PRESETS),
+                        help="data set size (default tiny); not the training --preset, which sizes models")
+    parser.add_argument("--preset", dest="size", choices=sorted(PRESETS), help="deprecated alias of --size")
+    parser.add_argument("--world", default="demo", choices=sorted(WORLDS),
+                        help="structural variant of the generative model (robustness suite; demo: the default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=float, default=1.0, help="times the preset's videos and pairs")
     parser.add_argument("--pointwise-files", type=int, help="split the pointwise videos into this many files")
@@ -1109,14 +1284,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit-pairs", type=int, help="with --label-graph: use only its first K lines")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing synthetic data set")
     parser.add_argument("--no-progress", action="store_true")
+    cli.add_verbose(parser)
     args = parser.parse_args(argv)
     if args.limit_pairs is not None and args.label_graph is None:
         parser.error("--limit-pairs needs --label-graph")
+    if "--preset" in (sys.argv[1:] if argv is None else argv):
+        print("python -m tfrecord_tools.synth: note: --preset is deprecated, use --size", file=sys.stderr)
+    cli.import_tensorflow(args.verbose)
     try:
-        preset = (scaled_preset(args.preset, args.scale, args.pointwise_files)
-                  if args.scale != 1.0 or args.pointwise_files else args.preset)
+        preset = (scaled_preset(args.size, args.scale, args.pointwise_files)
+                  if args.scale != 1.0 or args.pointwise_files else args.size)
         meta = generate(args.out, preset, args.seed, args.label_graph, args.limit_pairs,
-                        overwrite=args.overwrite, progress=not args.no_progress)
+                        overwrite=args.overwrite, progress=not args.no_progress, world=args.world)
     except (FileExistsError, ValueError) as error:  # bad input: a message, not a traceback
         parser.error(str(error))
     print(summary(meta, args.out))

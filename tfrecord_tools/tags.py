@@ -19,6 +19,8 @@ import numpy as np
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.errors import DataError
 
+_INT64_MAX = 2**63 - 1
+
 
 class TagVocab:
     """Tag ids (file order, most frequent first) and their multi-hot columns (ascending id order)."""
@@ -29,8 +31,8 @@ class TagVocab:
             raise ValueError("a tag vocabulary needs at least one tag id")
         seen: dict[int, int] = {}
         for position, tag in enumerate(ids):
-            if tag < 0:
-                raise ValueError(f"tag id {tag} (position {position}) is negative")
+            if not 0 <= tag <= _INT64_MAX:
+                raise ValueError(f"tag id {tag} (position {position}) is negative or does not fit int64")
             if tag in seen:
                 raise ValueError(f"tag id {tag} is listed twice (positions {seen[tag]} and {position})")
             seen[tag] = position
@@ -54,6 +56,9 @@ class TagVocab:
             if not text.isdigit() or not text.isascii():
                 raise DataError(path, f"line {number}", f"expected one decimal tag id, got {raw[:40]!r}")
             tag = int(text)
+            if tag > _INT64_MAX:
+                raise DataError(path, f"line {number}", f"tag id {text} does not fit a 64-bit integer (the "
+                                                        f"records' tag_id is int64, at most {_INT64_MAX})")
             if tag in first_line:
                 raise DataError(path, f"line {number}", f"tag id {tag} already listed on line {first_line[tag]}")
             first_line[tag] = number

@@ -182,7 +182,12 @@ def load_tokenizer(path_dir: str | os.PathLike, kind: str):
     return cls.from_pretrained(path_dir, local_files_only=True)
 
 
-def encode_titles(tokenizer, titles: Sequence[str | bytes], max_len: int = 32) -> tuple[np.ndarray, np.ndarray]:
+MISSING_ASR = "nan"  # how the official records spell a video without ASR text
+TEXT_SOURCES = ("title", "title+asr")
+
+
+def encode_titles(tokenizer, titles: Sequence[str | bytes], max_len: int = 32,
+                  asr_texts: Sequence[str | bytes] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``([CLS] title [SEP])`` token ids and attention mask, truncated and padded to ``max_len``.
 
     Returns ``(input_ids, attention_mask)``, both int32 ``[len(titles), max_len]``. Bytes are
@@ -194,8 +199,16 @@ def encode_titles(tokenizer, titles: Sequence[str | bytes], max_len: int = 32) -
     if not texts:
         empty = np.zeros((0, max_len), dtype=np.int32)
         return empty, empty.copy()
-    encoded = tokenizer(texts, max_length=max_len, truncation=True, padding="max_length",
-                        return_attention_mask=True, return_token_type_ids=False)
+    if asr_texts is not None:  # [CLS] title [SEP] asr [SEP]: the longer part is cut first
+        if len(asr_texts) != len(texts):
+            raise ValueError(f"{len(texts)} titles but {len(asr_texts)} ASR texts")
+        second = [_as_text(text)[: 2 * max_len] for text in asr_texts]
+        second = ["" if text == MISSING_ASR else text for text in second]
+        encoded = tokenizer(texts, second, max_length=max_len, truncation="longest_first", padding="max_length",
+                            return_attention_mask=True, return_token_type_ids=False)
+    else:
+        encoded = tokenizer(texts, max_length=max_len, truncation=True, padding="max_length",
+                            return_attention_mask=True, return_token_type_ids=False)
     input_ids = np.asarray(encoded["input_ids"], dtype=np.int32)
     attention_mask = np.asarray(encoded["attention_mask"], dtype=np.int32)
     return input_ids, attention_mask

@@ -18,12 +18,13 @@ import os
 
 import tensorflow as tf
 
+from tfrecord_tools import layout
 from train import strategy as strategy_lib
 
-RESUME_DIR = "ckpt"
-FINAL_DIR = "final"
-BEST_DIR = "best"
-CHECKPOINT_NAME = "ckpt"
+RESUME_DIR = layout.RESUME_DIR
+FINAL_DIR = layout.FINAL_DIR
+BEST_DIR = layout.BEST_DIR
+CHECKPOINT_NAME = "ckpt"  # checkpoint file prefix inside RESUME_DIR
 
 
 def model_checkpoint(model) -> tf.train.Checkpoint:

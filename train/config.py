@@ -23,14 +23,24 @@ import types
 import typing
 from typing import Any, Iterable, Mapping, Sequence
 
-from models.config import ModelConfig
+from models.config import LEGACY_KEYS, ModelConfig
+from tfrecord_tools import layout
 from tfrecord_tools.atomic import write_text_atomic
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = layout.CONFIG_FILE
 STAGES = ("pretrain", "finetune")
 DECAYS = ("cosine", "linear")
 TARGET_TRANSFORMS = ("raw", "rank", "sigmoid")
 FINETUNE_TERMS = ("mse", "mae", "kl", "tag", "lbpc")
+# Model fields that a run sets from its data when it starts (whatever the config said), so an
+# override of them could only be lost or contradict the data: refused, with where they come from.
+DATA_DERIVED = {
+    "model.text.vocab_size": "the run's tokenizer (tokenizer_dir, model.text.pretrained_dir or the training titles)",
+    "model.text.pad_token_id": "the run's tokenizer",
+    "model.text.mask_token_id": "the run's tokenizer",
+    "model.text.special_token_ids": "the run's tokenizer",
+    "model.num_tags": "the run's tag list (tag_list=PATH; its number of lines)",
+}
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -79,6 +89,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 500
     keep_checkpoints: int = 3
     log_every_steps: int = 10
+    steps_per_loop: int = 1  # training steps per host round trip (one tf.function call); see train/loop.py
     mixed_precision: bool = False  # mixed_float16 + loss scaling
     xla: bool = False  # jit_compile the forward/backward pass
     progress: bool = True  # tqdm progress bar
@@ -111,7 +122,8 @@ class TrainConfig:
         if self.target_transform not in TARGET_TRANSFORMS:
             yield f"target_transform must be one of {TARGET_TRANSFORMS}, got {self.target_transform!r}"
         for key in ("batch_size", "eval_batch_size", "shuffle_buffer", "epochs", "max_vocab",
-                    "vocab_min_count", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps"):
+                    "vocab_min_count", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps",
+                    "steps_per_loop"):
             if getattr(self, key) < 1:
                 yield f"{key} must be >= 1, got {getattr(self, key)}"
         for key in ("steps_per_epoch", "max_steps", "warmup_steps", "fold"):
@@ -211,17 +223,20 @@ def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfi
     top: dict[str, Any] = {}
     model: dict[str, Any] = {}
     train_hints = _hints(TrainConfig)
-    model_hints = _hints(ModelConfig)
+    model_hints = model_key_types()
     for item in overrides:
         key, equals, text = item.partition("=")
         key = key.strip()
         if not equals or not key:
             raise ValueError(f"override {item!r} is not key=value")
-        if key.startswith("model."):
-            name = key[len("model."):]
-            if name not in model_hints:
-                raise ValueError(_unknown_key(key, ["model." + k for k in model_hints]))
-            model[name] = parse_value(key, model_hints[name], text)
+        if key.startswith("model."):  # nested (model.text.num_layers) or flat (model.text_num_layers)
+            path = ModelConfig.key_path(key[len("model."):])
+            if "model." + path in DATA_DERIVED:
+                raise ValueError(f"override {key} is refused: a run sets it from {DATA_DERIVED['model.' + path]}")
+            if path not in model_hints:
+                raise ValueError(_unknown_key(key, ["model." + k for k in model_hints]
+                                              + ["model." + k for k in LEGACY_KEYS]))
+            model[path] = parse_value(key, model_hints[path], text)
         elif key == "model":
             raise ValueError("override 'model' directly is not supported; set model fields as model.NAME=VALUE")
         else:
@@ -232,6 +247,17 @@ def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> TrainConfi
     if model:
         top["model"] = config.model.replace(**model)
     return config.replace(**top) if top else config
+
+
+def model_key_types() -> dict[str, Any]:
+    """``{"dropout": float, "text.num_layers": int, ...}``: every leaf of `ModelConfig`, dotted."""
+    types_: dict[str, Any] = {}
+    for name, annotation in _hints(ModelConfig).items():
+        if dataclasses.is_dataclass(annotation):
+            types_.update({f"{name}.{field}": hint for field, hint in _hints(annotation).items()})
+        else:
+            types_[name] = annotation
+    return types_
 
 
 def parse_value(key: str, annotation: Any, text: str) -> Any:

@@ -19,6 +19,7 @@ Strings (id, title, ASR) are dropped from training batches: the model reads toke
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
@@ -28,9 +29,10 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfrecord_tools import reader, schema
+from tfrecord_tools import layout, provenance, reader, schema
 from tfrecord_tools.atomic import write_text_atomic
-from tfrecord_tools.errors import DataError
+from tfrecord_tools.errors import DataError, RecordError
+from tfrecord_tools.ids import UniqueIds, check_video_id
 from tfrecord_tools.tags import TagVocab
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -42,9 +44,9 @@ _EPOCH_SEED_STRIDE = 1_000_003  # epoch seed = seed * stride + epoch
 def pretrain_files(data_dir: str | os.PathLike, include_pairwise: bool = True) -> list[str]:
     """``DATA/pointwise/pretrain_*.tfrecords`` (+ ``DATA/pairwise/*.tfrecords``), sorted."""
     data_dir = os.fspath(data_dir)
-    files = sorted(glob.glob(os.path.join(data_dir, "pointwise", "*.tfrecords")))
+    files = sorted(glob.glob(os.path.join(data_dir, layout.POINTWISE_DIR, "*" + layout.RECORD_SUFFIX)))
     if include_pairwise:
-        files += sorted(glob.glob(os.path.join(data_dir, "pairwise", "*.tfrecords")))
+        files += sorted(glob.glob(os.path.join(data_dir, layout.PAIRWISE_DIR, "*" + layout.RECORD_SUFFIX)))
     if not files:
         raise FileNotFoundError(f"{data_dir}: no pointwise/*.tfrecords"
                                 + (" or pairwise/*.tfrecords" if include_pairwise else "")
@@ -81,9 +83,115 @@ def record_counts(files: Sequence[str], cache_path: str | os.PathLike | None = N
     return counts
 
 
-def stream_titles(files: Sequence[str], pairs: bool = False, batch_size: int = 512) -> Iterator[bytes]:
-    """Every title of the records (both videos' titles for pair records), parsing nothing else."""
-    keys = [schema.KEY_TITLE + suffix for suffix in schema.PAIR_SUFFIXES] if pairs else [schema.KEY_TITLE]
+MIN_TAG_COVERAGE = 0.5  # fewer training tag occurrences found in the tag list than this is an error
+
+
+def _file_summary(path: str, vocab: TagVocab, pairs: bool, seen: UniqueIds | None, batch_size: int) -> dict:
+    """One pass over one file's records: count, ids (checked, unique across ``seen``), tag coverage."""
+    suffixes = schema.PAIR_SUFFIXES if pairs else ("",)
+    spec = {schema.KEY_TAGS + suffix: tf.io.VarLenFeature(tf.int64) for suffix in suffixes}
+    if seen is not None:
+        spec[schema.KEY_ID] = tf.io.VarLenFeature(tf.string)
+    known = vocab.tag_ids_sorted
+
+    def parse(paths, index, record):
+        parsed = tf.io.parse_example(record, spec)
+        out = {"index": index}
+        for key, value in parsed.items():
+            out[key + ":rows"], out[key + ":values"] = value.indices[:, 0], value.values
+        return out
+
+    records = occurrences = matched = without = 0
+    unmatched: dict[int, int] = {}
+    dataset = reader.checked_file_records(path, os.path.getsize(path)).batch(batch_size).map(parse)
+    with reader.record_errors():
+        for batch in dataset.as_numpy_iterator():
+            size = len(batch["index"])
+            records += size
+            if seen is not None:
+                rows, values = batch[schema.KEY_ID + ":rows"], batch[schema.KEY_ID + ":values"]
+                if len(rows) != size or (len(rows) and np.any(np.bincount(rows, minlength=size) != 1)):
+                    bad = int(np.flatnonzero(np.bincount(rows, minlength=size) != 1)[0])
+                    raise RecordError(path, int(batch["index"][bad]), "key 'id' does not hold exactly 1 value")
+                for index, raw in zip(batch["index"].tolist(), values.tolist()):
+                    seen.add(check_video_id(raw, path, index), path, index)
+            for suffix in suffixes:
+                rows, values = batch[schema.KEY_TAGS + suffix + ":rows"], batch[schema.KEY_TAGS + suffix + ":values"]
+                hit = np.isin(values, known)
+                occurrences += len(values)
+                matched += int(hit.sum())
+                without += size - len(np.unique(rows[hit]))
+                for tag in values[~hit].tolist():
+                    unmatched[tag] = unmatched.get(tag, 0) + 1
+    return {"records": records, "tag_occurrences": occurrences, "tags_matched": matched,
+            "videos_without_known_tag": without, "unmatched_tags": unmatched}
+
+
+def input_summary(files: Sequence[str], vocab: TagVocab, tag_list: str, pairs: bool = False,
+                  cache_path: str | os.PathLike | None = None, batch_size: int = 1024) -> dict:
+    """Records per file, each file's md5 + size, and how many of the training videos' tags the tag
+    list covers, in one pass per file (cached in ``cache_path`` while no file and not the tag list
+    changes). Pointwise/pairwise videos also have their ids checked and unique across ``files``.
+
+    Returns ``{"records": [...], "files": [{"path", "bytes", "md5"}], "tags": {...}}``; raises
+    DataError when fewer than ``MIN_TAG_COVERAGE`` of the tag occurrences are in the tag list (a
+    tag list of another data set would train the tag head on all-zero targets).
+    """
+    files = [os.path.abspath(os.fspath(path)) for path in files]
+    tag_md5 = provenance.file_md5(tag_list)
+    state = [[path, os.stat(path).st_size, os.stat(path).st_mtime_ns] for path in files]
+    cache = None
+    if cache_path and os.path.isfile(cache_path):
+        with contextlib.suppress(OSError, ValueError):
+            with open(cache_path, encoding="utf-8") as handle:
+                cache = json.load(handle)
+    if not (isinstance(cache, dict) and cache.get("state") == state and cache.get("tag_list_md5") == tag_md5
+            and cache.get("pairs") == pairs):
+        seen = None if pairs else UniqueIds()
+        per_file = []
+        for path in files:
+            summary = _file_summary(path, vocab, pairs, seen, batch_size)
+            if summary["records"] == 0:
+                raise DataError(path, None, "empty file: it holds no records (an empty shard: an interrupted copy or "
+                                            "write?); regenerate it or leave it out")
+            summary["md5"] = provenance.file_md5(path)
+            per_file.append(summary)
+        unmatched: dict[str, int] = {}
+        for summary in per_file:
+            for tag, count in summary.pop("unmatched_tags").items():
+                unmatched[str(tag)] = unmatched.get(str(tag), 0) + count
+        totals = {key: sum(summary[key] for summary in per_file)
+                  for key in ("tag_occurrences", "tags_matched", "videos_without_known_tag")}
+        totals["videos"] = sum(summary["records"] for summary in per_file) * (2 if pairs else 1)
+        totals["tags_unmatched"] = totals["tag_occurrences"] - totals["tags_matched"]
+        totals["distinct_unmatched_tags"] = len(unmatched)
+        totals["most_frequent_unmatched"] = dict(sorted(unmatched.items(), key=lambda item: -item[1])[:10])
+        cache = {"state": state, "tag_list_md5": tag_md5, "pairs": pairs, "tags": totals,
+                 "records": [summary["records"] for summary in per_file],
+                 "md5": [summary["md5"] for summary in per_file]}
+        if cache_path:
+            write_text_atomic(cache_path, json.dumps(cache, indent=2) + "\n")
+    tags = cache["tags"]
+    coverage = tags["tags_matched"] / tags["tag_occurrences"] if tags["tag_occurrences"] else 0.0
+    if coverage < MIN_TAG_COVERAGE:
+        raise DataError(tag_list, None, f"only {tags['tags_matched']} of the {tags['tag_occurrences']} tag occurrences "
+                                        f"({coverage:.1%}) of the {tags['videos']} training videos are in this tag list "
+                                        f"(at least {MIN_TAG_COVERAGE:.0%} needed; {tags['distinct_unmatched_tags']} "
+                                        f"distinct tags missing, e.g. {', '.join(list(tags['most_frequent_unmatched'])[:5])}): "
+                                        "the tag head would train on (nearly) all-zero targets. Is it the tag list of "
+                                        "this data set?")
+    return {"records": cache["records"], "tags": dict(tags, coverage=round(coverage, 6)),
+            "files": [{"path": path, "bytes": size, "md5": md5}
+                      for (path, size, _), md5 in zip(state, cache["md5"])]}
+
+
+def stream_titles(files: Sequence[str], pairs: bool = False, batch_size: int = 512,
+                  include_asr: bool = False) -> Iterator[bytes]:
+    """Every title of the records (both videos' titles for pair records), and with ``include_asr``
+    every ASR text too, parsing nothing else."""
+    fields = [schema.KEY_TITLE, schema.KEY_ASR] if include_asr else [schema.KEY_TITLE]
+    suffixes = schema.PAIR_SUFFIXES if pairs else ("",)
+    keys = [field + suffix for field in fields for suffix in suffixes]
     spec = {key: tf.io.FixedLenFeature([], tf.string, default_value=b"") for key in keys}
     dataset = checked_records(files).batch(batch_size).map(lambda records: tf.io.parse_example(records, spec),
                                                            num_parallel_calls=AUTOTUNE).prefetch(2)
@@ -213,7 +321,8 @@ class TrainStream:
         first, second = batch["video_1"], batch["video_2"]
         if self.decoder.tokenizer is not None:  # one tokenizer call for both videos' titles
             rows = first["title"].shape[0]  # static: batches drop their remainder
-            input_ids, attention_mask = self.decoder.tokenize(tf.concat([first["title"], second["title"]], 0))
+            input_ids, attention_mask = self.decoder.tokenize(tf.concat([first["title"], second["title"]], 0),
+                                                              tf.concat([first["asr_text"], second["asr_text"]], 0))
             first = {**first, "input_ids": input_ids[:rows], "attention_mask": attention_mask[:rows]}
             second = {**second, "input_ids": input_ids[rows:], "attention_mask": attention_mask[rows:]}
         target = self.target_fn(batch["sim"]) if self.target_fn is not None else batch["sim"]
@@ -222,7 +331,7 @@ class TrainStream:
     def _tokenized(self, video):
         if self.decoder.tokenizer is None:
             return video
-        input_ids, attention_mask = self.decoder.tokenize(video["title"])
+        input_ids, attention_mask = self.decoder.tokenize(video["title"], video["asr_text"])
         return {**video, "input_ids": input_ids, "attention_mask": attention_mask}
 
 

@@ -39,7 +39,7 @@ from models.base import example_features
 from tfrecord_tools import reader, schema
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.errors import DataError
-from train import stage
+from train import cli, stage
 from train import strategy as strategy_lib
 from train.config import TrainConfig, apply_overrides
 from train.data import numeric_features
@@ -109,11 +109,13 @@ def teacher_vectors(teacher: str, files: Sequence[str], out_dir: str) -> tuple[n
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = stage.stage_parser("python -m train.distill", __doc__.split("\n\n")[0])
+    parser = cli.stage_parser("python -m train.distill", __doc__.split("\n\n")[0])
     parser.add_argument("--teacher", required=True, help="ensemble/model export directory or embeddings .npz")
     parser.add_argument("--data", required=True, help="data directory in the official layout")
     parser.add_argument("--records", nargs="+", help="record files or globs (default: every video of --data)")
     args = parser.parse_args(argv)
+    if not args.model:
+        parser.error("--model is required (the student's family)")
     weights = DistillWeights()
     overrides = []
     for item in args.overrides:
@@ -146,7 +148,7 @@ def run_distill(model_name: str, preset: str | None, data_dir: str, files: Seque
                 vectors: np.ndarray, run_dir: str, overrides: Sequence[str], weights: DistillWeights,
                 teacher: str) -> dict:
     strategy = strategy_lib.make_strategy()
-    base = stage.base_model_config(model_name, preset).replace(embedding_dim=int(vectors.shape[1]))
+    base = cli.base_model_config(model_name, preset).replace(embedding_dim=int(vectors.shape[1]))
     config = TrainConfig(model=base, stage="pretrain", data_dir=os.path.abspath(data_dir))
     config = apply_overrides(config, overrides)
     if config.model.embedding_dim != vectors.shape[1]:

@@ -29,31 +29,42 @@ vocabulary is built from the training titles and the tag list is ``tag_list`` (d
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
+
+from tfrecord_tools import cli as common
+from train import cli
+
+if __name__ == "__main__":  # --help and usage errors before TensorFlow is imported (quietly) below
+    common.early_parse(cli.finetune_parser, check=cli.check_finetune_args)
 
 import numpy as np
 import scipy.stats
 import tensorflow as tf
 
 from models import losses
-from models.base import example_features
+from models.base import example_features, tag_loss
 from models.config import ModelConfig
-from models.registry import finetune_recipe
 from tfrecord_tools import folds as folds_lib
+from tfrecord_tools import layout, provenance
 from tfrecord_tools.atomic import write_text_atomic
 from tfrecord_tools.reader import VideoDecoder
 from train import checkpointing
 from train import data as data_lib
+from train import frame_stats
 from train import stage
 from train import strategy as strategy_lib
-from train.config import TrainConfig, apply_overrides, config_differences, load_config
+from train.cli import with_recipe  # noqa: F401  (kept importable from here)
+from train.config import TrainConfig, config_differences, load_config
+from train.curves import report_curves
 from train.loop import Trainer
 
-METRICS_FILE = "metrics.json"
+METRICS_FILE = layout.METRICS_FILE
+TAGS_FILE = "data_counts.json"  # cached pass over the training shards (records, md5s, tag coverage)
 
 
 # ---------------------------------------------------------------------- losses
@@ -89,10 +100,7 @@ def make_finetune_loss(config: TrainConfig):
             elif name == "lbpc":
                 value = losses.lbpc_loss(cos, target, config.lbpc_tau)
             else:  # "tag": both videos (the joined batch)
-                value = losses.tag_loss(joined_videos(batch)["tags"], outputs["tag_logits"],
-                                        kind=model_config.tag_loss, reduction=model_config.tag_reduction,
-                                        gamma_neg=model_config.asl_gamma_neg, gamma_pos=model_config.asl_gamma_pos,
-                                        margin=model_config.asl_margin)
+                value = tag_loss(model_config.tags, joined_videos(batch)["tags"], outputs["tag_logits"])
             values[name] = weight * value
         return values
 
@@ -180,53 +188,104 @@ def default_tag_list(folds_dir: str) -> str:
     return ""
 
 
+def _digest_or_none(run_dir: str) -> str | None:
+    record = provenance.read_run(run_dir)
+    return provenance.record_digest(record) if record else None
+
+
 def check_pretrained_model(pretrained: TrainConfig, model: ModelConfig, run: str) -> None:
     differences = config_differences(pretrained.model, model)
     if differences:
         raise ValueError(f"the finetune model config differs from the pretrain run {run}: {'; '.join(differences)}")
 
 
-def run_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy | None = None) -> dict:
-    """Finetune (or resume) one fold into ``run_dir``; returns the metrics.json content."""
-    strategy = strategy or strategy_lib.make_strategy()
+@dataclasses.dataclass
+class FinetuneSetup:
+    """A finetune run ready to start: its final config, trainer (with validation hook) and metrics."""
+
+    config: TrainConfig
+    trainer: Trainer
+    metrics: EpochMetrics
+    validate: Callable[[int, int], dict] | None = None  # the trainer's on_epoch_end
+
+    def train(self) -> dict:
+        """Run the trainer; when ``max_steps`` ends inside an epoch, validate the final model too, so
+        that the run has a score and a metrics.json (embed_all refuses runs without one)."""
+        self.trainer.run()
+        total, per_epoch = self.trainer.total_steps, self.trainer.steps_per_epoch
+        if self.validate is not None and not any(entry["step"] == total for entry in self.metrics.data["epochs"]):
+            self.validate(math.ceil(total / per_epoch), total)
+        return self.metrics.data
+
+
+def prepare_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy) -> FinetuneSetup:
+    """Everything before the first step; the inputs (fold shards, pretrain run, tag list) are
+    checked before anything is written."""
     if config.stage != "finetune":
         config = config.replace(stage="finetune")
     if not config.folds_dir:
         raise ValueError("finetuning needs folds_dir (--folds-dir DATA/folds)")
-    run_dir = os.path.abspath(run_dir)
     chief = strategy_lib.is_chief(strategy)
-    work_dir = strategy_lib.write_dir(run_dir, strategy)
-    os.makedirs(work_dir, exist_ok=True)
-
+    info = folds_lib.read_folds_info(config.folds_dir)  # shards verified (size, records, md5)
     train_files, val_file = folds_lib.fold_files(config.folds_dir, config.fold)
-    info = folds_lib.read_folds_info(config.folds_dir)
     records = sum(entry["pairs"] for entry in info["folds"] if entry["fold"] != config.fold)
+    folds_now = provenance.folds_record(info, config.folds_dir)
+    recorded = provenance.read_run(run_dir) or {}
+    provenance.check_same_folds(
+        recorded.get("folds"), folds_now, f"the run {run_dir} (provenance.json)",
+        os.path.join(config.folds_dir, folds_lib.FOLDS_JSON),
+        "the folds were rewritten since this run started: resuming would train on validation pairs; finetune "
+        "into a new --out (or restore the old folds)")
 
     pretrained_final = None
     if config.pretrained:
         pretrain_config = load_config(config.pretrained)
         pretrained_final = os.path.join(config.pretrained, checkpointing.FINAL_DIR)
         checkpointing.latest_checkpoint(pretrained_final)  # fail now if the pretrain run has not finished
+        tag_list = pretrain_config.tag_list
+        stage.check_tag_list(os.path.join(config.pretrained, stage.TAG_LIST))
+    else:
+        tag_list = config.tag_list or default_tag_list(config.folds_dir)
+        stage.check_tag_list(tag_list)
+    work_dir = strategy_lib.write_dir(run_dir, strategy)
+    os.makedirs(work_dir, exist_ok=True)
+
+    if config.pretrained:
         tags = stage.prepare_tags(os.path.join(config.pretrained, stage.TAG_LIST), work_dir)
         tokenizer = stage.prepare_tokenizer(config, work_dir, titles=None,
                                             source_dir=os.path.join(config.pretrained, stage.TOKENIZER_DIR))
-        tag_list = pretrain_config.tag_list
     else:
-        tag_list = config.tag_list or default_tag_list(config.folds_dir)
         tags = stage.prepare_tags(tag_list, work_dir)
-        tokenizer = stage.prepare_tokenizer(config, work_dir, lambda: data_lib.stream_titles(train_files, pairs=True))
+        tokenizer = stage.prepare_tokenizer(config, work_dir, lambda: data_lib.stream_titles(
+            train_files, pairs=True, include_asr=config.model.text_source != "title"))
     model_config = stage.with_tokenizer(config.model, tokenizer).replace(num_tags=tags.size)
     if config.pretrained:
         check_pretrained_model(pretrain_config, model_config, config.pretrained)
     config = config.replace(model=model_config, tag_list=os.path.abspath(tag_list) if tag_list else "")
     stage.check_resumable(config, run_dir)
+    tag_summary = data_lib.input_summary(train_files, tags, os.path.join(work_dir, stage.TAG_LIST), pairs=True,
+                                         cache_path=os.path.join(work_dir, TAGS_FILE))["tags"]
     stage.save_run_config(config, run_dir, strategy)
+    if chief:
+        provenance.write_run(run_dir, {
+            "stage": "finetune", "folds": folds_now, "fold": config.fold,
+            "validation_shard": {"file": info["folds"][config.fold]["file"],
+                                 "md5": info["folds"][config.fold]["md5"]},
+            "tag_list": provenance.tag_list_record(os.path.join(work_dir, stage.TAG_LIST), tags.size),
+            "tokenizer_sha256": provenance.tree_digest(os.path.join(work_dir, stage.TOKENIZER_DIR)),
+            "pretrained": ({"dir": config.pretrained, "provenance_sha256": _digest_or_none(config.pretrained)}
+                           if config.pretrained else None),
+            "tags": tag_summary})
 
     model = stage.build_stage_model(config, strategy)
     if pretrained_final:
         checkpointing.restore_pretrained(model, pretrained_final)
+    if model_config.frame_normalization != "none":
+        frame_stats.prepare_standardizer(model, work_dir, train_files, pairs=True, model_config=model_config,
+                                         writes=chief, progress=config.progress, inherit_from=config.pretrained or None)
     decoder = VideoDecoder(tokenizer=tokenizer, tag_vocab=tags, frame_dim=model_config.frame_dim,
-                           max_frames=model_config.max_frames, title_len=model_config.title_len)
+                           max_frames=model_config.max_frames, title_len=model_config.title_len,
+                           text_source=model_config.text_source)
     stream = data_lib.TrainStream(tuple(train_files), records, decoder, config.batch_size, config.seed,
                                   config.shuffle_buffer, pairs=True,
                                   target_fn=make_target_fn(config, train_files))
@@ -252,40 +311,30 @@ def run_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Stra
         return {"val/spearman": spearman}
 
     trainer.on_epoch_end = on_epoch_end
-    trainer.run()
+    return FinetuneSetup(config, trainer, metrics, on_epoch_end)
+
+
+def run_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy | None = None) -> dict:
+    """Finetune (or resume) one fold into ``run_dir``; returns the metrics.json content."""
+    strategy = strategy or strategy_lib.make_strategy()
+    run_dir = os.path.abspath(run_dir)
+    with stage.run_lock(run_dir, "train.finetune", strategy):  # one writer per run directory
+        setup = prepare_finetune(config, run_dir, strategy)
+        setup.train()
     strategy_lib.remove_temporary(run_dir, strategy)
-    return metrics.data
-
-
-def with_recipe(config: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
-    """``config`` with its family's published finetune recipe (e.g. single_stream: rank targets +
-    MSE), then ``overrides``, so that what the user writes on the command line wins."""
-    recipe = [f"{key}={value}" for key, value in finetune_recipe(config.model.name).items()]
-    return apply_overrides(config, [*recipe, *overrides])
+    return setup.metrics.data
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = stage.stage_parser("python -m train.finetune", __doc__.split("\n\n")[0])
-    parser.add_argument("--folds-dir", required=True, help="fold shards (folds.json, fold_XX.tfrecords)")
-    parser.add_argument("--fold", type=int, required=True, help="validation fold; training = the other shards")
-    parser.add_argument("--pretrained", default="", help="a pretrain run directory to start from")
-    args = parser.parse_args(argv)
-    strategy = strategy_lib.make_strategy()  # before any other TensorFlow op (multi-worker)
-    if args.pretrained:
-        pretrain_config = load_config(args.pretrained)
-        base = stage.resolve_model_config(args.model, pretrain_config.model)
-        if args.preset:
-            raise ValueError("--preset cannot be combined with --pretrained: the model config comes from the pretrain run")
-    else:
-        base = stage.base_model_config(args.model, args.preset)
-    config = TrainConfig(model=base, stage="finetune", folds_dir=os.path.abspath(args.folds_dir), fold=args.fold,
-                         pretrained=os.path.abspath(args.pretrained) if args.pretrained else "")
-    config = with_recipe(config, args.overrides)
-    result = run_finetune(config, args.out, strategy)
-    if strategy_lib.is_chief(strategy):
-        best = result.get("best") or {}
-        print(f"finetune {args.model} fold {args.fold}: best val spearman "
-              f"{best.get('val_spearman', float('nan'))} at epoch {best.get('epoch')} in {os.path.abspath(args.out)}")
+    args = cli.finetune_parser().parse_args(argv)
+    setup, _, run_dir, chief = stage.command_line_run("python -m train.finetune", args, cli.finetune_config,
+                                                      prepare_finetune)
+    if chief:
+        best = setup.metrics.data.get("best") or {}
+        print(f"finetune {args.model or setup.config.model.name} fold {setup.config.fold}: best val spearman "
+              f"{best.get('val_spearman', float('nan'))} at epoch {best.get('epoch')} in {run_dir}")
+        print(report_curves(run_dir))
+        print(stage.tag_summary_line(provenance.read_run(run_dir)))
     return 0
 
 

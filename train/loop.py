@@ -10,6 +10,16 @@ One step (`Trainer.train_step`, a `tf.function`):
 3. `TwoGroupOptimizer.apply`: all-reduce, unscale, joint global-norm clipping, two AdamW;
 4. the losses are averaged over replicas and returned with the gradient norm.
 
+Several steps per host round trip (``steps_per_loop``): `Trainer.train_steps` runs up to ``n``
+steps inside one `tf.function` (a graph while loop), so the host does not wait for the device
+after every step. The NaN/Inf check runs in the graph after each step: the loop stops at the
+first step with a non-finite loss and returns which step it was, and the host raises
+`NonFiniteLossError` naming it, exactly as with one step per call. A loop never crosses a step
+where the host has work (a log line, an epoch end, a checkpoint), so logs, validation and
+checkpoints happen at the same steps whatever ``steps_per_loop`` is, and since every step still
+resets its random generators from ``(seed, step)`` and reads the same batch, a run (or a resumed
+run) gives bit-identical weights for any ``steps_per_loop``.
+
 Around it (`Trainer.run`): resume from the latest ``ckpt/`` checkpoint, a dataset that starts at
 the resumed step, a tqdm bar with loss and steps/s, TensorBoard scalars, a checkpoint every N
 steps and at the end, an ``on_epoch_end`` hook (finetune validation) and the NaN guard: a
@@ -30,7 +40,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tqdm.auto import tqdm
 
-from tfrecord_tools import reader
+from tfrecord_tools import layout, reader
 from tfrecord_tools.atomic import write_text_atomic
 from train import strategy as strategy_lib
 from train.checkpointing import FINAL_DIR, RunCheckpoints
@@ -38,7 +48,7 @@ from train.optimization import TwoGroupOptimizer, split_variables
 from train.randomness import StepRandomness
 
 LossFn = Callable[[Any, Mapping, bool], Mapping[str, tf.Tensor]]  # (model, batch, training)
-LOG_FILE = "train_log.jsonl"
+LOG_FILE = layout.TRAIN_LOG
 TOTAL = "loss"
 GRAD_NORM = "grad_norm"
 
@@ -106,6 +116,7 @@ class Trainer:
         grads_fn = self._loss_and_grads
         self._grads_fn = tf.function(grads_fn, jit_compile=True) if config.xla else grads_fn
         self._compiled_step = tf.function(self._step_fn)
+        self._compiled_loop = tf.function(self._loop_fn)
 
     # ---------------------------------------------------------------- one step
     def _loss_and_grads(self, batch):
@@ -134,6 +145,23 @@ class Trainer:
         self.step.assign_add(1)
         return results
 
+    def _all_finite(self, results) -> tf.Tensor:
+        checked = [value for key, value in results.items()
+                   if key != GRAD_NORM or not self.config.mixed_precision]
+        return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(value)) for value in checked]))
+
+    def _loop_fn(self, iterator, steps):
+        """Up to ``steps`` steps in the graph; stops after the first non-finite one. Returns the
+        last step's values, how many steps ran and whether they were all finite."""
+        results = self._step_fn(iterator)
+        finite = self._all_finite(results)
+        done = tf.constant(1)
+        while tf.logical_and(done < steps, finite):
+            results = self._step_fn(iterator)
+            finite = self._all_finite(results)
+            done += 1
+        return results, done, finite
+
     # ---------------------------------------------------------------- the loop
     def iterator(self, start_step: int = 0):
         """An iterator over the distributed training batches from ``start_step`` on."""
@@ -143,6 +171,23 @@ class Trainer:
     def train_step(self, iterator) -> dict[str, float]:
         """Run one training step; returns the global-batch mean losses and the gradient norm."""
         return {key: float(value) for key, value in self._compiled_step(iterator).items()}
+
+    def train_steps(self, iterator, steps: int) -> tuple[dict[str, float], int]:
+        """Run up to ``steps`` steps in one call (one host round trip); returns the values of the
+        last step run and how many ran (fewer only when that last step was not finite)."""
+        if steps == 1:
+            return self.train_step(iterator), 1
+        results, done, _ = self._compiled_loop(iterator, tf.constant(steps))
+        return {key: float(value) for key, value in results.items()}, int(done)
+
+    def _loop_length(self, step: int) -> int:
+        """Steps of the next loop from ``step`` (the last one done): ``steps_per_loop``, cut at the
+        next step where the host logs, validates or checkpoints, and at the end."""
+        config = self.config
+        length = min(config.steps_per_loop, self.total_steps - step)
+        for every in (config.log_every_steps, config.checkpoint_every_steps, self.steps_per_epoch):
+            length = min(length, every - step % every)
+        return max(length, 1)
 
     def run(self) -> dict:
         """Train (resuming if a checkpoint exists) up to ``total_steps``; returns the last step's values."""
@@ -156,23 +201,25 @@ class Trainer:
         iterator = self.iterator(start)
         writer = None
         if self.chief:
-            writer = tf.summary.create_file_writer(os.path.join(self.run_dir, "tensorboard"))
+            writer = tf.summary.create_file_writer(os.path.join(self.run_dir, layout.TENSORBOARD_DIR))
             self._truncate_log(start)
         bar = tqdm(total=self.total_steps, initial=start, unit="step", dynamic_ncols=True,
                    disable=not (self.chief and self.config.progress), desc=f"{self.config.stage} {self.config.model.name}")
         window_start, window_steps = time.perf_counter(), 0
         steps_per_sec = float("nan")
+        step = start
         try:
-            for step in range(start + 1, self.total_steps + 1):
+            while step < self.total_steps:
                 with reader.record_errors():  # a bad input record -> RecordError(file, record, problem)
-                    values = self.train_step(iterator)
+                    values, done = self.train_steps(iterator, self._loop_length(step))
+                step += done
                 self._check_finite(step, values, last_saved)
-                window_steps += 1
+                window_steps += done
                 elapsed = time.perf_counter() - window_start
                 if elapsed >= 1.0 or step == self.total_steps:
                     steps_per_sec = window_steps / max(elapsed, 1e-9)
                     window_start, window_steps = time.perf_counter(), 0
-                bar.update(1)
+                bar.update(done)
                 bar.set_postfix(loss=f"{values[TOTAL]:.4f}", steps_s=f"{steps_per_sec:.2f}", refresh=False)
                 if writer is not None and (step % self.config.log_every_steps == 0 or step == self.total_steps):
                     self._log(writer, step, values, steps_per_sec)

@@ -1,8 +1,7 @@
 """Set-up shared by the pretrain and finetune entry points.
 
-* `stage_parser`: the common command line (``--model NAME --out DIR [--preset P] key=value...``);
-* `resolve_model_config` / `base_model_config`: a registry family or one of the six ensemble
-  variants (on a size preset) -> `ModelConfig`;
+* `stage_parser`, `resolve_model_config`, `base_model_config` live in `train.cli` (no TensorFlow)
+  and are imported here too;
 * `prepare_tokenizer` / `with_tokenizer`: the title tokenizer of a run (a pretrained text
   encoder's, a given directory, or a vocabulary built from the training titles) copied to
   ``RUN/tokenizer/``, and the model config's vocabulary fields set from it;
@@ -13,56 +12,54 @@
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
 import os
 from typing import Callable, Iterable
 
 import tf_keras as keras
 
-from models.config import PRESETS, ModelConfig
-from models.registry import MODELS, VARIANTS, build_model, variant_config
+from models.config import ModelConfig
+from models.registry import build_model
+from tfrecord_tools import cli as cli_common
+from tfrecord_tools import layout, locks
 from tfrecord_tools.tags import TagVocab
 from tfrecord_tools.tokenization import build_vocab, load_tokenizer
 from train import randomness
 from train import strategy as strategy_lib
+from train.cli import (MODEL_PRESETS, base_model_config, model_names, resolve_model_config,  # noqa: F401
+                       stage_parser)
 from train.config import TrainConfig, config_differences, config_path, load_config, save_config
 
-TOKENIZER_DIR = "tokenizer"
-TAG_LIST = "tag_list.txt"
-MODEL_PRESETS = tuple(PRESETS)  # the size presets of models.config (tiny, small, full, large)
+TOKENIZER_DIR = layout.TOKENIZER_DIR
+TAG_LIST = layout.TAG_LIST
 # Fields that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = ("progress", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "eval_batch_size")
+RESUMABLE_CHANGES = ("progress", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "eval_batch_size",
+                     "steps_per_loop")
 
 
-def model_names() -> list[str]:
-    return sorted(set(MODELS) | set(VARIANTS))
+# ---------------------------------------------------------------------- the entry points
+# a bad command line or input, or a run directory another process writes: one line, exit 2
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, locks.LockedError)
 
 
-def resolve_model_config(name: str, base: ModelConfig | None = None) -> ModelConfig:
-    """``name`` (a family of `MODELS` or one of the six `VARIANTS`) applied to ``base``."""
-    base = base if base is not None else ModelConfig()
-    if name in VARIANTS:
-        return variant_config(name, base)
-    if name in MODELS:
-        return base.replace(name=name)
-    raise ValueError(f"unknown model {name!r}; choose a family or variant: {', '.join(model_names())}")
-
-
-def stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--model", required=True, help=f"model family or variant: {', '.join(model_names())}")
-    parser.add_argument("--out", required=True, help="run directory (rerunning the same command resumes it)")
-    parser.add_argument("--preset", choices=MODEL_PRESETS, default=None,
-                        help="model size preset (default: full size; a finetune takes the pretrain run's)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="TrainConfig overrides, model fields as model.NAME=VALUE")
-    return parser
-
-
-def base_model_config(name: str, preset: str | None) -> ModelConfig:
-    """``name`` on the size ``preset`` (default: full size)."""
-    base = ModelConfig.preset(preset or "full", name="baseline")
-    return resolve_model_config(name, base)
+def command_line_run(prog: str, args, make_config: Callable, prepare: Callable):
+    """What ``python -m train.pretrain`` / ``train.finetune`` do with their parsed ``args``: the
+    config (``make_config(args)``), the strategy (TensorFlow's device log lines hidden unless
+    --verbose), the run directory's writer lock (a second writer stops at once), ``prepare(config,
+    run_dir, strategy)`` (a refused set-up leaves no new run directory behind), ``setup.train()``;
+    returns ``(setup, values, run_dir, chief)``."""
+    with cli_common.user_errors(prog, *USER_ERRORS):
+        config = make_config(args)
+    with cli_common.native_logs_hidden(args.verbose):
+        strategy = strategy_lib.make_strategy()  # before any other TensorFlow op (multi-worker)
+    run_dir = os.path.abspath(args.out)
+    with contextlib.ExitStack() as held:
+        with cli_common.user_errors(prog, *USER_ERRORS), cli_common.removed_on_error(run_dir):
+            held.enter_context(run_lock(run_dir, prog, strategy))
+            setup = prepare(config, run_dir, strategy)
+        values = setup.train()
+        strategy_lib.remove_temporary(run_dir, strategy)
+    return setup, values, run_dir, strategy_lib.is_chief(strategy)
 
 
 # ---------------------------------------------------------------------- tokenizer and tags
@@ -70,13 +67,13 @@ def prepare_tokenizer(config: TrainConfig, run_dir: str, titles: Callable[[], It
                       source_dir: str | None = None):
     """Load (or build) the run's tokenizer and keep a copy in ``run_dir/tokenizer``; returns it.
 
-    Priority: ``source_dir`` (a pretrain run's tokenizer), ``model.pretrained_text_dir``,
+    Priority: ``source_dir`` (a pretrain run's tokenizer), ``model.text.pretrained_dir``,
     ``tokenizer_dir``, an existing ``run_dir/tokenizer`` (resume), else `build_vocab` over
     ``titles()`` (``max_vocab``, ``vocab_min_count``).
     """
-    kind = config.model.text_encoder
+    kind = config.model.text.kind
     target = os.path.join(run_dir, TOKENIZER_DIR)
-    source = source_dir or config.model.pretrained_text_dir or config.tokenizer_dir or None
+    source = source_dir or config.model.text.pretrained_dir or config.tokenizer_dir or None
     if source:
         tokenizer = load_tokenizer(source, kind)
         if not os.path.isfile(os.path.join(target, "vocab.txt")):
@@ -90,16 +87,24 @@ def prepare_tokenizer(config: TrainConfig, run_dir: str, titles: Callable[[], It
 def with_tokenizer(model: ModelConfig, tokenizer) -> ModelConfig:
     """``model`` with vocab_size / pad / mask / special ids taken from ``tokenizer``."""
     specials = tuple(sorted(set(int(i) for i in tokenizer.all_special_ids)))
-    return model.replace(vocab_size=len(tokenizer), pad_token_id=int(tokenizer.pad_token_id),
-                         mask_token_id=int(tokenizer.mask_token_id), special_token_ids=specials)
+    return model.replace(text={"vocab_size": len(tokenizer), "pad_token_id": int(tokenizer.pad_token_id),
+                               "mask_token_id": int(tokenizer.mask_token_id), "special_token_ids": specials})
+
+
+def check_tag_list(tag_list: str) -> None:
+    if not tag_list or not os.path.isfile(tag_list):
+        raise FileNotFoundError(f"{tag_list or '(none)'}: tag list not found (set tag_list=PATH/tag_list.txt)")
 
 
 def prepare_tags(tag_list: str, run_dir: str) -> TagVocab:
     """The tag vocabulary of ``tag_list``, copied to ``run_dir/tag_list.txt``."""
-    if not tag_list or not os.path.isfile(tag_list):
-        raise FileNotFoundError(f"{tag_list or '(none)'}: tag list not found (set tag_list=PATH/tag_list.txt)")
+    check_tag_list(tag_list)
     vocab = TagVocab.from_file(tag_list)
     target = os.path.join(run_dir, TAG_LIST)
+    if os.path.abspath(tag_list) != os.path.abspath(target) and os.path.isfile(target):
+        if TagVocab.from_file(target) != vocab:  # a rerun must not swap the tag list under the checkpoints
+            raise ValueError(f"{tag_list}: differs from {target}, the tag list this run was started with; use "
+                             "another --out, or delete the directory to start over")
     if os.path.abspath(tag_list) != os.path.abspath(target):
         os.makedirs(run_dir, exist_ok=True)
         vocab.save(target)
@@ -134,3 +139,22 @@ def build_stage_model(config: TrainConfig, strategy):
     set_precision(config)
     with strategy.scope():
         return build_model(config.model)
+
+
+def tag_summary_line(record: dict | None) -> str:
+    """The run summary's line on tag coverage (from provenance.json's ``tags``)."""
+    tags = (record or {}).get("tags")
+    if not tags:
+        return "tags: coverage not recorded"
+    return (f"tags: {tags['tags_matched']} of {tags['tag_occurrences']} tag occurrences of the training videos in "
+            f"the tag list ({tags['coverage']:.1%}); {tags['tags_unmatched']} unmatched "
+            f"({tags['distinct_unmatched_tags']} distinct tags), {tags['videos_without_known_tag']} videos without "
+            "a known tag")
+
+
+def run_lock(run_dir: str, purpose: str, strategy):
+    """The run directory's writer lock (``tfrecord_tools.locks``), taken by the chief only: the
+    other workers of a cluster write their own temporary directories."""
+    if strategy_lib.is_chief(strategy):
+        return locks.locked(run_dir, purpose)
+    return contextlib.nullcontext()

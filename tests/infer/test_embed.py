@@ -88,5 +88,5 @@ def test_pipeline_end_to_end(finetune_run, synthetic_data, folds_dir, capsys):
         assert archive.namelist() == ["result.json"]
 
     # Without --partial-folds, a run that trained only fold 0 of 3 is refused.
-    assert ensemble_final.main(["--run", str(finetune_run), "--folds-dir", str(folds_dir)]) == 1
+    assert ensemble_final.main(["--run", str(finetune_run), "--folds-dir", str(folds_dir)]) == 2
     assert "folds [0, 1, 2] but the embeddings have folds [0]" in capsys.readouterr().err

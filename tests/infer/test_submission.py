@@ -56,10 +56,10 @@ def test_writer_rejects_bad_embeddings(tmp_path):
     ({"2345": [0.1], "17": [0.2]}, "result.json", r"1 expected id\(s\) missing, first: 999999999999"),
     ({k: [0.1] for k in IDS + ["5"]}, "result.json", r"1 id\(s\) not in the expected ids, first: 5"),
     ({k: [0.0] * 257 for k in IDS}, "result.json", "dimension 257 exceeds the maximum 256"),
-    ({"2345": [0.1, float("nan")], "17": [0.1, 0.2], "999999999999": [0.0, 0.0]}, "result.json", "value nan is not a finite"),
+    ({"2345": [0.1, float("nan")], "17": [0.1, 0.2], "999999999999": [0.0, 0.0]}, "result.json", "NaN is not a number JSON allows"),
     ({"2345": [0.1, 0.2], "17": [0.1], "999999999999": [0.0, 0.0]}, "result.json", "dimension 1 differs"),
-    ({"2345": [0.1, "x"], "17": [0.1, 0.2], "999999999999": [0.0, 0.0]}, "result.json", "'x' is not a finite"),
-    ({"2345": [True], "17": [0.1], "999999999999": [0.0]}, "result.json", "True is not a finite"),
+    ({"2345": [0.1, "x"], "17": [0.1, 0.2], "999999999999": [0.0, 0.0]}, "result.json", "value 'x' is not a number"),
+    ({"2345": [True], "17": [0.1], "999999999999": [0.0]}, "result.json", "value True is not a number"),
     ({k: [0.1] for k in IDS}, "sub/result.json", "must be at the zip root"),
     ([[0.1]], "result.json", "expected a JSON object"),
 ])

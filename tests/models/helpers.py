@@ -94,8 +94,9 @@ def assert_same_outputs(a: Mapping[str, tf.Tensor], b: Mapping[str, tf.Tensor],
 
 
 class FamilyHarness:
-    """One tiny model of a family, trained a few steps under MirroredStrategy, and the
-    standard family checks (each test module of a family calls them from its own tests)."""
+    """One tiny model of a family under MirroredStrategy for a family's own tests; `history`
+    trains it ``steps`` steps on a fixed batch the first time it is read. (The checks every
+    family shares are in tests/models/test_contract.py.)"""
 
     def __init__(self, config, steps: int = 25, batch_size: int = 8, learning_rate: float = 3e-3,
                  finetune_only: tuple[str, ...] = ()):
@@ -110,9 +111,16 @@ class FamilyHarness:
         self.built_variables = {v.ref() for v in self.model.variables}
         self.features = example_features(config, batch_size, seed=1)
         self.eval_features = example_features(config, 4, seed=2)
-        step = make_train_step(self.model, self.strategy, self.optimizer, finetune_only)
-        self.history = [{k: float(v) for k, v in step(self.features).items()}
-                        for _ in range(steps)]
+        self._step = make_train_step(self.model, self.strategy, self.optimizer, finetune_only)
+        self._steps = steps
+        self._history: list[dict] | None = None
+
+    @property
+    def history(self) -> list[dict]:
+        if self._history is None:
+            self._history = [{k: float(v) for k, v in self._step(self.features).items()}
+                             for _ in range(self._steps)]
+        return self._history
 
     # ---------------------------------------------------------------- checks
     def check_outputs(self, extra: Mapping[str, tuple] = ()) -> dict:
@@ -129,46 +137,27 @@ class FamilyHarness:
         return out
 
     def check_losses(self, expected_keys: set) -> None:
-        first, last = self.history[0], self.history[-1]
+        first = self.history[0]
         assert set(first) == set(expected_keys)
         assert all(np.isfinite(v) for row in self.history for v in row.values())
         total = [sum(row.values()) for row in self.history]
         assert np.mean(total[-3:]) < 0.6 * total[0], f"loss did not fall: {total}"
 
     def check_variable_groups(self) -> None:
-        text = self.model.text_encoder_variables()
-        rest = self.model.other_trainable_variables()
-        assert text and rest
-        text_refs, rest_refs = {v.ref() for v in text}, {v.ref() for v in rest}
-        assert not text_refs & rest_refs
-        assert text_refs | rest_refs == {v.ref() for v in self.model.trainable_variables}
-        assert len(text) == len(self.model.text_encoder.hf_model.trainable_variables)
+        check_variable_groups(self.model)
         # build_model created every variable: training added none
         assert {v.ref() for v in self.model.variables} == self.built_variables
 
-    def check_checkpoint_round_trip(self, directory) -> None:
-        from models.registry import build_model
 
-        expected = self.model(self.eval_features, training=False)
-        targets = self.model.restore_targets()
-        assert targets == {"model": self.model}
-        path = tf.train.Checkpoint(model=self.model).save(str(directory / "ckpt"))
-        with self.strategy.scope():
-            fresh = build_model(self.config)
-        before = fresh(self.eval_features, training=False)
-        assert not np.allclose(before["embedding"].numpy(), expected["embedding"].numpy())
-        tf.train.Checkpoint(model=fresh).restore(path).assert_existing_objects_matched()
-        assert_same_outputs(fresh(self.eval_features, training=False), expected, atol=1e-5)
-
-    def check_config_round_trip(self) -> None:
-        config = self.model.get_config()
-        clone = type(self.model).from_config(config)
-        assert clone.get_config() == config
-        clone(self.eval_features, training=False)
-        clone.set_weights(self.model.get_weights())
-        assert_same_outputs(clone(self.eval_features, training=False),
-                            self.model(self.eval_features, training=False), atol=1e-5)
-
+def check_variable_groups(model) -> None:
+    """The text encoder's variables and the rest partition the trainable variables."""
+    text = model.text_encoder_variables()
+    rest = model.other_trainable_variables()
+    assert text and rest
+    text_refs, rest_refs = {v.ref() for v in text}, {v.ref() for v in rest}
+    assert not text_refs & rest_refs
+    assert text_refs | rest_refs == {v.ref() for v in model.trainable_variables}
+    assert len(text) == len(model.text_encoder.hf_model.trainable_variables)
 
 def check_padding_ignored(model, features: Mapping[str, tf.Tensor],
                           keys=("embedding", "tag_logits"), atol: float = 1e-5) -> None:
@@ -190,16 +179,3 @@ def check_padding_ignored(model, features: Mapping[str, tf.Tensor],
     for key in keys:
         np.testing.assert_allclose(again[key].numpy(), out[key].numpy(), rtol=1e-5, atol=atol,
                                    err_msg=key)
-
-
-def check_model_config_json_round_trip(harness: "FamilyHarness") -> None:
-    """`ModelConfig` -> JSON -> `build_model` gives the same family and constructor arguments."""
-    from models.config import ModelConfig
-    from models.registry import build_model
-
-    config = ModelConfig.from_json(harness.config.to_json())
-    assert config == harness.config
-    rebuilt = build_model(config)
-    assert type(rebuilt) is type(harness.model)
-    assert rebuilt.get_config() == harness.model.get_config()
-    assert [v.shape for v in rebuilt.weights] == [v.shape for v in harness.model.weights]

@@ -52,15 +52,3 @@ def test_kl_teaches_experts_not_the_mixture(harness):
         kl = model.pretrain_losses(features, training=False)["kl"]
     grads = tape.gradient(kl, [model.tag_head.kernel, model.expert_tag_heads[0].kernel])
     assert grads[0] is None and grads[1] is not None
-
-
-def test_text_encoder_variables_are_a_separate_group(harness):
-    harness.check_variable_groups()
-
-
-def test_checkpoint_round_trip(harness, tmp_path):
-    harness.check_checkpoint_round_trip(tmp_path)
-
-
-def test_config_round_trip(harness):
-    harness.check_config_round_trip()

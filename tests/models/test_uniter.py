@@ -26,10 +26,6 @@ def test_outputs(harness):
     assert out["mlm_logits"].shape == (4, TINY.title_len, TINY.vocab_size)
 
 
-def test_trains_and_overfits_a_fixed_batch(harness):
-    harness.check_losses({"tag", "mlm"})
-
-
 def test_text_encoder_variables_are_a_separate_group(harness):
     harness.check_variable_groups()
     # the tied MLM decoder is the text encoder's own word-embedding matrix
@@ -37,15 +33,6 @@ def test_text_encoder_variables_are_a_separate_group(harness):
     assert model.text_encoder.word_embeddings.ref() in {
         v.ref() for v in model.text_encoder_variables()}
     assert not model.text_encoder.has_pooler
-
-
-def test_checkpoint_round_trip(harness, tmp_path):
-    harness.check_checkpoint_round_trip(tmp_path)
-
-
-def test_config_round_trip(harness):
-    harness.check_config_round_trip()
-    assert harness.model.get_config()["text_encoder"] == harness.config.text_encoder
 
 
 def test_mlm_decoder_is_tied_and_masks_only_title_tokens(harness):
@@ -69,7 +56,8 @@ def test_mlm_decoder_is_tied_and_masks_only_title_tokens(harness):
 def test_frames_are_part_of_the_sequence(harness):
     features = dict(harness.eval_features)
     out = harness.model(features, training=False)
-    features["frames"] = features["frames"] * 2.0
+    noise = np.random.default_rng(3).normal(size=features["frames"].shape).astype(np.float32)
+    features["frames"] = features["frames"] + noise * features["frame_mask"].numpy()[..., None]  # real frames only
     changed = harness.model(features, training=False)
     assert not np.allclose(changed["embedding"].numpy(), out["embedding"].numpy())
 

@@ -270,13 +270,16 @@ def test_video_ids_are_unique_decimal_and_seeded():
 
 def test_cli_writes_a_tiny_data_set(tmp_path):
     out = tmp_path / "cli"
-    result = subprocess.run([sys.executable, "-m", "tfrecord_tools.synth", "--out", str(out), "--preset", "tiny",
+    result = subprocess.run([sys.executable, "-m", "tfrecord_tools.synth", "--out", str(out), "--size", "tiny",
                              "--seed", "2", "--no-progress"], cwd=REPO_ROOT, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "oracle Spearman" in result.stdout and str(out) in result.stdout
     meta = json.loads((out / "synth_meta.json").read_text(encoding="utf-8"))
     assert meta["seed"] == 2 and meta["preset"] == "tiny"
-    again = subprocess.run([sys.executable, "-m", "tfrecord_tools.synth", "--out", str(out)], cwd=REPO_ROOT,
-                           capture_output=True, text=True, timeout=300)
-    assert again.returncode != 0 and "--overwrite" in again.stderr
+    assert "deprecated" not in result.stderr
+    # --preset (the old name, which means model sizes in training) still works, with a note
+    again = subprocess.run([sys.executable, "-m", "tfrecord_tools.synth", "--out", str(out), "--preset", "tiny"],
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert "--preset is deprecated, use --size" in again.stderr

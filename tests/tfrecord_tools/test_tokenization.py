@@ -127,3 +127,42 @@ def test_reader_import_does_not_load_transformers():
     result = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__)))), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_title_and_asr_segments(built):
+    """text_source title+asr: [CLS] title [SEP] asr [SEP]; a missing ASR ("nan") adds nothing; the
+    longer segment is cut first, so a long ASR never pushes out a title that fills at most half."""
+    kind, out, _ = built
+    tokenizer = tokenization.load_tokenizer(out, kind)
+    titles = [TITLES[2], TITLES[2], TITLES[2]]
+    asr = ["世界杯 酒店", tokenization.MISSING_ASR, "酒店" * 200]
+    input_ids, mask = tokenization.encode_titles(tokenizer, titles, max_len=32, asr_texts=asr)
+    alone, alone_mask = tokenization.encode_titles(tokenizer, titles[:1], max_len=32)
+    title_len = int(alone_mask.sum())
+    sep = tokenizer.sep_token_id
+    # the title part is exactly the title encoded alone, then the ASR segment
+    np.testing.assert_array_equal(input_ids[0, :title_len], alone[0, :title_len])
+    assert input_ids[0, int(mask[0].sum()) - 1] == sep and mask[0].sum() > title_len
+    assert int(mask[1].sum()) <= title_len + 1  # "nan" is no text: at most an empty segment's [SEP]
+    assert mask[2].sum() == 32  # truncated to max_len
+    np.testing.assert_array_equal(input_ids[2, :title_len], alone[0, :title_len])  # title kept whole
+    with pytest.raises(ValueError, match="3 titles but 2 ASR texts"):
+        tokenization.encode_titles(tokenizer, titles, max_len=32, asr_texts=asr[:2])
+
+
+def test_decoder_text_source(built):
+    import tensorflow as tf
+
+    from tfrecord_tools.reader import VideoDecoder
+
+    kind, out, _ = built
+    tokenizer = tokenization.load_tokenizer(out, kind)
+    decoder = VideoDecoder(tokenizer=tokenizer, title_len=24, text_source="title+asr")
+    ids, mask = decoder.tokenize(tf.constant([TITLES[2]]), tf.constant(["世界杯 酒店"]))
+    title_only, title_mask = VideoDecoder(tokenizer=tokenizer, title_len=24).tokenize(tf.constant([TITLES[2]]),
+                                                                                     tf.constant(["世界杯 酒店"]))
+    assert int(mask.numpy().sum()) > int(title_mask.numpy().sum())  # the default ignores the ASR
+    with pytest.raises(ValueError, match="needs the ASR texts"):
+        decoder.tokenize(tf.constant([TITLES[2]]))
+    with pytest.raises(ValueError, match="text_source must be one of"):
+        VideoDecoder(tokenizer=tokenizer, text_source="asr")

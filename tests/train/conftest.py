@@ -5,7 +5,6 @@ Everything expensive is session scoped so that the training tests pay for it onc
 """
 from __future__ import annotations
 
-import json
 import pathlib
 
 import pytest

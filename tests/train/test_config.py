@@ -1,30 +1,31 @@
 """TrainConfig: key=value overrides (types, nested model fields, errors), validation, JSON round trip."""
+import dataclasses
 import json
 
 import pytest
 
 from models.config import ModelConfig
-from train.config import (TrainConfig, apply_overrides, config_differences, load_config, parse_loss_spec,
-                          save_config)
+from train.config import (DATA_DERIVED, TrainConfig, apply_overrides, config_differences, load_config,
+                          parse_loss_spec, parse_value, save_config)
 
 
 def test_overrides_parse_each_type_and_nested_model_fields():
     config = apply_overrides(TrainConfig(), [
         "batch_size=64", "lr_text=1e-4", "xla=true", "mixed_precision=0", "decay=linear",
         "model.text_num_layers=2", "model.dropout=0.3", "model.pretrained_text_dir=none",
-        "model.special_token_ids=0,100,101,102,103", "model.name=uniter", "finetune_losses=mse + 0.5*kl"])
+        "model.name=uniter", "finetune_losses=mse + 0.5*kl"])
     assert config.batch_size == 64 and isinstance(config.batch_size, int)
     assert config.lr_text == pytest.approx(1e-4) and isinstance(config.lr_text, float)
     assert config.xla is True and config.mixed_precision is False
     assert config.decay == "linear"
     assert config.model.text_num_layers == 2 and config.model.dropout == pytest.approx(0.3)
     assert config.model.pretrained_text_dir is None
-    assert config.model.special_token_ids == (0, 100, 101, 102, 103)
+    assert parse_value("ids", tuple[int, ...], "0,100,101") == parse_value("ids", tuple[int, ...], "[0, 100, 101]") == (0, 100, 101)
     assert config.model.name == "uniter"
     assert config.loss_terms == (("mse", 1.0), ("kl", 0.5))
     # the original is frozen and unchanged
     assert TrainConfig().batch_size == 32
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.batch_size = 1
 
 
@@ -43,8 +44,27 @@ def test_unknown_keys_and_bad_values_are_clear_errors():
         apply_overrides(TrainConfig(), ["batch_size=0"])
     with pytest.raises(ValueError, match="decay must be one of"):
         apply_overrides(TrainConfig(), ["decay=step"])
-    with pytest.raises(ValueError, match="text_hidden_size .* divisible"):
+    with pytest.raises(ValueError, match="TextEncoderConfig: hidden_size .* divisible"):
         apply_overrides(TrainConfig(), ["model.text_num_heads=5"])
+
+
+@pytest.mark.parametrize("key", sorted(DATA_DERIVED))
+def test_keys_the_data_sets_are_refused_as_overrides_with_why(key):
+    with pytest.raises(ValueError, match=rf"override {key} is refused: a run sets it from the run's t"):
+        apply_overrides(TrainConfig(), [f"{key}=3"])
+    flat = "model." + key.split(".")[-1]  # the former flat name is refused too
+    with pytest.raises(ValueError, match=rf"override {flat} is refused"):
+        apply_overrides(TrainConfig(), [f"{flat}=3"])
+
+
+def test_nested_and_flat_model_keys_set_the_same_field():
+    nested = apply_overrides(TrainConfig(), ["model.text.num_layers=2", "model.tags.kind=asl",
+                                             "model.nextvlad.cluster_size=16"])
+    flat = apply_overrides(TrainConfig(), ["model.text_num_layers=2", "model.tag_loss=asl",
+                                           "model.nextvlad_cluster_size=16"])
+    assert nested == flat and (nested.model.text.num_layers, nested.model.tags.kind) == (2, "asl")
+    with pytest.raises(ValueError, match=r"unknown config key 'model.text.num_layer'.*model.text.num_layers"):
+        apply_overrides(TrainConfig(), ["model.text.num_layer=2"])
 
 
 def test_loss_spec_parsing():
@@ -65,11 +85,13 @@ def test_json_round_trip_and_differences(tmp_path):
     path = save_config(config, tmp_path)
     assert path == str(tmp_path / "config.json")
     data = json.loads((tmp_path / "config.json").read_text())
-    assert data["model"]["tag_loss"] == "asl" and data["fold"] == 3
+    assert data["model"]["tags"]["kind"] == "asl" and data["fold"] == 3
     assert load_config(tmp_path) == config
     assert TrainConfig.from_json(config.to_json()) == config
     changed = config.replace(batch_size=7, model={"dropout": 0.0})
     assert config_differences(config, changed) == ["model.dropout: 0.1 -> 0.0", "batch_size: 32 -> 7"]
+    nested_change = config.replace(model={"text_num_layers": 2})
+    assert config_differences(config, nested_change) == ["model.text.num_layers: 1 -> 2"]
     with pytest.raises(ValueError, match=r"unknown TrainConfig key\(s\) \['learning_rate'\]"):
         TrainConfig.from_dict({**config.to_dict(), "learning_rate": 1.0})
     (tmp_path / "bad").mkdir()

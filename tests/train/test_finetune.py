@@ -33,7 +33,7 @@ def test_restore_pretrained_restores_the_text_encoder(pretrain_run):
         checkpointing.restore_pretrained(other, final)
 
 
-def test_finetune_from_pretrain_run(pretrain_run, folds_dir, tmp_path):
+def test_finetune_from_pretrain_run(pretrain_run, folds_dir, tmp_path, capsys):
     out = tmp_path / "finetune" / "baseline" / "fold_01"
     # lr_text ~ 0: the text encoder must end where the pretrain run left it (restored, not fresh)
     assert main(["--model", "baseline", "--folds-dir", str(folds_dir), "--fold", "1", "--out", str(out),
@@ -55,9 +55,12 @@ def test_finetune_from_pretrain_run(pretrain_run, folds_dir, tmp_path):
     checkpointing.restore_model(finetuned, out / "best")
     for a, b in zip(_text_values(finetuned), _text_values(pretrained)):
         np.testing.assert_allclose(a, b, atol=1e-6)
-    with pytest.raises(ValueError, match=r"differs from the pretrain run .*tag_loss: 'bce' -> 'asl'"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
         main(["--model", "mix_asl", "--folds-dir", str(folds_dir), "--fold", "1", "--out", str(tmp_path / "x"),
               "--pretrained", str(pretrain_run), *TINY_RUN])
+    assert exit_info.value.code == 2 and not (tmp_path / "x").exists()  # refused at set-up: nothing left behind
+    assert "differs from the pretrain run" in capsys.readouterr().err
 
 
 def test_finetune_without_pretrain_with_every_loss_term(synthetic_data, folds_dir, tmp_path):

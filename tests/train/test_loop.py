@@ -55,9 +55,10 @@ def _dataset(poison_from: int | None = None):
 
 
 def _train(run_dir, total_steps, poison_from=None, **overrides):
+    steps_per_epoch = overrides.pop("steps_per_epoch", 2)
     config = TrainConfig(batch_size=4, lr_other=1e-2, lr_text=1e-2, warmup_steps=1, progress=False, seed=7,
-                         log_every_steps=1, checkpoint_every_steps=overrides.pop("checkpoint_every_steps", 1),
-                         **overrides)
+                         log_every_steps=overrides.pop("log_every_steps", 1),
+                         checkpoint_every_steps=overrides.pop("checkpoint_every_steps", 1), **overrides)
     randomness.seed_everything(config.seed)
     keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
@@ -67,7 +68,7 @@ def _train(run_dir, total_steps, poison_from=None, **overrides):
         model(build_batch)
         trainer = Trainer(config=config, strategy=strategy, model=model, loss_fn=lambda m, b, training: m.pretrain_losses(b, training),
                           run_dir=str(run_dir), dataset_fn=dataset_fn, build_batch=build_batch,
-                          total_steps=total_steps, steps_per_epoch=2)
+                          total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     return trainer, trainer.run()
 
 
@@ -109,3 +110,28 @@ def test_xla_and_mixed_precision_switches_train(tmp_path, switch):
         assert trainer.model.head.compute_dtype == "float16"
         assert float(trainer.optimizer.other.loss_scale) > 1.0
     assert tf.train.latest_checkpoint(tmp_path / "final") is not None
+
+
+def test_several_steps_per_loop_are_bit_identical_and_still_name_the_bad_step(tmp_path, monkeypatch):
+    every = dict(log_every_steps=4, checkpoint_every_steps=4, steps_per_epoch=8)
+    one, values = _train(tmp_path / "one", total_steps=12, **every)
+    calls = []
+    original = Trainer.train_steps
+    monkeypatch.setattr(Trainer, "train_steps", lambda self, it, n: calls.append(n) or original(self, it, n))
+    many, many_values = _train(tmp_path / "many", total_steps=12, steps_per_loop=3, **every)
+    assert calls == [3, 1, 3, 1, 3, 1]  # 3 steps a loop, cut where the host logs / checkpoints (every 4)
+    for a, b in zip(one.model.weights, many.model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert many_values == values
+    logged = [json.loads(line)["step"] for line in (tmp_path / "many" / LOG_FILE).read_text().splitlines()]
+    assert logged == [4, 8, 12]
+    # a NaN at step 7, found in the graph in the middle of a loop: the error names step 7, and the
+    # checkpoint of step 4 is the last one
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 7 .*last checkpoint \(step 4\)"):
+        _train(tmp_path / "parts", total_steps=12, poison_from=6, steps_per_loop=4, **every)
+    # the same command without the NaN resumes from step 4, with yet another steps_per_loop: the
+    # weights are those of one step at a time
+    resumed, resumed_values = _train(tmp_path / "parts", total_steps=12, steps_per_loop=2, **every)
+    for a, b in zip(one.model.weights, resumed.model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert resumed_values == values

@@ -1,5 +1,6 @@
 """Pretraining the real models on tiny synthetic data under MirroredStrategy."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -80,7 +81,8 @@ def test_baseline_pretrain_loss_falls_and_run_dir_is_complete(pretrain_run, synt
     assert {"train/loss", "train/tag", "train/lr_text", "train/lr_other", "train/steps_per_sec"} <= tags
 
 
-def test_rerun_of_a_finished_run_changes_nothing_and_other_configs_are_refused(pretrain_run, synthetic_data):
+def test_rerun_of_a_finished_run_changes_nothing_and_other_configs_are_refused(pretrain_run, synthetic_data,
+                                                                              capsys):
     from train.pretrain import main
 
     final = tf.train.latest_checkpoint(pretrain_run / "final")
@@ -89,5 +91,10 @@ def test_rerun_of_a_finished_run_changes_nothing_and_other_configs_are_refused(p
     assert main(args) == 0
     assert tf.train.latest_checkpoint(pretrain_run / "final") == final
     assert len(_losses(pretrain_run)) == 20
-    with pytest.raises(ValueError, match=r"holds a run with another config \(lr_other: 0.01 -> 0.001"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
         main([*args, "lr_other=1e-3"])
+    assert exit_info.value.code == 2
+    assert re.fullmatch(r"python -m train.pretrain: error: .* holds a run with another config "
+                        r"\(lr_other: 0.01 -> 0.001\); .*\n", capsys.readouterr().err)
+    assert (pretrain_run / "training_curves.png").is_file()  # drawn at the end of the fixture's run

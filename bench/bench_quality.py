@@ -1,0 +1,104 @@
+"""Quality across synthetic worlds: the demo recipe on every world under one fixed budget.
+
+    python -m bench.bench_quality [--worlds demo continuous ...] [--models "uniter cross_modal"]
+        [--folds "0 1 2"] [--out bench/out/quality] [--extra "key=value ..."]
+
+For every world, ``demo.sh`` runs the whole pipeline (synthetic data of that world, fold shards,
+strong baselines, pretraining, finetuning on the given folds, embeddings, ensemble) with
+``DATA=OUT/<world>/data RUN=OUT/<world>/runs WORLD=<world>``; its ``ensemble_report.json`` gives the
+table row: every model's out-of-fold and mean-fold Spearman, the ensemble's, the best strong
+baseline and the oracle. Recipes are chosen on validation folds only; nothing here looks at a test
+set. Finished worlds are reused (delete OUT/<world> to rerun one).
+
+Prints a markdown table (one row per world x model) and writes ``OUT/quality.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_WORLDS = ("demo", "continuous", "offset_frames", "sparse_tags", "weak_titles", "real_graph",
+                  "many_unlabelled")
+
+
+def run_world(world: str, out: str, models: str, folds: str, extra: str, python: str) -> dict:
+    data, run = os.path.join(out, world, "data"), os.path.join(out, world, "runs")
+    report_path = os.path.join(run, "ensemble_report.json")
+    started = time.time()
+    if not os.path.isfile(report_path):
+        env = dict(os.environ, DATA=data, RUN=run, WORLD=world, MODELS=models, FOLDS=folds, PYTHON=python)
+        if extra:
+            env["RECIPE"] = extra
+        log_path = os.path.join(out, world, "demo.log")
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        with open(log_path, "w", encoding="utf-8") as log:
+            code = subprocess.call(["sh", os.path.join(HERE, "demo.sh")], env=env, stdout=log, stderr=subprocess.STDOUT)
+        if code != 0:
+            raise RuntimeError(f"demo.sh failed for world {world!r} (exit {code}); see {log_path}")
+    with open(report_path, encoding="utf-8") as handle:
+        report = json.load(handle)
+    report["seconds"] = round(time.time() - started, 1)
+    return report
+
+
+def world_rows(world: str, report: dict) -> list[dict]:
+    rows = report["rows"]
+    baselines = [r for r in rows if r["kind"] == "baseline" and r["oof_spearman"] is not None]
+    best = max(baselines, key=lambda r: r["oof_spearman"]) if baselines else None
+    oracle = report.get("oracle_spearman")
+    out = []
+    for row in rows:
+        if row["kind"] not in ("model", "ensemble"):
+            continue
+        out.append({
+            "world": world, "system": row["name"], "oof": row["oof_spearman"], "mean_fold": row["mean_fold_spearman"],
+            "best_baseline": best["name"].replace("baseline: ", "") if best else None,
+            "best_baseline_oof": best["oof_spearman"] if best else None, "oracle": oracle,
+        })
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    def f(value):
+        return "-" if value is None else f"{value:.3f}"
+
+    lines = ["| world | system | OOF | mean fold | OOF − mean fold | best strong baseline (OOF) | oracle | OOF / oracle |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        gap = None if r["oof"] is None or r["mean_fold"] is None else r["oof"] - r["mean_fold"]
+        ratio = None if not r["oracle"] or r["oof"] is None else r["oof"] / r["oracle"]
+        lines.append(f"| {r['world']} | {r['system']} | {f(r['oof'])} | {f(r['mean_fold'])} | {f(gap)} | "
+                     f"{r['best_baseline']} {f(r['best_baseline_oof'])} | {f(r['oracle'])} | {f(ratio)} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_quality", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worlds", nargs="*", default=list(DEFAULT_WORLDS))
+    parser.add_argument("--models", default="uniter cross_modal")
+    parser.add_argument("--folds", default="0 1")
+    parser.add_argument("--out", default=os.path.join(HERE, "bench", "out", "quality"))
+    parser.add_argument("--extra", default="", help="model/train key=value pairs added to pretrain and finetune")
+    parser.add_argument("--python", default=sys.executable)
+    args = parser.parse_args(argv)
+    rows, reports = [], {}
+    for world in args.worlds:
+        print(f"== world {world}", file=sys.stderr, flush=True)
+        report = run_world(world, args.out, args.models, args.folds, args.extra, args.python)
+        reports[world] = {"rows": report["rows"], "oracle": report.get("oracle_spearman"), "seconds": report["seconds"]}
+        rows.extend(world_rows(world, report))
+        print(markdown(world_rows(world, report)), file=sys.stderr, flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "quality.json"), "w", encoding="utf-8") as handle:
+        json.dump({"models": args.models, "folds": args.folds, "extra": args.extra, "worlds": reports}, handle, indent=2)
+    print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The command lines of ``python -m infer.embed``, ``infer.embed_all`` and ``infer.baselines``,
+built without importing TensorFlow (``--help`` and usage errors answer at once)."""
+from __future__ import annotations
+
+import argparse
+
+from tfrecord_tools import cli as common
+from tfrecord_tools import layout, schema
+
+CHECKPOINTS = (layout.BEST_DIR, layout.FINAL_DIR)
+EMBED_KINDS = tuple(kind.value for kind in schema.RecordKind if kind is not schema.RecordKind.PAIR)
+
+
+def embed_parser() -> argparse.ArgumentParser:
+    parser = common.Parser(prog="python -m infer.embed",
+                           description="Embeddings of any record file from a trained run directory.")
+    parser.add_argument("--run", required=True, help="run directory (config.json, tokenizer/, best/ or final/)")
+    parser.add_argument("--out", required=True, help="output .npz (ids, embeddings[, pairs])")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--records", nargs="+", help="record files (or globs) to embed")
+    source.add_argument("--val-shard", action="store_true", help="the run's fold validation shard, with its pairs")
+    parser.add_argument("--kind", default="test", choices=EMBED_KINDS, help="record kind of --records (default: test)")
+    parser.add_argument("--checkpoint", default=layout.BEST_DIR, choices=CHECKPOINTS)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return common.add_verbose(parser)
+
+
+def embed_all_parser() -> argparse.ArgumentParser:
+    parser = common.Parser(prog="python -m infer.embed_all",
+                           description="Embed the test set and each fold's validation pairs for every "
+                                       "finetuned model x fold of a run.")
+    parser.add_argument("--run", required=True, help="run directory holding finetune/<model>/fold_XX/")
+    parser.add_argument("--test", nargs="+", required=True, help="test record files or globs")
+    parser.add_argument("--models", nargs="*", default=None, help="models (default: all under RUN/finetune)")
+    parser.add_argument("--folds", nargs="*", type=int, default=None, help="folds (default: all)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--overwrite", action="store_true", help="recompute existing outputs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return common.add_verbose(parser)
+
+
+def baselines_parser() -> argparse.ArgumentParser:
+    parser = common.Parser(prog="python -m infer.baselines",
+                           description="Untrained and linear baselines, scored like the models: the floor a "
+                                       "learned model must clear.")
+    parser.add_argument("--data", required=True, help="data directory (pairwise/, test_a/, pointwise/)")
+    parser.add_argument("--folds-dir", required=True, help="fold shards of DATA (write_tfrecord.py)")
+    parser.add_argument("--out", required=True, help="output directory (one subdirectory per baseline)")
+    parser.add_argument("--folds", type=int, nargs="*", default=None, help="folds to compute (default: all)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return common.add_verbose(parser)

@@ -1,0 +1,313 @@
+"""Strong baselines: the floor every learned model must clear, scored per fold like a model.
+
+Raw cosines of mean frames or character n-grams are weak floors: the mean frame of every video
+shares a large common component, so its raw cosine mostly measures that. These baselines remove
+what no similarity judgement cares about, without deep learning:
+
+``mean_frame``      raw mean (officially sampled) frame feature (kept for reference)
+``centred_frame``   mean frame minus the data set's mean frame
+``whitened_frame``  mean frame PCA-whitened, ``k`` components (``k`` chosen on the training pairs)
+``title_lsa``       title TF-IDF over jieba words -> LSA, centred and whitened (``k`` chosen likewise)
+``combined``        √-weighted concat of the L2-normalised whitened frame, title and ASR vectors
+                    (weights chosen on the training pairs)
+``linear_metric``   a linear map W on the ``combined`` features trained on the training pairs:
+                    MSE(cos(W x1, W x2), rank-normalised label) + λ‖W − I‖², steps chosen on an
+                    inner split (a supervised metric with the same data a model finetunes on)
+
+Unsupervised statistics (mean, covariance, TF-IDF vocabulary, LSA) are fitted on unlabelled videos
+(pointwise, pairwise and test records: no labels); every choice that looks at labels uses only the
+training pairs of the fold (never its validation pairs, never a test set), so the per-fold scores
+are out of fold exactly as a model's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import scipy.stats
+
+from tfrecord_tools.labels import Labels
+
+FRAME_BASELINES = ("mean_frame", "centred_frame", "whitened_frame")
+BASELINES = (*FRAME_BASELINES, "title_lsa", "combined", "linear_metric")
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineConfig:
+    """Grids and sizes of the strong baselines (saved beside their output as JSON)."""
+
+    frame_components: tuple[int, ...] = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+    lsa_dim: int = 128
+    text_components: tuple[int, ...] = (16, 32, 64, 128)
+    text_weights: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)  # of title and ASR vs frames
+    max_fit_videos: int = 200_000  # unlabelled videos used for TF-IDF / LSA fits
+    metric_steps: int = 400
+    metric_learning_rate: float = 3e-3
+    metric_l2: float = 1e-3
+    metric_batch: int = 512
+    seed: int = 0
+    eps: float = 1e-6
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- helpers
+def l2n(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def pair_spearman(embeddings: np.ndarray, rows_q: np.ndarray, rows_c: np.ndarray, score: np.ndarray) -> float:
+    """Spearman of the pairs' cosines vs their scores (NaN if either side is constant)."""
+    e = l2n(embeddings.astype(np.float64))
+    cos = np.einsum("ij,ij->i", e[rows_q], e[rows_c])
+    if len(cos) < 2 or np.ptp(cos) == 0 or np.ptp(score) == 0:
+        return float("nan")
+    return float(scipy.stats.spearmanr(cos, score).statistic)
+
+
+class MomentAccumulator:
+    """Streaming mean and covariance of vectors (memory: one D x D matrix)."""
+
+    def __init__(self, dim: int):
+        self.n = 0
+        self.total = np.zeros(dim, dtype=np.float64)
+        self.outer = np.zeros((dim, dim), dtype=np.float64)
+
+    def add(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, self.total.shape[0])
+        self.n += len(rows)
+        self.total += rows.sum(axis=0)
+        self.outer += rows.T @ rows
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.n < 2:
+            raise ValueError(f"need at least 2 videos to fit a mean and covariance, got {self.n}")
+        mean = self.total / self.n
+        cov = self.outer / self.n - np.outer(mean, mean)
+        return mean, (cov + cov.T) / 2
+
+
+@dataclasses.dataclass
+class Whitener:
+    """PCA whitening ``(x - mean) V_k / sqrt(λ_k + eps)`` for any k up to the rank kept."""
+
+    mean: np.ndarray
+    vectors: np.ndarray  # [D, K] eigenvectors, largest eigenvalue first
+    values: np.ndarray  # [K]
+    eps: float
+
+    @classmethod
+    def fit(cls, mean: np.ndarray, cov: np.ndarray, eps: float, keep: int = 512) -> "Whitener":
+        values, vectors = np.linalg.eigh(cov)
+        order = np.argsort(values)[::-1][:keep]
+        scale = max(float(values.max()), 1e-12)
+        return cls(mean, vectors[:, order], np.maximum(values[order], 0.0), eps * scale)
+
+    def centred(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float64) - self.mean
+
+    def __call__(self, x: np.ndarray, k: int) -> np.ndarray:
+        k = min(k, self.vectors.shape[1])
+        return self.centred(x) @ self.vectors[:, :k] / np.sqrt(self.values[:k] + self.eps)
+
+
+def word_tokens(text: str) -> list[str]:
+    """jieba words of a title or ASR text (``nan`` = missing ASR gives none)."""
+    import rjieba
+
+    if not text or text == "nan":
+        return []
+    return [w for w in rjieba.cut(text) if w.strip()]
+
+
+def text_lsa(fit_texts: Iterable[str], texts: Sequence[str], dim: int, seed: int) -> np.ndarray:
+    """Word TF-IDF (sublinear tf) fitted on ``fit_texts``, reduced by TruncatedSVD to ``dim``,
+    for ``texts``; rows of texts without a known word are zero."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(tokenizer=word_tokens, lowercase=False, token_pattern=None,
+                                 sublinear_tf=True, min_df=2, dtype=np.float32)
+    try:
+        fitted = vectorizer.fit_transform(list(fit_texts))
+    except ValueError:  # no word seen twice: the text carries nothing to compare
+        return np.zeros((len(texts), 1), dtype=np.float64)
+    components = max(1, min(dim, fitted.shape[1] - 1, fitted.shape[0] - 1))
+    svd = TruncatedSVD(n_components=components, random_state=seed).fit(fitted)
+    return svd.transform(vectorizer.transform(list(texts))).astype(np.float64)
+
+
+# ----------------------------------------------------------------------------- the features
+@dataclasses.dataclass
+class VideoTable:
+    """The scored videos (pairwise + test): ids, mean frames, title and ASR LSA vectors."""
+
+    ids: np.ndarray
+    mean_frame: np.ndarray  # [N, D]
+    title: np.ndarray  # [N, lsa]
+    asr: np.ndarray  # [N, lsa]
+    frame_whitener: Whitener
+    title_whitener: Whitener
+    asr_whitener: Whitener
+
+    def rows(self, ids: Sequence[str]) -> np.ndarray:
+        index = {key: i for i, key in enumerate(self.ids.tolist())}
+        missing = [key for key in ids if key not in index]
+        if missing:
+            raise KeyError(f"{len(missing)} pair id(s) have no video, first {missing[0]!r}")
+        return np.array([index[key] for key in ids], dtype=np.int64)
+
+
+def build_table(videos: Mapping[str, dict], unlabelled: Iterable[dict], config: BaselineConfig,
+                frame_moments: MomentAccumulator) -> VideoTable:
+    """``videos``: id -> {"mean_frame", "title", "asr_text"} of the scored videos; ``unlabelled``:
+    further videos (same keys, any number) for the TF-IDF fit; ``frame_moments`` has seen the mean
+    frames of every video (scored and unlabelled)."""
+    ids = list(videos)
+    fit_titles, fit_asr = [], []
+    for video in unlabelled:
+        if len(fit_titles) < config.max_fit_videos:
+            fit_titles.append(video["title"])
+            fit_asr.append(video["asr_text"])
+    titles = [videos[key]["title"] for key in ids]
+    asr = [videos[key]["asr_text"] for key in ids]
+    title_vectors = text_lsa(fit_titles + titles, titles, config.lsa_dim, config.seed)
+    asr_vectors = text_lsa(fit_asr + asr, asr, config.lsa_dim, config.seed)
+    mean, cov = frame_moments.result()
+    return VideoTable(
+        ids=np.asarray(ids, dtype=str),
+        mean_frame=np.stack([videos[key]["mean_frame"] for key in ids]).astype(np.float64),
+        title=title_vectors, asr=asr_vectors,
+        frame_whitener=Whitener.fit(mean, cov, config.eps),
+        title_whitener=Whitener.fit(*_moments(title_vectors), config.eps),
+        asr_whitener=Whitener.fit(*_moments(asr_vectors), config.eps))
+
+
+def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    acc = MomentAccumulator(x.shape[1])
+    acc.add(x)
+    return acc.result()
+
+
+# ----------------------------------------------------------------------------- per fold
+@dataclasses.dataclass
+class FoldBaselines:
+    """Every baseline's embedding of every scored video for one fold, plus what was chosen."""
+
+    embeddings: dict[str, np.ndarray]
+    choices: dict[str, float]
+
+
+def _best(candidates: Mapping, score_fn) -> tuple:
+    scored = [(score_fn(value), key) for key, value in candidates.items()]
+    scored = [(s if math.isfinite(s) else -1.0, key) for s, key in scored]
+    best_score, best_key = max(scored, key=lambda item: item[0])
+    return best_key, best_score
+
+
+def rank_targets(scores: np.ndarray) -> np.ndarray:
+    """Labels -> average ranks mapped to [0, 1] (the 1st place's target transform)."""
+    ranks = scipy.stats.rankdata(scores)
+    return (ranks - ranks.min()) / max(ranks.max() - ranks.min(), 1e-12)
+
+
+def train_linear_metric(x: np.ndarray, rows_q: np.ndarray, rows_c: np.ndarray, scores: np.ndarray,
+                        config: BaselineConfig, steps: int | None = None) -> tuple[np.ndarray, int]:
+    """W [D, D] from identity, minimising MSE(cos(xW), rank target) + λ‖W − I‖² with Adam.
+
+    Without ``steps``: 20% of the pairs are held out, the step count with the best held-out
+    Spearman is chosen and W is retrained on all pairs for that many steps.
+    Returns (W, steps).
+    """
+    import tensorflow as tf
+    import tf_keras as keras
+
+    if steps is None:
+        rng = np.random.default_rng(config.seed)
+        held = rng.random(len(scores)) < 0.2
+        _, curve = _fit_metric(tf, keras, x, rows_q[~held], rows_c[~held], scores[~held], config, config.metric_steps,
+                               evaluate=(rows_q[held], rows_c[held], scores[held]))
+        steps = int(curve[int(np.nanargmax(curve[:, 1])), 0]) if len(curve) else 0
+    weights, _ = _fit_metric(tf, keras, x, rows_q, rows_c, scores, config, steps)
+    return weights, steps
+
+
+def _fit_metric(tf, keras, x, rows_q, rows_c, scores, config: BaselineConfig, steps: int, evaluate=None):
+    dim = x.shape[1]
+    features = tf.constant(x, tf.float32)
+    target = tf.constant(rank_targets(scores), tf.float32)
+    q, c = tf.constant(rows_q), tf.constant(rows_c)
+    identity = tf.eye(dim)
+    weights = tf.Variable(identity)
+    optimizer = keras.optimizers.Adam(config.metric_learning_rate)
+    generator = tf.random.Generator.from_seed(config.seed)
+
+    def cosine(w, a, b):
+        left = tf.math.l2_normalize(tf.gather(features, a) @ w, axis=1)
+        right = tf.math.l2_normalize(tf.gather(features, b) @ w, axis=1)
+        return tf.reduce_sum(left * right, axis=1)
+
+    @tf.function
+    def step():
+        batch = generator.uniform([min(config.metric_batch, len(scores))], 0, len(scores), dtype=tf.int64)
+        with tf.GradientTape() as tape:
+            cos = cosine(weights, tf.gather(q, batch), tf.gather(c, batch))
+            loss = tf.reduce_mean((cos - tf.gather(target, batch)) ** 2)
+            loss += config.metric_l2 * tf.reduce_sum((weights - identity) ** 2)
+        optimizer.apply_gradients([(tape.gradient(loss, weights), weights)])
+
+    curve = []
+    if evaluate is not None:
+        curve.append((0, _metric_spearman(x, np.eye(dim), *evaluate)))
+    for index in range(1, steps + 1):
+        step()
+        if evaluate is not None and index % 20 == 0:
+            curve.append((index, _metric_spearman(x, weights.numpy(), *evaluate)))
+    return weights.numpy().astype(np.float64), np.array(curve, dtype=np.float64).reshape(-1, 2)
+
+
+def _metric_spearman(x, w, rows_q, rows_c, scores) -> float:
+    return pair_spearman(x @ w, rows_q, rows_c, scores)
+
+
+def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfig) -> FoldBaselines:
+    """Every baseline for one fold; choices made on ``train_pairs`` only."""
+    q, c, s = table.rows(train_pairs.query.tolist()), table.rows(train_pairs.candidate.tolist()), train_pairs.score
+    out: dict[str, np.ndarray] = {}
+    choices: dict[str, float] = {}
+    out["mean_frame"] = table.mean_frame
+    out["centred_frame"] = table.frame_whitener.centred(table.mean_frame)
+
+    def score(x):
+        return pair_spearman(x, q, c, s)
+
+    def choose_k(whitener: Whitener, x: np.ndarray, grid: Sequence[int], name: str) -> np.ndarray:
+        """Whitened with the best k, zero-padded to the grid's largest k: every fold's vectors have
+        the same width and share the leading (fold-independent PCA) coordinates, so test embeddings
+        of different folds can be averaged."""
+        grid = sorted({min(k, whitener.vectors.shape[1]) for k in grid})
+        k, _ = _best({k: k for k in grid}, lambda k: score(whitener(x, k)))
+        choices[f"{name}_components"] = k
+        white = whitener(x, k)
+        return np.pad(white, ((0, 0), (0, max(grid) - white.shape[1])))
+
+    frame = choose_k(table.frame_whitener, table.mean_frame, config.frame_components, "frame")
+    title = choose_k(table.title_whitener, table.title, config.text_components, "title")
+    asr = choose_k(table.asr_whitener, table.asr, config.text_components, "asr")
+    out["whitened_frame"] = frame
+    out["title_lsa"] = title
+
+    parts = [l2n(frame), l2n(title), l2n(asr)]
+    grid = {(a, b): (a, b) for a in config.text_weights for b in config.text_weights}
+    (a, b), _ = _best(grid, lambda ab: score(np.concatenate([parts[0], ab[0] * parts[1], ab[1] * parts[2]], 1)))
+    choices["title_weight"], choices["asr_weight"] = a, b
+    combined = np.concatenate([parts[0], a * parts[1], b * parts[2]], axis=1)  # fixed width in every fold
+    out["combined"] = combined
+
+    weights, steps = train_linear_metric(combined, q, c, s, config)
+    choices["metric_steps"] = steps
+    out["linear_metric"] = combined @ weights
+    return FoldBaselines(out, choices)

@@ -1,0 +1,154 @@
+"""Strong baselines: whitening, moments, per-fold choices made on training pairs, the linear metric,
+and the CLI end to end on the tiny synthetic data (scored by ensemble_final --baselines-dir)."""
+import json
+import os
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from infer import baselines as cli
+from infer import strong_baselines as sb
+from tfrecord_tools.labels import Labels
+
+
+def test_moments_and_whitener_match_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6)) + 5.0
+    acc = sb.MomentAccumulator(6)
+    acc.add(x[:200])
+    acc.add(x[200:])
+    mean, cov = acc.result()
+    np.testing.assert_allclose(mean, x.mean(0), atol=1e-9)
+    np.testing.assert_allclose(cov, np.cov(x.T, bias=True), atol=1e-8)
+    whitener = sb.Whitener.fit(mean, cov, eps=1e-12)
+    white = whitener(x, 6)
+    np.testing.assert_allclose(np.cov(white.T, bias=True), np.eye(6), atol=1e-6)
+    assert whitener(x, 3).shape == (500, 3)
+    with pytest.raises(ValueError, match="at least 2"):
+        sb.MomentAccumulator(3).result()
+
+
+def test_pair_spearman_is_the_scipy_statistic():
+    rng = np.random.default_rng(1)
+    e = rng.normal(size=(40, 5))
+    q, c = rng.integers(0, 40, 60), rng.integers(0, 40, 60)
+    s = rng.random(60)
+    n = e / np.linalg.norm(e, axis=1, keepdims=True)
+    expected = scipy.stats.spearmanr(np.sum(n[q] * n[c], 1), s).statistic
+    assert sb.pair_spearman(e, q, c, s) == pytest.approx(expected)
+    assert np.isnan(sb.pair_spearman(np.ones((40, 5)), q, c, s))
+
+
+def _hidden_signal_table(n=300, dim=64, seed=0):
+    """Videos whose frames hide a 4-d similarity signal under a huge shared offset and loud
+    nuisance directions; titles carry a weaker copy of the signal."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, 4))
+    frames = 50.0 + latent @ rng.normal(size=(4, dim)) * 0.3 + rng.normal(size=(n, 2)) @ rng.normal(size=(2, dim)) * 3
+    title = latent + rng.normal(size=(n, 4)) * 1.5
+    ids = np.array([f"v{i}" for i in range(n)])
+    q, c = rng.integers(0, n, 900), rng.integers(0, n, 900)
+    keep = q != c
+    q, c = q[keep], c[keep]
+    unit = latent / np.linalg.norm(latent, axis=1, keepdims=True)
+    score = np.sum(unit[q] * unit[c], 1) + rng.normal(size=len(q)) * 0.1
+    acc = sb.MomentAccumulator(dim)
+    acc.add(frames)
+    table = sb.VideoTable(ids=ids, mean_frame=frames, title=title, asr=np.zeros((n, 1)),
+                          frame_whitener=sb.Whitener.fit(*acc.result(), eps=1e-6),
+                          title_whitener=sb.Whitener.fit(title.mean(0), np.cov(title.T, bias=True), eps=1e-6),
+                          asr_whitener=sb.Whitener(np.zeros(1), np.eye(1), np.ones(1), 1e-6))
+    labels = Labels("<test>", ids[q].astype(object), ids[c].astype(object), score.astype(np.float32))
+    return table, labels
+
+
+def test_fold_baselines_choose_on_training_pairs_and_beat_raw():
+    table, labels = _hidden_signal_table()
+    train = Labels("<train>", labels.query[:600], labels.candidate[:600], labels.score[:600])
+    config = sb.BaselineConfig(frame_components=(2, 4, 8, 16), text_components=(2, 4), metric_steps=100)
+    result = sb.fold_baselines(table, train, config)
+    assert set(result.embeddings) == set(sb.BASELINES)
+    assert result.choices["frame_components"] in (2, 4, 8, 16)
+    held = (table.rows(labels.query[600:].tolist()), table.rows(labels.candidate[600:].tolist()), labels.score[600:])
+    raw = sb.pair_spearman(result.embeddings["mean_frame"], *held)
+    whitened = sb.pair_spearman(result.embeddings["whitened_frame"], *held)
+    combined = sb.pair_spearman(result.embeddings["combined"], *held)
+    assert whitened > raw + 0.3  # the shared offset and nuisance hide the signal from the raw cosine
+    assert combined >= whitened - 0.05
+    assert result.choices["metric_steps"] % 20 == 0
+
+
+def test_linear_metric_learns_a_hidden_subspace():
+    """Features = 2 signal dims + 10 loud noise dims: the metric learns to ignore the noise."""
+    rng = np.random.default_rng(3)
+    n = 400
+    signal = rng.normal(size=(n, 2))
+    x = np.concatenate([signal, rng.normal(size=(n, 10)) * 2.0], 1)
+    q, c = rng.integers(0, n, 3000), rng.integers(0, n, 3000)
+    unit = signal / np.linalg.norm(signal, axis=1, keepdims=True)
+    score = np.sum(unit[q] * unit[c], 1)
+    config = sb.BaselineConfig(metric_steps=300, metric_learning_rate=1e-2, metric_l2=0.0)
+    weights, steps = sb.train_linear_metric(x, q[:2000], c[:2000], score[:2000], config)
+    before = sb.pair_spearman(x, q[2000:], c[2000:], score[2000:])
+    after = sb.pair_spearman(x @ weights, q[2000:], c[2000:], score[2000:])
+    assert steps > 0 and after > before + 0.2
+    identity, zero_steps = sb.train_linear_metric(x, q, c, score, config, steps=0)
+    np.testing.assert_array_equal(identity, np.eye(12))
+    assert zero_steps == 0
+
+
+def test_cli_writes_per_fold_baselines_scored_by_ensemble_final(synthetic_data, folds_dir, tmp_path, capsys):
+    out = tmp_path / "baselines"
+    assert cli.main(["--data", str(synthetic_data), "--folds-dir", str(folds_dir), "--out", str(out),
+                     "--folds", "0", "1", "--quiet"]) == 0
+    choices = json.loads((out / "choices.json").read_text())
+    assert sorted(choices["folds"]) == ["0", "1"]
+    for name in sb.BASELINES:
+        for fold in (0, 1):
+            assert (out / name / f"fold_{fold:02d}" / "val.npz").is_file()
+            assert (out / name / f"fold_{fold:02d}" / "test.npz").is_file()
+    assert not (out / "combined" / "fold_02").exists()
+
+    from ensemble_final import fold_baseline_rows
+    from infer.embeddings_io import load_embedding_set
+    from infer.evaluate import pairs_by_fold
+
+    # the baseline's own val files stand in for a model's (same pairs, same order)
+    reference = {f: load_embedding_set(out / "mean_frame" / f"fold_{f:02d}" / "val.npz") for f in (0, 1)}
+    oof_pairs, pair_folds = pairs_by_fold(reference)
+    rows = {row.name: row for row in fold_baseline_rows(str(out), reference, oof_pairs, pair_folds)}
+    assert set(rows) == {f"baseline: {name}" for name in sb.BASELINES}
+    for row in rows.values():
+        assert row.num_folds == 2 and -1 <= row.oof_spearman <= 1
+    # the tiny world hides its frame signal under a shared background: whitening must help
+    assert rows["baseline: whitened_frame"].oof_spearman > rows["baseline: mean_frame"].oof_spearman
+
+    reference3 = {**reference, 2: reference[0]}
+    with pytest.raises(Exception, match=r"no fold\(s\) \[2\]"):
+        fold_baseline_rows(str(out), reference3, oof_pairs, pair_folds)
+
+
+def test_cli_refuses_folds_of_another_label_file(synthetic_data, folds_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    os.makedirs(data / "pairwise")
+    for name in os.listdir(synthetic_data / "pairwise"):
+        if name.endswith(".tfrecords"):
+            os.symlink(synthetic_data / "pairwise" / name, data / "pairwise" / name)
+    lines = (synthetic_data / "pairwise" / "label.tsv").read_text().splitlines()
+    (data / "pairwise" / "label.tsv").write_text("\n".join(lines[:-5]) + "\n")
+    assert cli.main(["--data", str(data), "--folds-dir", str(folds_dir), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "written from another label file" in capsys.readouterr().err
+
+
+def test_every_fold_gives_the_same_width(synthetic_data, folds_dir, tmp_path):
+    """Fold averaging of test embeddings needs one width per baseline whatever each fold chose."""
+    from infer.embeddings_io import load_embedding_set
+
+    out = tmp_path / "b"
+    config = sb.BaselineConfig(frame_components=(2, 64), text_components=(2, 16), metric_steps=20)
+    cli.write_strong_baselines(str(synthetic_data), str(folds_dir), str(out), folds=[0, 1, 2], config=config,
+                               progress=False)
+    for name in sb.BASELINES:
+        widths = {load_embedding_set(out / name / f"fold_{f:02d}" / "test.npz").dim for f in range(3)}
+        assert len(widths) == 1, (name, widths)
