@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_train --presets tiny
 	$(PY) -m bench.bench_scale
 	$(PY) -m bench.bench_faults
+	$(PY) -m bench.bench_search --n 1000000
 	$(PY) -m bench.bench_ingest
 
 clean:

@@ -5,7 +5,7 @@ Usage::
     python ensemble_final.py --run RUN [--models a,b,c] [--weights a=1,b=0.5 | --weights-file w.json]
         [--rule svd|weighted|mean] [--fit-on test|val] [--dim 256] [--seed 0]
         [--labels DATA/pairwise/label.tsv] [--folds-dir DATA/folds] [--test-ids ids.txt|test.npz]
-        [--out RUN/result.zip] [--synth-meta DATA/synth_meta.json] [--png [PATH]]
+        [--out RUN/result.zip] [--synth-meta DATA/synth_meta.json] [--png [PATH]] [--export DIR]
 
 Input layout (written by ``infer/embed.py``; see ``infer/embeddings_io.py`` for the file format)::
 
@@ -452,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                 "out of fold on the same pairs")
     parser.add_argument("--partial-folds", action="store_true",
                         help="accept embeddings of only some folds (out-of-fold Spearman over their pairs only)")
+    parser.add_argument("--export", help="also write the whole ensemble as one SavedModel here (ensemble/export.py)")
     parser.add_argument("--png", nargs="?", const="", default=None,
                         help="also draw the table (default path RUN/ensemble_report.png)")
     args = parser.parse_args(argv)
@@ -468,12 +469,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   synth_meta=args.synth_meta, png=png, user_weights=weights is not None,
                                   partial_folds=args.partial_folds, baselines=args.baselines,
                                   baselines_dir=args.baselines_dir)
+        if args.export:
+            from ensemble.export import export_ensemble
+
+            exported = export_ensemble(report, args.export, overwrite=True)
     except (DataError, ValueError, locks.LockedError) as error:
         return cli.report_error("ensemble_final.py", error)
     print(report["text_table"])
     result = report["result"]
     print(f"\nwrote {result['path']} ({result['num_ids']} ids x {result['dim']} dims, validated) and "
           f"{os.path.join(args.run, layout.ENSEMBLE_REPORT)}")
+    if args.export:
+        print(f"exported the ensemble ({len(exported['members'])} member runs, dim {exported['dim']}) -> {args.export}")
     return 0
 
 

@@ -61,6 +61,7 @@ MODELS: MutableMapping[str, "type[VideoSimModel]"] = _Families({
     "dual_tower": "models.dual_tower:DualTowerModel",
     "frame_diff": "models.frame_diff:FrameDiffModel",
     "cross_modal": "models.cross_modal:CrossModalModel",
+    "clip": "models.clip:ClipModel",
 })
 
 # The six models of the 618 ensemble. "mix_roformer" takes its title vector from RoFormer.

@@ -55,7 +55,9 @@ def folds_dir(synthetic_data) -> pathlib.Path:
 # model for more than a step, starts a Python process that imports TensorFlow, or kills one.
 SLOW_FIXTURES = {"pretrain_run", "finetune_run"}
 SLOW_MODULES = {"test_faults.py", "test_multiworker.py", "test_resume.py", "test_loop.py", "test_pretrain.py",
-                "test_finetune.py", "test_embed.py"}
+                "test_finetune.py", "test_embed.py",
+                # issue 11: exports loaded in fresh processes, text -> video through a trained run, distillation
+                "test_export.py", "test_text_and_models.py", "test_distill.py"}
 SLOW_TESTS = {"test_two_replica_mirrored_training_in_a_subprocess", "test_reader_import_does_not_load_transformers",
               "test_cli_writes_a_tiny_data_set", "test_cli_writes_a_complete_component_split",
               "test_fit_on_val_and_subprocess", "test_cli_validate_and_write", "test_trains_and_overfits_a_fixed_batch",
@@ -66,7 +68,7 @@ SLOW_TESTS = {"test_two_replica_mirrored_training_in_a_subprocess", "test_reader
               "test_video_files_to_result_zip", "test_mixed_precision_both_groups_skip_together_and_keep_one_loss_scale",
               "test_cli_writes_per_fold_baselines_scored_by_ensemble_final",
               "test_weights_file_gives_the_features_of_those_weights",
-              "test_bert_large_shape_config_and_a_24_layer_checkpoint"}
+              "test_bert_large_shape_config_and_a_24_layer_checkpoint", "test_trains_with_infonce_and_tag_losses"}
 
 
 def pytest_collection_modifyitems(config, items):

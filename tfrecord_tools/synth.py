@@ -1131,6 +1131,22 @@ def pair_ground_truth(preset: str | Preset, seed: int = 0, label_graph: str | os
     return PairTruth(ids, queries, candidates, latents, similarity, labels, graph_info)
 
 
+def true_latents(preset: str | Preset = "tiny", seed: int = 0, label_graph: str | os.PathLike | None = None,
+                 limit_pairs: int | None = None, world: str = "demo") -> dict[str, tuple[list[str], np.ndarray]]:
+    """``{"test": (ids, latents), "pairwise": (ids, latents)}``: the true latent of every test_a and
+    pairwise video ``generate`` writes with these arguments (re-drawn without rendering frames).
+
+    The truth behind search measurements: nearest neighbours, near-duplicates, text -> video.
+    """
+    preset = WORLDS[world].apply(PRESETS[preset] if isinstance(preset, str) else preset)
+    drawn = build_world(preset, seed)
+    truth = pair_ground_truth(preset, seed, label_graph, limit_pairs, world=drawn)
+    test_ids = video_ids(seed, preset.pointwise_videos + preset.pair_videos, preset.test_videos)
+    chunks = [fresh_latents(drawn, _rng(seed, _SPLIT_TEST, number), len(test_ids[start:start + preset.chunk_size]))
+              for number, start in enumerate(range(0, len(test_ids), preset.chunk_size))]
+    return {"test": (test_ids, np.concatenate(chunks)), "pairwise": (list(truth.ids), truth.latents)}
+
+
 def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: int = 0,
              label_graph: str | os.PathLike | None = None, limit_pairs: int | None = None,
              overwrite: bool = False, progress: bool = True, world: str = "demo") -> dict:
