@@ -13,6 +13,7 @@
 # RECIPE  key=value overrides for pretraining (model.* keys reach the finetune through the pretrain
 #         run's config); default: the robust recipe (title + ASR tokens, standardised frames, a
 #         frozen whitened mean-frame path); RECIPE=" " runs the published recipes unchanged
+# TRAIN_EXTRA  key=value overrides for both pretraining and finetuning (e.g. min_tag_coverage=0.2)
 # PYTHON  interpreter (default: .venv/bin/python if it exists, else python)
 set -eu
 case "${1:-}" in  # settings are environment variables; --help prints the header above
@@ -33,6 +34,7 @@ MODELS=${MODELS:-"uniter cross_modal"}
 FOLDS=${FOLDS:-"0 1"}
 PRESET=${PRESET:-small}
 WORLD=${WORLD:-demo}
+TRAIN_EXTRA=${TRAIN_EXTRA:-}
 RECIPE=${RECIPE:-"model.text_source=title+asr model.title_len=64 model.frame_normalization=standardize model.frame_path_rank=48"}
 export DATA RUN MODELS FOLDS PRESET
 start=$(date +%s)
@@ -52,10 +54,10 @@ step "strong baselines (whitened mean frame, title/ASR LSA, combined, linear met
 # The demo's text encoders start from random weights (no downloaded checkpoint), so they learn
 # with the same rate as the rest instead of the 3e-5 meant for a pretrained BERT.
 step "pretrain $MODELS ($PRESET)"
-EXTRA="epochs=2 lr_text=5e-4 progress=false $RECIPE" sh pretrain_all.sh
+EXTRA="epochs=2 lr_text=5e-4 progress=false $RECIPE $TRAIN_EXTRA" sh pretrain_all.sh
 
 step "finetune $MODELS on folds $FOLDS"
-EXTRA="epochs=3 lr_text=2e-4 progress=false" sh finetune_all.sh
+EXTRA="epochs=3 lr_text=2e-4 progress=false $TRAIN_EXTRA" sh finetune_all.sh
 
 step "embed the test set and the validation pairs"
 sh infer_all.sh

@@ -26,7 +26,7 @@ DEFAULT_WORLDS = ("demo", "continuous", "offset_frames", "sparse_tags", "weak_ti
                   "many_unlabelled")
 
 
-def run_world(world: str, out: str, models: str, folds: str, extra: str, python: str) -> dict:
+def run_world(world: str, out: str, models: str, folds: str, extra: str, python: str, train_extra: str = "") -> dict:
     data, run = os.path.join(out, world, "data"), os.path.join(out, world, "runs")
     report_path = os.path.join(run, "ensemble_report.json")
     started = time.time()
@@ -34,6 +34,8 @@ def run_world(world: str, out: str, models: str, folds: str, extra: str, python:
         env = dict(os.environ, DATA=data, RUN=run, WORLD=world, MODELS=models, FOLDS=folds, PYTHON=python)
         if extra:
             env["RECIPE"] = extra
+        if train_extra:
+            env["TRAIN_EXTRA"] = train_extra
         log_path = os.path.join(out, world, "demo.log")
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         with open(log_path, "w", encoding="utf-8") as log:
@@ -83,13 +85,16 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default="uniter cross_modal")
     parser.add_argument("--folds", default="0 1")
     parser.add_argument("--out", default=os.path.join(HERE, "bench", "out", "quality"))
-    parser.add_argument("--extra", default="", help="model/train key=value pairs added to pretrain and finetune")
+    parser.add_argument("--extra", default="", help="the demo's RECIPE: key=value pairs for pretraining (default: "
+                                                    "demo.sh's robust recipe; \" \" for the published recipes)")
+    parser.add_argument("--train-extra", default="",
+                        help="key=value pairs for pretraining and finetuning (e.g. min_tag_coverage=0.2)")
     parser.add_argument("--python", default=sys.executable)
     args = parser.parse_args(argv)
     rows, reports = [], {}
     for world in args.worlds:
         print(f"== world {world}", file=sys.stderr, flush=True)
-        report = run_world(world, args.out, args.models, args.folds, args.extra, args.python)
+        report = run_world(world, args.out, args.models, args.folds, args.extra, args.python, args.train_extra)
         reports[world] = {"rows": report["rows"], "oracle": report.get("oracle_spearman"), "seconds": report["seconds"]}
         rows.extend(world_rows(world, report))
         print(markdown(world_rows(world, report)), file=sys.stderr, flush=True)

@@ -377,3 +377,24 @@ def test_a_rerun_cannot_swap_the_tag_list_of_a_run(tmp_path):
     with pytest.raises(ValueError, match=r"b.txt: differs from .*run/tag_list.txt, the tag list this run was started"):
         stage.prepare_tags(str(second), str(run))
     assert (run / "tag_list.txt").read_text() == "5\n7\n"
+
+
+def test_min_tag_coverage_is_a_setting(synthetic_data, tmp_path):
+    """A data set whose tags are mostly a long tail (the sparse_tags world) lowers the floor."""
+    from train import data as data_lib
+    from train.config import TrainConfig
+
+    files = sorted(str(p) for p in (synthetic_data / "pointwise").glob("*.tfrecords"))
+    lines = (synthetic_data / "tag_list.txt").read_text().splitlines()
+    tag_list = str(tmp_path / "tag_list.txt")  # the 30 most frequent tags only: a long tail left out
+    with open(tag_list, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines[:30]) + "\n")
+    vocab = data_lib.load_tag_vocab(tag_list)
+    coverage = data_lib.input_summary(files, vocab, tag_list, min_coverage=0.0)["tags"]["coverage"]
+    assert 0.0 < coverage < 1.0
+    assert data_lib.input_summary(files, vocab, tag_list, min_coverage=coverage - 1e-3)["tags"]["coverage"] == coverage
+    with pytest.raises(DataError, match=r"at least 100% needed.*lower min_tag_coverage="):
+        data_lib.input_summary(files, vocab, tag_list, min_coverage=1.0)
+    assert TrainConfig(min_tag_coverage=0.2).min_tag_coverage == 0.2
+    with pytest.raises(ValueError, match=r"min_tag_coverage must be in \[0, 1\]"):
+        TrainConfig(min_tag_coverage=1.5)

@@ -56,6 +56,7 @@ class TrainConfig:
     data_dir: str = ""  # DATA: pointwise/pretrain_*.tfrecords, pairwise/, tag_list.txt
     pretrain_pairwise: bool = True  # pretrain also on the videos of pairwise/*.tfrecords
     tag_list: str = ""  # tag_list.txt; default DATA/tag_list.txt (or the pretrained run's copy)
+    min_tag_coverage: float = 0.5  # error when fewer training tag occurrences are in the tag list
     folds_dir: str = ""  # finetune: the fold shards (folds.json, fold_XX.tfrecords)
     fold: int = 0  # finetune: validation shard; training = every other shard
     pretrained: str = ""  # finetune: a pretrain run directory (its config, tokenizer, final/)
@@ -117,6 +118,8 @@ class TrainConfig:
     def _problems(self) -> Iterable[str]:
         if self.stage not in STAGES:
             yield f"stage must be one of {STAGES}, got {self.stage!r}"
+        if not 0.0 <= self.min_tag_coverage <= 1.0:
+            yield f"min_tag_coverage must be in [0, 1], got {self.min_tag_coverage}"
         if self.decay not in DECAYS:
             yield f"decay must be one of {DECAYS}, got {self.decay!r}"
         if self.target_transform not in TARGET_TRANSFORMS:

@@ -128,14 +128,16 @@ def _file_summary(path: str, vocab: TagVocab, pairs: bool, seen: UniqueIds | Non
 
 
 def input_summary(files: Sequence[str], vocab: TagVocab, tag_list: str, pairs: bool = False,
-                  cache_path: str | os.PathLike | None = None, batch_size: int = 1024) -> dict:
+                  cache_path: str | os.PathLike | None = None, batch_size: int = 1024,
+                  min_coverage: float = MIN_TAG_COVERAGE) -> dict:
     """Records per file, each file's md5 + size, and how many of the training videos' tags the tag
     list covers, in one pass per file (cached in ``cache_path`` while no file and not the tag list
     changes). Pointwise/pairwise videos also have their ids checked and unique across ``files``.
 
     Returns ``{"records": [...], "files": [{"path", "bytes", "md5"}], "tags": {...}}``; raises
-    DataError when fewer than ``MIN_TAG_COVERAGE`` of the tag occurrences are in the tag list (a
-    tag list of another data set would train the tag head on all-zero targets).
+    DataError when fewer than ``min_coverage`` of the tag occurrences are in the tag list (a
+    tag list of another data set would train the tag head on all-zero targets; a data set whose
+    tags are mostly a long tail lowers it with ``min_tag_coverage=``).
     """
     files = [os.path.abspath(os.fspath(path)) for path in files]
     tag_md5 = provenance.file_md5(tag_list)
@@ -173,13 +175,14 @@ def input_summary(files: Sequence[str], vocab: TagVocab, tag_list: str, pairs: b
             write_text_atomic(cache_path, json.dumps(cache, indent=2) + "\n")
     tags = cache["tags"]
     coverage = tags["tags_matched"] / tags["tag_occurrences"] if tags["tag_occurrences"] else 0.0
-    if coverage < MIN_TAG_COVERAGE:
+    if coverage < min_coverage:
         raise DataError(tag_list, None, f"only {tags['tags_matched']} of the {tags['tag_occurrences']} tag occurrences "
                                         f"({coverage:.1%}) of the {tags['videos']} training videos are in this tag list "
-                                        f"(at least {MIN_TAG_COVERAGE:.0%} needed; {tags['distinct_unmatched_tags']} "
+                                        f"(at least {min_coverage:.0%} needed; {tags['distinct_unmatched_tags']} "
                                         f"distinct tags missing, e.g. {', '.join(list(tags['most_frequent_unmatched'])[:5])}): "
                                         "the tag head would train on (nearly) all-zero targets. Is it the tag list of "
-                                        "this data set?")
+                                        "this data set? (A data set whose tags are mostly seen once: lower "
+                                        "min_tag_coverage=)")
     return {"records": cache["records"], "tags": dict(tags, coverage=round(coverage, 6)),
             "files": [{"path": path, "bytes": size, "md5": md5}
                       for (path, size, _), md5 in zip(state, cache["md5"])]}

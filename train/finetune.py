@@ -264,7 +264,8 @@ def prepare_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.
     config = config.replace(model=model_config, tag_list=os.path.abspath(tag_list) if tag_list else "")
     stage.check_resumable(config, run_dir)
     tag_summary = data_lib.input_summary(train_files, tags, os.path.join(work_dir, stage.TAG_LIST), pairs=True,
-                                         cache_path=os.path.join(work_dir, TAGS_FILE))["tags"]
+                                         cache_path=os.path.join(work_dir, TAGS_FILE),
+                                         min_coverage=config.min_tag_coverage)["tags"]
     stage.save_run_config(config, run_dir, strategy)
     if chief:
         provenance.write_run(run_dir, {

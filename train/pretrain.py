@@ -72,7 +72,8 @@ def prepare_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.
     os.makedirs(work_dir, exist_ok=True)
     tags = stage.prepare_tags(tag_list, work_dir)
     # Records per file, md5s, ids (checked, unique) and tag coverage: one pass, cached for reruns.
-    summary = data_lib.input_summary(files, tags, tag_list, cache_path=os.path.join(work_dir, COUNTS_FILE))
+    summary = data_lib.input_summary(files, tags, tag_list, cache_path=os.path.join(work_dir, COUNTS_FILE),
+                                     min_coverage=config.min_tag_coverage)
     counts = summary["records"]
     recorded = provenance.read_run(run_dir)
     if recorded and recorded.get("data_files") and not provenance.same_contents(recorded["data_files"],
