@@ -43,13 +43,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 from typing import Sequence
 
 import numpy as np
 
+from tfrecord_tools.atomic import atomic_directory
 from tfrecord_tools.errors import DataError
 
 EXPORT_META = "videosim_export.json"
@@ -420,10 +419,7 @@ def save_export(members: Sequence[Member], combination: Combination, out_dir: st
         raise FileExistsError(f"{out_dir}: already exists (pass --overwrite to replace it)")
     dims = _member_dims(members)
     module, signatures, info = build_module(members, combination, text_output)
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", dir=parent)
-    try:
+    with atomic_directory(out_dir) as staging:
         tf.saved_model.save(module, staging, signatures=signatures)
         full = {
             "format": EXPORT_FORMAT, "format_version": 1, **meta, "dim": combination.out_dim(dims),
@@ -438,12 +434,6 @@ def save_export(members: Sequence[Member], combination: Combination, out_dir: st
         with open(os.path.join(staging, EXPORT_META), "w", encoding="utf-8") as handle:
             json.dump(full, handle, indent=2)
             handle.write("\n")
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return full
 
 

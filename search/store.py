@@ -21,13 +21,12 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 
 import numpy as np
 
 from infer.embeddings_io import as_id_array
+from tfrecord_tools.atomic import atomic_directory
 from search.vectors import CHUNK_ROWS, VectorSource, normalize_rows
 from tfrecord_tools.errors import DataError
 
@@ -148,21 +147,12 @@ def build_index(source: VectorSource, out_dir: str | os.PathLike, kind: str = "f
         "model": model, "faiss_version": faiss.__version__,
         "build_seconds": {"train": round(trained - started, 3), "add": round(done - trained, 3)},
     }
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", dir=parent)
-    try:
+    with atomic_directory(out_dir) as staging:
         faiss.write_index(index, os.path.join(staging, INDEX_FILE))
         np.save(os.path.join(staging, IDS_FILE), source.ids, allow_pickle=False)
         with open(os.path.join(staging, META_FILE), "w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=2)
             handle.write("\n")
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return meta
 
 
