@@ -199,6 +199,7 @@ class FoldBaselines:
 
     embeddings: dict[str, np.ndarray]
     choices: dict[str, float]
+    metric: np.ndarray | None = None  # the linear metric's W (``combined @ metric``)
 
 
 def _best(candidates: Mapping, score_fn) -> tuple:
@@ -310,4 +311,4 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
     weights, steps = train_linear_metric(combined, q, c, s, config)
     choices["metric_steps"] = steps
     out["linear_metric"] = combined @ weights
-    return FoldBaselines(out, choices)
+    return FoldBaselines(out, choices, weights)

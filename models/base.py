@@ -40,15 +40,24 @@ class VideoSimModel(keras.Model):
         self.frame_standardizer = layers.FrameStandardizer(name="frame_standardizer")
         self.frame_path = (layers.MeanFramePath(config.embedding_dim, name="frame_path")
                            if config.frames.path_rank > 0 else None)
+        self.wide_path = (layers.WidePath(config.text.vocab_size, config.wide.frame_width, config.wide.text_width,
+                                          config.embedding_dim, name="wide_path")
+                          if config.wide.enabled else None)
 
     def with_frame_path(self, features: Mapping[str, tf.Tensor], embedding: tf.Tensor) -> tf.Tensor:
-        """The L2-normalised ``embedding`` plus the linear mean-frame path (``frames.path_rank > 0``;
-        otherwise ``embedding`` unchanged); ``features`` are the standardised ones. Every family
+        """The L2-normalised ``embedding`` plus the linear paths: the mean-frame path
+        (``frames.path_rank > 0``) and the wide linear-metric path (``wide.enabled``); without
+        either, ``embedding`` unchanged. ``features`` are the standardised ones. Every family
         applies it to its embedding."""
-        if self.frame_path is None:
+        if self.frame_path is None and self.wide_path is None:
             return embedding
-        path = self.frame_path(features["frames"], features["frame_mask"])
-        return tf.math.l2_normalize(embedding, axis=-1) + tf.cast(path, embedding.dtype)
+        total = tf.math.l2_normalize(embedding, axis=-1)
+        if self.frame_path is not None:
+            total += tf.cast(self.frame_path(features["frames"], features["frame_mask"]), embedding.dtype)
+        if self.wide_path is not None:
+            total += tf.cast(self.wide_path(features["frames"], features["frame_mask"], features["input_ids"],
+                                            features["attention_mask"]), embedding.dtype)
+        return total
 
     def standardized(self, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """``features`` with standardised frames; every family's ``call`` starts with this."""

@@ -4,6 +4,7 @@
       name, frame_dim, max_frames, title_len, num_tags, embedding_dim, dropout, infonce_temperature
       text           TextEncoderConfig   the text encoder (BERT / RoFormer), its tokens and their source
       frames         FramesConfig        in-graph frame normalisation (standardise / ZCA whitening)
+      wide           WideConfig          the frozen linear-metric ("wide") path added to the embedding
       tags           TagLossConfig       the tag head and its loss (BCE / ASL), its pretraining weight
       nextvlad       NeXtVLADConfig      baseline, dual_tower, frame_diff, mix_nextvlad
       mix_nextvlad   MixNeXtVLADConfig
@@ -190,6 +191,24 @@ class FramesConfig(_Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class WideConfig(_Section):
+    """A "wide" path added to every family's embedding (`models.layers.WidePath`): the strong
+    linear-metric baseline of `infer.strong_baselines` (PCA-whitened mean frame, title and ASR token
+    TF-IDF -> LSA, a linear metric fitted on the fold's training pairs), built in-graph from the
+    model's own inputs and frozen when a finetune starts (`train.wide_path`); only its gate trains,
+    so the deep part learns what the linear metric misses."""
+
+    enabled: bool = False
+    lsa_dim: int = 128  # LSA components of the token TF-IDF before whitening
+    frame_width: int = 128  # most whitened mean-frame components (the fit chooses k <= this)
+    text_width: int = 64  # most whitened LSA components of the title, and of the ASR
+    max_fit_videos: int = 20_000  # unlabelled (pointwise) videos used for TF-IDF, LSA and whitening
+
+    def _problems(self):
+        yield from _positive(self, ("lsa_dim", "frame_width", "text_width", "max_fit_videos"))
+
+
+@dataclasses.dataclass(frozen=True)
 class TagLossConfig(_Section):
     """The tag head's loss over the top-10,000 tags, and its weight in pretraining."""
 
@@ -303,7 +322,7 @@ LEGACY_KEYS: dict[str, tuple[str, str]] = {
     "text_max_position": ("text", "max_position"), "mlm_probability": ("text", "mlm_probability"),
     "text_source": ("text", "source"),
     "frame_normalization": ("frames", "normalization"), "frame_whiten_rank": ("frames", "whiten_rank"),
-    "frame_path_rank": ("frames", "path_rank"),
+    "frame_path_rank": ("frames", "path_rank"), "wide_path": ("wide", "enabled"),
     "tag_loss": ("tags", "kind"), "tag_reduction": ("tags", "reduction"),
     "tag_prior_positives": ("tags", "prior_positives"), "asl_gamma_neg": ("tags", "asl_gamma_neg"),
     "asl_gamma_pos": ("tags", "asl_gamma_pos"), "asl_margin": ("tags", "asl_margin"),
@@ -350,6 +369,7 @@ class ModelConfig(_Section):
 
     text: TextEncoderConfig = dataclasses.field(default_factory=TextEncoderConfig)
     frames: FramesConfig = dataclasses.field(default_factory=FramesConfig)
+    wide: WideConfig = dataclasses.field(default_factory=WideConfig)
     tags: TagLossConfig = dataclasses.field(default_factory=TagLossConfig)
     nextvlad: NeXtVLADConfig = dataclasses.field(default_factory=NeXtVLADConfig)
     mix_nextvlad: MixNeXtVLADConfig = dataclasses.field(default_factory=MixNeXtVLADConfig)

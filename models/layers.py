@@ -8,7 +8,7 @@ Under a mixed-precision policy the layers compute in float16; normalisations run
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -278,6 +278,111 @@ class MeanFramePath(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(output_size=self.output_size)
+        return config
+
+
+class WidePath(keras.layers.Layer):
+    """The strong linear-metric baseline, in-graph: ``gate * l2n(concat(parts) @ metric)`` with
+    parts ``w_f l2n(whiten(mean frame))``, ``w_t l2n(whiten(LSA(TF-IDF(title tokens))))`` and
+    ``w_a l2n(...)`` of the ASR tokens, added to a model's L2-normalised embedding.
+
+    Every weight but the gate is frozen and set once (`set_weights_from`) by `train.wide_path`, which
+    fits them exactly as `infer.strong_baselines` fits its linear metric, on the fold's training
+    pairs. Until then the path outputs zeros (pretraining does not see it). Title and ASR tokens are
+    the two segments of ``input_ids`` (``text.source=title+asr``: ``[CLS] title [SEP] asr [SEP]``),
+    split at the first ``sep_token_id``; special tokens have zero IDF, so they count for nothing.
+    Title and ASR have their own IDF (as the baseline fits one TF-IDF per text).
+    TF is sublinear (``1 + ln count``) and each TF-IDF row is L2-normalised, as in the baseline.
+    """
+
+    PARTS = ("frame", "title", "asr")
+
+    def __init__(self, vocab_size: int, frame_width: int, text_width: int, output_size: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.vocab_size, self.frame_width = int(vocab_size), int(frame_width)
+        self.text_width, self.output_size = int(text_width), int(output_size)
+
+    @property
+    def combined_width(self) -> int:
+        return self.frame_width + 2 * self.text_width
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        dim = int(input_shape[-1])
+
+        def frozen(name, shape, dtype="float32"):
+            return self.add_weight(name, shape=shape, initializer="zeros", trainable=False, dtype=dtype)
+
+        self.frame_mean = frozen("frame_mean", [dim])
+        self.frame_kernel = frozen("frame_kernel", [dim, self.frame_width])
+        self.title_idf = frozen("title_idf", [self.vocab_size])
+        self.asr_idf = frozen("asr_idf", [self.vocab_size])
+        self.title_kernel = frozen("title_kernel", [self.vocab_size, self.text_width])
+        self.title_bias = frozen("title_bias", [self.text_width])
+        self.asr_kernel = frozen("asr_kernel", [self.vocab_size, self.text_width])
+        self.asr_bias = frozen("asr_bias", [self.text_width])
+        self.part_weights = frozen("part_weights", [3])
+        self.metric = frozen("metric", [self.combined_width, self.output_size])
+        self.sep_token_id = frozen("sep_token_id", [], dtype="int32")
+        self.gate = self.add_weight("gate", shape=[], initializer="ones", trainable=True)
+        super().build(input_shape)
+
+    # the inputs of the fit and of `call`, computed the same way
+    def mean_frame(self, frames: tf.Tensor, frame_mask: tf.Tensor) -> tf.Tensor:
+        mask = tf.cast(frame_mask, tf.float32)[..., None]
+        return tf.reduce_sum(tf.cast(frames, tf.float32) * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+
+    def token_counts(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Token counts [B, vocab] of the title segment and of the ASR segment."""
+        ids = tf.cast(input_ids, tf.int32)
+        real = tf.cast(attention_mask, tf.float32)
+        segment = tf.cumsum(tf.cast(tf.equal(ids, self.sep_token_id), tf.int32), axis=1, exclusive=True)
+        rows = tf.shape(ids)[0]
+        flat = tf.reshape(tf.range(rows)[:, None] * self.vocab_size + tf.clip_by_value(ids, 0, self.vocab_size - 1), [-1])
+
+        def count(weights):
+            summed = tf.math.unsorted_segment_sum(tf.reshape(weights, [-1]), flat, rows * self.vocab_size)
+            return tf.reshape(summed, [rows, self.vocab_size])
+
+        return (count(real * tf.cast(tf.equal(segment, 0), tf.float32)),
+                count(real * tf.cast(tf.equal(segment, 1), tf.float32)))
+
+    @staticmethod
+    def tfidf(counts: tf.Tensor, idf: tf.Tensor) -> tf.Tensor:
+        """Sublinear TF x IDF, rows L2-normalised (zero rows stay zero)."""
+        tf_part = tf.where(counts > 0, 1.0 + tf.math.log(tf.maximum(counts, 1.0)), 0.0)
+        return tf.math.l2_normalize(tf_part * idf, axis=-1)
+
+    def combined(self, frames, frame_mask, input_ids, attention_mask) -> tf.Tensor:
+        """[B, combined_width]: the weighted, L2-normalised parts (the baseline's ``combined``)."""
+        frame = tf.matmul(self.mean_frame(frames, frame_mask) - self.frame_mean, self.frame_kernel)
+        title_counts, asr_counts = self.token_counts(input_ids, attention_mask)
+        title = tf.matmul(self.tfidf(title_counts, self.title_idf), self.title_kernel) + self.title_bias
+        asr = tf.matmul(self.tfidf(asr_counts, self.asr_idf), self.asr_kernel) + self.asr_bias
+        parts = [tf.math.l2_normalize(part, axis=-1) * self.part_weights[i] for i, part in enumerate((frame, title, asr))]
+        return tf.concat(parts, axis=-1)
+
+    def call(self, frames, frame_mask, input_ids, attention_mask) -> tf.Tensor:
+        metric = tf.matmul(self.combined(frames, frame_mask, input_ids, attention_mask), self.metric)
+        return tf.cast(self.gate * tf.math.l2_normalize(metric, axis=-1), frames.dtype)
+
+    def set_weights_from(self, values: Mapping[str, Any]) -> None:
+        """Set the frozen weights from a mapping of their names (``train.wide_path`` writes one)."""
+        if not self.built:
+            self.build(tf.TensorShape([None, None, int(np.shape(values["frame_mean"])[-1])]))
+        for name in ("frame_mean", "frame_kernel", "title_idf", "asr_idf", "title_kernel", "title_bias", "asr_kernel",
+                     "asr_bias", "part_weights", "metric", "sep_token_id"):
+            variable = getattr(self, name)
+            value = np.asarray(values[name])
+            if value.shape != tuple(variable.shape):
+                raise ValueError(f"wide path {name} must be {tuple(variable.shape)}, got {value.shape}")
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                raise ValueError(f"wide path {name} must be finite")
+            variable.assign(value.astype(variable.dtype.as_numpy_dtype))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(vocab_size=self.vocab_size, frame_width=self.frame_width, text_width=self.text_width,
+                      output_size=self.output_size)
         return config
 
 

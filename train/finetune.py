@@ -58,6 +58,7 @@ from train import data as data_lib
 from train import frame_stats
 from train import stage
 from train import strategy as strategy_lib
+from train import wide_path
 from train.cli import with_recipe  # noqa: F401  (kept importable from here)
 from train.config import TrainConfig, config_differences, load_config
 from train.curves import report_curves
@@ -218,6 +219,20 @@ class FinetuneSetup:
         return self.metrics.data
 
 
+def unlabelled_files(pretrain_config: TrainConfig | None) -> list[str]:
+    """The pointwise files of the pretrain run's data (unlabelled videos for the wide path's TF-IDF,
+    LSA and whitening); none without a pretrain run or when its data is gone (said on stderr)."""
+    data_dir = pretrain_config.data_dir if pretrain_config is not None else ""
+    if not data_dir:
+        return []
+    try:
+        return data_lib.pretrain_files(data_dir, include_pairwise=False)
+    except FileNotFoundError as error:
+        print(f"wide path: no unlabelled videos ({error}); fitting on the training pairs' videos only",
+              file=sys.stderr)
+        return []
+
+
 def prepare_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy) -> FinetuneSetup:
     """Everything before the first step; the inputs (fold shards, pretrain run, tag list) are
     checked before anything is written."""
@@ -237,7 +252,7 @@ def prepare_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.
         "the folds were rewritten since this run started: resuming would train on validation pairs; finetune "
         "into a new --out (or restore the old folds)")
 
-    pretrained_final = None
+    pretrained_final = pretrain_config = None
     if config.pretrained:
         pretrain_config = load_config(config.pretrained)
         pretrained_final = os.path.join(config.pretrained, checkpointing.FINAL_DIR)
@@ -287,6 +302,10 @@ def prepare_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.
     decoder = VideoDecoder(tokenizer=tokenizer, tag_vocab=tags, frame_dim=model_config.frame_dim,
                            max_frames=model_config.max_frames, title_len=model_config.title_len,
                            text_source=model_config.text_source)
+    if model_config.wide.enabled:
+        wide_path.prepare_wide_path(model, work_dir, train_files, unlabelled_files(pretrain_config),
+                                    decoder, tokenizer, model_config, writes=chief, progress=config.progress,
+                                    seed=config.seed)
     stream = data_lib.TrainStream(tuple(train_files), records, decoder, config.batch_size, config.seed,
                                   config.shuffle_buffer, pairs=True,
                                   target_fn=make_target_fn(config, train_files))

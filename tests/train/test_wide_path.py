@@ -1,0 +1,163 @@
+"""The wide path: `models.layers.WidePath` in-graph reproduces the linear-metric baseline that
+`train.wide_path` fits, and a finetune fits, saves, checkpoints and reuses it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.stats
+import tensorflow as tf
+
+from models.config import ModelConfig, WideConfig
+from models.layers import WidePath
+from tfrecord_tools.labels import Labels
+from train import wide_path
+
+PAD, CLS, SEP, MASK = 0, 1, 2, 3
+VOCAB, DIM, LENGTH = 48, 12, 16
+
+
+def _videos(rng, n, centres):
+    """Latents and token ids ([CLS] title [SEP] asr [SEP]) of ``n`` videos around 6 topics."""
+    topic = rng.integers(len(centres), size=n)
+    latent = centres[topic] + 0.5 * rng.normal(size=(n, centres.shape[1]))
+    ids = np.full((n, LENGTH), PAD, np.int32)
+    for i in range(n):
+        words = 4 + 6 * topic[i] + rng.integers(6, size=5)  # a topic's own 6 words
+        filler = rng.integers(40, VOCAB, size=3 + i % 3)
+        title = list(words[:3]) + list(filler[:2])
+        asr = list(words[3:]) + list(filler[2:])
+        row = [CLS, *title, SEP, *asr, SEP]
+        ids[i, :len(row)] = row
+    return latent, ids
+
+
+@pytest.fixture(scope="module")
+def world():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 4)) * 1.5
+    projection = rng.normal(size=(4, DIM))
+    data = {}
+    for name, n in (("scored", 240), ("unlabelled", 160)):
+        latent, ids = _videos(rng, n, centres)
+        nuisance = rng.normal(size=(n, 2)) @ rng.normal(size=(2, DIM)) * 3.0  # per video, unrelated to anything
+        frames = 5.0 + latent @ projection + nuisance + 0.3 * rng.normal(size=(n, DIM))
+        data[name] = (latent, frames.astype(np.float32), ids)
+    latent = data["scored"][0]
+    q, c = rng.integers(240, size=400), rng.integers(240, size=400)
+    unit = latent / np.linalg.norm(latent, axis=1, keepdims=True)
+    score = np.einsum("ij,ij->i", unit[q], unit[c]) + 0.1 * rng.normal(size=400)
+    keys = np.array([f"v{i}" for i in range(240)], dtype=object)
+    data["pairs"] = Labels("test pairs", keys[q], keys[c], score)
+    return data
+
+
+def _layer():
+    layer = WidePath(VOCAB, frame_width=8, text_width=4, output_size=16)
+    layer.build(tf.TensorShape([None, None, DIM]))
+    layer.sep_token_id.assign(SEP)
+    return layer
+
+
+def _inputs(frames, ids):
+    """[N, 2, D] frames (second frame padding) and the attention mask of ``ids``."""
+    padded = np.stack([frames, np.zeros_like(frames)], axis=1)
+    return (tf.constant(padded), tf.constant([[1.0, 0.0]] * len(frames)), tf.constant(ids),
+            tf.constant((ids != PAD).astype(np.int32)))
+
+
+def _collect(layer, frames, ids, prefix):
+    import scipy.sparse
+
+    frames_t, mask, ids_t, attention = _inputs(frames, ids)
+    title, asr = layer.token_counts(ids_t, attention)
+    return wide_path.VideoInputs([f"{prefix}{i}" for i in range(len(frames))],
+                                 layer.mean_frame(frames_t, mask).numpy().astype(np.float64),
+                                 scipy.sparse.csr_matrix(title.numpy()), scipy.sparse.csr_matrix(asr.numpy()))
+
+
+def test_token_counts_split_title_and_asr_at_the_first_sep():
+    layer = _layer()
+    ids = tf.constant([[CLS, 5, 5, 7, SEP, 9, 5, SEP, PAD, PAD]])
+    title, asr = layer.token_counts(ids, tf.cast(ids != PAD, tf.int32))
+    title, asr = title.numpy()[0], asr.numpy()[0]
+    # each segment ends with its [SEP] (special tokens get zero IDF in the fit, so they count for nothing)
+    assert title[5] == 2 and title[7] == 1 and title[CLS] == 1 and title[SEP] == 1 and title.sum() == 5
+    assert asr[9] == 1 and asr[5] == 1 and asr[SEP] == 1 and asr.sum() == 3
+    assert title[PAD] == 0 and asr[PAD] == 0  # padding is not counted
+
+
+def test_wide_path_reproduces_the_fitted_linear_metric(world):
+    layer = _layer()
+    scored = _collect(layer, world["scored"][1], world["scored"][2], "v")
+    unlabelled = _collect(layer, world["unlabelled"][1], world["unlabelled"][2], "u")
+    config = WideConfig(enabled=True, lsa_dim=6, frame_width=8, text_width=4)
+    weights, choices, reference = wide_path.fit_wide_path(scored, unlabelled, world["pairs"], config, 16,
+                                                          [PAD, CLS, SEP, MASK], SEP)
+    assert weights["metric"].shape == (16, 16) and weights["title_kernel"].shape == (VOCAB, 4)
+    assert weights["title_idf"][[PAD, CLS, SEP, MASK]].tolist() == [0, 0, 0, 0]
+    assert choices["frame_components"] <= 8 and choices["title_components"] <= 4 and choices["pairs"] == 400
+    layer.set_weights_from(weights)
+    out = layer(*_inputs(world["scored"][1], world["scored"][2])).numpy()
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)  # gate 1, unit vectors
+    unit = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    np.testing.assert_allclose(out @ out.T, unit @ unit.T, atol=2e-4)  # the baseline's cosines, in-graph
+
+    pairs = world["pairs"]
+    rows_q = np.array([int(k[1:]) for k in pairs.query])
+    rows_c = np.array([int(k[1:]) for k in pairs.candidate])
+    wide = scipy.stats.spearmanr(np.einsum("ij,ij->i", out[rows_q], out[rows_c]), pairs.score).statistic
+    raw = world["scored"][1] / np.linalg.norm(world["scored"][1], axis=1, keepdims=True)
+    raw = scipy.stats.spearmanr(np.einsum("ij,ij->i", raw[rows_q], raw[rows_c]), pairs.score).statistic
+    assert wide > raw + 0.1 and wide > 0.6, (wide, raw)  # text + metric beat the nuisance-dominated cosine
+
+    rebuilt = WidePath.from_config(layer.get_config())
+    assert (rebuilt.vocab_size, rebuilt.frame_width, rebuilt.text_width, rebuilt.output_size) == (VOCAB, 8, 4, 16)
+    with pytest.raises(ValueError, match="wide path metric must be"):
+        layer.set_weights_from(dict(weights, metric=np.zeros((4, 4))))
+    with pytest.raises(ValueError, match="wide path frame_mean must be finite"):
+        layer.set_weights_from(dict(weights, frame_mean=np.full(DIM, np.nan)))
+
+
+def test_unfitted_path_adds_nothing_and_config_validates():
+    layer = _layer()
+    out = layer(*_inputs(np.ones((3, DIM), np.float32), np.array([[CLS, 5, SEP] + [PAD] * 13] * 3, np.int32)))
+    assert np.all(out.numpy() == 0)  # zero weights before the fit: pretraining sees a plain model
+    with pytest.raises(ValueError, match="text_width must be > 0"):
+        ModelConfig.tiny("uniter", **{"wide.enabled": True, "wide.text_width": 0})
+    assert ModelConfig.tiny("uniter", wide_path=True).wide.enabled  # flat key
+
+
+def test_fit_needs_training_pairs(world):
+    layer = _layer()
+    scored = _collect(layer, world["scored"][1][:5], world["scored"][2][:5], "v")
+    none = Labels("p", np.array([], dtype=object), np.array([], dtype=object), np.zeros(0))
+    with pytest.raises(ValueError, match="needs training pairs"):
+        wide_path.fit_wide_path(scored, scored, none, WideConfig(), 16, [0], SEP)
+
+
+def test_finetune_fits_saves_and_checkpoints_the_wide_path(synthetic_data, folds_dir, tmp_path):
+    from tests.train.helpers import TINY_RUN
+    from train import checkpointing, stage
+    from train.config import load_config
+    from train.finetune import main as finetune
+    from train.pretrain import main as pretrain
+
+    recipe = ["model.text_source=title+asr", "model.title_len=32", "model.frame_normalization=standardize",
+              "model.wide.enabled=true", "model.wide.frame_width=16", "model.wide.text_width=8"]
+    pre = tmp_path / "pre"
+    assert pretrain(["--model", "uniter", "--data", str(synthetic_data), "--out", str(pre), "--preset", "tiny",
+                     "max_steps=4", *TINY_RUN, *recipe]) == 0
+    out = tmp_path / "fold_00"
+    assert finetune(["--model", "uniter", "--folds-dir", str(folds_dir), "--fold", "0", "--out", str(out),
+                     "--pretrained", str(pre), "epochs=1", "steps_per_epoch=3", *TINY_RUN]) == 0
+    weights, choices = wide_path.load_fit(str(out / wide_path.WIDE_FILE))
+    assert choices["unlabelled_videos"] > 0 and choices["pairs"] > 0 and choices["videos"] > 0
+    assert weights["metric"].shape == (32, load_config(out).model.embedding_dim)
+    model = stage.build_stage_model(load_config(out), tf.distribute.get_strategy())
+    checkpointing.restore_model(model, out / "best")
+    np.testing.assert_allclose(model.wide_path.metric.numpy(), weights["metric"], atol=1e-6)  # in the checkpoint
+    assert int(model.wide_path.sep_token_id.numpy()) == int(weights["sep_token_id"]) > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(metrics["epochs"][0]["val_spearman"])

@@ -1,0 +1,263 @@
+"""Fit a model's wide path (`models.layers.WidePath`) when a finetune starts.
+
+The wide path is the strong linear-metric baseline of `infer.strong_baselines`, computed from the
+model's own inputs (standardised frames, the tokens of ``input_ids``) so that it runs in-graph, in
+every checkpoint and export. A pass over the fold's training pairs (and, for the unsupervised
+statistics, up to ``wide.max_fit_videos`` pointwise videos of the pretrain data; no labels) gathers
+each video's mean frame and title / ASR token counts; then, exactly as the baseline:
+
+* TF-IDF (sublinear TF, smoothed IDF, tokens in fewer than 2 videos and special tokens dropped, rows
+  L2-normalised) -> TruncatedSVD (``wide.lsa_dim``) -> PCA whitening, one per text;
+* PCA whitening of the mean frames;
+* components, title / ASR weights and the linear metric W chosen or trained on the training pairs
+  (`infer.strong_baselines.fold_baselines`), never on the validation shard.
+
+The result (weights and choices) is written to ``RUN/wide_path.npz``; a resumed finetune reads it
+back instead of refitting.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+import scipy.sparse
+from tqdm import tqdm
+
+from infer import strong_baselines as sb
+from tfrecord_tools import reader, schema
+from tfrecord_tools.atomic import atomic_path
+from tfrecord_tools.labels import Labels
+
+WIDE_FILE = "wide_path.npz"
+
+
+@dataclasses.dataclass
+class VideoInputs:
+    """What the wide path sees of each video: id, mean (standardised) frame, token counts."""
+
+    ids: list[str]
+    mean_frames: np.ndarray  # [N, D] float64
+    title_counts: scipy.sparse.csr_matrix  # [N, vocab]
+    asr_counts: scipy.sparse.csr_matrix  # [N, vocab]
+
+
+class _Collector:
+    def __init__(self, model):
+        self.model, self.layer = model, model.wide_path
+        self.ids: list[str] = []
+        self.seen: set[str] = set()
+        self.frames: list[np.ndarray] = []
+        self.title: list[scipy.sparse.csr_matrix] = []
+        self.asr: list[scipy.sparse.csr_matrix] = []
+
+    def add(self, videos: dict) -> None:
+        ids = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in videos["id"].numpy()]
+        new = np.array([key not in self.seen for key in ids])
+        if not new.any():
+            return
+        frames = self.model.frame_standardizer(videos["frames"], videos["frame_mask"])
+        means = self.layer.mean_frame(frames, videos["frame_mask"]).numpy().astype(np.float64)
+        title, asr = self.layer.token_counts(videos["input_ids"], videos["attention_mask"])
+        for key, is_new in zip(ids, new):
+            if is_new:
+                self.seen.add(key)
+                self.ids.append(key)
+        self.frames.append(means[new])
+        self.title.append(scipy.sparse.csr_matrix(title.numpy()[new]))
+        self.asr.append(scipy.sparse.csr_matrix(asr.numpy()[new]))
+
+    def result(self) -> VideoInputs:
+        dim, vocab = int(self.layer.frame_mean.shape[0]), self.layer.vocab_size
+        if not self.ids:
+            return VideoInputs([], np.zeros((0, dim)), scipy.sparse.csr_matrix((0, vocab)),
+                               scipy.sparse.csr_matrix((0, vocab)))
+        return VideoInputs(list(self.ids), np.concatenate(self.frames), scipy.sparse.vstack(self.title).tocsr(),
+                           scipy.sparse.vstack(self.asr).tocsr())
+
+
+def collect_pairs(model, files: Sequence[str], decoder, batch_size: int = 256,
+                  progress: bool = True) -> tuple[VideoInputs, Labels]:
+    """Every distinct video of the pair shards ``files`` and the pairs' (query, candidate, sim)."""
+    collector = _Collector(model)
+    query, candidate, score = [], [], []
+    with reader.record_errors():
+        for batch in tqdm(reader.read_pairs(list(files), decoder, batch_size), desc="wide path: pairs",
+                          unit="batch", disable=not progress):
+            collector.add(batch["video_1"])
+            collector.add(batch["video_2"])
+            query += [v.decode("utf-8") for v in batch["video_1"]["id"].numpy()]
+            candidate += [v.decode("utf-8") for v in batch["video_2"]["id"].numpy()]
+            score.append(batch["sim"].numpy())
+    labels = Labels("fold training shards", np.asarray(query, dtype=object), np.asarray(candidate, dtype=object),
+                    np.concatenate(score).astype(np.float64) if score else np.zeros(0))
+    return collector.result(), labels
+
+
+def collect_videos(model, files: Sequence[str], decoder, max_videos: int, batch_size: int = 256,
+                   progress: bool = True) -> VideoInputs:
+    """The first ``max_videos`` distinct videos of pointwise ``files`` (unlabelled)."""
+    collector = _Collector(model)
+    if files and max_videos > 0:
+        dataset = reader.read_videos(list(files), schema.RecordKind.POINTWISE, decoder, batch_size)
+        with reader.record_errors():
+            for batch in tqdm(dataset, desc="wide path: unlabelled", unit="batch", disable=not progress):
+                collector.add(batch)
+                if len(collector.ids) >= max_videos:
+                    break
+    return collector.result()
+
+
+# ----------------------------------------------------------------------------- the fit
+def smoothed_idf(counts: scipy.sparse.csr_matrix, ignore: Iterable[int] = ()) -> np.ndarray:
+    """``ln((1 + n) / (1 + df)) + 1`` per token (scikit-learn's smoothed IDF); 0 for tokens in
+    fewer than 2 documents and for ``ignore`` (special tokens)."""
+    n = counts.shape[0]
+    df = np.asarray((counts > 0).sum(axis=0)).ravel()
+    idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
+    idf[df < 2] = 0.0
+    idf[[i for i in ignore if 0 <= i < len(idf)]] = 0.0
+    return idf
+
+
+def tfidf_rows(counts: scipy.sparse.csr_matrix, idf: np.ndarray) -> scipy.sparse.csr_matrix:
+    """Sublinear TF x IDF with L2-normalised rows: `WidePath.tfidf` in numpy."""
+    out = counts.astype(np.float64).tocsr(copy=True)
+    out.data = 1.0 + np.log(np.maximum(out.data, 1.0))
+    out = out.multiply(idf[None, :]).tocsr()
+    norms = np.sqrt(np.asarray(out.multiply(out).sum(axis=1)).ravel())
+    out = scipy.sparse.diags(1.0 / np.maximum(norms, 1e-12)) @ out
+    return out.tocsr()
+
+
+def _lsa(fit_docs: scipy.sparse.csr_matrix, dim: int, seed: int) -> np.ndarray:
+    """[k, vocab] TruncatedSVD components of ``fit_docs`` (k <= dim), or one zero row when the
+    documents carry nothing (no token in two documents)."""
+    from sklearn.decomposition import TruncatedSVD
+
+    if fit_docs.nnz == 0:
+        return np.zeros((1, fit_docs.shape[1]))
+    components = max(1, min(dim, fit_docs.shape[1] - 1, fit_docs.shape[0] - 1))
+    return TruncatedSVD(n_components=components, random_state=seed).fit(fit_docs).components_.astype(np.float64)
+
+
+def _whitening(whitener: sb.Whitener, k: int, width: int) -> np.ndarray:
+    """[dim, width]: ``V_k / sqrt(λ_k + eps)`` zero-padded (the whitener's map, mean aside)."""
+    k = min(k, whitener.vectors.shape[1], width)
+    kernel = np.zeros((whitener.vectors.shape[0], width))
+    kernel[:, :k] = whitener.vectors[:, :k] / np.sqrt(whitener.values[:k] + whitener.eps)
+    return kernel
+
+
+def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, wide, output_size: int,
+                  special_ids: Sequence[int], sep_token_id: int, seed: int = 0
+                  ) -> tuple[dict, dict, np.ndarray]:
+    """The frozen weights of a `WidePath` (names as its variables), the choices made, and the
+    baseline's own linear-metric embedding of the ``scored`` videos (what the path must reproduce).
+
+    ``scored``: the training-pair videos (their labels choose components, weights and W);
+    ``unlabelled``: more videos for TF-IDF, LSA and the frame whitening (no labels).
+    """
+    if len(pairs.score) < 10:
+        raise ValueError(f"the wide path needs training pairs to fit its metric, got {len(pairs.score)}")
+    defaults = sb.BaselineConfig()
+    config = dataclasses.replace(
+        defaults, seed=seed,
+        frame_components=tuple(sorted({min(k, wide.frame_width) for k in defaults.frame_components})),
+        text_components=tuple(sorted({min(k, wide.text_width) for k in defaults.text_components})))
+    parts = {}
+    for name, fit_counts, counts in (("title", unlabelled.title_counts, scored.title_counts),
+                                     ("asr", unlabelled.asr_counts, scored.asr_counts)):
+        idf = smoothed_idf(scipy.sparse.vstack([fit_counts, counts]).tocsr(), special_ids)
+        docs = tfidf_rows(counts, idf)
+        components = _lsa(scipy.sparse.vstack([tfidf_rows(fit_counts, idf), docs]).tocsr(), wide.lsa_dim, seed)
+        vectors = np.asarray(docs @ components.T)
+        parts[name] = (idf, components, vectors)
+    moments = sb.MomentAccumulator(scored.mean_frames.shape[1])
+    moments.add(unlabelled.mean_frames)
+    moments.add(scored.mean_frames)
+    table = sb.VideoTable(
+        ids=np.asarray(scored.ids, dtype=str), mean_frame=scored.mean_frames,
+        title=parts["title"][2], asr=parts["asr"][2],
+        frame_whitener=sb.Whitener.fit(*moments.result(), config.eps),
+        title_whitener=sb.Whitener.fit(*sb._moments(parts["title"][2]), config.eps),
+        asr_whitener=sb.Whitener.fit(*sb._moments(parts["asr"][2]), config.eps))
+    result = sb.fold_baselines(table, pairs, config)
+    choices = dict(result.choices)
+
+    # the baseline's combined layout: [frame | title | asr], each zero-padded to its grid's largest k
+    widths = {"frame": max(min(k, table.frame_whitener.vectors.shape[1]) for k in config.frame_components),
+              "title": max(min(k, table.title_whitener.vectors.shape[1]) for k in config.text_components),
+              "asr": max(min(k, table.asr_whitener.vectors.shape[1]) for k in config.text_components)}
+    layer_widths = {"frame": wide.frame_width, "title": wide.text_width, "asr": wide.text_width}
+    metric_in = np.zeros((sum(layer_widths.values()), result.metric.shape[1]))
+    source = target = 0
+    for name in ("frame", "title", "asr"):  # the baseline's rows of W -> the wide path's rows
+        keep = min(widths[name], layer_widths[name])
+        metric_in[target:target + keep] = result.metric[source:source + keep]
+        source, target = source + widths[name], target + layer_widths[name]
+    metric = _output_basis(result.embeddings["combined"] @ result.metric, metric_in, output_size)
+
+    weights = {
+        "frame_mean": table.frame_whitener.mean,
+        "frame_kernel": _whitening(table.frame_whitener, int(choices["frame_components"]), wide.frame_width),
+        "part_weights": np.array([1.0, choices["title_weight"], choices["asr_weight"]]),
+        "metric": metric,
+        "sep_token_id": np.int32(sep_token_id),
+    }
+    for name in ("title", "asr"):
+        idf, components, _ = parts[name]
+        whitener = getattr(table, f"{name}_whitener")
+        projection = _whitening(whitener, int(choices[f"{name}_components"]), wide.text_width)
+        weights[f"{name}_idf"] = idf
+        weights[f"{name}_kernel"] = components.T @ projection
+        weights[f"{name}_bias"] = -whitener.mean @ projection
+    choices.update(videos=len(scored.ids), unlabelled_videos=len(unlabelled.ids), pairs=int(len(pairs.score)))
+    return {key: np.asarray(value, dtype=np.int32 if key == "sep_token_id" else np.float32)
+            for key, value in weights.items()}, choices, result.embeddings["linear_metric"]
+
+
+def _output_basis(outputs: np.ndarray, metric: np.ndarray, output_size: int) -> np.ndarray:
+    """``metric`` [C, C'] mapped to ``output_size`` columns without changing cosines where it can:
+    zero columns if C' <= output_size, else the top right singular vectors of ``outputs``."""
+    if metric.shape[1] <= output_size:
+        return np.pad(metric, ((0, 0), (0, output_size - metric.shape[1])))
+    _, _, vt = np.linalg.svd(outputs, full_matrices=False)
+    return metric @ vt[:output_size].T
+
+
+# ----------------------------------------------------------------------------- in a finetune
+def save_fit(path: str, weights: dict, choices: dict) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, choices=np.array(json.dumps(choices)), **weights)
+
+
+def load_fit(path: str) -> tuple[dict, dict]:
+    with np.load(path, allow_pickle=False) as data:
+        choices = json.loads(str(data["choices"]))
+        return {key: data[key] for key in data.files if key != "choices"}, choices
+
+
+def prepare_wide_path(model, run_dir: str, train_files: Sequence[str], unlabelled_files: Sequence[str], decoder,
+                      tokenizer, model_config, writes: bool = True, progress: bool = True, seed: int = 0) -> dict:
+    """Fit (or read back from ``RUN/wide_path.npz``) and set ``model.wide_path``; returns the choices."""
+    path = os.path.join(run_dir, WIDE_FILE)
+    if os.path.isfile(path):
+        weights, choices = load_fit(path)
+    else:
+        sep = tokenizer.sep_token_id
+        if sep is None:
+            raise ValueError("the wide path splits title and ASR at the tokenizer's [SEP]; this tokenizer has none")
+        model.wide_path.sep_token_id.assign(int(sep))
+        scored, pairs = collect_pairs(model, train_files, decoder, progress=progress)
+        unlabelled = collect_videos(model, unlabelled_files, decoder, model_config.wide.max_fit_videos,
+                                    progress=progress)
+        weights, choices, _ = fit_wide_path(scored, unlabelled, pairs, model_config.wide, model_config.embedding_dim,
+                                         model_config.text.special_token_ids, int(sep), seed)
+        if writes:
+            save_fit(path, weights, choices)
+    model.wide_path.set_weights_from(weights)
+    return choices
