@@ -11,8 +11,9 @@
 # PRESET  model size preset (default: small)
 # WORLD   synthetic world of tfrecord_tools.synth (default: demo; see --world there)
 # RECIPE  key=value overrides for pretraining (model.* keys reach the finetune through the pretrain
-#         run's config); default: the robust recipe (title + ASR tokens, standardised frames, a
-#         frozen whitened mean-frame path); RECIPE=" " runs the published recipes unchanged
+#         run's config); default: the robust recipe (title + ASR tokens, standardised frames, the
+#         wide path: the linear-metric baseline in-graph, fitted per fold, under the deep model);
+#         RECIPE=" " runs the published recipes unchanged
 # TRAIN_EXTRA  key=value overrides for both pretraining and finetuning (e.g. min_tag_coverage=0.2)
 # PYTHON  interpreter (default: .venv/bin/python if it exists, else python)
 set -eu
@@ -35,7 +36,7 @@ FOLDS=${FOLDS:-"0 1"}
 PRESET=${PRESET:-small}
 WORLD=${WORLD:-demo}
 TRAIN_EXTRA=${TRAIN_EXTRA:-}
-RECIPE=${RECIPE:-"model.text_source=title+asr model.title_len=64 model.frame_normalization=standardize model.frame_path_rank=48"}
+RECIPE=${RECIPE:-"model.text_source=title+asr model.title_len=64 model.frame_normalization=standardize model.wide.enabled=true"}
 export DATA RUN MODELS FOLDS PRESET
 start=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
@@ -63,8 +64,9 @@ step "embed the test set and the validation pairs"
 sh infer_all.sh
 
 step "ensemble -> $RUN/result.zip"
-# the linear-metric baseline joins the learned models as an ensemble member (it sees what they miss)
-members="$(echo $MODELS | tr ' ' ','),baseline:linear_metric"
+# the models only: with the robust recipe each already holds the linear-metric baseline (its wide
+# path); with RECIPE=" " add it yourself with --models ...,baseline:linear_metric
+members="$(echo $MODELS | tr ' ' ',')"
 "$PYTHON" ensemble_final.py --run "$RUN" --models "$members" --labels "$DATA/pairwise/label.tsv" --folds-dir "$DATA/folds" \
     --partial-folds --synth-meta "$DATA/synth_meta.json" --baselines-dir "$RUN/baselines" \
     --png "$RUN/ensemble_report.png"
