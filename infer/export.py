@@ -54,7 +54,7 @@ from tfrecord_tools.errors import DataError
 EXPORT_META = "videosim_export.json"
 EXPORT_FORMAT = "videosim-savedmodel"
 IN_GRAPH_TOKENIZERS = ("bert",)
-MAX_WORD_BYTES = 100  # BertTokenizerFast: a word of more than 100 characters becomes [UNK]
+MAX_WORD_CHARS = 100  # BertTokenizerFast: a word of more than 100 characters becomes [UNK]
 
 
 def run_fingerprint(checkpoint_path: str) -> str:
@@ -104,6 +104,11 @@ class Member:
     def tokenizer_kind(self) -> str:
         return self.config.text.kind
 
+    @property
+    def text_source(self) -> str:
+        """What the model's text tokens hold: "title" or "title+asr" (the pair)."""
+        return self.config.text.source
+
     def vocabulary(self) -> list[str]:
         vocab = self.run.decoder.tokenizer.get_vocab()
         ordered = sorted(vocab.items(), key=lambda item: item[1])
@@ -114,12 +119,13 @@ class Member:
     def tokenizer_key(self) -> str:
         tokenizer = self.run.decoder.tokenizer
         text = "\n".join(self.vocabulary()) + f"|{self.tokenizer_kind}|{self.config.title_len}|" \
-                                              f"{getattr(tokenizer, 'do_lower_case', True)}"
+                                              f"{getattr(tokenizer, 'do_lower_case', True)}|{self.text_source}"
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
     def describe(self) -> dict:
         return {"run": self.run.run_dir, "checkpoint": self.run.checkpoint, "fingerprint": self.fingerprint,
-                "family": self.config.name, "output": self.output, "tokenizer": self.tokenizer_kind}
+                "family": self.config.name, "output": self.output, "tokenizer": self.tokenizer_kind,
+                "text_source": self.text_source}
 
 
 def load_member(run_dir: str, output: str = "embedding", checkpoint: str = "best") -> Member:
@@ -141,65 +147,158 @@ def _tf():
     return tf
 
 
-def make_title_tokenizer(member: Member):
-    """A tf.Module tokenising title strings in the graph like the member's BertTokenizerFast."""
+def longest_first_lengths(first, second, budget: int):
+    """How many tokens of each segment a ``[CLS] first [SEP] second [SEP]`` pair keeps.
+
+    ``BertTokenizerFast(..., truncation="longest_first")`` as measured on the project's tokenizer
+    (tests/infer/test_export_pair_tokens.py), ``budget`` = max_len - 3. Both fit: both whole.
+    Otherwise the shorter segment stays whole when it holds at most ``budget // 2`` tokens and the
+    longer one takes the rest; else both are cut, the longer to ``budget - budget // 2`` and the
+    shorter to ``budget // 2``; on a tie the second segment (the ASR) is the "longer" one.
+    """
+    tf = _tf()
+    first, second = tf.cast(first, tf.int64), tf.cast(second, tf.int64)
+    half = budget // 2
+    fits = first + second <= budget
+    short_keep = tf.minimum(tf.minimum(first, second), half)
+    long_keep = budget - short_keep
+    first_longer = first > second
+    keep_first = tf.where(fits, first, tf.where(first_longer, long_keep, short_keep))
+    keep_second = tf.where(fits, second, tf.where(first_longer, short_keep, long_keep))
+    return keep_first, keep_second
+
+
+def keep_leading(tokens, counts):
+    """The first ``counts[i]`` tokens of each row of a ragged ``[B, None]`` tensor."""
+    tf = _tf()
+    positions = tf.ragged.range(tokens.row_lengths())
+    return tf.ragged.boolean_mask(tokens, positions < tf.expand_dims(tf.cast(counts, tf.int64), 1))
+
+
+def valid_utf8(texts):
+    """``bytes.decode("utf-8", errors="replace")`` in the graph: each invalid sequence -> U+FFFD
+    (the reader decodes record strings so; tensorflow-text's ops need valid UTF-8)."""
+    tf = _tf()
+    return tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
+
+
+def asr_segment(asr_texts, max_len: int):
+    """The ASR text ``encode_titles`` pairs with the title: its first ``2 * max_len`` characters,
+    the missing-ASR marker (``MISSING_ASR``, "nan") replaced by ""."""
+    from tfrecord_tools.tokenization import MISSING_ASR
+
+    tf = _tf()
+    cut = tf.strings.substr(valid_utf8(asr_texts), 0, 2 * max_len, unit="UTF8_CHAR")
+    return tf.where(tf.equal(cut, MISSING_ASR), tf.zeros_like(cut), cut)
+
+
+def make_text_tokenizer(member: Member):
+    """A tf.Module tokenising raw title (and ASR) strings in the graph like ``encode_titles`` with
+    the member's BertTokenizerFast: ``[CLS] title [SEP]``, or for ``text.source=title+asr`` the pair
+    ``[CLS] title [SEP] asr [SEP]``; ``(input_ids, attention_mask)`` int32 [B, title_len]."""
     import tensorflow_text as tf_text
 
     tf = _tf()
     tokenizer = member.run.decoder.tokenizer
     vocab = member.vocabulary()
-    title_len = member.config.title_len
+    max_len = member.config.title_len
+    reads_asr = member.config.text.source == "title+asr"
+    if reads_asr and max_len < 3:
+        raise DataError(member.run.run_dir, None, f"title_len {max_len} leaves no room for [CLS] title [SEP] asr [SEP]")
 
-    class TitleTokenizer(tf.Module):
+    class TextTokenizer(tf.Module):
         def __init__(self):
-            super().__init__(name="title_tokenizer")
+            super().__init__(name="text_tokenizer")
             init = tf.lookup.KeyValueTensorInitializer(tf.constant(vocab), tf.range(len(vocab), dtype=tf.int64))
             self.table = tf.lookup.StaticVocabularyTable(init, num_oov_buckets=1)
             # lower_case=False: tensorflow-text's own lower casing folds with NFKC, which maps
             # full-width punctuation (！，？) to ASCII; BertTokenizerFast does not (see normalise).
-            self.bert = tf_text.BertTokenizer(self.table, suffix_indicator="##", max_bytes_per_word=MAX_WORD_BYTES,
-                                              token_out_type=tf.int64, unknown_token=tokenizer.unk_token,
-                                              lower_case=False)
+            # BertTokenizer's own word splitter (not exported by tensorflow_text): the words are
+            # needed to apply BertTokenizerFast's per-word length limit in characters
+            from tensorflow_text.python.ops.bert_tokenizer import BasicTokenizer
+
+            self.words = BasicTokenizer(lower_case=False)
+            # the word length limit is applied in characters in `pieces`, so the byte limit here
+            # only has to let every word of MAX_WORD_CHARS characters through
+            self.wordpiece = tf_text.WordpieceTokenizer(self.table, suffix_indicator="##",
+                                                        max_bytes_per_word=4 * MAX_WORD_CHARS,
+                                                        token_out_type=tf.int64, unknown_token=tokenizer.unk_token)
+            self.unk_token = tokenizer.unk_token
             self.lower_case = bool(getattr(tokenizer, "do_lower_case", True))
+            self.reads_asr = reads_asr
             self.cls_id = int(tokenizer.cls_token_id)
             self.sep_id = int(tokenizer.sep_token_id)
             self.pad_id = int(tokenizer.pad_token_id)
 
-        def normalise(self, titles):
-            """BertNormalizer: clean text (control characters dropped, whitespace -> space), then
-            with lower casing: NFD, combining marks dropped, lower case."""
-            titles = tf.strings.regex_replace(titles, r"[\t\n\r]", " ")
-            titles = tf.strings.regex_replace(titles, r"[\p{Cc}\p{Cf}\x{FFFD}]", "")
+        def normalise(self, texts):
+            """BertNormalizer: clean text (invalid UTF-8 and control characters dropped, whitespace
+            -> space), then with lower casing: NFD, combining marks dropped, lower case."""
+            texts = tf.strings.regex_replace(valid_utf8(texts), r"[\t\n\r]", " ")
+            texts = tf.strings.regex_replace(texts, r"[\p{Cc}\p{Cf}\x{FFFD}]", "")
             if self.lower_case:
-                titles = tf_text.normalize_utf8(titles, "NFD")
-                titles = tf.strings.regex_replace(titles, r"\p{Mn}", "")
-                titles = tf.strings.lower(titles, encoding="utf-8")
-            return titles
+                texts = tf_text.normalize_utf8(texts, "NFD")
+                texts = tf.strings.regex_replace(texts, r"\p{Mn}", "")
+                texts = tf.strings.lower(texts, encoding="utf-8")
+            return texts
 
-        def __call__(self, titles):
-            pieces = self.bert.tokenize(self.normalise(titles)).merge_dims(-2, -1)[:, :title_len - 2]
-            rows = pieces.nrows()
-            cls = tf.fill([rows, 1], tf.constant(self.cls_id, tf.int64))
-            sep = tf.fill([rows, 1], tf.constant(self.sep_id, tf.int64))
-            ids = tf.concat([cls, pieces, sep], axis=1)
-            input_ids = ids.to_tensor(default_value=self.pad_id, shape=[None, title_len])
-            mask = tf.sequence_mask(ids.row_lengths(), title_len, dtype=tf.int32)
+        def pieces(self, texts):
+            """Wordpiece ids, ragged [B, None]. A word of more than MAX_WORD_CHARS characters is
+            [UNK], as in BertTokenizerFast (tensorflow-text's own limit counts bytes)."""
+            words = self.words.tokenize(self.normalise(texts))
+            flat = words.flat_values
+            too_long = tf.strings.length(flat, unit="UTF8_CHAR") > MAX_WORD_CHARS
+            words = words.with_flat_values(tf.where(too_long, tf.fill(tf.shape(flat), self.unk_token), flat))
+            return self.wordpiece.tokenize(words).merge_dims(-2, -1)
+
+        def special(self, rows, token_id):
+            return tf.fill([rows, 1], tf.constant(token_id, tf.int64))
+
+        def padded(self, ids):
+            """Ragged [B, <= max_len] ids -> (input_ids, attention_mask), int32 [B, max_len]."""
+            input_ids = ids.to_tensor(default_value=self.pad_id, shape=[None, max_len])
+            mask = tf.sequence_mask(ids.row_lengths(), max_len, dtype=tf.int32)
             return tf.cast(input_ids, tf.int32), mask
 
-    return TitleTokenizer()
+        def single(self, titles):
+            """``[CLS] title [SEP]``, the title cut to max_len - 2 tokens."""
+            pieces = self.pieces(titles)[:, :max_len - 2]
+            rows = pieces.nrows()
+            return self.padded(tf.concat([self.special(rows, self.cls_id), pieces,
+                                          self.special(rows, self.sep_id)], axis=1))
+
+        def pair(self, titles, asr_texts):
+            """``[CLS] title [SEP] asr [SEP]``, cut longest-first to max_len tokens."""
+            first, second = self.pieces(titles), self.pieces(asr_segment(asr_texts, max_len))
+            keep_first, keep_second = longest_first_lengths(first.row_lengths(), second.row_lengths(), max_len - 3)
+            rows = first.nrows()
+            sep = self.special(rows, self.sep_id)
+            return self.padded(tf.concat([self.special(rows, self.cls_id), keep_leading(first, keep_first), sep,
+                                          keep_leading(second, keep_second), sep], axis=1))
+
+        def __call__(self, titles, asr_texts=None):
+            """The member's text tokens; a pair model given no ASR reads it as missing ("")."""
+            if not self.reads_asr:
+                return self.single(titles)
+            if asr_texts is None:
+                asr_texts = tf.zeros_like(titles)
+            return self.pair(titles, asr_texts)
+
+    return TextTokenizer()
 
 
-def parse_test_examples(serialized, frame_dim: int, max_frames: int):
-    """Serialized test-layout examples -> ``(ids, titles, frames [B, M, D], frame_mask [B, M], num_frames)``.
+def parse_test_examples(serialized, frame_dim: int, max_frames: int, with_asr: bool = False):
+    """Serialized test-layout examples -> ``(ids, titles, asr_texts, frames [B, M, D], frame_mask [B, M],
+    num_frames)``; without ``with_asr`` the ASR is not read (``asr_texts`` is all "").
 
-    In-graph checks (an ``InvalidArgumentError`` naming the problem): one id/title value a record,
-    at least one frame, every frame ``2 * frame_dim`` bytes.
+    In-graph checks (an ``InvalidArgumentError`` naming the problem): one id/title (and with
+    ``with_asr`` one asr_text) value a record, at least one frame, every frame ``2 * frame_dim`` bytes.
     """
     tf = _tf()
-    spec = {key: tf.io.VarLenFeature(tf.string) for key in ("id", "title", "frame_feature")}
+    text_keys = ("id", "title", "asr_text") if with_asr else ("id", "title")
+    spec = {key: tf.io.VarLenFeature(tf.string) for key in text_keys + ("frame_feature",)}
     parsed = tf.io.parse_example(serialized, spec)
     checks = []
-    for key in ("id", "title"):
+    for key in text_keys:
         counts = tf.RaggedTensor.from_sparse(parsed[key]).row_lengths()
         checks.append(tf.debugging.assert_equal(counts, tf.ones_like(counts),
                                                 message=f"every record needs exactly one '{key}' value"))
@@ -213,6 +312,7 @@ def parse_test_examples(serialized, frame_dim: int, max_frames: int):
     with tf.control_dependencies(checks):
         ids = tf.sparse.to_dense(parsed["id"], default_value="")[:, 0]
         titles = tf.sparse.to_dense(parsed["title"], default_value="")[:, 0]
+        asr_texts = tf.sparse.to_dense(parsed["asr_text"], default_value="")[:, 0] if with_asr else tf.zeros_like(ids)
         kept = tf.minimum(n, max_frames)
         stride = tf.maximum(n // max_frames, 1)
         offset = tf.where(n > max_frames, stride // 2, 0)
@@ -226,7 +326,7 @@ def parse_test_examples(serialized, frame_dim: int, max_frames: int):
         mask = tf.cast(valid, tf.float32)
         frames = tf.cast(decoded, tf.float32) * mask[..., None]
         frames = tf.ensure_shape(frames, [None, max_frames, frame_dim])
-    return ids, titles, frames, mask, n
+    return ids, titles, asr_texts, frames, mask, n
 
 
 def pad_frames(frames, frame_mask, max_frames: int, frame_dim: int):
@@ -308,6 +408,14 @@ def _member_dims(members: Sequence[Member]) -> list[int]:
     return dims
 
 
+def not_in_graph_reasons(members: Sequence[Member]) -> list[str]:
+    """Why the members' text cannot be tokenised in the graph, one line a member (none: it can);
+    an ensemble's lines name the member's run."""
+    where = (lambda m: f" ({m.run.run_dir})") if len(members) > 1 else (lambda m: "")
+    return [f"model {m.config.name!r}{where(m)} uses the {m.tokenizer_kind} tokenizer, whose jieba word segmentation "
+            f"has no TensorFlow op" for m in members if m.tokenizer_kind not in IN_GRAPH_TOKENIZERS]
+
+
 def build_module(members: Sequence[Member], combination: Combination, text_output: str | None = None):
     """The tf.Module to save and its signatures (see the module docstring)."""
     tf = _tf()
@@ -318,10 +426,8 @@ def build_module(members: Sequence[Member], combination: Combination, text_outpu
         if (c.frame_dim, c.max_frames, c.title_len) != (frame_dim, max_frames, title_len):
             raise DataError(member.run.run_dir, None, f"frame_dim/max_frames/title_len {c.frame_dim}/{c.max_frames}/"
                                                       f"{c.title_len} differ from {members[0].run.run_dir}'s")
-    # in-graph tokenisation covers the title alone; a title + ASR pair (text_source=title+asr) is
-    # tokenised outside the graph (embed_tokens) until its pair truncation is reproduced in-graph
-    in_graph = all(m.tokenizer_kind in IN_GRAPH_TOKENIZERS and m.config.text.source == "title"
-                   for m in members)
+    in_graph = not not_in_graph_reasons(members)
+    reads_asr = any(m.text_source == "title+asr" for m in members)
     keys = [m.tokenizer_key() for m in members]
     one_tokenizer = len(set(keys)) == 1
     if not in_graph and not one_tokenizer:
@@ -341,7 +447,7 @@ def build_module(members: Sequence[Member], combination: Combination, text_outpu
     if in_graph:
         for key, member in zip(keys, members):
             if key not in tokenizers:
-                tokenizers[key] = make_title_tokenizer(member)
+                tokenizers[key] = make_text_tokenizer(member)
         module.tokenizers = list(tokenizers.values())
 
     def embed(frames, frame_mask, tokens_of):
@@ -354,12 +460,13 @@ def build_module(members: Sequence[Member], combination: Combination, text_outpu
             vectors.append(model(features, training=False)[output])
         return combination.apply(vectors)
 
-    def tokens_from_titles(titles):
+    def tokens_from_text(titles, asr_texts=None):
+        """``tokens_of(key)`` for ``embed``: each tokenizer runs once however many members share it."""
         cache = {}
 
         def tokens_of(key):
             if key not in cache:
-                cache[key] = tokenizers[key](titles)
+                cache[key] = tokenizers[key](titles, asr_texts)
             return cache[key]
 
         return tokens_of
@@ -370,18 +477,27 @@ def build_module(members: Sequence[Member], combination: Combination, text_outpu
     if in_graph:
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
         def embed_examples(examples):
-            ids, titles, frames, mask, _ = parse_test_examples(examples, frame_dim, max_frames)
-            return {"id": ids, "embedding": embed(frames, mask, tokens_from_titles(titles))}
+            ids, titles, asr_texts, frames, mask, _ = parse_test_examples(examples, frame_dim, max_frames, reads_asr)
+            return {"id": ids, "embedding": embed(frames, mask, tokens_from_text(titles, asr_texts))}
 
         @tf.function(input_signature=[frame_spec, mask_spec, tf.TensorSpec([None], tf.string, name="title")])
         def embed_frames_title(frames, frame_mask, title):
             frames, frame_mask = pad_frames(frames, frame_mask, max_frames, frame_dim)
-            return {"embedding": embed(frames, frame_mask, tokens_from_titles(title))}
+            return {"embedding": embed(frames, frame_mask, tokens_from_text(title))}
 
         module.embed_examples = embed_examples
         module.embed_frames_title = embed_frames_title
         signatures["serving_default"] = embed_examples.get_concrete_function()
         signatures["embed_frames_title"] = embed_frames_title.get_concrete_function()
+    if in_graph and reads_asr:
+        @tf.function(input_signature=[frame_spec, mask_spec, tf.TensorSpec([None], tf.string, name="title"),
+                                      tf.TensorSpec([None], tf.string, name="asr")])
+        def embed_frames_text(frames, frame_mask, title, asr):
+            frames, frame_mask = pad_frames(frames, frame_mask, max_frames, frame_dim)
+            return {"embedding": embed(frames, frame_mask, tokens_from_text(title, asr))}
+
+        module.embed_frames_text = embed_frames_text
+        signatures["embed_frames_text"] = embed_frames_text.get_concrete_function()
     if one_tokenizer:
         @tf.function(input_signature=[frame_spec, mask_spec, tf.TensorSpec([None, title_len], tf.int32, name="input_ids"),
                                       tf.TensorSpec([None, title_len], tf.int32, name="attention_mask")])
@@ -396,7 +512,7 @@ def build_module(members: Sequence[Member], combination: Combination, text_outpu
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="title")])
         def embed_text(title):
-            input_ids, attention_mask = tokenizers[key](title)
+            input_ids, attention_mask = tokenizers[key].single(title)  # a query is a title, as in search
             rows = tf.shape(title)[0]
             mask = tf.one_hot(tf.zeros([rows], tf.int32), max_frames, dtype=tf.float32)  # one zero frame
             features = {"frames": tf.zeros([rows, max_frames, frame_dim]), "frame_mask": mask,
@@ -406,7 +522,7 @@ def build_module(members: Sequence[Member], combination: Combination, text_outpu
 
         module.embed_text = embed_text
         signatures["embed_text"] = embed_text.get_concrete_function()
-    return module, signatures, {"in_graph_tokenization": in_graph, "frame_dim": frame_dim,
+    return module, signatures, {"in_graph_tokenization": in_graph, "reads_asr": reads_asr, "frame_dim": frame_dim,
                                 "max_frames": max_frames, "title_len": title_len}
 
 
@@ -428,9 +544,9 @@ def save_export(members: Sequence[Member], combination: Combination, out_dir: st
             "tensorflow": tf.__version__,
         }
         if not info["in_graph_tokenization"]:
-            full["note"] = ("a member's text cannot be tokenised in the graph (RoFormer: jieba word segmentation "
-                            "has no TensorFlow op; text_source=title+asr: pair truncation not reproduced): "
-                            "tokenise with the run's tokenizer (tfrecord_tools) and call embed_tokens")
+            full["not_in_graph"] = not_in_graph_reasons(members)
+            full["note"] = (f"{'; '.join(full['not_in_graph'])}: tokenise with the run's tokenizer "
+                            f"(tfrecord_tools.tokenization) and call embed_tokens")
         with open(os.path.join(staging, EXPORT_META), "w", encoding="utf-8") as handle:
             json.dump(full, handle, indent=2)
             handle.write("\n")
@@ -462,7 +578,11 @@ def embed_with_export(export_dir: str, files: Sequence[str], batch_size: int = 6
     meta = load_export_meta(export_dir)
     if meta.get("needs_tensorflow_text"):
         import tensorflow_text  # noqa: F401
-    signature = tf.saved_model.load(export_dir).signatures["serving_default"]
+    signatures = tf.saved_model.load(export_dir).signatures
+    if "serving_default" not in signatures:
+        raise DataError(export_dir, None, f"no serving_default signature to embed records with: "
+                                          f"{meta.get('note', 'see its ' + EXPORT_META)}")
+    signature = signatures["serving_default"]
     ids, chunks = [], []
     for batch in tf.data.TFRecordDataset(list(files)).batch(batch_size):
         out = signature(examples=batch)
@@ -488,6 +608,11 @@ def check_export(export_dir: str, run_dir: str, files: Sequence[str], output: st
     """Max |export - infer.embed| over ``files``; DataError above ``atol``."""
     from infer.embed import embed_videos, load_run
 
+    meta = load_export_meta(export_dir)
+    if "serving_default" not in meta.get("signatures", ()):
+        why = "; ".join(meta.get("not_in_graph", ["its text is not tokenised in the graph"]))
+        raise DataError(run_dir, None, f"cannot check the export {export_dir} on records: it has no serving_default "
+                                       f"signature because {why} (only embed_tokens takes its text)")
     run = load_run(run_dir, checkpoint)
     if output == "embedding":
         ids, expected = embed_videos(run, files, "test", progress=False)
