@@ -200,6 +200,8 @@ def encode_titles(tokenizer, titles: Sequence[str | bytes], max_len: int = 32,
         empty = np.zeros((0, max_len), dtype=np.int32)
         return empty, empty.copy()
     if asr_texts is not None:  # [CLS] title [SEP] asr [SEP]: the longer part is cut first
+        if max_len < 3:  # the fast tokenizer would log an error and return the pair uncut
+            raise ValueError(f"max_len must leave room for [CLS], [SEP] and [SEP] with ASR texts, got {max_len}")
         if len(asr_texts) != len(texts):
             raise ValueError(f"{len(texts)} titles but {len(asr_texts)} ASR texts")
         second = [_as_text(text)[: 2 * max_len] for text in asr_texts]

@@ -148,6 +148,8 @@ def test_title_and_asr_segments(built):
     np.testing.assert_array_equal(input_ids[2, :title_len], alone[0, :title_len])  # title kept whole
     with pytest.raises(ValueError, match="3 titles but 2 ASR texts"):
         tokenization.encode_titles(tokenizer, titles, max_len=32, asr_texts=asr[:2])
+    with pytest.raises(ValueError, match="room for \\[CLS\\], \\[SEP\\] and \\[SEP\\]"):
+        tokenization.encode_titles(tokenizer, titles, max_len=2, asr_texts=asr)
 
 
 def test_decoder_text_source(built):
