@@ -151,7 +151,7 @@ def longest_first_lengths(first, second, budget: int):
     """How many tokens of each segment a ``[CLS] first [SEP] second [SEP]`` pair keeps.
 
     ``BertTokenizerFast(..., truncation="longest_first")`` as measured on the project's tokenizer
-    (tests/infer/test_export_pair_tokens.py), ``budget`` = max_len - 3. Both fit: both whole.
+    (tests/infer/test_export_tokens.py), ``budget`` = max_len - 3. Both fit: both whole.
     Otherwise the shorter segment stays whole when it holds at most ``budget // 2`` tokens and the
     longer one takes the rest; else both are cut, the longer to ``budget - budget // 2`` and the
     shorter to ``budget // 2``; on a tie the second segment (the ASR) is the "longer" one.
