@@ -34,7 +34,14 @@ LOADER = textwrap.dedent('''
         out_ft = loaded.signatures["embed_frames_title"](frames=tf.constant(ref["frames"]),
                                                          frame_mask=tf.constant(ref["frame_mask"]),
                                                          title=tf.constant(ref["titles"]))
-        report["frames_title_error"] = float(np.abs(out_ft["embedding"].numpy() - ref["embeddings"]).max())
+        # a title + ASR model given the title alone reads the video as one without ASR
+        title_only = ref["embeddings_no_asr"] if "asr" in ref.files else ref["embeddings"]
+        report["frames_title_error"] = float(np.abs(out_ft["embedding"].numpy() - title_only).max())
+        if "asr" in ref.files:
+            out_fx = loaded.signatures["embed_frames_text"](frames=tf.constant(ref["frames"]),
+                                                            frame_mask=tf.constant(ref["frame_mask"]),
+                                                            title=tf.constant(ref["titles"]), asr=tf.constant(ref["asr"]))
+            report["frames_text_error"] = float(np.abs(out_fx["embedding"].numpy() - ref["embeddings"]).max())
         out_tok = loaded.signatures["embed_tokens"](frames=tf.constant(ref["frames"]),
                                                     frame_mask=tf.constant(ref["frame_mask"]),
                                                     input_ids=tf.constant(ref["input_ids"]),
@@ -114,6 +121,60 @@ def test_single_run_export_in_a_fresh_process(fold_runs, synthetic_data, tmp_pat
         loaded.signatures["serving_default"](examples=tf.constant([example.SerializeToString()]))
 
 
+@pytest.fixture(scope="module")
+def pair_run(folds_dir, tmp_path_factory):
+    """A tiny baseline finetune run whose text is the ``[CLS] title [SEP] asr [SEP]`` pair of at most
+    16 tokens (so that most pairs are truncated)."""
+    from train.finetune import main
+
+    run_dir = tmp_path_factory.mktemp("export_pair_run") / "fold_00"
+    main(["--model", "baseline", "--folds-dir", str(folds_dir), "--fold", "0", "--out", str(run_dir), "--preset",
+          "tiny", "epochs=1", "lr_other=3e-3", "model.text_source=title+asr", "model.title_len=16", *TINY_RUN])
+    return run_dir
+
+
+def test_title_asr_export_in_a_fresh_process(pair_run, synthetic_data, tmp_path, capsys):
+    """The default recipe's text (title + ASR pair): serving_default, embed_frames_text and
+    embed_tokens reproduce infer.embed; embed_frames_title is the video without ASR."""
+    import tensorflow as tf
+
+    from infer.embed import embed_videos, load_run
+    from infer.export import load_export_meta, main
+    from tfrecord_tools import reader
+    from tfrecord_tools.tokenization import MISSING_ASR, encode_titles
+    from train.data import numeric_features
+
+    export = tmp_path / "export"
+    records = synthetic_data / "test_a" / "test_a.tfrecords"
+    assert main(["--run", str(pair_run), "--out", str(export), "--check", str(records)]) == 0
+    assert "check: max |export - infer.embed|" in capsys.readouterr().out
+    meta = load_export_meta(str(export))
+    assert meta["in_graph_tokenization"] and meta["reads_asr"] and meta["members"][0]["text_source"] == "title+asr"
+
+    run = load_run(pair_run)
+    ids, expected = embed_videos(run, str(records), "test", progress=False)
+    batch = next(iter(reader.read_videos(str(records), "test", run.decoder, 1000)))
+    titles, asr = batch["title"].numpy().tolist(), batch["asr_text"].numpy().tolist()
+    # the records hold what the pair encoding has to get right: missing ASR, ASR over the
+    # 2 * title_len character cut, truncated pairs
+    assert MISSING_ASR.encode() in asr and max(len(text.decode()) for text in asr) > 32
+    input_ids, attention_mask = encode_titles(run.decoder.tokenizer, titles, 16, asr)
+    assert (attention_mask.sum(1) == 16).sum() > len(titles) // 2
+    no_asr_ids, no_asr_mask = encode_titles(run.decoder.tokenizer, titles, 16, [""] * len(titles))
+    no_asr = run.embed_batch(numeric_features({**batch, "input_ids": tf.constant(no_asr_ids),
+                                               "attention_mask": tf.constant(no_asr_mask)}))
+    kept = int(batch["frame_mask"].numpy().sum(1).max())
+    np.savez(tmp_path / "ref.npz", ids=ids, embeddings=expected, embeddings_no_asr=no_asr,
+             frames=batch["frames"].numpy()[:, :kept], frame_mask=batch["frame_mask"].numpy()[:, :kept],
+             titles=np.array([t.decode("utf-8") for t in titles]), asr=np.array([t.decode("utf-8") for t in asr]),
+             input_ids=input_ids, attention_mask=attention_mask)
+    report, _ = load_in_fresh_process(export, records, tmp_path / "ref.npz", tmp_path)
+    assert report["ids_equal"]
+    assert report["signatures"] == ["embed_frames_text", "embed_frames_title", "embed_tokens", "serving_default"]
+    assert max(report[key] for key in ("examples_error", "frames_text_error", "frames_title_error",
+                                       "tokens_error")) < 1e-4
+
+
 def test_ensemble_export_matches_result_json(fold_runs, synthetic_data, folds_dir, tmp_path, capsys):
     import ensemble_final
     from ensemble.export import REFERENCE_FILE, export_ensemble
@@ -168,3 +229,28 @@ def test_export_errors_are_one_line(fold_runs, tmp_path, capsys):
                                                       "video_embedding")
     (tmp_path / "taken").mkdir()
     assert "already exists" in error("--run", run_dir, "--out", tmp_path / "taken")
+
+
+def test_check_without_serving_default_is_one_line(folds_dir, synthetic_data, tmp_path, capsys):
+    """A RoFormer run (jieba, no TensorFlow op) exports embed_tokens only: ``--check`` then says so in
+    one line naming the run, instead of a KeyError; so does embedding records with the export."""
+    from infer.export import embed_with_export, main
+    from tfrecord_tools.errors import DataError
+    from train.finetune import main as finetune
+
+    run_dir = tmp_path / "roformer" / "fold_00"
+    finetune(["--model", "baseline", "--folds-dir", str(folds_dir), "--fold", "0", "--out", str(run_dir), "--preset",
+              "tiny", "epochs=1", "model.text_encoder=roformer", *TINY_RUN])
+    export = tmp_path / "export"
+    records = synthetic_data / "test_a" / "test_a.tfrecords"
+    capsys.readouterr()
+    assert main(["--run", str(run_dir), "--out", str(export), "--check", str(records)]) == 1
+    out = capsys.readouterr()
+    assert "signatures: embed_tokens" in out.out and "uses the roformer tokenizer" in out.out  # the note
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {run_dir}: cannot check the export {export} on records: "
+                                                   f"it has no serving_default signature because model 'baseline' "
+                                                   f"uses the roformer tokenizer, whose jieba word segmentation has "
+                                                   f"no TensorFlow op")
+    with pytest.raises(DataError, match="no serving_default signature to embed records with"):
+        embed_with_export(str(export), [str(records)])
