@@ -10,21 +10,35 @@ project. Signatures (``B`` = batch):
 ``serving_default(examples: string [B])`` -> ``{"id": string [B], "embedding": float32 [B, D]}``
     serialized ``tf.train.Example`` in the official test layout (``id``, ``title``, ``asr_text``,
     ``frame_feature`` = float16 frames); frames sampled with the official rule (n <= 32 all, else
-    stride n//32 from stride//2), the title tokenised in the graph.
+    stride n//32 from stride//2), the text tokenised in the graph (the title, or for a title + ASR
+    model the pair; ``asr_text`` is then required, one value a record, "nan" for none).
 ``embed_frames_title(frames: float32 [B, T, 1536], frame_mask: float32 [B, T], title: string [B])``
-    decoded frames (T <= 32, already sampled; mask 1.0 for real frames) and raw title strings.
-``embed_tokens(frames, frame_mask, input_ids: int32 [B, 32], attention_mask: int32 [B, 32])``
-    the same with the title already tokenised (``[CLS] ... [SEP]``, padded), for every tokenizer.
+    decoded frames (T <= 32, already sampled; mask 1.0 for real frames) and raw title strings; a
+    title + ASR model reads each video as one without ASR (as a record whose ``asr_text`` is "nan").
+``embed_frames_text(frames, frame_mask, title: string [B], asr: string [B])``
+    the same with the raw ASR text too; only in exports holding a title + ASR model (a signature of
+    its own rather than an input ``embed_frames_title`` would take or not depending on the model).
+``embed_tokens(frames, frame_mask, input_ids: int32 [B, L], attention_mask: int32 [B, L])``
+    the same with the text already tokenised by ``tfrecord_tools.tokenization.encode_titles``
+    (``L`` = title_len; ``[CLS] title [SEP]`` or ``[CLS] title [SEP] asr [SEP]``, padded), for
+    every tokenizer; only when all members share one tokenizer and text source.
 ``embed_text(title: string [B])`` -> ``{"embedding"}``: only for a text-aligned video tower
-    (``--output video_embedding`` of mix_nextvlad): the text tower's vector of a query.
+    (``--output video_embedding`` of mix_nextvlad): the text tower's vector of a query, encoded as
+    a title alone (``[CLS] query [SEP]``, as ``search.query --text`` does with the run).
 
-In-graph tokenisation uses tensorflow-text's ``BertTokenizer`` (lower case + accent stripping,
-CJK characters split, punctuation split, greedy longest-match WordPiece with ``##`` pieces, words
-over 100 bytes -> ``[UNK]``), which reproduces the project's ``BertTokenizerFast`` on the data.
+In-graph tokenisation uses tensorflow-text's BERT word splitter and ``WordpieceTokenizer`` (lower
+case + accent stripping, CJK characters split, punctuation split, greedy longest-match WordPiece
+with ``##`` pieces, words over 100 characters -> ``[UNK]``; invalid UTF-8 -> U+FFFD, dropped),
+which reproduces the project's ``BertTokenizerFast`` on the data. A model with
+``text.source=title+asr`` gets ``encode_titles(..., asr_texts)``'s pair: the ASR cut to its first
+``2 * title_len`` characters, "nan" (``MISSING_ASR``) read as "", then the two segments cut as
+``truncation="longest_first"`` cuts them (``longest_first_lengths``: with ``b = title_len - 3``
+tokens to share, a segment of at most ``b // 2`` tokens stays whole and the other takes the rest,
+else the longer gets ``b - b // 2`` and the shorter ``b // 2``, the ASR counting as the longer on
+a tie), checked token for token against the fast tokenizer (``tests/infer/test_export_tokens.py``).
 RoFormer's tokenizer first segments words with jieba, which has no TensorFlow op: a RoFormer
-export has only the ``embed_tokens`` signature (tokenise with ``tfrecord_tools.tokenization``).
-So has, for now, a model whose text is the title + ASR pair (``text.source=title+asr``): the
-pair's longest-first truncation is not reproduced in the graph yet.
+export has only the ``embed_tokens`` signature (tokenise with ``tfrecord_tools.tokenization``),
+and ``--check``, which needs ``serving_default``, is refused with the reason.
 
 Anything the model does inside its own ``call`` (e.g. in-graph frame standardisation or embedding
 centring layers) is exported with it; the ensemble side (fold averaging, weights, SVD projection)
