@@ -265,6 +265,7 @@ def make_text_tokenizer(member: Member):
             return self.wordpiece.tokenize(words).merge_dims(-2, -1)
 
         def special(self, rows, token_id):
+            """A [rows, 1] column of one special token ([CLS] or [SEP])."""
             return tf.fill([rows, 1], tf.constant(token_id, tf.int64))
 
         def padded(self, ids):
@@ -425,9 +426,10 @@ def _member_dims(members: Sequence[Member]) -> list[int]:
 def not_in_graph_reasons(members: Sequence[Member]) -> list[str]:
     """Why the members' text cannot be tokenised in the graph, one line a member (none: it can);
     an ensemble's lines name the member's run."""
-    where = (lambda m: f" ({m.run.run_dir})") if len(members) > 1 else (lambda m: "")
-    return [f"model {m.config.name!r}{where(m)} uses the {m.tokenizer_kind} tokenizer, whose jieba word segmentation "
-            f"has no TensorFlow op" for m in members if m.tokenizer_kind not in IN_GRAPH_TOKENIZERS]
+    named = len(members) > 1
+    return [f"model {m.config.name!r}{f' ({m.run.run_dir})' if named else ''} uses the {m.tokenizer_kind} tokenizer, "
+            f"whose jieba word segmentation has no TensorFlow op"
+            for m in members if m.tokenizer_kind not in IN_GRAPH_TOKENIZERS]
 
 
 def build_module(members: Sequence[Member], combination: Combination, text_output: str | None = None):
@@ -445,9 +447,9 @@ def build_module(members: Sequence[Member], combination: Combination, text_outpu
     keys = [m.tokenizer_key() for m in members]
     one_tokenizer = len(set(keys)) == 1
     if not in_graph and not one_tokenizer:
-        raise DataError(members[0].run.run_dir, None, "members use different tokenizers and not all of them can "
-                                                      "run in the graph (RoFormer/jieba): no signature could take "
-                                                      "the title")
+        raise DataError(members[0].run.run_dir, None, "members use different tokenizers (or text sources) and not "
+                                                      "all of them can run in the graph (RoFormer/jieba): no "
+                                                      "signature could take their text")
     models = [m.run.model for m in members]
     outputs = [m.output for m in members]
 
