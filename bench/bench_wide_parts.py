@@ -1,0 +1,68 @@
+"""What each part of a wide-path model contributes, on its fold's validation pairs.
+
+    python -m bench.bench_wide_parts RUN [RUN ...]
+
+For each finetuned run with ``model.wide.enabled`` (its best checkpoint): the Spearman of the
+cosines of the full embedding, of the wide path alone (the in-graph linear metric) and of the rest
+(the deep part, embedding minus wide path), against the labels of the run's validation shard.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
+def parts_spearman(run_dir: str, batch_size: int = 128) -> dict:
+    import numpy as np
+    import scipy.stats
+
+    from infer.embed import load_run, validation_shard
+    from tfrecord_tools import reader
+    from train.data import numeric_features
+
+    run = load_run(run_dir)
+    model = run.model
+    if model.wide_path is None:
+        raise ValueError(f"{run_dir}: the model has no wide path (model.wide.enabled=false)")
+    cosines: dict[str, list] = {"full": [], "wide path": [], "deep part": []}
+    labels = []
+
+    def unit(x):
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    for batch in reader.read_pairs([validation_shard(run)], run.decoder, batch_size):
+        sides = []
+        for key in ("video_1", "video_2"):
+            features = numeric_features(batch[key])
+            full = model(features, training=False)["embedding"].numpy()
+            frames = model.standardized(features)["frames"]
+            wide = model.wide_path(frames, features["frame_mask"], features["input_ids"],
+                                   features["attention_mask"]).numpy()
+            sides.append({"full": full, "wide path": wide, "deep part": full - wide})
+        for name in cosines:
+            cosines[name].append((unit(sides[0][name]) * unit(sides[1][name])).sum(axis=1))
+        labels.append(batch["sim"].numpy())
+    labels = np.concatenate(labels)
+    out = {name: float(scipy.stats.spearmanr(np.concatenate(values), labels).statistic)
+           for name, values in cosines.items()}
+    out["gate"] = float(model.wide_path.gate.numpy())
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_wide_parts", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="finetune run directories (config.json, best/)")
+    args = parser.parse_args(argv)
+    print("| run | full model | wide path alone | deep part alone | gate |")
+    print("| --- | --- | --- | --- | --- |")
+    for run_dir in args.runs:
+        r = parts_spearman(run_dir)
+        print(f"| {run_dir} | {r['full']:.3f} | {r['wide path']:.3f} | {r['deep part']:.3f} | {r['gate']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
