@@ -28,10 +28,12 @@ class ToyMeanPoolModel(VideoSimModel):
         self.tag_head = self._tag_head()
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = False) -> dict[str, tf.Tensor]:
+        features = self.standardized(features)  # the contract: standardised frames in, the linear paths out
         frames = self.frame_pool(features["frames"], mask=features["frame_mask"])
         text = self.text_encoder.encode_ids(features["input_ids"], features["attention_mask"],
                                             training=training)["pooled_output"]
-        embedding = self.projection(tf.concat([frames, tf.cast(text, frames.dtype)], axis=-1))
+        embedding = self.with_frame_path(features, self.projection(tf.concat([frames, tf.cast(text, frames.dtype)],
+                                                                             axis=-1)))
         return float32_outputs({"embedding": embedding, "tag_logits": self.tag_head(embedding)})
 
     def pretrain_losses(self, features: Mapping[str, tf.Tensor], training: bool = True) -> dict[str, tf.Tensor]:
