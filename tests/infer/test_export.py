@@ -124,12 +124,15 @@ def test_single_run_export_in_a_fresh_process(fold_runs, synthetic_data, tmp_pat
 @pytest.fixture(scope="module")
 def pair_run(folds_dir, tmp_path_factory):
     """A tiny baseline finetune run whose text is the ``[CLS] title [SEP] asr [SEP]`` pair of at most
-    16 tokens (so that most pairs are truncated)."""
+    16 tokens (so that most pairs are truncated), with the rest of the robust recipe: standardised
+    frames and the wide path (its TF-IDF of the pair's tokens must be exported too)."""
     from train.finetune import main
 
     run_dir = tmp_path_factory.mktemp("export_pair_run") / "fold_00"
     main(["--model", "baseline", "--folds-dir", str(folds_dir), "--fold", "0", "--out", str(run_dir), "--preset",
-          "tiny", "epochs=1", "lr_other=3e-3", "model.text_source=title+asr", "model.title_len=16", *TINY_RUN])
+          "tiny", "epochs=1", "lr_other=3e-3", "model.text_source=title+asr", "model.title_len=16",
+          "model.frame_normalization=standardize", "model.wide.enabled=true", "model.wide.frame_width=16",
+          "model.wide.text_width=8", *TINY_RUN])
     return run_dir
 
 
@@ -137,6 +140,8 @@ def test_title_asr_export_in_a_fresh_process(pair_run, synthetic_data, tmp_path,
     """The default recipe's text (title + ASR pair): serving_default, embed_frames_text and
     embed_tokens reproduce infer.embed; embed_frames_title is the video without ASR."""
     import tensorflow as tf
+
+    assert (pair_run / "wide_path.npz").is_file()  # the run's wide path was fitted: the export carries it
 
     from infer.embed import embed_videos, load_run
     from infer.export import load_export_meta, main
