@@ -35,6 +35,13 @@ def _as_mask(mask: tf.Tensor | None, like: tf.Tensor) -> tf.Tensor:
     return tf.cast(mask, like.dtype)
 
 
+def masked_mean(inputs: tf.Tensor, mask: tf.Tensor | None) -> tf.Tensor:
+    """Mean over the time axis of [B, M, D] counting only positions where mask is 1 (0 if none)."""
+    weights = _as_mask(mask, inputs)[..., None]
+    count = tf.maximum(tf.reduce_sum(weights, axis=1), tf.cast(1.0, inputs.dtype))
+    return tf.reduce_sum(inputs * weights, axis=1) / count
+
+
 class NeXtVLAD(keras.layers.Layer):
     """NeXtVLAD (Lin et al., 2018) over a padded frame sequence, padded frames ignored.
 
@@ -262,9 +269,7 @@ class MeanFramePath(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, frames: tf.Tensor, frame_mask: tf.Tensor) -> tf.Tensor:
-        mask = tf.cast(frame_mask, frames.dtype)[..., None]
-        mean = tf.reduce_sum(frames * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
-        projected = tf.matmul(mean, tf.cast(self.kernel, frames.dtype))
+        projected = tf.matmul(masked_mean(frames, frame_mask), tf.cast(self.kernel, frames.dtype))
         return tf.cast(self.gate, frames.dtype) * tf.math.l2_normalize(projected, axis=-1)
 
     def set_projection(self, kernel) -> None:
@@ -328,8 +333,7 @@ class WidePath(keras.layers.Layer):
 
     # the inputs of the fit and of `call`, computed the same way
     def mean_frame(self, frames: tf.Tensor, frame_mask: tf.Tensor) -> tf.Tensor:
-        mask = tf.cast(frame_mask, tf.float32)[..., None]
-        return tf.reduce_sum(tf.cast(frames, tf.float32) * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+        return masked_mean(tf.cast(frames, tf.float32), frame_mask)
 
     def token_counts(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Token counts [B, vocab] of the title segment and of the ASR segment."""
@@ -422,10 +426,7 @@ class MaskedMeanPooling(keras.layers.Layer):
     """Mean over the time axis of [B, M, D] counting only positions where mask is 1 (0 if none)."""
 
     def call(self, inputs: tf.Tensor, mask: tf.Tensor | None = None) -> tf.Tensor:
-        weights = _as_mask(mask, inputs)[..., None]
-        total = tf.reduce_sum(inputs * weights, axis=1)
-        count = tf.maximum(tf.reduce_sum(weights, axis=1), tf.cast(1.0, inputs.dtype))
-        return total / count
+        return masked_mean(inputs, mask)
 
     def compute_mask(self, inputs, mask=None):
         return None
