@@ -109,9 +109,18 @@ class Whitener:
     def centred(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x, dtype=np.float64) - self.mean
 
-    def __call__(self, x: np.ndarray, k: int) -> np.ndarray:
+    def kernel(self, k: int, width: int | None = None) -> np.ndarray:
+        """[D, width]: ``V_k / sqrt(λ_k + eps)`` (the map after centring), zero columns beyond k
+        (``width`` default: k, capped at the rank kept)."""
         k = min(k, self.vectors.shape[1])
-        return self.centred(x) @ self.vectors[:, :k] / np.sqrt(self.values[:k] + self.eps)
+        width = k if width is None else width
+        k = min(k, width)
+        out = np.zeros((self.vectors.shape[0], width))
+        out[:, :k] = self.vectors[:, :k] / np.sqrt(self.values[:k] + self.eps)
+        return out
+
+    def __call__(self, x: np.ndarray, k: int) -> np.ndarray:
+        return self.centred(x) @ self.kernel(k)
 
 
 def word_tokens(text: str) -> list[str]:
@@ -176,17 +185,22 @@ def build_table(videos: Mapping[str, dict], unlabelled: Iterable[dict], config: 
     asr = [videos[key]["asr_text"] for key in ids]
     title_vectors = text_lsa(fit_titles + titles, titles, config.lsa_dim, config.seed)
     asr_vectors = text_lsa(fit_asr + asr, asr, config.lsa_dim, config.seed)
-    mean, cov = frame_moments.result()
-    return VideoTable(
-        ids=np.asarray(ids, dtype=str),
-        mean_frame=np.stack([videos[key]["mean_frame"] for key in ids]).astype(np.float64),
-        title=title_vectors, asr=asr_vectors,
-        frame_whitener=Whitener.fit(mean, cov, config.eps),
-        title_whitener=Whitener.fit(*_moments(title_vectors), config.eps),
-        asr_whitener=Whitener.fit(*_moments(asr_vectors), config.eps))
+    mean_frames = np.stack([videos[key]["mean_frame"] for key in ids]).astype(np.float64)
+    return table_of(ids, mean_frames, title_vectors, asr_vectors, frame_moments, config.eps)
 
 
-def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def table_of(ids: Sequence[str], mean_frames: np.ndarray, title: np.ndarray, asr: np.ndarray,
+             frame_moments: MomentAccumulator, eps: float) -> VideoTable:
+    """A `VideoTable` of vectors already computed: the frame whitener from ``frame_moments`` (which
+    may have seen more videos), the text whiteners from the scored videos' own vectors."""
+    return VideoTable(ids=np.asarray(ids, dtype=str), mean_frame=mean_frames, title=title, asr=asr,
+                      frame_whitener=Whitener.fit(*frame_moments.result(), eps),
+                      title_whitener=Whitener.fit(*moments(title), eps),
+                      asr_whitener=Whitener.fit(*moments(asr), eps))
+
+
+def moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the rows of ``x``."""
     acc = MomentAccumulator(x.shape[1])
     acc.add(x)
     return acc.result()
@@ -200,6 +214,7 @@ class FoldBaselines:
     embeddings: dict[str, np.ndarray]
     choices: dict[str, float]
     metric: np.ndarray | None = None  # the linear metric's W (``combined @ metric``)
+    widths: dict[str, int] = dataclasses.field(default_factory=dict)  # of frame, title, asr in ``combined``
 
 
 def _best(candidates: Mapping, score_fn) -> tuple:
@@ -279,6 +294,7 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
     q, c, s = table.rows(train_pairs.query.tolist()), table.rows(train_pairs.candidate.tolist()), train_pairs.score
     out: dict[str, np.ndarray] = {}
     choices: dict[str, float] = {}
+    widths: dict[str, int] = {}
     out["mean_frame"] = table.mean_frame
     out["centred_frame"] = table.frame_whitener.centred(table.mean_frame)
 
@@ -292,8 +308,8 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
         grid = sorted({min(k, whitener.vectors.shape[1]) for k in grid})
         k, _ = _best({k: k for k in grid}, lambda k: score(whitener(x, k)))
         choices[f"{name}_components"] = k
-        white = whitener(x, k)
-        return np.pad(white, ((0, 0), (0, max(grid) - white.shape[1])))
+        widths[name] = max(grid)
+        return whitener.centred(x) @ whitener.kernel(k, max(grid))
 
     frame = choose_k(table.frame_whitener, table.mean_frame, config.frame_components, "frame")
     title = choose_k(table.title_whitener, table.title, config.text_components, "title")
@@ -311,4 +327,4 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
     weights, steps = train_linear_metric(combined, q, c, s, config)
     choices["metric_steps"] = steps
     out["linear_metric"] = combined @ weights
-    return FoldBaselines(out, choices, weights)
+    return FoldBaselines(out, choices, weights, widths)

@@ -405,6 +405,10 @@ class ModelConfig(_Section):
         yield from _fraction(self, "dropout")
         if self.tags.prior_positives >= self.num_tags:
             yield f"tags.prior_positives ({self.tags.prior_positives}) must be < num_tags ({self.num_tags})"
+        wide_width = self.wide.frame_width + 2 * self.wide.text_width
+        if self.wide.enabled and wide_width > self.embedding_dim:
+            yield (f"wide.frame_width + 2 * wide.text_width ({wide_width}) must be <= embedding_dim "
+                   f"({self.embedding_dim}): the wide path's metric maps onto the embedding without loss")
         if self.text.max_position < self.title_len:
             yield f"text.max_position ({self.text.max_position}) must be >= title_len ({self.title_len})"
         if (self.frame_dim * self.nextvlad.expansion) % max(self.nextvlad.groups, 1):

@@ -143,14 +143,6 @@ def _lsa(fit_docs: scipy.sparse.csr_matrix, dim: int, seed: int) -> np.ndarray:
     return TruncatedSVD(n_components=components, random_state=seed).fit(fit_docs).components_.astype(np.float64)
 
 
-def _whitening(whitener: sb.Whitener, k: int, width: int) -> np.ndarray:
-    """[dim, width]: ``V_k / sqrt(λ_k + eps)`` zero-padded (the whitener's map, mean aside)."""
-    k = min(k, whitener.vectors.shape[1], width)
-    kernel = np.zeros((whitener.vectors.shape[0], width))
-    kernel[:, :k] = whitener.vectors[:, :k] / np.sqrt(whitener.values[:k] + whitener.eps)
-    return kernel
-
-
 def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, wide, output_size: int,
                   special_ids: Sequence[int], sep_token_id: int, seed: int = 0
                   ) -> tuple[dict, dict, np.ndarray]:
@@ -178,31 +170,23 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
     moments = sb.MomentAccumulator(scored.mean_frames.shape[1])
     moments.add(unlabelled.mean_frames)
     moments.add(scored.mean_frames)
-    table = sb.VideoTable(
-        ids=np.asarray(scored.ids, dtype=str), mean_frame=scored.mean_frames,
-        title=parts["title"][2], asr=parts["asr"][2],
-        frame_whitener=sb.Whitener.fit(*moments.result(), config.eps),
-        title_whitener=sb.Whitener.fit(*sb._moments(parts["title"][2]), config.eps),
-        asr_whitener=sb.Whitener.fit(*sb._moments(parts["asr"][2]), config.eps))
+    table = sb.table_of(scored.ids, scored.mean_frames, parts["title"][2], parts["asr"][2], moments, config.eps)
     result = sb.fold_baselines(table, pairs, config)
     choices = dict(result.choices)
 
-    # the baseline's combined layout: [frame | title | asr], each zero-padded to its grid's largest k
-    widths = {"frame": max(min(k, table.frame_whitener.vectors.shape[1]) for k in config.frame_components),
-              "title": max(min(k, table.title_whitener.vectors.shape[1]) for k in config.text_components),
-              "asr": max(min(k, table.asr_whitener.vectors.shape[1]) for k in config.text_components)}
+    # the baseline's combined layout [frame | title | asr] (each padded to result.widths) -> the
+    # wide path's (padded to the configured widths, which the components never exceed)
     layer_widths = {"frame": wide.frame_width, "title": wide.text_width, "asr": wide.text_width}
-    metric_in = np.zeros((sum(layer_widths.values()), result.metric.shape[1]))
+    metric = np.zeros((sum(layer_widths.values()), output_size))
     source = target = 0
-    for name in ("frame", "title", "asr"):  # the baseline's rows of W -> the wide path's rows
-        keep = min(widths[name], layer_widths[name])
-        metric_in[target:target + keep] = result.metric[source:source + keep]
-        source, target = source + widths[name], target + layer_widths[name]
-    metric = _output_basis(result.embeddings["combined"] @ result.metric, metric_in, output_size)
+    for name in ("frame", "title", "asr"):
+        keep = min(result.widths[name], layer_widths[name])
+        metric[target:target + keep, :result.metric.shape[1]] = result.metric[source:source + keep]
+        source, target = source + result.widths[name], target + layer_widths[name]
 
     weights = {
         "frame_mean": table.frame_whitener.mean,
-        "frame_kernel": _whitening(table.frame_whitener, int(choices["frame_components"]), wide.frame_width),
+        "frame_kernel": table.frame_whitener.kernel(int(choices["frame_components"]), wide.frame_width),
         "part_weights": np.array([1.0, choices["title_weight"], choices["asr_weight"]]),
         "metric": metric,
         "sep_token_id": np.int32(sep_token_id),
@@ -210,22 +194,13 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
     for name in ("title", "asr"):
         idf, components, _ = parts[name]
         whitener = getattr(table, f"{name}_whitener")
-        projection = _whitening(whitener, int(choices[f"{name}_components"]), wide.text_width)
+        projection = whitener.kernel(int(choices[f"{name}_components"]), wide.text_width)
         weights[f"{name}_idf"] = idf
         weights[f"{name}_kernel"] = components.T @ projection
         weights[f"{name}_bias"] = -whitener.mean @ projection
     choices.update(videos=len(scored.ids), unlabelled_videos=len(unlabelled.ids), pairs=int(len(pairs.score)))
     return {key: np.asarray(value, dtype=np.int32 if key == "sep_token_id" else np.float32)
             for key, value in weights.items()}, choices, result.embeddings["linear_metric"]
-
-
-def _output_basis(outputs: np.ndarray, metric: np.ndarray, output_size: int) -> np.ndarray:
-    """``metric`` [C, C'] mapped to ``output_size`` columns without changing cosines where it can:
-    zero columns if C' <= output_size, else the top right singular vectors of ``outputs``."""
-    if metric.shape[1] <= output_size:
-        return np.pad(metric, ((0, 0), (0, output_size - metric.shape[1])))
-    _, _, vt = np.linalg.svd(outputs, full_matrices=False)
-    return metric @ vt[:output_size].T
 
 
 # ----------------------------------------------------------------------------- in a finetune

@@ -127,6 +127,8 @@ def test_unfitted_path_adds_nothing_and_config_validates():
     with pytest.raises(ValueError, match="text_width must be > 0"):
         ModelConfig.tiny("uniter", **{"wide.enabled": True, "wide.text_width": 0})
     assert ModelConfig.tiny("uniter", wide_path=True).wide.enabled  # flat key
+    with pytest.raises(ValueError, match=r"wide.frame_width \+ 2 \* wide.text_width \(384\) must be <= embedding_dim"):
+        ModelConfig.tiny("uniter", **{"wide.enabled": True, "wide.frame_width": 256})
 
 
 def test_fit_needs_training_pairs(world):
