@@ -69,20 +69,37 @@ def pair_spearman(embeddings: np.ndarray, rows_q: np.ndarray, rows_c: np.ndarray
 
 
 class MomentAccumulator:
-    """Streaming mean and covariance of vectors (memory: one D x D matrix)."""
+    """Streaming mean and covariance of vectors (memory: one D x D matrix and ``buffer_rows`` rows).
 
-    def __init__(self, dim: int):
+    Rows added one at a time are buffered and folded in as one matrix product: a D x D outer
+    product per video costs ~60x more than the same rows in blocks of 1,024 (1,536-d frames).
+    """
+
+    def __init__(self, dim: int, buffer_rows: int = 1024):
         self.n = 0
         self.total = np.zeros(dim, dtype=np.float64)
         self.outer = np.zeros((dim, dim), dtype=np.float64)
+        self.buffer_rows = buffer_rows
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
 
     def add(self, rows: np.ndarray) -> None:
         rows = np.asarray(rows, dtype=np.float64).reshape(-1, self.total.shape[0])
         self.n += len(rows)
-        self.total += rows.sum(axis=0)
-        self.outer += rows.T @ rows
+        self._pending.append(rows)
+        self._pending_rows += len(rows)
+        if self._pending_rows >= self.buffer_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            block = np.concatenate(self._pending)
+            self.total += block.sum(axis=0)
+            self.outer += block.T @ block
+            self._pending, self._pending_rows = [], 0
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
+        self._flush()
         if self.n < 2:
             raise ValueError(f"need at least 2 videos to fit a mean and covariance, got {self.n}")
         mean = self.total / self.n
