@@ -36,7 +36,7 @@ FOLDS=${FOLDS:-"0 1"}
 PRESET=${PRESET:-small}
 WORLD=${WORLD:-demo}
 TRAIN_EXTRA=${TRAIN_EXTRA:-}
-RECIPE=${RECIPE:-"model.text_source=title+asr model.title_len=64 model.frame_normalization=standardize model.wide.enabled=true"}
+RECIPE=${RECIPE:-"model.text_source=title+asr model.title_len=64 model.frames.power=0.5 model.frame_normalization=standardize model.wide.enabled=true"}
 export DATA RUN MODELS FOLDS PRESET
 start=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from infer.embeddings_io import save_embeddings
 from infer.strong_baselines import BASELINES, BaselineConfig, MomentAccumulator, build_table, fold_baselines
+from models.layers import signed_power
 from tfrecord_tools import schema
 from tfrecord_tools.ids import UniqueIds
 from tfrecord_tools.atomic import write_text_atomic
@@ -43,12 +44,13 @@ from tfrecord_tools.reader import read_raw_videos, sample_frame_indices
 CHOICES_FILE = "choices.json"
 
 
-def summarise(path: str, kind: schema.RecordKind, progress: bool, max_frames: int = schema.MAX_FRAMES
-              ) -> Iterator[dict]:
-    """id, mean of the officially sampled frames, title and ASR of every video in ``path``."""
+def summarise(path: str, kind: schema.RecordKind, progress: bool, max_frames: int = schema.MAX_FRAMES,
+              frame_power: float = 1.0) -> Iterator[dict]:
+    """id, mean of the officially sampled frames (each value first raised to the signed
+    ``frame_power``), title and ASR of every video in ``path``."""
     for video in tqdm(read_raw_videos(path, kind), desc=os.path.basename(path), unit="video",
                       disable=not progress, file=sys.stderr):
-        frames = np.asarray(video["frames"], dtype=np.float32)
+        frames = signed_power(np.asarray(video["frames"], dtype=np.float32), frame_power)
         yield {"id": video["id"], "mean_frame": frames[sample_frame_indices(len(frames), max_frames)].mean(axis=0),
                "title": video["title"], "asr_text": video["asr_text"]}
 
@@ -100,7 +102,7 @@ def write_strong_baselines(data_dir: str, folds_dir: str, out_dir: str, folds: S
     seen = UniqueIds()  # an id twice would keep one of its videos: refused, naming both records
     for kind, name in ((schema.RecordKind.PAIRWISE, "pairwise"), (schema.RecordKind.TEST, "test_a")):
         for path in files[name]:
-            for index, video in enumerate(summarise(path, kind, progress)):
+            for index, video in enumerate(summarise(path, kind, progress, frame_power=config.frame_power)):
                 seen.add(video["id"], path, index)
                 scored[video["id"]] = video
                 moments.add(video["mean_frame"])
@@ -109,7 +111,7 @@ def write_strong_baselines(data_dir: str, folds_dir: str, out_dir: str, folds: S
 
     def unlabelled():
         for path in files["pointwise"]:
-            for video in summarise(path, schema.RecordKind.POINTWISE, progress):
+            for video in summarise(path, schema.RecordKind.POINTWISE, progress, frame_power=config.frame_power):
                 moments.add(video["mean_frame"])
                 yield video
 
@@ -136,7 +138,9 @@ def write_strong_baselines(data_dir: str, folds_dir: str, out_dir: str, folds: S
 def main(argv: Sequence[str] | None = None) -> int:
     args = cli.baselines_parser().parse_args(argv)
     try:
-        choices = write_strong_baselines(args.data, args.folds_dir, args.out, args.folds, progress=not args.quiet)
+        config = BaselineConfig(frame_power=args.frame_power)
+        choices = write_strong_baselines(args.data, args.folds_dir, args.out, args.folds, config,
+                                         progress=not args.quiet)
     except (DataError, ValueError, FileNotFoundError) as error:
         return common.report_error("python -m infer.baselines", error)
     print(f"wrote {', '.join(BASELINES)} for folds {sorted(int(f) for f in choices['folds'])} under {args.out}")

@@ -48,5 +48,18 @@ def baselines_parser() -> argparse.ArgumentParser:
     parser.add_argument("--folds-dir", required=True, help="fold shards of DATA (write_tfrecord.py)")
     parser.add_argument("--out", required=True, help="output directory (one subdirectory per baseline)")
     parser.add_argument("--folds", type=int, nargs="*", default=None, help="folds to compute (default: all)")
+    parser.add_argument("--frame-power", type=_power, default=0.5,
+                        help="signed power of every frame value before the mean frame, in (0, 1] (default 0.5: "
+                             "the signed square root, as the robust recipe's model.frames.power; 1: raw frames)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return common.add_verbose(parser)
+
+
+def _power(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value

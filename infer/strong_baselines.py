@@ -38,6 +38,9 @@ BASELINES = (*FRAME_BASELINES, "title_lsa", "combined", "linear_metric")
 class BaselineConfig:
     """Grids and sizes of the strong baselines (saved beside their output as JSON)."""
 
+    # signed power sign(x) |x|^p of every frame value before the mean frame (0.5: the signed square
+    # root, as the robust recipe's model.frames.power; 1: raw frames)
+    frame_power: float = 0.5
     frame_components: tuple[int, ...] = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
     lsa_dim: int = 128
     text_components: tuple[int, ...] = (16, 32, 64, 128)

@@ -172,10 +172,14 @@ class TextEncoderConfig(_Section):
 class FramesConfig(_Section):
     """How frames are normalised in-graph with statistics of the training data
     (`models.layers.FrameStandardizer`): "none", "standardize" per feature, or "zca" (whitening of
-    the between-video covariance with the whiten_rank-th eigenvalue as shrinkage)."""
+    the between-video covariance with the whiten_rank-th eigenvalue as shrinkage), after an optional
+    signed power of every value (``power``)."""
 
     normalization: str = "none"  # "none" | "standardize" | "zca"
     whiten_rank: int = 64
+    # signed power sign(x) |x|^power of every frame value before the statistics (and in-graph,
+    # before the normalisation): 0.5 is the signed square root ("power normalisation"); 1: none
+    power: float = 1.0
     # > 0: a linear mean-frame path added to the embedding, started as the PCA whitening of the
     # normalised mean frames with this many components (models.layers.MeanFramePath)
     path_rank: int = 0
@@ -184,6 +188,8 @@ class FramesConfig(_Section):
         if self.normalization not in FRAME_NORMALIZATIONS:
             yield f"normalization must be one of {FRAME_NORMALIZATIONS}, got {self.normalization!r}"
         yield from _positive(self, ("whiten_rank",))
+        if not 0.0 < self.power <= 1.0:
+            yield f"power must be in (0, 1], got {self.power}"
         if self.path_rank < 0:
             yield f"path_rank must be >= 0, got {self.path_rank}"
         if self.path_rank and self.normalization == "none":

@@ -217,7 +217,16 @@ class FrameStandardizer(keras.layers.Layer):
     ``V diag(1 / sqrt(λ + λ_k)) Vᵀ`` of the covariance of the videos' mean frames (directions with
     much more between-video variance than the k-th get unit variance, the rest are damped), so the
     frame width is unchanged.
+
+    ``power`` < 1 first applies the signed power ``sign(x) |x|^power`` to every value (0.5: the
+    signed square root, the "power normalisation" of retrieval features), which tames the heavy
+    tails of pooled CNN activations; the statistics are those of the powered frames
+    (`signed_power` is the same function in numpy).
     """
+
+    def __init__(self, power: float = 1.0, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.power = float(power)
 
     def build(self, input_shape: tf.TensorShape) -> None:
         dim = int(input_shape[-1])
@@ -226,6 +235,9 @@ class FrameStandardizer(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, frames: tf.Tensor, frame_mask: tf.Tensor) -> tf.Tensor:
+        if self.power != 1.0:
+            values = tf.cast(frames, tf.float32)
+            frames = tf.cast(tf.sign(values) * tf.pow(tf.abs(values), self.power), frames.dtype)
         mean = tf.cast(self.mean, frames.dtype)
         transform = tf.cast(self.transform, frames.dtype)
         centred = (frames - mean) * tf.cast(frame_mask, frames.dtype)[..., None]
@@ -245,6 +257,19 @@ class FrameStandardizer(keras.layers.Layer):
             raise ValueError("frame statistics must be finite")
         self.mean.assign(mean)
         self.transform.assign(transform)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(power=self.power)
+        return config
+
+
+def signed_power(values: np.ndarray, power: float) -> np.ndarray:
+    """``sign(x) |x|^power`` elementwise (unchanged for power 1): `FrameStandardizer`'s first step."""
+    values = np.asarray(values)
+    if power == 1.0:
+        return values
+    return np.sign(values) * np.abs(values) ** power
 
 
 class MeanFramePath(keras.layers.Layer):

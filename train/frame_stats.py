@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from models.layers import standardizing_transform, whitening_projection
+from models.layers import signed_power, standardizing_transform, whitening_projection
 
 from tfrecord_tools import reader, schema
 from tfrecord_tools.atomic import atomic_path
@@ -26,9 +26,10 @@ STATS_FILE = "frame_stats.npz"
 
 
 def compute_frame_statistics(files: Sequence[str], pairs: bool, frame_dim: int, max_frames: int,
-                             max_videos: int = 20_000, batch_size: int = 256, progress: bool = True
-                             ) -> dict[str, np.ndarray]:
-    """``{"mean", "std", "videos", "frames"}`` over the real frames of the first ``max_videos`` videos."""
+                             max_videos: int = 20_000, batch_size: int = 256, progress: bool = True,
+                             power: float = 1.0) -> dict[str, np.ndarray]:
+    """``{"mean", "std", "videos", "frames"}`` over the real frames of the first ``max_videos`` videos,
+    after the signed ``power`` of every value (`models.layers.signed_power`)."""
     decoder = reader.VideoDecoder(frame_dim=frame_dim, max_frames=max_frames)
     if pairs:
         dataset = reader.read_pairs(list(files), decoder, batch_size)
@@ -45,7 +46,7 @@ def compute_frame_statistics(files: Sequence[str], pairs: bool, frame_dim: int, 
             parts = [batch["video_1"], batch["video_2"]] if pairs else [batch]
             for part in parts:
                 mask = part["frame_mask"].numpy() > 0
-                frames = part["frames"].numpy()
+                frames = signed_power(part["frames"].numpy(), power)  # padded frames stay zero
                 real = frames[mask].astype(np.float64)
                 means = frames.sum(axis=1).astype(np.float64) / np.maximum(mask.sum(axis=1, keepdims=True), 1)
                 video_total += means.sum(axis=0)
@@ -66,7 +67,7 @@ def compute_frame_statistics(files: Sequence[str], pairs: bool, frame_dim: int, 
     covariance = video_outer / videos - np.outer(video_mean, video_mean)
     return {"mean": mean.astype(np.float32), "std": std.astype(np.float32),
             "video_covariance": ((covariance + covariance.T) / 2).astype(np.float32),
-            "videos": np.int64(videos), "frames": np.int64(frames_seen)}
+            "videos": np.int64(videos), "frames": np.int64(frames_seen), "power": np.float64(power)}
 
 
 def save_statistics(path: str, stats: dict[str, np.ndarray]) -> None:
@@ -90,16 +91,23 @@ def prepare_standardizer(model, run_dir: str, files: Sequence[str], pairs: bool,
     directory). Returns the statistics."""
     frame_dim, max_frames = model_config.frame_dim, model_config.max_frames
     path = os.path.join(run_dir, STATS_FILE)
+    source = path
     if not os.path.isfile(path) and inherit_from and os.path.isfile(os.path.join(inherit_from, STATS_FILE)):
+        source = os.path.join(inherit_from, STATS_FILE)
         if writes:
-            shutil.copyfile(os.path.join(inherit_from, STATS_FILE), path)
-        stats = load_statistics(os.path.join(inherit_from, STATS_FILE))
+            shutil.copyfile(source, path)
+        stats = load_statistics(source)
     elif os.path.isfile(path):
         stats = load_statistics(path)
     else:
-        stats = compute_frame_statistics(files, pairs, frame_dim, max_frames, progress=progress)
+        stats = compute_frame_statistics(files, pairs, frame_dim, max_frames, progress=progress,
+                                         power=model_config.frames.power)
         if writes:
             save_statistics(path, stats)
+    power = float(stats.get("power", 1.0))  # files from before frames.power: no power
+    if power != model_config.frames.power:
+        raise ValueError(f"{source}: the frame statistics were computed with frames.power={power}, the run has "
+                         f"model.frames.power={model_config.frames.power}")
     transform = standardizing_transform(model_config.frame_normalization, stats["std"], stats["video_covariance"],
                                         model_config.frame_whiten_rank)
     model.frame_standardizer.set_statistics(stats["mean"], transform)

@@ -121,6 +121,7 @@ def test_cli_writes_per_fold_baselines_scored_by_ensemble_final(synthetic_data, 
                      "--folds", "0", "1", "--quiet"]) == 0
     choices = json.loads((out / "choices.json").read_text())
     assert sorted(choices["folds"]) == ["0", "1"]
+    assert choices["config"]["frame_power"] == 0.5  # the signed square root, as the robust recipe
     for name in sb.BASELINES:
         for fold in (0, 1):
             assert (out / name / f"fold_{fold:02d}" / "val.npz").is_file()
@@ -169,3 +170,20 @@ def test_every_fold_gives_the_same_width(synthetic_data, folds_dir, tmp_path):
     for name in sb.BASELINES:
         widths = {load_embedding_set(out / name / f"fold_{f:02d}" / "test.npz").dim for f in range(3)}
         assert len(widths) == 1, (name, widths)
+
+
+def test_summarise_takes_the_signed_power_of_every_frame_value(synthetic_data, capsys):
+    from tfrecord_tools import schema
+    from tfrecord_tools.reader import read_raw_videos, sample_frame_indices
+
+    path = sorted((synthetic_data / "pairwise").glob("*.tfrecords"))[0]
+    video = next(iter(read_raw_videos(str(path), schema.RecordKind.PAIRWISE)))
+    frames = np.asarray(video["frames"], np.float64)[sample_frame_indices(len(video["frames"]))]
+    assert (frames < 0).any()  # the sign matters
+    raw, powered = (next(cli.summarise(str(path), schema.RecordKind.PAIRWISE, False, frame_power=p)) for p in (1, 0.5))
+    np.testing.assert_allclose(raw["mean_frame"], frames.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(powered["mean_frame"], (np.sign(frames) * np.sqrt(np.abs(frames))).mean(0),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(SystemExit):
+        cli.main(["--data", "d", "--folds-dir", "f", "--out", "o", "--frame-power", "0"])
+    assert "expected a number in (0, 1], got '0'" in capsys.readouterr().err

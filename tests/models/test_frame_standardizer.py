@@ -24,6 +24,26 @@ def test_identity_until_set_and_padding_stays_zero():
     assert np.all(out[0, 2:] == 0)
 
 
+def test_signed_power_comes_first_and_statistics_are_of_the_powered_frames():
+    from models.layers import signed_power
+
+    layer = FrameStandardizer(power=0.5)
+    frames = tf.random.normal([2, 3, 4], seed=1) * 4.0
+    mask = tf.constant([[1, 1, 0], [1, 1, 1]], tf.float32)
+    powered = np.sign(frames.numpy()) * np.sqrt(np.abs(frames.numpy()))
+    np.testing.assert_allclose(signed_power(frames.numpy(), 0.5), powered)
+    np.testing.assert_array_equal(signed_power(frames.numpy(), 1.0), frames.numpy())
+    layer.set_statistics(np.full(4, 0.5), np.eye(4) * 2.0)
+    out = layer(frames, mask).numpy()
+    np.testing.assert_allclose(out[1], (powered[1] - 0.5) * 2.0, atol=1e-5)
+    assert np.all(out[0, 2] == 0)
+    assert FrameStandardizer.from_config(layer.get_config()).power == 0.5
+    config = ModelConfig.tiny("uniter", num_tags=8, **{"frames.power": 0.5})
+    assert build_model(config).frame_standardizer.power == 0.5
+    with pytest.raises(ValueError, match=r"power must be in \(0, 1\], got 0.0"):
+        ModelConfig.tiny("uniter", num_tags=8, **{"frames.power": 0.0})
+
+
 def test_transforms():
     std = np.array([1.0, 2.0, 0.0, 4.0])
     diag = standardizing_transform("standardize", std)
