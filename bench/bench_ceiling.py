@@ -1,0 +1,176 @@
+"""How much of a synthetic world's similarity its inputs carry: the ceilings above the floor.
+
+    python -m bench.bench_ceiling --data DATA [--folds-dir DATA/folds] [--folds 0 1] [--frame-power 0.5]
+                                  [--markdown OUT.md] [--json OUT.json]
+
+``DATA`` is a data set written by ``tfrecord_tools.synth`` (its ``synth_meta.json`` names the
+preset, seed, world and label graph), so the true latent of every pairwise and test video can be
+re-drawn (`synth.true_latents`). On the validation pairs of ``--folds`` (the pairs behind the
+out-of-fold scores of `bench.bench_quality`) it reports:
+
+``oracle``                 cosine of the true latents (the labels are noisy ranks of it)
+``view:<modality>``        cosine of the latent restricted to the blocks that modality sees
+                           (``synth_meta.json``'s views): what a perfect reader of it could reach
+``readout:<inputs>``       a ridge regression from the inputs to the TRUE latent, fitted on every
+                           scored video that is not in those pairs: what a *linear* map of the
+                           inputs reaches with perfect supervision (the latent itself instead of
+                           ~3,000 noisy pair labels); λ is the best of a small grid on the pairs
+
+Inputs are the strong baselines' (`infer.strong_baselines`): the mean of the officially sampled
+frames (signed power ``--frame-power`` first), PCA-whitened to 128 components with statistics of
+every video; title and ASR TF-IDF over jieba words (fitted on every text, no labels).
+
+Why: a strong baseline close to ``readout:all`` leaves a learned model only what a linear map
+cannot read (nonlinear structure) to beat it with, however well it is trained; and a bar above
+``readout:all`` asks for more than the inputs linearly hold. ``docs/benchmarks.md`` ("How far the
+floor is from what the inputs hold") has the numbers of every world.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+
+READOUTS = {"frames": ("frames",), "title": ("title",), "asr": ("asr",), "all": ("frames", "title", "asr")}
+LAMBDAS = (0.3, 1.0, 3.0, 10.0, 30.0)
+FRAME_COMPONENTS = 128
+
+
+def ridge_readout(x: np.ndarray, target: np.ndarray, fit_rows: np.ndarray, lam: float) -> np.ndarray:
+    """Ridge regression of ``target`` on ``x`` fitted on ``fit_rows`` (both centred there), applied
+    to every row of ``x``."""
+    fit = x[fit_rows]
+    mean = fit.mean(axis=0)
+    centred = fit - mean
+    weights = np.linalg.solve(centred.T @ centred + lam * np.eye(x.shape[1]),
+                              centred.T @ (target[fit_rows] - target[fit_rows].mean(axis=0)))
+    return (x - mean) @ weights
+
+
+def best_readout(x: np.ndarray, target: np.ndarray, fit_rows: np.ndarray, rows_q: np.ndarray, rows_c: np.ndarray,
+                 score: np.ndarray, lambdas: Sequence[float] = LAMBDAS) -> tuple[float, float]:
+    """(Spearman on the pairs, λ) of the best ridge readout over ``lambdas``."""
+    from infer.strong_baselines import pair_spearman
+
+    return max((pair_spearman(ridge_readout(x, target, fit_rows, lam), rows_q, rows_c, score), lam) for lam in lambdas)
+
+
+def _inputs(data_dir: str, ids: Sequence[str], frame_power: float, progress: bool) -> dict[str, np.ndarray]:
+    """Whitened mean frames, title and ASR TF-IDF of ``ids`` (rows in that order)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from infer.baselines import data_files, summarise
+    from infer.strong_baselines import MomentAccumulator, Whitener, word_tokens
+    from tfrecord_tools import schema
+
+    files = data_files(data_dir)
+    kinds = {"pairwise": schema.RecordKind.PAIRWISE, "test_a": schema.RecordKind.TEST,
+             "pointwise": schema.RecordKind.POINTWISE}
+    scored: dict[str, dict] = {}
+    moments = MomentAccumulator(schema.FRAME_DIM)
+    fit_titles, fit_asr = [], []
+    for name, kind in kinds.items():
+        for path in files[name]:
+            for video in summarise(path, kind, progress, frame_power=frame_power):
+                moments.add(video["mean_frame"])
+                fit_titles.append(video["title"])
+                fit_asr.append(video["asr_text"])
+                if name != "pointwise":
+                    scored[video["id"]] = video
+    missing = [key for key in ids if key not in scored]
+    if missing:
+        raise ValueError(f"{len(missing)} video(s) of the true latents are not in {data_dir}, first {missing[0]!r}: "
+                         "the records and synth_meta.json disagree")
+    whitener = Whitener.fit(*moments.result(), eps=1e-6)
+    out = {"frames": whitener(np.stack([scored[key]["mean_frame"] for key in ids]), FRAME_COMPONENTS)}
+    for name, fit, field in (("title", fit_titles, "title"), ("asr", fit_asr, "asr_text")):
+        vectorizer = TfidfVectorizer(tokenizer=word_tokens, lowercase=False, token_pattern=None, sublinear_tf=True,
+                                     min_df=2).fit(fit)
+        out[name] = vectorizer.transform([scored[key][field] for key in ids]).toarray()
+    return out
+
+
+def measure(data_dir: str, folds_dir: str, folds: Sequence[int], frame_power: float = 0.5,
+            progress: bool = False) -> dict:
+    """Every ceiling of one synthetic data set on the validation pairs of ``folds``."""
+    from infer.baselines import fold_assignment
+    from infer.strong_baselines import pair_spearman
+    from tfrecord_tools import synth
+    from tfrecord_tools.labels import read_labels
+
+    with open(os.path.join(data_dir, "synth_meta.json"), encoding="utf-8") as handle:
+        meta = json.load(handle)
+    graph = meta.get("label_graph") or {}
+    world = (meta.get("world") or {}).get("name", "demo")
+    truth = synth.true_latents(meta["preset"], meta["seed"], graph.get("path"), graph.get("limit_pairs"), world)
+    ids = list(truth["pairwise"][0]) + list(truth["test"][0])
+    latents = np.concatenate([truth["pairwise"][1], truth["test"][1]]).astype(np.float64)
+    labels = read_labels(os.path.join(data_dir, "pairwise", "label.tsv"))
+    assigned, _ = fold_assignment(labels, folds_dir)
+    held = np.isin(assigned, list(folds))
+    if not held.any():
+        raise ValueError(f"folds {list(folds)} hold no pairs in {folds_dir}")
+    row = {key: i for i, key in enumerate(ids)}
+    rows_q = np.array([row[key] for key in labels.query[held]])
+    rows_c = np.array([row[key] for key in labels.candidate[held]])
+    score = labels.score[held]
+    held_videos = set(rows_q.tolist()) | set(rows_c.tolist())
+    fit_rows = np.array([i for i in range(len(ids)) if i not in held_videos])
+
+    blocks = meta["latent"]["blocks"]
+    result = {"world": world, "folds": list(folds), "pairs": int(held.sum()), "fit_videos": len(fit_rows),
+              "oracle": pair_spearman(latents, rows_q, rows_c, score)}
+    for modality, view in meta["latent"]["views"].items():
+        dims = np.concatenate([np.arange(*blocks[block]) for block in view])
+        result[f"view:{modality}"] = pair_spearman(latents[:, dims], rows_q, rows_c, score)
+    inputs = _inputs(data_dir, ids, frame_power, progress)
+    for name, parts in READOUTS.items():
+        x = np.concatenate([inputs[part] for part in parts], axis=1)
+        result[f"readout:{name}"], result[f"readout:{name}:lambda"] = best_readout(
+            x, latents, fit_rows, rows_q, rows_c, score)
+    return result
+
+
+def markdown(rows: Sequence[dict]) -> str:
+    columns = [key for key in rows[0] if key.startswith(("oracle", "view:", "readout:")) and not key.endswith("lambda")]
+    lines = ["| world | pairs | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 2)]
+    for row in rows:
+        lines.append(f"| {row['world']} | {row['pairs']} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_ceiling", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, nargs="+", help="synthetic data directories (synth_meta.json)")
+    parser.add_argument("--folds-dir", help="fold shards (default: DATA/folds)")
+    parser.add_argument("--folds", type=int, nargs="+", default=[0, 1], help="validation folds (default: 0 1)")
+    parser.add_argument("--frame-power", type=float, default=0.5, help="signed power of frame values (default 0.5)")
+    parser.add_argument("--markdown", help="write the table here")
+    parser.add_argument("--json", help="write the rows here")
+    args = parser.parse_args(argv)
+    from tfrecord_tools.atomic import write_text_atomic
+
+    if args.folds_dir and len(args.data) > 1:
+        parser.error("--folds-dir names the shards of one data set; give one --data with it")
+    rows = []
+    for data_dir in args.data:
+        if not os.path.isfile(os.path.join(data_dir, "synth_meta.json")):
+            parser.error(f"{data_dir} has no synth_meta.json: the ceilings need a data set of tfrecord_tools.synth")
+        rows.append(measure(data_dir, args.folds_dir or os.path.join(data_dir, "folds"), args.folds, args.frame_power,
+                            progress=sys.stderr.isatty()))
+        print(json.dumps(rows[-1]), flush=True)
+    table = markdown(rows)
+    print(table)
+    if args.markdown:
+        write_text_atomic(args.markdown, table)
+    if args.json:
+        write_text_atomic(args.json, json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""bench.bench_ceiling: the ridge readout of the true latent and the ceilings of a synthetic data set."""
+import json
+
+import numpy as np
+import pytest
+
+from bench import bench_ceiling
+from infer.strong_baselines import pair_spearman
+
+
+def _pairs(latents, rng, n=400):
+    q, c = rng.integers(len(latents), size=n), rng.integers(len(latents), size=n)
+    unit = latents / np.linalg.norm(latents, axis=1, keepdims=True)
+    score = np.einsum("ij,ij->i", unit[q], unit[c]) + rng.normal(0, 0.05, n)
+    return q, c, score
+
+
+def test_readout_recovers_a_linearly_encoded_latent_and_not_noise():
+    rng = np.random.default_rng(0)
+    latents = rng.normal(size=(600, 8))
+    encoded = latents @ rng.normal(size=(8, 30)) + rng.normal(0, 0.05, size=(600, 30))
+    q, c, score = _pairs(latents, rng)
+    fit_rows = np.arange(600)
+    exact = pair_spearman(latents, q, c, score)
+    got, lam = bench_ceiling.best_readout(encoded, latents, fit_rows, q, c, score)
+    assert lam in bench_ceiling.LAMBDAS
+    assert got == pytest.approx(exact, abs=0.01)
+    noise, _ = bench_ceiling.best_readout(rng.normal(size=(600, 30)), latents, fit_rows[:300], q, c, score)
+    assert noise < 0.3 < exact
+
+
+def test_ridge_readout_is_centred_on_the_fit_rows():
+    x = np.array([[1.0], [3.0], [100.0]])
+    target = np.array([[2.0], [6.0], [0.0]])
+    out = bench_ceiling.ridge_readout(x, target, np.array([0, 1]), lam=0.0)
+    np.testing.assert_allclose(out[:2, 0], [-2.0, 2.0])  # slope 2 around the fit rows' mean (2)
+    np.testing.assert_allclose(out[2, 0], 2.0 * 98.0)
+
+
+def test_measure_a_tiny_world(synthetic_data, folds_dir, tmp_path):
+    folds = json.loads((folds_dir / "folds.json").read_text())
+    pairs_in_fold0 = next(int(f["pairs"]) for f in folds["folds"] if int(f["fold"]) == 0)
+    row = bench_ceiling.measure(str(synthetic_data), str(folds_dir), [0])
+    assert row["world"] == "demo" and row["pairs"] == pairs_in_fold0 and row["fit_videos"] > 0
+    meta = json.loads((synthetic_data / "synth_meta.json").read_text())
+    for key in ["oracle", *(f"view:{m}" for m in meta["latent"]["views"]),
+                *(f"readout:{name}" for name in bench_ceiling.READOUTS)]:
+        assert -1.0 <= row[key] <= 1.0, key
+    assert row["oracle"] > 0.5  # the labels are noisy ranks of the latent cosine
+    assert row["readout:all:lambda"] in bench_ceiling.LAMBDAS
+    out = tmp_path / "ceiling.md"
+    assert bench_ceiling.main(["--data", str(synthetic_data), "--folds-dir", str(folds_dir), "--folds", "0",
+                               "--markdown", str(out)]) == 0
+    table = out.read_text().splitlines()
+    assert table[0].startswith("| world | pairs | oracle |") and table[2].startswith(f"| demo | {pairs_in_fold0} |")
+
+
+def test_two_data_sets_with_one_folds_dir_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench_ceiling.main(["--data", str(tmp_path), str(tmp_path), "--folds-dir", str(tmp_path)])
+    assert stop.value.code == 2 and "--folds-dir" in capsys.readouterr().err
