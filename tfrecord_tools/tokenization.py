@@ -165,6 +165,23 @@ def _write_tokenizer_dir(vocab: Sequence[str], out_dir: str | os.PathLike, kind:
     return os.path.join(out_dir, VOCAB_FILE)
 
 
+def save_tokenizer(tokenizer, out_dir: str | os.PathLike) -> None:
+    """``tokenizer.save_pretrained(out_dir)`` that leaves ``tokenizer`` as it was.
+
+    transformers' ``RoFormerTokenizerFast.save_pretrained`` swaps the jieba pre-tokenizer for
+    ``BertPreTokenizer`` (a Python pre-tokenizer cannot be serialised) and never puts it back: the
+    same tokenizer then sends whole runs of Chinese text to WordPiece, which turns most of them into
+    ``[UNK]``. The directory it writes is right (a reload gets jieba again); the live object is not.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    pre_tokenizer = backend.pre_tokenizer if backend is not None else None
+    try:
+        tokenizer.save_pretrained(os.fspath(out_dir))
+    finally:
+        if backend is not None:
+            backend.pre_tokenizer = pre_tokenizer
+
+
 def load_tokenizer(path_dir: str | os.PathLike, kind: str):
     """The fast tokenizer of ``kind`` from a local directory (never the network).
 

@@ -23,7 +23,7 @@ from models.registry import build_model
 from tfrecord_tools import cli as cli_common
 from tfrecord_tools import layout, locks
 from tfrecord_tools.tags import TagVocab
-from tfrecord_tools.tokenization import build_vocab, load_tokenizer
+from tfrecord_tools.tokenization import build_vocab, load_tokenizer, save_tokenizer
 from train import randomness
 from train import strategy as strategy_lib
 from train.cli import (MODEL_PRESETS, base_model_config, model_names, resolve_model_config,  # noqa: F401
@@ -77,7 +77,7 @@ def prepare_tokenizer(config: TrainConfig, run_dir: str, titles: Callable[[], It
     if source:
         tokenizer = load_tokenizer(source, kind)
         if not os.path.isfile(os.path.join(target, "vocab.txt")):
-            tokenizer.save_pretrained(target)
+            save_tokenizer(tokenizer, target)  # not save_pretrained: it breaks a live RoFormer tokenizer
         return tokenizer
     if not os.path.isfile(os.path.join(target, "vocab.txt")):
         build_vocab(titles(), target, kind=kind, max_size=config.max_vocab, min_count=config.vocab_min_count)

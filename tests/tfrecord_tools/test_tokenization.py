@@ -168,3 +168,32 @@ def test_decoder_text_source(built):
         decoder.tokenize(tf.constant([TITLES[2]]))
     with pytest.raises(ValueError, match="text_source must be one of"):
         VideoDecoder(tokenizer=tokenizer, text_source="asr")
+
+
+def test_save_tokenizer_leaves_the_live_tokenizer_as_it_was(built, tmp_path):
+    """transformers' RoFormerTokenizerFast.save_pretrained drops the jieba pre-tokenizer of the live
+    object (Chinese runs then become [UNK]); save_tokenizer puts it back, and the copy reloads the same."""
+    kind, out, _ = built
+    tokenizer = tokenization.load_tokenizer(out, kind)
+    before, _ = tokenization.encode_titles(tokenizer, TITLES, max_len=32)
+    tokenization.save_tokenizer(tokenizer, tmp_path / "copy")
+    after, _ = tokenization.encode_titles(tokenizer, TITLES, max_len=32)
+    np.testing.assert_array_equal(after, before)
+    reloaded, _ = tokenization.encode_titles(tokenization.load_tokenizer(tmp_path / "copy", kind), TITLES, max_len=32)
+    np.testing.assert_array_equal(reloaded, before)
+    assert (before == tokenizer.unk_token_id).sum() == 0  # every title token is in the built vocabulary
+
+
+def test_prepare_tokenizer_from_a_pretrain_run_tokenizes_like_a_fresh_load(built, tmp_path):
+    """A finetune takes its tokenizer from the pretrain run and keeps a copy: the tokenizer it then
+    uses must encode exactly as the one inference loads from that copy."""
+    from train import stage
+    from train.config import TrainConfig
+
+    kind, out, _ = built
+    config = TrainConfig().replace(model={"text": {"kind": kind}})
+    tokenizer = stage.prepare_tokenizer(config, str(tmp_path), titles=None, source_dir=str(out))
+    used, _ = tokenization.encode_titles(tokenizer, TITLES, max_len=32)
+    fresh, _ = tokenization.encode_titles(tokenization.load_tokenizer(tmp_path / stage.TOKENIZER_DIR, kind), TITLES,
+                                          max_len=32)
+    np.testing.assert_array_equal(used, fresh)
