@@ -6,7 +6,9 @@
 #
 # DATA    demo data directory (default: demo_data; generated once, then reused)
 # RUN     run directory (default: demo_runs; rerunning resumes / skips finished work)
-# MODELS  models (default: uniter cross_modal)
+# MODELS  models (default: uniter uniter_roformer: character and jieba-word tokens; an ensemble
+#         with uniter_roformer exports embed_tokens only, so for a graph that tokenises raw
+#         examples use MODELS="uniter cross_modal" or distill the ensemble into one uniter)
 # FOLDS   folds to finetune (default: 0 1 of the 11)
 # PRESET  model size preset (default: small)
 # WORLD   synthetic world of tfrecord_tools.synth (default: demo; see --world there)
@@ -32,7 +34,7 @@ fi
 export PYTHON
 DATA=${DATA:-demo_data}
 RUN=${RUN:-demo_runs}
-MODELS=${MODELS:-"uniter cross_modal"}
+MODELS=${MODELS:-"uniter uniter_roformer"}
 FOLDS=${FOLDS:-"0 1"}
 PRESET=${PRESET:-small}
 WORLD=${WORLD:-demo}
@@ -50,7 +52,9 @@ step "11 fold shards -> $DATA/folds"
 [ -f "$DATA/folds/folds.json" ] || "$PYTHON" write_tfrecord.py --data "$DATA" --out "$DATA/folds" --folds 11 --seed 42
 
 step "strong baselines (whitened mean frame, title/ASR LSA, combined, linear metric) on folds $FOLDS -> $RUN/baselines"
-[ -f "$RUN/baselines/choices.json" ] || "$PYTHON" -m infer.baselines --data "$DATA" --folds-dir "$DATA/folds" \
+# reused only when it holds every fold asked for (a new FOLDS reruns it)
+"$PYTHON" -c 'import json, sys; sys.exit(not set(sys.argv[2:]) <= set(json.load(open(sys.argv[1]))["folds"]))' \
+    "$RUN/baselines/choices.json" $FOLDS 2>/dev/null || "$PYTHON" -m infer.baselines --data "$DATA" --folds-dir "$DATA/folds" \
     --out "$RUN/baselines" --folds $FOLDS --quiet
 
 # The demo's text encoders start from random weights (no downloaded checkpoint), so they learn

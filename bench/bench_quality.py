@@ -1,6 +1,6 @@
 """Quality across synthetic worlds: the demo recipe on every world under one fixed budget.
 
-    python -m bench.bench_quality [--worlds demo continuous ...] [--models "uniter cross_modal"]
+    python -m bench.bench_quality [--worlds demo continuous ...] [--models "uniter uniter_roformer"]
         [--folds "0 1 2"] [--out bench/out/quality] [--extra "key=value ..."]
 
 For every world, ``demo.sh`` runs the whole pipeline (synthetic data of that world, fold shards,
@@ -82,7 +82,7 @@ def markdown(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--worlds", nargs="*", default=list(DEFAULT_WORLDS))
-    parser.add_argument("--models", default="uniter cross_modal")
+    parser.add_argument("--models", default="uniter uniter_roformer")
     parser.add_argument("--folds", default="0 1")
     parser.add_argument("--out", default=os.path.join(HERE, "bench", "out", "quality"))
     parser.add_argument("--extra", default="", help="the demo's RECIPE: key=value pairs for pretraining (default: "
