@@ -47,3 +47,30 @@ def test_finetune_all_runs_every_fold_and_starts_from_finished_pretrain_runs(tmp
     missing = subprocess.run(["sh", str(REPO_ROOT / "finetune_all.sh")], cwd=tmp_path, capture_output=True, text=True,
                              env=dict(os.environ, PYTHON=sys.executable, DATA=str(tmp_path / "none")))
     assert missing.returncode == 1 and "folds.json not found" in missing.stderr
+
+
+def test_demo_reuses_the_baselines_only_when_they_hold_every_fold_asked_for(tmp_path):
+    data, run = tmp_path / "d", tmp_path / "r"
+    (data / "folds").mkdir(parents=True)
+    (data / "synth_meta.json").write_text("{}")
+    (data / "folds" / "folds.json").write_text('{"num_folds": 11}')
+    (run / "baselines").mkdir(parents=True)
+    (run / "baselines" / "choices.json").write_text('{"config": {}, "folds": {"0": {}, "1": {}}}')
+
+    def baseline_calls(folds):
+        calls = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(run), FOLDS=folds, MODELS="uniter")
+        return [call for call in calls if call.startswith("-m infer.baselines")]
+
+    assert baseline_calls("0 1") == [] and baseline_calls("1") == []
+    assert baseline_calls("0 1 2") == [f"-m infer.baselines --data {data} --folds-dir {data}/folds "
+                                       f"--out {run}/baselines --folds 0 1 2 --quiet"]
+    (run / "baselines" / "choices.json").unlink()
+    assert len(baseline_calls("0")) == 1
+
+
+def test_demo_trains_uniter_and_uniter_roformer_by_default(tmp_path):
+    (tmp_path / "demo_data" / "folds").mkdir(parents=True)
+    (tmp_path / "demo_data" / "synth_meta.json").write_text("{}")
+    (tmp_path / "demo_data" / "folds" / "folds.json").write_text('{"num_folds": 11}')
+    calls = _run_script("demo.sh", tmp_path)
+    assert [call.split()[3] for call in calls if call.startswith("-m train.pretrain")] == ["uniter", "uniter_roformer"]
