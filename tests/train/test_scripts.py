@@ -49,11 +49,16 @@ def test_finetune_all_runs_every_fold_and_starts_from_finished_pretrain_runs(tmp
     assert missing.returncode == 1 and "folds.json not found" in missing.stderr
 
 
-def test_demo_reuses_the_baselines_only_when_they_hold_every_fold_asked_for(tmp_path):
-    data, run = tmp_path / "d", tmp_path / "r"
+def _finished_demo_data(data):
+    """The files by which demo.sh knows its data and fold shards are already written."""
     (data / "folds").mkdir(parents=True)
     (data / "synth_meta.json").write_text("{}")
     (data / "folds" / "folds.json").write_text('{"num_folds": 11}')
+
+
+def test_demo_reuses_the_baselines_only_when_they_hold_every_fold_asked_for(tmp_path):
+    data, run = tmp_path / "d", tmp_path / "r"
+    _finished_demo_data(data)
     (run / "baselines").mkdir(parents=True)
     (run / "baselines" / "choices.json").write_text('{"config": {}, "folds": {"0": {}, "1": {}}}')
 
@@ -69,8 +74,6 @@ def test_demo_reuses_the_baselines_only_when_they_hold_every_fold_asked_for(tmp_
 
 
 def test_demo_trains_uniter_and_uniter_roformer_by_default(tmp_path):
-    (tmp_path / "demo_data" / "folds").mkdir(parents=True)
-    (tmp_path / "demo_data" / "synth_meta.json").write_text("{}")
-    (tmp_path / "demo_data" / "folds" / "folds.json").write_text('{"num_folds": 11}')
+    _finished_demo_data(tmp_path / "demo_data")
     calls = _run_script("demo.sh", tmp_path)
     assert [call.split()[3] for call in calls if call.startswith("-m train.pretrain")] == ["uniter", "uniter_roformer"]
