@@ -2,7 +2,7 @@
 
 Usage::
 
-    python ensemble_final.py --run RUN [--models a,b,c] [--weights a=1,b=0.5 | --weights-file w.json]
+    python ensemble_final.py --run RUN [--models a,b,c] [--weights a=1,b=0.5 | --weights auto | --weights-file w.json]
         [--rule svd|weighted|mean] [--fit-on test|val] [--dim 256] [--seed 0]
         [--labels DATA/pairwise/label.tsv] [--folds-dir DATA/folds] [--test-ids ids.txt|test.npz]
         [--out RUN/result.zip] [--synth-meta DATA/synth_meta.json] [--png [PATH]] [--export DIR]
@@ -35,6 +35,10 @@ test``, or on the fold's validation embeddings with ``--fit-on val``), and the o
 
 The final SVD (``--rule svd``) is fitted on the fold-averaged test embeddings (``--fit-on test``,
 the default) or on all folds' validation embeddings stacked (``--fit-on val``).
+
+``--weights auto`` chooses the members' weights on the validation pairs (``ensemble/weights.py``):
+fold k's ensemble, and so its out-of-fold score, uses weights chosen on the other folds' pairs only;
+the final ensemble uses weights chosen on all of them (reported as the models' weights).
 """
 from __future__ import annotations
 
@@ -52,6 +56,7 @@ from tqdm import tqdm
 from ensemble.fold_average import FoldAverager
 from ensemble.report import ReportRow, format_table, plot_table
 from ensemble.rules import DEFAULT_DIM, RULES, apply_rule, concat_scaled
+from ensemble.weights import cross_fitted_weights, fold_cosines
 from infer.embeddings_io import EmbeddingSet, load_embedding_set, read_provenance, save_embeddings
 from infer.evaluate import out_of_fold_spearman, pairs_by_fold, per_fold_spearman, spearman
 from infer.submission import MAX_DIM, read_id_list, write_result
@@ -66,6 +71,7 @@ VAL_FILE = layout.VAL_EMBEDDINGS
 FOLDS_JSON = layout.FOLDS_JSON  # written by write_tfrecord.py (tfrecord_tools.folds)
 FOLDS_FORMAT = layout.FOLDS_FORMAT
 BASELINE_MEMBER = "baseline:"  # --models baseline:linear_metric takes a strong baseline as a member
+AUTO_WEIGHTS = "auto"  # --weights auto: chosen on validation pairs, cross-fitted across folds
 
 
 def discover_folds(model_dir: str) -> dict[int, str]:
@@ -319,10 +325,17 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
                  folds_dir: str | None = None, test_ids_path: str | None = None, out: str | None = None,
                  synth_meta: str | None = None,
                  png: str | None = None, user_weights: bool = True, partial_folds: bool = False,
-                 baselines: Sequence[str] = (), baselines_dir: str | None = None) -> dict:
-    """Everything the CLI does; returns the report dict (also written to RUN/ensemble_report.json)."""
+                 baselines: Sequence[str] = (), baselines_dir: str | None = None,
+                 auto_weights: bool = False) -> dict:
+    """Everything the CLI does; returns the report dict (also written to RUN/ensemble_report.json).
+
+    ``auto_weights`` replaces ``weights`` by weights chosen on the validation pairs (cross-fitted:
+    fold k's ensemble uses weights chosen on the other folds' pairs).
+    """
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose from {sorted(RULES)}")
+    if auto_weights and rule == "mean":
+        raise ValueError("rule 'mean' weighs every model equally; --weights auto needs --rule svd or weighted")
     if fit_on not in ("test", "val"):
         raise ValueError(f"--fit-on must be 'test' or 'val', got {fit_on!r}")
     if not 1 <= dim <= MAX_DIM:
@@ -360,6 +373,11 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         check_folds_json(folds_dir, val_sets[models[0]], partial_folds)
     if labels_path:
         check_label_coverage(read_labels(labels_path), oof_pairs, partial_folds)
+    fold_weights = {fold: rule_weights for fold in folds}
+    if auto_weights:
+        chosen, final_weights = cross_fitted_weights(fold_cosines(val_sets, models, folds))
+        fold_weights = {fold: [float(w) for w in chosen[fold]] for fold in folds}
+        weights = rule_weights = [float(w) for w in final_weights]
 
     # One pass over the test files: fold averages, plus each fold's ensemble of val embeddings
     # (whose SVD, with --fit-on test, is fitted on the same fold models' test embeddings).
@@ -370,7 +388,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         for model, test_set in zip(models, test_sets):
             averagers[model].add(test_set)
         fold_fit = test_sets if (rule == "svd" and fit_on == "test") else None
-        ensemble_val[fold] = apply_rule(rule, [val_sets[m][fold] for m in models], rule_weights, dim=dim,
+        ensemble_val[fold] = apply_rule(rule, [val_sets[m][fold] for m in models], fold_weights[fold], dim=dim,
                                         fit_on=fold_fit, seed=seed)
         del test_sets, fold_fit
     averages = {model: averagers[model].result() for model in models}
@@ -390,7 +408,8 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
     else:
         final_fit = None
     final = apply_rule(rule, [averages[m] for m in models], rule_weights, dim=dim, fit_on=final_fit, seed=seed)
-    ensemble_name = f"ensemble ({rule}" + (f", fit on {fit_on})" if rule == "svd" else ")")
+    ensemble_name = (f"ensemble ({rule}" + (f", fit on {fit_on}" if rule == "svd" else "")
+                     + (", auto weights)" if auto_weights else ")"))
     ensemble_per_fold = per_fold_spearman(
         {fold: EmbeddingSet(ensemble_val[fold].ids, ensemble_val[fold].embeddings, val_sets[models[0]][fold].pairs,
                             ensemble_val[fold].name) for fold in folds})
@@ -416,6 +435,9 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
 
     report = {
         "run": run, "models": models, "weights": dict(zip(models, weights)), "rule": rule,
+        "weights_chosen": "auto" if auto_weights else ("given" if user_weights else "equal"),
+        "fold_weights": ({str(fold): dict(zip(models, fold_weights[fold])) for fold in folds}
+                         if auto_weights else None),
         "fit_on": fit_on if rule == "svd" else None, "dim": dim, "seed": seed, "folds": folds,
         "num_pairs": len(oof_pairs), "rows": [row.to_dict() for row in rows],
         "oracle_spearman": oracle, "result": summary, "table": format_table(rows, markdown=True),
@@ -435,7 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", help="comma-separated model names (default: the weighted ones, else all); "
                                          "baseline:NAME adds a strong baseline of --baselines-dir as a member")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--weights", help="model=weight,... (default 1 each)")
+    group.add_argument("--weights", help="model=weight,... (default 1 each), or 'auto': chosen on the validation "
+                                         "pairs, each fold's on the other folds' pairs (ensemble/weights.py)")
     group.add_argument("--weights-file", help="JSON object {model: weight}")
     parser.add_argument("--rule", choices=sorted(RULES), default="svd")
     parser.add_argument("--fit-on", choices=("test", "val"), default="test", help="rows the SVD is fitted on")
@@ -457,7 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also draw the table (default path RUN/ensemble_report.png)")
     args = parser.parse_args(argv)
     try:
-        weights = parse_weights(args.weights, args.weights_file)
+        auto = args.weights is not None and args.weights.strip() == AUTO_WEIGHTS
+        weights = None if auto else parse_weights(args.weights, args.weights_file)
         models, model_weights = choose_models(args.run, args.models, weights)
         png = None if args.png is None else (args.png or os.path.join(args.run, layout.ENSEMBLE_PNG))
         embeddings_dir = os.path.join(args.run, layout.EMBEDDINGS_DIR)
@@ -468,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   test_ids_path=args.test_ids, out=args.out,
                                   synth_meta=args.synth_meta, png=png, user_weights=weights is not None,
                                   partial_folds=args.partial_folds, baselines=args.baselines,
-                                  baselines_dir=args.baselines_dir)
+                                  baselines_dir=args.baselines_dir, auto_weights=auto)
         if args.export:
             from ensemble.export import export_ensemble
 

@@ -186,3 +186,40 @@ def test_baseline_member_and_baseline_rows(fake_run, tmp_path, capsys):
     assert (baselines / "lin" / "avg" / "test.npz").is_file()
     code = ensemble_final.main(["--run", str(run), "--models", "alpha,baseline:lin", "--out", str(out)])
     assert code == 2 and "needs --baselines-dir" in capsys.readouterr().err
+
+
+def test_auto_weights_are_cross_fitted_and_reported(fake_run, tmp_path, capsys):
+    """--weights auto: fold k's ensemble uses weights chosen on the other folds' pairs, the final
+    ensemble weights chosen on all pairs; the OOF score is that of the per-fold weights."""
+    from ensemble.weights import cross_fitted_weights, fold_cosines
+
+    run, root, test_ids = fake_run
+    out = tmp_path / "auto.zip"
+    code = ensemble_final.main(["--run", str(run), "--models", "alpha,beta", "--weights", "auto", "--rule", "weighted",
+                                "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "ensemble (weighted, auto weights)" in captured.out
+    report = json.loads((run / "ensemble_report.json").read_text())
+    assert report["weights_chosen"] == "auto"
+    val_sets = {m: {f: load_embedding_set(run / "embeddings" / m / f"fold_{f:02d}" / "val.npz") for f in FOLDS}
+                for m in ("alpha", "beta")}
+    per_fold, final = cross_fitted_weights(fold_cosines(val_sets, ["alpha", "beta"], FOLDS))
+    assert report["weights"] == pytest.approx(dict(zip(["alpha", "beta"], final.tolist())))
+    assert report["weights"]["alpha"] > report["weights"]["beta"]  # alpha is the less noisy model
+    for fold in FOLDS:
+        assert report["fold_weights"][str(fold)] == pytest.approx(dict(zip(["alpha", "beta"], per_fold[fold].tolist())))
+    cosines, scores = [], []  # the weighted rule by hand, each fold with its own cross-fitted weights
+    for fold in FOLDS:
+        sets = [val_sets[m][fold] for m in ("alpha", "beta")]
+        ids = sets[0].ids
+        emb = sum(w * s.lookup(ids) / np.linalg.norm(s.lookup(ids), axis=1, keepdims=True)
+                  for w, s in zip(per_fold[fold], sets))
+        cosines.append(pair_cosines(EmbeddingSet.create(ids, emb), sets[0].pairs.query, sets[0].pairs.candidate))
+        scores.append(sets[0].pairs.score)
+    expected = scipy.stats.spearmanr(np.concatenate(cosines), np.concatenate(scores)).statistic
+    ensemble_row = [row for row in report["rows"] if row["kind"] == "ensemble"][0]
+    assert ensemble_row["oof_spearman"] == pytest.approx(expected, abs=1e-6)
+    assert validate_result(out, test_ids)["num_ids"] == len(test_ids)
+    assert ensemble_final.main(["--run", str(run), "--weights", "auto", "--rule", "mean"]) == 2
+    assert "--weights auto needs --rule svd or weighted" in capsys.readouterr().err
