@@ -72,6 +72,7 @@ FOLDS_JSON = layout.FOLDS_JSON  # written by write_tfrecord.py (tfrecord_tools.f
 FOLDS_FORMAT = layout.FOLDS_FORMAT
 BASELINE_MEMBER = "baseline:"  # --models baseline:linear_metric takes a strong baseline as a member
 AUTO_WEIGHTS = "auto"  # --weights auto: chosen on validation pairs, cross-fitted across folds
+AUTO_MIN_FOLDS = 3  # fewer: a warning (one other fold's pairs choose each fold's weights)
 
 
 def discover_folds(model_dir: str) -> dict[int, str]:
@@ -375,6 +376,11 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         check_label_coverage(read_labels(labels_path), oof_pairs, partial_folds)
     fold_weights = {fold: rule_weights for fold in folds}
     if auto_weights:
+        if len(folds) < AUTO_MIN_FOLDS:
+            print(f"warning: --weights auto with {len(folds)} fold(s): each fold's weights are chosen on "
+                  f"{len(folds) - 1} other fold(s)' pairs only, which is noisy (with 2 folds it cost up to 0.008 "
+                  f"out of fold against equal weights on a synthetic world; docs/benchmarks.md); use it with "
+                  f"{AUTO_MIN_FOLDS}+ folds", file=sys.stderr)
         chosen, final_weights = cross_fitted_weights(fold_cosines(val_sets, models, folds))
         fold_weights = {fold: [float(w) for w in chosen[fold]] for fold in folds}
         weights = rule_weights = [float(w) for w in final_weights]

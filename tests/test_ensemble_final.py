@@ -221,5 +221,20 @@ def test_auto_weights_are_cross_fitted_and_reported(fake_run, tmp_path, capsys):
     ensemble_row = [row for row in report["rows"] if row["kind"] == "ensemble"][0]
     assert ensemble_row["oof_spearman"] == pytest.approx(expected, abs=1e-6)
     assert validate_result(out, test_ids)["num_ids"] == len(test_ids)
+    assert "warning: --weights auto" not in captured.err  # three folds: no warning
     assert ensemble_final.main(["--run", str(run), "--weights", "auto", "--rule", "mean"]) == 2
     assert "--weights auto needs --rule svd or weighted" in capsys.readouterr().err
+
+
+def test_auto_weights_warn_with_two_folds(fake_run, tmp_path, capsys):
+    import shutil
+
+    run, root, test_ids = fake_run
+    two = tmp_path / "two"
+    for model in MODELS:
+        for fold in (0, 1):
+            shutil.copytree(run / "embeddings" / model / f"fold_{fold:02d}", two / "embeddings" / model / f"fold_{fold:02d}")
+    assert ensemble_final.main(["--run", str(two), "--weights", "auto", "--out", str(tmp_path / "r.zip")]) == 0
+    assert "warning: --weights auto with 2 fold(s)" in capsys.readouterr().err
+    report = json.loads((two / "ensemble_report.json").read_text())
+    assert set(report["fold_weights"]) == {"0", "1"}
