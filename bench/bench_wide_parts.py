@@ -1,10 +1,13 @@
 """What each part of a wide-path model contributes, on its fold's validation pairs.
 
-    python -m bench.bench_wide_parts RUN [RUN ...]
+    python -m bench.bench_wide_parts RUN [RUN ...] [--gates 0.5 1 2 3]
 
 For each finetuned run with ``model.wide.enabled`` (its best checkpoint): the Spearman of the
 cosines of the full embedding, of the wide path alone (the in-graph linear metric) and of the rest
 (the deep part, embedding minus wide path), against the labels of the run's validation shard.
+``--gates`` also scores ``deep part + g * unit(wide path)`` for each g: is the trained gate
+(how much wide path the model adds to its unit-length deep part) where the validation pairs
+would put it? (At g = the trained gate this is the full embedding.)
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ import sys
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
-def parts_spearman(run_dir: str, batch_size: int = 128) -> dict:
+def parts_spearman(run_dir: str, batch_size: int = 128, gates=()) -> dict:
+    """``{"full", "wide path", "deep part": Spearman, "gate": trained gate, "gate_scan": {g: Spearman}}``."""
     import numpy as np
     import scipy.stats
 
@@ -28,6 +32,7 @@ def parts_spearman(run_dir: str, batch_size: int = 128) -> dict:
     if model.wide_path is None:
         raise ValueError(f"{run_dir}: the model has no wide path (model.wide.enabled=false)")
     cosines: dict[str, list] = {"full": [], "wide path": [], "deep part": []}
+    scan: dict[float, list] = {float(g): [] for g in gates}
     labels = []
 
     def unit(x):
@@ -44,23 +49,33 @@ def parts_spearman(run_dir: str, batch_size: int = 128) -> dict:
             sides.append({"full": full, "wide path": wide, "deep part": full - wide})
         for name in cosines:
             cosines[name].append((unit(sides[0][name]) * unit(sides[1][name])).sum(axis=1))
+        for gate, values in scan.items():
+            mixed = [side["deep part"] + gate * unit(side["wide path"]) for side in sides]
+            values.append((unit(mixed[0]) * unit(mixed[1])).sum(axis=1))
         labels.append(batch["sim"].numpy())
     labels = np.concatenate(labels)
     out = {name: float(scipy.stats.spearmanr(np.concatenate(values), labels).statistic)
            for name, values in cosines.items()}
     out["gate"] = float(model.wide_path.gate.numpy())
+    out["gate_scan"] = {gate: float(scipy.stats.spearmanr(np.concatenate(values), labels).statistic)
+                        for gate, values in scan.items()}
     return out
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_wide_parts", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="finetune run directories (config.json, best/)")
+    parser.add_argument("--gates", nargs="*", type=float, default=(),
+                        help="also score deep part + g * unit(wide path) for each g")
     args = parser.parse_args(argv)
-    print("| run | full model | wide path alone | deep part alone | gate |")
-    print("| --- | --- | --- | --- | --- |")
+    scan_heads = "".join(f" gate {g:g} |" for g in args.gates)
+    print("| run | full model | wide path alone | deep part alone | gate |" + scan_heads)
+    print("| --- | --- | --- | --- | --- |" + " --- |" * len(args.gates))
     for run_dir in args.runs:
-        r = parts_spearman(run_dir)
-        print(f"| {run_dir} | {r['full']:.3f} | {r['wide path']:.3f} | {r['deep part']:.3f} | {r['gate']:.2f} |")
+        r = parts_spearman(run_dir, gates=args.gates)
+        scanned = "".join(f" {r['gate_scan'][float(g)]:.4f} |" for g in args.gates)
+        print(f"| {run_dir} | {r['full']:.3f} | {r['wide path']:.3f} | {r['deep part']:.3f} | {r['gate']:.2f} |"
+              + scanned)
     return 0
 
 

@@ -163,3 +163,11 @@ def test_finetune_fits_saves_and_checkpoints_the_wide_path(synthetic_data, folds
     assert int(model.wide_path.sep_token_id.numpy()) == int(weights["sep_token_id"]) > 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(metrics["epochs"][0]["val_spearman"])
+    from bench.bench_wide_parts import parts_spearman  # the diagnosis tool on the same run
+
+    gate = float(model.wide_path.gate.numpy())
+    parts = parts_spearman(str(out), gates=[gate, 0.0, 50.0])
+    assert parts["gate"] == pytest.approx(gate)
+    assert parts["gate_scan"][gate] == pytest.approx(parts["full"], abs=1e-6)  # the trained gate is the model
+    assert parts["gate_scan"][0.0] == pytest.approx(parts["deep part"], abs=1e-6)
+    assert parts["gate_scan"][50.0] == pytest.approx(parts["wide path"], abs=0.02)  # wide path dominates
