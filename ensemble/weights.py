@@ -40,24 +40,17 @@ def simplex_grid(members: int, step: float = DEFAULT_STEP) -> np.ndarray:
     if not 0 < step <= 1:
         raise ValueError(f"step must be in (0, 1], got {step}")
     units = max(1, round(1 / step))
-    while units > 1 and _count(members, units) > MAX_GRID:
+    while units > 1 and math.comb(units + members - 1, members - 1) > MAX_GRID:
         units //= 2
     return np.asarray(list(_compositions(units, members)), dtype=np.float64) / units
 
 
-def _count(members: int, units: int) -> int:
-    return math.comb(units + members - 1, members - 1)
-
-
 def _compositions(total: int, parts: int):
-    """Every tuple of ``parts`` non-negative integers summing to ``total`` (stars and bars)."""
+    """Every tuple of ``parts`` non-negative integers summing to ``total`` (stars and bars: the
+    parts are the gaps between ``parts - 1`` bars placed among ``total + parts - 1`` slots)."""
     for bars in itertools.combinations(range(total + parts - 1), parts - 1):
-        previous, out = -1, []
-        for bar in bars:
-            out.append(bar - previous - 1)
-            previous = bar
-        out.append(total + parts - 1 - previous - 1)
-        yield tuple(out)
+        edges = (-1, *bars, total + parts - 1)
+        yield tuple(right - left - 1 for left, right in zip(edges, edges[1:]))
 
 
 def grid_spearman(cosines: np.ndarray, scores: np.ndarray, grid: np.ndarray) -> np.ndarray:
