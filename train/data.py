@@ -222,6 +222,24 @@ def load_tag_vocab(path: str | os.PathLike) -> TagVocab:
 
 
 # ---------------------------------------------------------------------- the training stream
+def _pin_graph_seed(seed: int) -> None:
+    """Make the shuffles below depend on ``seed`` only, not on the process's global TF seed.
+
+    ``Dataset.shuffle`` pairs its op seed with the graph-level seed, which a traced dataset function
+    inherits from the global seed (`tf.random.set_seed`, `keras.utils.set_random_seed`). So the
+    order would change with whatever global seed the process happens to have, and a global seed
+    of 0 fails outright: TensorFlow then compares the symbolic epoch seed with 0 in Python
+    (`OperatorNotAllowedInGraphError`). Pinning the traced function's own graph seed fixes both.
+    A stream seed of 0 gets a non-zero graph seed for that reason; any other seed is its own graph
+    seed, which keeps the order of runs made before this pin (their global seed was the stream's).
+    Only for the function graph of `TrainStream.serialized`'s ``flat_map``: the global seed is
+    left alone.
+    """
+    if tf.executing_eagerly():
+        raise RuntimeError("_epoch_records is traced inside Dataset.flat_map; it must not run eagerly")
+    tf.compat.v1.get_default_graph().seed = int(seed) or _EPOCH_SEED_STRIDE
+
+
 def _epoch_records(files: tf.Tensor, sizes: tf.Tensor, epoch: tf.Tensor, seed: int,
                    shuffle_buffer: int) -> tf.data.Dataset:
     """One epoch of ``(path, index, record)``: file order and records shuffled with (seed, epoch).
@@ -229,6 +247,7 @@ def _epoch_records(files: tf.Tensor, sizes: tf.Tensor, epoch: tf.Tensor, seed: i
     Each file is read with `reader.checked_file_records`: a corrupt or truncated file fails with
     its name and the record where reading stopped (a bare ``TFRecordDataset`` names neither).
     """
+    _pin_graph_seed(seed)
     epoch_seed = tf.cast(seed, tf.int64) * _EPOCH_SEED_STRIDE + epoch
     paths = tf.data.Dataset.from_tensor_slices((files, sizes))
     num_files = int(files.shape[0])

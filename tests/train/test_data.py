@@ -40,6 +40,20 @@ def test_stream_order_is_a_function_of_seed_and_step(synthetic_data, synthetic_s
     assert _keys(other_seed.serialized(0).take(1).as_numpy_iterator()) != full[:1]
 
 
+@pytest.mark.parametrize("stream_seed", [0, 3])
+def test_stream_order_does_not_depend_on_the_global_seed(synthetic_data, stream_seed):
+    # a global seed of 0 (what `seed_everything(0)` sets) used to fail inside Dataset.shuffle
+    files = tuple(data.pretrain_files(synthetic_data))
+    stream = data.TrainStream(files, sum(data.record_counts(files)), VideoDecoder(), global_batch=16,
+                              seed=stream_seed, shuffle_buffer=50)
+    orders = []
+    for global_seed in (0, 1, 12345):
+        tf.random.set_seed(global_seed)
+        orders.append(_keys(stream.serialized(2).take(3).as_numpy_iterator()))
+    assert orders[0] == orders[1] == orders[2]
+    assert len({key for batch in orders[0] for key in batch}) == 3 * 16
+
+
 def test_worker_slices_make_up_the_global_batch(synthetic_data):
     files = tuple(data.pretrain_files(synthetic_data, include_pairwise=False))
     tags = TagVocab.from_file(synthetic_data / "tag_list.txt")
