@@ -209,9 +209,15 @@ class WideConfig(_Section):
     frame_width: int = 128  # most whitened mean-frame components (the fit chooses k <= this)
     text_width: int = 64  # most whitened LSA components of the title, and of the ASR
     max_fit_videos: int = 20_000  # unlabelled (pointwise) videos used for TF-IDF, LSA and whitening
+    # the text's linear basis: "tags" (ridge from TF-IDF to the videos' tags, LSA where too few videos
+    # have tags) or "lsa" (the strong baseline's own)
+    text_basis: str = "tags"
+    tag_ridge_alpha: float = 1.0  # L2 penalty of that ridge (rows of the TF-IDF are unit length)
 
     def _problems(self):
-        yield from _positive(self, ("lsa_dim", "frame_width", "text_width", "max_fit_videos"))
+        yield from _positive(self, ("lsa_dim", "frame_width", "text_width", "max_fit_videos", "tag_ridge_alpha"))
+        if self.text_basis not in ("tags", "lsa"):
+            yield f"text_basis must be 'tags' or 'lsa', got {self.text_basis!r}"
 
 
 @dataclasses.dataclass(frozen=True)

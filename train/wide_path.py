@@ -7,7 +7,13 @@ statistics, up to ``wide.max_fit_videos`` pointwise videos of the pretrain data;
 each video's mean frame and title / ASR token counts; then, exactly as the baseline:
 
 * TF-IDF (sublinear TF, smoothed IDF, tokens in fewer than 2 videos and special tokens dropped, rows
-  L2-normalised) -> TruncatedSVD (``wide.lsa_dim``) -> PCA whitening, one per text;
+  L2-normalised) -> a linear basis -> PCA whitening, one per text. The basis (``wide.text_basis``)
+  is the baseline's LSA (TruncatedSVD, ``wide.lsa_dim``), or by default ``tags``: a ridge regression
+  from the text's TF-IDF to the videos' tags (their TF-IDF reduced by TruncatedSVD to
+  ``wide.lsa_dim``, standardised), fitted on the same unlabelled and training-pair videos. It
+  reads a title the way tag pretraining teaches a model to, linearly: words that predict the same
+  tags land together even when two titles share no word (see docs/benchmarks.md, "Titles read
+  through the tags");
 * PCA whitening of the mean frames;
 * components, title / ASR weights and the linear metric W chosen or trained on the training pairs
   (`infer.strong_baselines.fold_baselines`), never on the validation shard.
@@ -42,6 +48,7 @@ class VideoInputs:
     mean_frames: np.ndarray  # [N, D] float64
     title_counts: scipy.sparse.csr_matrix  # [N, vocab]
     asr_counts: scipy.sparse.csr_matrix  # [N, vocab]
+    tags: scipy.sparse.csr_matrix | None = None  # [N, tag vocab] multi-hot (None: not collected)
 
 
 class _Collector:
@@ -52,6 +59,7 @@ class _Collector:
         self.frames: list[np.ndarray] = []
         self.title: list[scipy.sparse.csr_matrix] = []
         self.asr: list[scipy.sparse.csr_matrix] = []
+        self.tags: list[scipy.sparse.csr_matrix] = []
 
     def add(self, videos: dict) -> None:
         ids = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in videos["id"].numpy()]
@@ -68,14 +76,17 @@ class _Collector:
         self.frames.append(means[new])
         self.title.append(scipy.sparse.csr_matrix(title.numpy()[new]))
         self.asr.append(scipy.sparse.csr_matrix(asr.numpy()[new]))
+        if "tags" in videos:  # absent where the decoder has no tag list
+            self.tags.append(scipy.sparse.csr_matrix(videos["tags"].numpy()[new]))
 
     def result(self) -> VideoInputs:
         dim, vocab = int(self.layer.frame_mean.shape[0]), self.layer.vocab_size
         if not self.ids:
             return VideoInputs([], np.zeros((0, dim)), scipy.sparse.csr_matrix((0, vocab)),
                                scipy.sparse.csr_matrix((0, vocab)))
+        tags = scipy.sparse.vstack(self.tags).tocsr() if len(self.tags) == len(self.title) else None
         return VideoInputs(list(self.ids), np.concatenate(self.frames), scipy.sparse.vstack(self.title).tocsr(),
-                           scipy.sparse.vstack(self.asr).tocsr())
+                           scipy.sparse.vstack(self.asr).tocsr(), tags)
 
 
 def collect_pairs(model, files: Sequence[str], decoder, batch_size: int = 256,
@@ -143,6 +154,32 @@ def _lsa(fit_docs: scipy.sparse.csr_matrix, dim: int, seed: int) -> np.ndarray:
     return TruncatedSVD(n_components=components, random_state=seed).fit(fit_docs).components_.astype(np.float64)
 
 
+MIN_TAGGED_VIDEOS = 50  # fewer videos with tags: the ``tags`` basis falls back to LSA
+
+
+def _tag_targets(tags: scipy.sparse.csr_matrix, dim: int, seed: int) -> np.ndarray:
+    """[n, k] standardised LSA of the tags' TF-IDF (k <= dim): what the ``tags`` basis predicts."""
+    from sklearn.decomposition import TruncatedSVD
+
+    docs = tfidf_rows(tags, smoothed_idf(tags))
+    components = max(1, min(dim, docs.shape[1] - 1, docs.shape[0] - 1))
+    targets = TruncatedSVD(n_components=components, random_state=seed).fit_transform(docs)
+    return (targets - targets.mean(axis=0)) / np.maximum(targets.std(axis=0), 1e-9)
+
+
+def _tag_basis(fit_docs: scipy.sparse.csr_matrix, tags: scipy.sparse.csr_matrix, dim: int, seed: int,
+               alpha: float) -> np.ndarray | None:
+    """[k, vocab] ridge coefficients from text TF-IDF rows to the tags' standardised LSA, fitted on
+    the videos that have tags and text; None when fewer than `MIN_TAGGED_VIDEOS` have both."""
+    from sklearn.linear_model import Ridge
+
+    usable = (np.diff(tags.indptr) > 0) & (np.diff(fit_docs.indptr) > 0)
+    if usable.sum() < MIN_TAGGED_VIDEOS or tags[usable].nnz == 0:
+        return None
+    targets = _tag_targets(tags[usable], dim, seed)
+    return Ridge(alpha=alpha).fit(fit_docs[usable], targets).coef_.astype(np.float64)
+
+
 def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, wide, output_size: int,
                   special_ids: Sequence[int], sep_token_id: int, seed: int = 0
                   ) -> tuple[dict, dict, np.ndarray]:
@@ -159,12 +196,19 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
         defaults, seed=seed,
         frame_components=tuple(sorted({min(k, wide.frame_width) for k in defaults.frame_components})),
         text_components=tuple(sorted({min(k, wide.text_width) for k in defaults.text_components})))
-    parts = {}
+    tags = None
+    if wide.text_basis == "tags" and unlabelled.tags is not None and scored.tags is not None:
+        tags = scipy.sparse.vstack([unlabelled.tags, scored.tags]).tocsr()
+    parts, bases = {}, {}
     for name, fit_counts, counts in (("title", unlabelled.title_counts, scored.title_counts),
                                      ("asr", unlabelled.asr_counts, scored.asr_counts)):
         idf = smoothed_idf(scipy.sparse.vstack([fit_counts, counts]).tocsr(), special_ids)
         docs = tfidf_rows(counts, idf)
-        components = _lsa(scipy.sparse.vstack([tfidf_rows(fit_counts, idf), docs]).tocsr(), wide.lsa_dim, seed)
+        fit_docs = scipy.sparse.vstack([tfidf_rows(fit_counts, idf), docs]).tocsr()
+        components = None if tags is None else _tag_basis(fit_docs, tags, wide.lsa_dim, seed, wide.tag_ridge_alpha)
+        bases[f"{name}_basis"] = "lsa" if components is None else "tags"
+        if components is None:
+            components = _lsa(fit_docs, wide.lsa_dim, seed)
         vectors = np.asarray(docs @ components.T)
         parts[name] = (idf, components, vectors)
     moments = sb.MomentAccumulator(scored.mean_frames.shape[1])
@@ -172,7 +216,7 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
     moments.add(scored.mean_frames)
     table = sb.table_of(scored.ids, scored.mean_frames, parts["title"][2], parts["asr"][2], moments, config.eps)
     result = sb.fold_baselines(table, pairs, config)
-    choices = dict(result.choices)
+    choices = dict(result.choices, **bases)
 
     # the baseline's combined layout [frame | title | asr] (each padded to result.widths) -> the
     # wide path's (padded to the configured widths, which the components never exceed)

@@ -19,7 +19,7 @@ VOCAB, DIM, LENGTH = 48, 12, 16
 
 
 def _videos(rng, n, centres):
-    """Latents and token ids ([CLS] title [SEP] asr [SEP]) of ``n`` videos around 6 topics."""
+    """Latents, token ids ([CLS] title [SEP] asr [SEP]) and topics of ``n`` videos around 6 topics."""
     topic = rng.integers(len(centres), size=n)
     latent = centres[topic] + 0.5 * rng.normal(size=(n, centres.shape[1]))
     ids = np.full((n, LENGTH), PAD, np.int32)
@@ -30,7 +30,16 @@ def _videos(rng, n, centres):
         asr = list(words[3:]) + list(filler[2:])
         row = [CLS, *title, SEP, *asr, SEP]
         ids[i, :len(row)] = row
-    return latent, ids
+    return latent, ids, topic
+
+
+def _tags(rng, topic, num_tags=20):
+    """Multi-hot tags: two of the topic's three tags and one random tag."""
+    tags = np.zeros((len(topic), num_tags), np.float32)
+    for i, t in enumerate(topic):
+        tags[i, 3 * t + rng.choice(3, size=2, replace=False)] = 1.0
+        tags[i, rng.integers(18, num_tags)] = 1.0
+    return tags
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +49,10 @@ def world():
     projection = rng.normal(size=(4, DIM))
     data = {}
     for name, n in (("scored", 240), ("unlabelled", 160)):
-        latent, ids = _videos(rng, n, centres)
+        latent, ids, topic = _videos(rng, n, centres)
         nuisance = rng.normal(size=(n, 2)) @ rng.normal(size=(2, DIM)) * 3.0  # per video, unrelated to anything
         frames = 5.0 + latent @ projection + nuisance + 0.3 * rng.normal(size=(n, DIM))
-        data[name] = (latent, frames.astype(np.float32), ids)
+        data[name] = (latent, frames.astype(np.float32), ids, _tags(rng, topic))
     latent = data["scored"][0]
     q, c = rng.integers(240, size=400), rng.integers(240, size=400)
     unit = latent / np.linalg.norm(latent, axis=1, keepdims=True)
@@ -67,14 +76,15 @@ def _inputs(frames, ids):
             tf.constant((ids != PAD).astype(np.int32)))
 
 
-def _collect(layer, frames, ids, prefix):
+def _collect(layer, frames, ids, prefix, tags=None):
     import scipy.sparse
 
     frames_t, mask, ids_t, attention = _inputs(frames, ids)
     title, asr = layer.token_counts(ids_t, attention)
     return wide_path.VideoInputs([f"{prefix}{i}" for i in range(len(frames))],
                                  layer.mean_frame(frames_t, mask).numpy().astype(np.float64),
-                                 scipy.sparse.csr_matrix(title.numpy()), scipy.sparse.csr_matrix(asr.numpy()))
+                                 scipy.sparse.csr_matrix(title.numpy()), scipy.sparse.csr_matrix(asr.numpy()),
+                                 None if tags is None else scipy.sparse.csr_matrix(tags))
 
 
 def test_token_counts_split_title_and_asr_at_the_first_sep():
@@ -88,13 +98,17 @@ def test_token_counts_split_title_and_asr_at_the_first_sep():
     assert title[PAD] == 0 and asr[PAD] == 0  # padding is not counted
 
 
-def test_wide_path_reproduces_the_fitted_linear_metric(world):
+@pytest.mark.parametrize("basis, with_tags", [("lsa", True), ("tags", True), ("tags", False)])
+def test_wide_path_reproduces_the_fitted_linear_metric(world, basis, with_tags):
     layer = _layer()
-    scored = _collect(layer, world["scored"][1], world["scored"][2], "v")
-    unlabelled = _collect(layer, world["unlabelled"][1], world["unlabelled"][2], "u")
-    config = WideConfig(enabled=True, lsa_dim=6, frame_width=8, text_width=4)
+    scored = _collect(layer, *world["scored"][1:3], "v", world["scored"][3] if with_tags else None)
+    unlabelled = _collect(layer, *world["unlabelled"][1:3], "u", world["unlabelled"][3] if with_tags else None)
+    config = WideConfig(enabled=True, lsa_dim=6, frame_width=8, text_width=4, text_basis=basis)
     weights, choices, reference = wide_path.fit_wide_path(scored, unlabelled, world["pairs"], config, 16,
                                                           [PAD, CLS, SEP, MASK], SEP)
+    # without tags (a decoder with no tag list) the tags basis falls back to the baseline's LSA
+    used = basis if with_tags else "lsa"
+    assert choices["title_basis"] == used and choices["asr_basis"] == used
     assert weights["metric"].shape == (16, 16) and weights["title_kernel"].shape == (VOCAB, 4)
     assert weights["title_idf"][[PAD, CLS, SEP, MASK]].tolist() == [0, 0, 0, 0]
     assert choices["frame_components"] <= 8 and choices["title_components"] <= 4 and choices["pairs"] == 400
@@ -120,6 +134,29 @@ def test_wide_path_reproduces_the_fitted_linear_metric(world):
         layer.set_weights_from(dict(weights, frame_mean=np.full(DIM, np.nan)))
 
 
+def test_tag_basis_puts_words_of_the_same_tags_together():
+    import scipy.sparse
+
+    # words 2k and 2k + 1 never share a title but always come with tag k (k = 0, 1, 2)
+    rng = np.random.default_rng(1)
+    word = rng.integers(6, size=400)
+    docs = scipy.sparse.csr_matrix((np.ones(400), (np.arange(400), word)), shape=(400, 8))
+    tags = scipy.sparse.csr_matrix((np.ones(400), (np.arange(400), word // 2)), shape=(400, 3))
+    basis = wide_path._tag_basis(docs, tags, dim=2, seed=0, alpha=1.0)
+    assert basis.shape == (2, 8)
+    vectors = np.eye(8)[:6] @ basis.T
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    cosines = unit @ unit.T
+    assert min(cosines[0, 1], cosines[2, 3], cosines[4, 5]) > 0.99  # same tag: one direction
+    assert max(cosines[0, 2], cosines[0, 4], cosines[2, 4]) < -0.2  # other tags: apart
+    lsa = wide_path._lsa(docs, dim=2, seed=0)
+    lsa_vectors = np.eye(8)[:2] @ lsa.T  # LSA has no reason to put words 0 and 1 together
+    assert abs(lsa_vectors[0] @ lsa_vectors[1]) < 0.1 * np.linalg.norm(lsa_vectors[0]) * np.linalg.norm(lsa_vectors[1]) + 1e-12
+    # too few videos with tags: no basis (the fit falls back to LSA)
+    few = scipy.sparse.csr_matrix(tags.toarray() * (np.arange(400) < wide_path.MIN_TAGGED_VIDEOS - 1)[:, None])
+    assert wide_path._tag_basis(docs, few, dim=2, seed=0, alpha=1.0) is None
+
+
 def test_unfitted_path_adds_nothing_and_config_validates():
     layer = _layer()
     out = layer(*_inputs(np.ones((3, DIM), np.float32), np.array([[CLS, 5, SEP] + [PAD] * 13] * 3, np.int32)))
@@ -127,6 +164,9 @@ def test_unfitted_path_adds_nothing_and_config_validates():
     with pytest.raises(ValueError, match="text_width must be > 0"):
         ModelConfig.tiny("uniter", **{"wide.enabled": True, "wide.text_width": 0})
     assert ModelConfig.tiny("uniter", wide_path=True).wide.enabled  # flat key
+    assert ModelConfig.tiny("uniter").wide.text_basis == "tags"
+    with pytest.raises(ValueError, match="text_basis must be 'tags' or 'lsa', got 'words'"):
+        ModelConfig.tiny("uniter", **{"wide.text_basis": "words"})
     with pytest.raises(ValueError, match=r"wide.frame_width \+ 2 \* wide.text_width \(384\) must be <= embedding_dim"):
         ModelConfig.tiny("uniter", **{"wide.enabled": True, "wide.frame_width": 256})
 
@@ -156,6 +196,7 @@ def test_finetune_fits_saves_and_checkpoints_the_wide_path(synthetic_data, folds
                      "--pretrained", str(pre), "epochs=1", "steps_per_epoch=3", *TINY_RUN]) == 0
     weights, choices = wide_path.load_fit(str(out / wide_path.WIDE_FILE))
     assert choices["unlabelled_videos"] > 0 and choices["pairs"] > 0 and choices["videos"] > 0
+    assert choices["title_basis"] == choices["asr_basis"] == "tags"  # the decoder's tags reached the fit
     assert weights["metric"].shape == (32, load_config(out).model.embedding_dim)
     model = stage.build_stage_model(load_config(out), tf.distribute.get_strategy())
     checkpointing.restore_model(model, out / "best")
