@@ -200,9 +200,11 @@ class FramesConfig(_Section):
 class WideConfig(_Section):
     """A "wide" path added to every family's embedding (`models.layers.WidePath`): the strong
     linear-metric baseline of `infer.strong_baselines` (PCA-whitened mean frame, title and ASR token
-    TF-IDF -> LSA, a linear metric fitted on the fold's training pairs), built in-graph from the
-    model's own inputs and frozen when a finetune starts (`train.wide_path`); only its gate trains,
-    so the deep part learns what the linear metric misses."""
+    TF-IDF -> a linear basis, a linear metric fitted on the fold's training pairs), built in-graph
+    from the model's own inputs and frozen when a finetune starts (`train.wide_path`); only its gate
+    trains, so the deep part learns what the linear metric misses. The text basis is, by default,
+    read through the tags (``text_basis="tags"``: a ridge from TF-IDF to the videos' tag LSA, fitted
+    on unlabelled videos, the linear counterpart of tag pretraining), or the baseline's own LSA."""
 
     enabled: bool = False
     lsa_dim: int = 128  # LSA components of the token TF-IDF before whitening

@@ -161,6 +161,7 @@ def _tag_targets(tags: scipy.sparse.csr_matrix, dim: int, seed: int) -> np.ndarr
     """[n, k] standardised LSA of the tags' TF-IDF (k <= dim): what the ``tags`` basis predicts."""
     from sklearn.decomposition import TruncatedSVD
 
+    tags = tags[:, np.flatnonzero(np.diff(tags.tocsc().indptr) >= 2)]  # tags of >= 2 videos (the rest weigh 0)
     docs = tfidf_rows(tags, smoothed_idf(tags))
     components = max(1, min(dim, docs.shape[1] - 1, docs.shape[0] - 1))
     targets = TruncatedSVD(n_components=components, random_state=seed).fit_transform(docs)
