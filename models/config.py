@@ -196,30 +196,35 @@ class FramesConfig(_Section):
             yield "path_rank > 0 needs normalization standardize or zca (its statistics start the path)"
 
 
+TEXT_BASES = ("auto", "tags", "lsa")
+
+
 @dataclasses.dataclass(frozen=True)
 class WideConfig(_Section):
     """A "wide" path added to every family's embedding (`models.layers.WidePath`): the strong
     linear-metric baseline of `infer.strong_baselines` (PCA-whitened mean frame, title and ASR token
     TF-IDF -> a linear basis, a linear metric fitted on the fold's training pairs), built in-graph
     from the model's own inputs and frozen when a finetune starts (`train.wide_path`); only its gate
-    trains, so the deep part learns what the linear metric misses. The text basis is, by default,
-    read through the tags (``text_basis="tags"``: a ridge from TF-IDF to the videos' tag LSA, fitted
-    on unlabelled videos, the linear counterpart of tag pretraining), or the baseline's own LSA."""
+    trains, so the deep part learns what the linear metric misses. Each text's basis is read through
+    the tags (``"tags"``: a ridge from TF-IDF to the videos' tag LSA, fitted on unlabelled videos, the
+    linear counterpart of tag pretraining) or the baseline's own LSA (``"lsa"``); by default
+    (``"auto"``) each fold picks, per text, the one that ranks its training pairs better."""
 
     enabled: bool = False
     lsa_dim: int = 128  # LSA components of the token TF-IDF before whitening
     frame_width: int = 128  # most whitened mean-frame components (the fit chooses k <= this)
     text_width: int = 64  # most whitened LSA components of the title, and of the ASR
     max_fit_videos: int = 20_000  # unlabelled (pointwise) videos used for TF-IDF, LSA and whitening
-    # the text's linear basis: "tags" (ridge from TF-IDF to the videos' tags, LSA where too few videos
-    # have tags) or "lsa" (the strong baseline's own)
-    text_basis: str = "tags"
+    # each text's linear basis: "tags" (ridge from TF-IDF to the videos' tags, LSA where too few videos
+    # have tags), "lsa" (the strong baseline's own) or "auto" (per fold and text, the one of the two
+    # that ranks the training pairs better)
+    text_basis: str = "auto"
     tag_ridge_alpha: float = 1.0  # L2 penalty of that ridge (rows of the TF-IDF are unit length)
 
     def _problems(self):
         yield from _positive(self, ("lsa_dim", "frame_width", "text_width", "max_fit_videos", "tag_ridge_alpha"))
-        if self.text_basis not in ("tags", "lsa"):
-            yield f"text_basis must be 'tags' or 'lsa', got {self.text_basis!r}"
+        if self.text_basis not in TEXT_BASES:
+            yield f"text_basis must be one of {TEXT_BASES}, got {self.text_basis!r}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,12 +8,13 @@ each video's mean frame and title / ASR token counts; then, exactly as the basel
 
 * TF-IDF (sublinear TF, smoothed IDF, tokens in fewer than 2 videos and special tokens dropped, rows
   L2-normalised) -> a linear basis -> PCA whitening, one per text. The basis (``wide.text_basis``)
-  is the baseline's LSA (TruncatedSVD, ``wide.lsa_dim``), or by default ``tags``: a ridge regression
-  from the text's TF-IDF to the videos' tags (their TF-IDF reduced by TruncatedSVD to
-  ``wide.lsa_dim``, standardised), fitted on the same unlabelled and training-pair videos. It
-  reads a title the way tag pretraining teaches a model to, linearly: words that predict the same
-  tags land together even when two titles share no word (see docs/benchmarks.md, "Titles read
-  through the tags");
+  is the baseline's LSA (TruncatedSVD, ``wide.lsa_dim``), or ``tags``: a ridge regression from the
+  text's TF-IDF to the videos' tags (their TF-IDF reduced by TruncatedSVD to ``wide.lsa_dim``,
+  standardised), fitted on the same unlabelled and training-pair videos. It reads a title the way
+  tag pretraining teaches a model to, linearly: words that predict the same tags land together even
+  when two titles share no word (see docs/benchmarks.md, "Titles read through the tags"). By
+  default (``auto``) both are fitted and each text keeps the one whose whitened vectors rank the
+  training pairs better (where tags are a uniform tail of noise, the LSA);
 * PCA whitening of the mean frames;
 * components, title / ASR weights and the linear metric W chosen or trained on the training pairs
   (`infer.strong_baselines.fold_baselines`), never on the validation shard.
@@ -181,6 +182,24 @@ def _tag_basis(fit_docs: scipy.sparse.csr_matrix, tags: scipy.sparse.csr_matrix,
     return Ridge(alpha=alpha).fit(fit_docs[usable], targets).coef_.astype(np.float64)
 
 
+def _choose_basis(candidates: dict[str, np.ndarray], ids: Sequence[str], pairs: Labels,
+                  config: sb.BaselineConfig) -> tuple[str, dict[str, float]]:
+    """The basis (``text_basis="auto"``) whose text vectors, PCA-whitened with their best k, rank
+    the training pairs best: the choice `infer.strong_baselines.fold_baselines` makes for k, made
+    between bases. Neither basis has seen the pair labels (the tags basis fits the videos' tags), so
+    the in-sample comparison is fair; where tags are noise (a long uniform tail) the LSA wins."""
+    index = {key: row for row, key in enumerate(ids)}
+    query = np.array([index[key] for key in pairs.query])
+    candidate = np.array([index[key] for key in pairs.candidate])
+    scores = {}
+    for key, vectors in candidates.items():
+        whitener = sb.Whitener.fit(*sb.moments(vectors), config.eps)
+        grid = sorted({min(k, whitener.vectors.shape[1]) for k in config.text_components})
+        scores[key] = max((value if np.isfinite(value) else -1.0) for value in
+                          (sb.pair_spearman(whitener(vectors, k), query, candidate, pairs.score) for k in grid))
+    return max(scores, key=scores.get), {key: float(value) for key, value in scores.items()}
+
+
 def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, wide, output_size: int,
                   special_ids: Sequence[int], sep_token_id: int, seed: int = 0
                   ) -> tuple[dict, dict, np.ndarray]:
@@ -198,7 +217,7 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
         frame_components=tuple(sorted({min(k, wide.frame_width) for k in defaults.frame_components})),
         text_components=tuple(sorted({min(k, wide.text_width) for k in defaults.text_components})))
     tags = None
-    if wide.text_basis == "tags" and unlabelled.tags is not None and scored.tags is not None:
+    if wide.text_basis in ("tags", "auto") and unlabelled.tags is not None and scored.tags is not None:
         tags = scipy.sparse.vstack([unlabelled.tags, scored.tags]).tocsr()
     parts, bases = {}, {}
     for name, fit_counts, counts in (("title", unlabelled.title_counts, scored.title_counts),
@@ -206,10 +225,20 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
         idf = smoothed_idf(scipy.sparse.vstack([fit_counts, counts]).tocsr(), special_ids)
         docs = tfidf_rows(counts, idf)
         fit_docs = scipy.sparse.vstack([tfidf_rows(fit_counts, idf), docs]).tocsr()
-        components = None if tags is None else _tag_basis(fit_docs, tags, wide.lsa_dim, seed, wide.tag_ridge_alpha)
-        bases[f"{name}_basis"] = "lsa" if components is None else "tags"
-        if components is None:
-            components = _lsa(fit_docs, wide.lsa_dim, seed)
+        candidates = {}
+        if tags is not None:
+            tag_components = _tag_basis(fit_docs, tags, wide.lsa_dim, seed, wide.tag_ridge_alpha)
+            if tag_components is not None:
+                candidates["tags"] = tag_components
+        if wide.text_basis != "tags" or not candidates:
+            candidates["lsa"] = _lsa(fit_docs, wide.lsa_dim, seed)
+        basis = next(iter(candidates))
+        if len(candidates) > 1:
+            basis, scores = _choose_basis({key: np.asarray(docs @ value.T) for key, value in candidates.items()},
+                                          scored.ids, pairs, config)
+            bases.update({f"{name}_{key}_score": value for key, value in scores.items()})
+        bases[f"{name}_basis"] = basis
+        components = candidates[basis]
         vectors = np.asarray(docs @ components.T)
         parts[name] = (idf, components, vectors)
     moments = sb.MomentAccumulator(scored.mean_frames.shape[1])

@@ -2,6 +2,7 @@
 `train.wide_path` fits, and a finetune fits, saves, checkpoints and reuses it."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -98,7 +99,8 @@ def test_token_counts_split_title_and_asr_at_the_first_sep():
     assert title[PAD] == 0 and asr[PAD] == 0  # padding is not counted
 
 
-@pytest.mark.parametrize("basis, with_tags", [("lsa", True), ("tags", True), ("tags", False)])
+@pytest.mark.parametrize("basis, with_tags", [("lsa", True), ("tags", True), ("tags", False), ("auto", True),
+                                              ("auto", False)])
 def test_wide_path_reproduces_the_fitted_linear_metric(world, basis, with_tags):
     layer = _layer()
     scored = _collect(layer, *world["scored"][1:3], "v", world["scored"][3] if with_tags else None)
@@ -108,7 +110,13 @@ def test_wide_path_reproduces_the_fitted_linear_metric(world, basis, with_tags):
                                                           [PAD, CLS, SEP, MASK], SEP)
     # without tags (a decoder with no tag list) the tags basis falls back to the baseline's LSA
     used = basis if with_tags else "lsa"
-    assert choices["title_basis"] == used and choices["asr_basis"] == used
+    if basis == "auto" and with_tags:  # both fitted; each text keeps the better-ranking one
+        for text in ("title", "asr"):
+            scores = {key: choices[f"{text}_{key}_score"] for key in ("tags", "lsa")}
+            assert choices[f"{text}_basis"] == max(scores, key=scores.get)
+    else:
+        assert choices["title_basis"] == used and choices["asr_basis"] == used
+        assert "title_lsa_score" not in choices  # nothing to choose between
     assert weights["metric"].shape == (16, 16) and weights["title_kernel"].shape == (VOCAB, 4)
     assert weights["title_idf"][[PAD, CLS, SEP, MASK]].tolist() == [0, 0, 0, 0]
     assert choices["frame_components"] <= 8 and choices["title_components"] <= 4 and choices["pairs"] == 400
@@ -157,6 +165,35 @@ def test_tag_basis_puts_words_of_the_same_tags_together():
     assert wide_path._tag_basis(docs, few, dim=2, seed=0, alpha=1.0) is None
 
 
+def test_choose_basis_keeps_the_vectors_that_rank_the_training_pairs(world):
+    latent = world["scored"][0]
+    rng = np.random.default_rng(3)
+    ids = [f"v{i}" for i in range(len(latent))]
+    config = wide_path.sb.BaselineConfig(text_components=(2, 4))
+    informative = np.concatenate([latent, rng.normal(size=(len(latent), 2))], axis=1)
+    noise = rng.normal(size=informative.shape)
+    for candidates in ({"tags": noise, "lsa": informative}, {"lsa": noise, "tags": informative}):
+        chosen, scores = wide_path._choose_basis(candidates, ids, world["pairs"], config)
+        assert candidates[chosen] is informative, scores
+        assert scores[chosen] > 0.5 and abs(min(scores.values())) < 0.2
+
+
+def test_auto_basis_falls_back_to_lsa_where_tags_are_noise(world):
+    layer = _layer()
+    rng = np.random.default_rng(4)
+    noise_tags = {name: (rng.random((len(world[name][0]), 20)) < 0.15).astype(np.float32)
+                  for name in ("scored", "unlabelled")}  # tags unrelated to the topics
+    scored = _collect(layer, *world["scored"][1:3], "v", noise_tags["scored"])
+    unlabelled = _collect(layer, *world["unlabelled"][1:3], "u", noise_tags["unlabelled"])
+    config = WideConfig(enabled=True, lsa_dim=6, frame_width=8, text_width=4)  # default: auto
+    _, choices, _ = wide_path.fit_wide_path(scored, unlabelled, world["pairs"], config, 16, [PAD, CLS, SEP, MASK], SEP)
+    assert choices["title_basis"] == "lsa", choices
+    assert choices["title_lsa_score"] > choices["title_tags_score"] + 0.05
+    _, forced, _ = wide_path.fit_wide_path(scored, unlabelled, world["pairs"], dataclasses.replace(config, text_basis="tags"),
+                                           16, [PAD, CLS, SEP, MASK], SEP)
+    assert forced["title_basis"] == "tags"  # the explicit setting is obeyed
+
+
 def test_unfitted_path_adds_nothing_and_config_validates():
     layer = _layer()
     out = layer(*_inputs(np.ones((3, DIM), np.float32), np.array([[CLS, 5, SEP] + [PAD] * 13] * 3, np.int32)))
@@ -164,8 +201,8 @@ def test_unfitted_path_adds_nothing_and_config_validates():
     with pytest.raises(ValueError, match="text_width must be > 0"):
         ModelConfig.tiny("uniter", **{"wide.enabled": True, "wide.text_width": 0})
     assert ModelConfig.tiny("uniter", wide_path=True).wide.enabled  # flat key
-    assert ModelConfig.tiny("uniter").wide.text_basis == "tags"
-    with pytest.raises(ValueError, match="text_basis must be 'tags' or 'lsa', got 'words'"):
+    assert ModelConfig.tiny("uniter").wide.text_basis == "auto"
+    with pytest.raises(ValueError, match=r"text_basis must be one of \('auto', 'tags', 'lsa'\), got 'words'"):
         ModelConfig.tiny("uniter", **{"wide.text_basis": "words"})
     with pytest.raises(ValueError, match=r"wide.frame_width \+ 2 \* wide.text_width \(384\) must be <= embedding_dim"):
         ModelConfig.tiny("uniter", **{"wide.enabled": True, "wide.frame_width": 256})
@@ -196,7 +233,7 @@ def test_finetune_fits_saves_and_checkpoints_the_wide_path(synthetic_data, folds
                      "--pretrained", str(pre), "epochs=1", "steps_per_epoch=3", *TINY_RUN]) == 0
     weights, choices = wide_path.load_fit(str(out / wide_path.WIDE_FILE))
     assert choices["unlabelled_videos"] > 0 and choices["pairs"] > 0 and choices["videos"] > 0
-    assert choices["title_basis"] == choices["asr_basis"] == "tags"  # the decoder's tags reached the fit
+    assert {"title_tags_score", "asr_tags_score"} <= set(choices)  # the decoder's tags reached the fit
     assert weights["metric"].shape == (32, load_config(out).model.embedding_dim)
     model = stage.build_stage_model(load_config(out), tf.distribute.get_strategy())
     checkpointing.restore_model(model, out / "best")
