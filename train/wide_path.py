@@ -195,8 +195,8 @@ def _choose_basis(candidates: dict[str, np.ndarray], ids: Sequence[str], pairs: 
     for key, vectors in candidates.items():
         whitener = sb.Whitener.fit(*sb.moments(vectors), config.eps)
         grid = sorted({min(k, whitener.vectors.shape[1]) for k in config.text_components})
-        scores[key] = max((value if np.isfinite(value) else -1.0) for value in
-                          (sb.pair_spearman(whitener(vectors, k), query, candidate, pairs.score) for k in grid))
+        _, scores[key] = sb._best({k: k for k in grid},
+                                  lambda k, w=whitener, x=vectors: sb.pair_spearman(w(x, k), query, candidate, pairs.score))
     return max(scores, key=scores.get), {key: float(value) for key, value in scores.items()}
 
 
@@ -232,15 +232,13 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
                 candidates["tags"] = tag_components
         if wide.text_basis != "tags" or not candidates:
             candidates["lsa"] = _lsa(fit_docs, wide.lsa_dim, seed)
+        projected = {key: np.asarray(docs @ value.T) for key, value in candidates.items()}
         basis = next(iter(candidates))
         if len(candidates) > 1:
-            basis, scores = _choose_basis({key: np.asarray(docs @ value.T) for key, value in candidates.items()},
-                                          scored.ids, pairs, config)
+            basis, scores = _choose_basis(projected, scored.ids, pairs, config)
             bases.update({f"{name}_{key}_score": value for key, value in scores.items()})
         bases[f"{name}_basis"] = basis
-        components = candidates[basis]
-        vectors = np.asarray(docs @ components.T)
-        parts[name] = (idf, components, vectors)
+        parts[name] = (idf, candidates[basis], projected[basis])
     moments = sb.MomentAccumulator(scored.mean_frames.shape[1])
     moments.add(unlabelled.mean_frames)
     moments.add(scored.mean_frames)
