@@ -196,7 +196,7 @@ class FramesConfig(_Section):
             yield "path_rank > 0 needs normalization standardize or zca (its statistics start the path)"
 
 
-TEXT_BASES = ("auto", "tags", "lsa")
+TEXT_BASES = ("both", "auto", "tags", "lsa")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,17 +208,19 @@ class WideConfig(_Section):
     trains, so the deep part learns what the linear metric misses. Each text's basis is read through
     the tags (``"tags"``: a ridge from TF-IDF to the videos' tag LSA, fitted on unlabelled videos, the
     linear counterpart of tag pretraining) or the baseline's own LSA (``"lsa"``); by default
-    (``"auto"``) each fold picks, per text, the one that ranks its training pairs better."""
+    (``"both"``) the two side by side, so the whitening and the metric fitted on the fold's pairs
+    take from each what helps (``"auto"`` picks one per text, a noisier bet)."""
 
     enabled: bool = False
     lsa_dim: int = 128  # LSA components of the token TF-IDF before whitening
     frame_width: int = 128  # most whitened mean-frame components (the fit chooses k <= this)
     text_width: int = 64  # most whitened LSA components of the title, and of the ASR
     max_fit_videos: int = 20_000  # unlabelled (pointwise) videos used for TF-IDF, LSA and whitening
-    # each text's linear basis: "tags" (ridge from TF-IDF to the videos' tags, LSA where too few videos
-    # have tags), "lsa" (the strong baseline's own) or "auto" (per fold and text, the one of the two
-    # that ranks the training pairs better)
-    text_basis: str = "auto"
+    # each text's linear basis: "both" (the two below stacked, each scaled to unit spread; the
+    # whitening and the metric take what ranks the pairs), "tags" (ridge from TF-IDF to the videos'
+    # tags, LSA where too few videos have tags), "lsa" (the strong baseline's own) or "auto" (per
+    # fold and text, the one of tags / lsa that ranks the training pairs better)
+    text_basis: str = "both"
     tag_ridge_alpha: float = 1.0  # L2 penalty of that ridge (rows of the TF-IDF are unit length)
 
     def _problems(self):

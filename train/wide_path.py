@@ -182,6 +182,18 @@ def _tag_basis(fit_docs: scipy.sparse.csr_matrix, tags: scipy.sparse.csr_matrix,
     return Ridge(alpha=alpha).fit(fit_docs[usable], targets).coef_.astype(np.float64)
 
 
+def _joined(candidates: dict[str, np.ndarray], projected: dict[str, np.ndarray]
+            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One basis, ``both``: the tags basis and the LSA stacked, each scaled to unit total spread
+    over the training-pair videos so that the PCA whitening after it weighs the two alike (the
+    ridge's predictions are far larger than LSA coordinates). The whitening and the metric then
+    take from each what ranks the pairs, where ``auto`` must bet on one from a noisy comparison."""
+    spread = {key: float(np.sqrt(value.var(axis=0).sum())) + 1e-12 for key, value in projected.items()}
+    order = ("tags", "lsa")
+    return ({"both": np.vstack([candidates[key] / spread[key] for key in order])},
+            {"both": np.hstack([projected[key] / spread[key] for key in order])})
+
+
 def _choose_basis(candidates: dict[str, np.ndarray], ids: Sequence[str], pairs: Labels,
                   config: sb.BaselineConfig) -> tuple[str, dict[str, float]]:
     """The basis (``text_basis="auto"``) whose text vectors, PCA-whitened with their best k, rank
@@ -217,7 +229,7 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
         frame_components=tuple(sorted({min(k, wide.frame_width) for k in defaults.frame_components})),
         text_components=tuple(sorted({min(k, wide.text_width) for k in defaults.text_components})))
     tags = None
-    if wide.text_basis in ("tags", "auto") and unlabelled.tags is not None and scored.tags is not None:
+    if wide.text_basis in ("tags", "auto", "both") and unlabelled.tags is not None and scored.tags is not None:
         tags = scipy.sparse.vstack([unlabelled.tags, scored.tags]).tocsr()
     parts, bases = {}, {}
     for name, fit_counts, counts in (("title", unlabelled.title_counts, scored.title_counts),
@@ -233,6 +245,8 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
         if wide.text_basis != "tags" or not candidates:
             candidates["lsa"] = _lsa(fit_docs, wide.lsa_dim, seed)
         projected = {key: np.asarray(docs @ value.T) for key, value in candidates.items()}
+        if wide.text_basis == "both" and len(candidates) == 2:
+            candidates, projected = _joined(candidates, projected)
         basis = next(iter(candidates))
         if len(candidates) > 1:
             basis, scores = _choose_basis(projected, scored.ids, pairs, config)

@@ -100,7 +100,7 @@ def test_token_counts_split_title_and_asr_at_the_first_sep():
 
 
 @pytest.mark.parametrize("basis, with_tags", [("lsa", True), ("tags", True), ("tags", False), ("auto", True),
-                                              ("auto", False)])
+                                              ("auto", False), ("both", True), ("both", False)])
 def test_wide_path_reproduces_the_fitted_linear_metric(world, basis, with_tags):
     layer = _layer()
     scored = _collect(layer, *world["scored"][1:3], "v", world["scored"][3] if with_tags else None)
@@ -108,7 +108,7 @@ def test_wide_path_reproduces_the_fitted_linear_metric(world, basis, with_tags):
     config = WideConfig(enabled=True, lsa_dim=6, frame_width=8, text_width=4, text_basis=basis)
     weights, choices, reference = wide_path.fit_wide_path(scored, unlabelled, world["pairs"], config, 16,
                                                           [PAD, CLS, SEP, MASK], SEP)
-    # without tags (a decoder with no tag list) the tags basis falls back to the baseline's LSA
+    # without tags (a decoder with no tag list) the tags basis, and "both", fall back to the baseline's LSA
     used = basis if with_tags else "lsa"
     if basis == "auto" and with_tags:  # both fitted; each text keeps the better-ranking one
         for text in ("title", "asr"):
@@ -178,6 +178,51 @@ def test_choose_basis_keeps_the_vectors_that_rank_the_training_pairs(world):
         assert scores[chosen] > 0.5 and abs(min(scores.values())) < 0.2
 
 
+def test_both_bases_side_by_side_weigh_alike_and_keep_what_each_reads(world):
+    rng = np.random.default_rng(5)
+    vocab, n = 30, 200
+    candidates = {"tags": rng.normal(size=(6, vocab)) * 50.0, "lsa": rng.normal(size=(4, vocab)) * 0.1}
+    docs = rng.random((n, vocab))
+    projected = {key: docs @ value.T for key, value in candidates.items()}
+    joined, vectors = wide_path._joined(candidates, projected)
+    assert list(joined) == ["both"] and joined["both"].shape == (10, vocab) and vectors["both"].shape == (n, 10)
+    np.testing.assert_allclose(vectors["both"], docs @ joined["both"].T, atol=1e-9)  # one linear kernel in-graph
+    # each block scaled to unit total spread, whatever its raw scale (here 500x apart)
+    for block in (vectors["both"][:, :6], vectors["both"][:, 6:]):
+        np.testing.assert_allclose(np.sqrt(block.var(axis=0).sum()), 1.0, rtol=1e-6)
+    # the tags block is the tags basis up to one scale (the directions are untouched)
+    ratio = joined["both"][:6] / candidates["tags"]
+    np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-9)
+
+
+def test_both_basis_keeps_what_the_lsa_reads_where_tags_are_noise(world):
+    layer = _layer()
+    rng = np.random.default_rng(4)
+    noise_tags = {name: (rng.random((len(world[name][0]), 20)) < 0.15).astype(np.float32)
+                  for name in ("scored", "unlabelled")}  # tags unrelated to the topics: the LSA must carry it
+    scored = _collect(layer, *world["scored"][1:3], "v", noise_tags["scored"])
+    unlabelled = _collect(layer, *world["unlabelled"][1:3], "u", noise_tags["unlabelled"])
+    config = WideConfig(enabled=True, lsa_dim=6, frame_width=8, text_width=4)  # default: both
+    pairs = world["pairs"]
+    rows_q = np.array([int(k[1:]) for k in pairs.query])
+    rows_c = np.array([int(k[1:]) for k in pairs.candidate])
+
+    def spearman(basis):
+        weights, choices, _ = wide_path.fit_wide_path(scored, unlabelled, pairs, dataclasses.replace(config, text_basis=basis),
+                                                      16, [PAD, CLS, SEP, MASK], SEP)
+        layer.set_weights_from(weights)
+        out = layer(*_inputs(world["scored"][1], world["scored"][2])).numpy()
+        return choices["title_basis"], scipy.stats.spearmanr(np.einsum("ij,ij->i", out[rows_q], out[rows_c]),
+                                                             pairs.score).statistic
+
+    basis, both = spearman("both")
+    _, tags = spearman("tags")
+    _, lsa = spearman("lsa")
+    assert basis == "both"
+    assert lsa > tags + 0.03, (lsa, tags)  # the noise tags read nothing of the titles (0.76 against 0.71)
+    assert both > tags + 0.025 and both > lsa - 0.03, (both, lsa, tags)  # both keeps most of what the LSA reads
+
+
 def test_auto_basis_falls_back_to_lsa_where_tags_are_noise(world):
     layer = _layer()
     rng = np.random.default_rng(4)
@@ -185,7 +230,7 @@ def test_auto_basis_falls_back_to_lsa_where_tags_are_noise(world):
                   for name in ("scored", "unlabelled")}  # tags unrelated to the topics
     scored = _collect(layer, *world["scored"][1:3], "v", noise_tags["scored"])
     unlabelled = _collect(layer, *world["unlabelled"][1:3], "u", noise_tags["unlabelled"])
-    config = WideConfig(enabled=True, lsa_dim=6, frame_width=8, text_width=4)  # default: auto
+    config = WideConfig(enabled=True, lsa_dim=6, frame_width=8, text_width=4, text_basis="auto")
     _, choices, _ = wide_path.fit_wide_path(scored, unlabelled, world["pairs"], config, 16, [PAD, CLS, SEP, MASK], SEP)
     assert choices["title_basis"] == "lsa", choices
     assert choices["title_lsa_score"] > choices["title_tags_score"] + 0.05
@@ -201,8 +246,8 @@ def test_unfitted_path_adds_nothing_and_config_validates():
     with pytest.raises(ValueError, match="text_width must be > 0"):
         ModelConfig.tiny("uniter", **{"wide.enabled": True, "wide.text_width": 0})
     assert ModelConfig.tiny("uniter", wide_path=True).wide.enabled  # flat key
-    assert ModelConfig.tiny("uniter").wide.text_basis == "auto"
-    with pytest.raises(ValueError, match=r"text_basis must be one of \('auto', 'tags', 'lsa'\), got 'words'"):
+    assert ModelConfig.tiny("uniter").wide.text_basis == "both"
+    with pytest.raises(ValueError, match=r"text_basis must be one of \('both', 'auto', 'tags', 'lsa'\), got 'words'"):
         ModelConfig.tiny("uniter", **{"wide.text_basis": "words"})
     with pytest.raises(ValueError, match=r"wide.frame_width \+ 2 \* wide.text_width \(384\) must be <= embedding_dim"):
         ModelConfig.tiny("uniter", **{"wide.enabled": True, "wide.frame_width": 256})
@@ -233,7 +278,7 @@ def test_finetune_fits_saves_and_checkpoints_the_wide_path(synthetic_data, folds
                      "--pretrained", str(pre), "epochs=1", "steps_per_epoch=3", *TINY_RUN]) == 0
     weights, choices = wide_path.load_fit(str(out / wide_path.WIDE_FILE))
     assert choices["unlabelled_videos"] > 0 and choices["pairs"] > 0 and choices["videos"] > 0
-    assert {"title_tags_score", "asr_tags_score"} <= set(choices)  # the decoder's tags reached the fit
+    assert choices["title_basis"] == choices["asr_basis"] == "both"  # the decoder's tags reached the fit
     assert weights["metric"].shape == (32, load_config(out).model.embedding_dim)
     model = stage.build_stage_model(load_config(out), tf.distribute.get_strategy())
     checkpointing.restore_model(model, out / "best")
