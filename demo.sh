@@ -15,8 +15,8 @@
 # RECIPE  key=value overrides for pretraining (model.* keys reach the finetune through the pretrain
 #         run's config); default: the robust recipe (title + ASR tokens, frames through a signed
 #         square root and standardised, the wide path: the linear-metric baseline in-graph, fitted
-#         per fold, with title and ASR read through the tags or the LSA, whichever ranks the
-#         fold's training pairs better, under the deep model);
+#         per fold, with title and ASR read through the tags and the LSA side by side, under the
+#         deep model);
 #         RECIPE=" " runs the published recipes unchanged
 # TRAIN_EXTRA  key=value overrides for both pretraining and finetuning (e.g. min_tag_coverage=0.2)
 # PYTHON  interpreter (default: .venv/bin/python if it exists, else python)

@@ -13,8 +13,9 @@ each video's mean frame and title / ASR token counts; then, exactly as the basel
   standardised), fitted on the same unlabelled and training-pair videos. It reads a title the way
   tag pretraining teaches a model to, linearly: words that predict the same tags land together even
   when two titles share no word (see docs/benchmarks.md, "Titles read through the tags"). By
-  default (``auto``) both are fitted and each text keeps the one whose whitened vectors rank the
-  training pairs better (where tags are a uniform tail of noise, the LSA);
+  default (``both``) the two are stacked, each scaled to unit spread, and the whitening and metric
+  below take from each what ranks the training pairs; ``auto`` keeps, per text, the one whose
+  whitened vectors rank them better (where tags are a uniform tail of noise, the LSA);
 * PCA whitening of the mean frames;
 * components, title / ASR weights and the linear metric W chosen or trained on the training pairs
   (`infer.strong_baselines.fold_baselines`), never on the validation shard.
