@@ -115,6 +115,53 @@ def test_linear_metric_learns_a_hidden_subspace():
     assert zero_steps == 0
 
 
+@pytest.mark.parametrize("splits", [1, 3, 5])
+def test_held_out_parts_are_disjoint_seeded_and_cover_the_pairs(splits):
+    parts = sb.held_out_parts(1000, splits, seed=7)
+    assert len(parts) == splits and all(part.dtype == bool and part.shape == (1000,) for part in parts)
+    if splits == 1:
+        assert 150 < parts[0].sum() < 250  # one random 20%
+    else:
+        np.testing.assert_array_equal(np.sum(parts, axis=0), np.ones(1000))  # each pair held out once
+        assert {int(part.sum()) for part in parts} <= {1000 // splits, 1000 // splits + 1}
+    again = sb.held_out_parts(1000, splits, seed=7)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+    assert not np.array_equal(parts[0], sb.held_out_parts(1000, splits, seed=8)[0])
+
+
+def test_metric_steps_follow_the_mean_held_out_curve_not_one_split(monkeypatch):
+    """One held-out part that happens to peak at 320 steps must not decide when the others say the
+    metric only hurts (what one 20% split did on the continuous world: 320 steps, -0.03 on a fold)."""
+    curves = iter([
+        [0.70, 0.69, 0.72],  # a lucky part: peaks at the last step
+        [0.72, 0.69, 0.68], [0.71, 0.68, 0.67], [0.73, 0.70, 0.70], [0.72, 0.69, 0.69]])
+    calls = []
+
+    def fake_fit(tf, keras, x, q, c, s, config, steps, evaluate=None):
+        calls.append((len(s), steps, evaluate is not None))
+        if evaluate is None:
+            return np.eye(x.shape[1]), np.zeros((0, 2))
+        return None, np.array(list(zip([0, 160, 320], next(curves))), dtype=float)
+
+    monkeypatch.setattr(sb, "_fit_metric", fake_fit)
+    x, q, c, s = np.eye(4), np.zeros(100, int), np.ones(100, int), np.linspace(0, 1, 100)
+    _, steps = sb.train_linear_metric(x, q, c, s, sb.BaselineConfig(metric_splits=5, metric_steps=320))
+    assert steps == 0
+    assert [held for _, _, held in calls] == [True] * 5 + [False]  # five held-out curves, then all pairs
+    assert all(count == 80 for count, _, held in calls if held)  # each fit leaves one fifth out
+    assert calls[-1] == (100, 0, False)
+
+    curves = iter([[0.70, 0.69, 0.72]])
+    calls.clear()
+    _, one_split = sb.train_linear_metric(x, q, c, s, sb.BaselineConfig(metric_splits=1, metric_steps=320))
+    assert one_split == 320 and len(calls) == 2
+
+
+def test_metric_splits_must_be_positive():
+    with pytest.raises(ValueError, match="metric_splits must be >= 1"):
+        sb.BaselineConfig(metric_splits=0)
+
+
 def test_cli_writes_per_fold_baselines_scored_by_ensemble_final(synthetic_data, folds_dir, tmp_path, capsys):
     out = tmp_path / "baselines"
     assert cli.main(["--data", str(synthetic_data), "--folds-dir", str(folds_dir), "--out", str(out),
