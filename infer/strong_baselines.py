@@ -11,8 +11,9 @@ what no similarity judgement cares about, without deep learning:
 ``combined``        √-weighted concat of the L2-normalised whitened frame, title and ASR vectors
                     (weights chosen on the training pairs)
 ``linear_metric``   a linear map W on the ``combined`` features trained on the training pairs:
-                    MSE(cos(W x1, W x2), rank-normalised label) + λ‖W − I‖², steps chosen on an
-                    inner split (a supervised metric with the same data a model finetunes on)
+                    MSE(cos(W x1, W x2), rank-normalised label) + λ‖W − I‖², the step count (0:
+                    W = I) chosen on the mean held-out curve of a 5-fold inner split of the training
+                    pairs (a supervised metric with the same data a model finetunes on)
 
 Unsupervised statistics (mean, covariance, TF-IDF vocabulary, LSA) are fitted on unlabelled videos
 (pointwise, pairwise and test records: no labels); every choice that looks at labels uses only the
@@ -295,12 +296,20 @@ def held_out_parts(count: int, splits: int, seed: int) -> list[np.ndarray]:
 
 
 def _fit_metric(tf, keras, x, rows_q, rows_c, scores, config: BaselineConfig, steps: int, evaluate=None):
+    """W [D, D] after ``steps`` Adam steps from I, and the held-out curve (every 20 steps) on
+    ``evaluate`` = (rows_q, rows_c, scores) when given.
+
+    Only the rows of W for columns of ``x`` that are not all zero are trained (the others get no
+    gradient and stay rows of I): the baselines' features are zero-padded to a fixed width per fold
+    (512 wide, ~100 columns in use), so this gives the same W ~5x faster."""
     dim = x.shape[1]
-    features = tf.constant(x, tf.float32)
+    active = np.flatnonzero(np.any(x != 0, axis=0))
+    features = tf.constant(x[:, active], tf.float32)
     target = tf.constant(rank_targets(scores), tf.float32)
     q, c = tf.constant(rows_q), tf.constant(rows_c)
-    identity = tf.eye(dim)
-    weights = tf.Variable(identity)
+    start = np.eye(dim, dtype=np.float32)[active]
+    initial = tf.constant(start)
+    weights = tf.Variable(initial)
     optimizer = keras.optimizers.Adam(config.metric_learning_rate)
     generator = tf.random.Generator.from_seed(config.seed)
 
@@ -315,17 +324,23 @@ def _fit_metric(tf, keras, x, rows_q, rows_c, scores, config: BaselineConfig, st
         with tf.GradientTape() as tape:
             cos = cosine(weights, tf.gather(q, batch), tf.gather(c, batch))
             loss = tf.reduce_mean((cos - tf.gather(target, batch)) ** 2)
-            loss += config.metric_l2 * tf.reduce_sum((weights - identity) ** 2)
+            loss += config.metric_l2 * tf.reduce_sum((weights - initial) ** 2)
         optimizer.apply_gradients([(tape.gradient(loss, weights), weights)])
 
     curve = []
     if evaluate is not None:
-        curve.append((0, _metric_spearman(x, np.eye(dim), *evaluate)))
+        held_q, held_c, held_scores = evaluate
+        used, inverse = np.unique(np.concatenate([held_q, held_c]), return_inverse=True)
+        held_x = x[used][:, active]  # only the held-out pairs' videos, only the columns in use
+        held_rows = (inverse[:len(held_q)], inverse[len(held_q):], held_scores)
+        curve.append((0, _metric_spearman(held_x, start, *held_rows)))
     for index in range(1, steps + 1):
         step()
         if evaluate is not None and index % 20 == 0:
-            curve.append((index, _metric_spearman(x, weights.numpy(), *evaluate)))
-    return weights.numpy().astype(np.float64), np.array(curve, dtype=np.float64).reshape(-1, 2)
+            curve.append((index, _metric_spearman(held_x, weights.numpy(), *held_rows)))
+    full = np.eye(dim)
+    full[active] = weights.numpy()
+    return full, np.array(curve, dtype=np.float64).reshape(-1, 2)
 
 
 def _metric_spearman(x, w, rows_q, rows_c, scores) -> float:

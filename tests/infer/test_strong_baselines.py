@@ -157,6 +157,28 @@ def test_metric_steps_follow_the_mean_held_out_curve_not_one_split(monkeypatch):
     assert one_split == 320 and len(calls) == 2
 
 
+def test_linear_metric_leaves_the_zero_padding_alone():
+    """The baselines pad each part to a fixed width with zero columns; W's rows for them stay rows of
+    I (they get no gradient) while the columns in use are trained, and the padding does not change
+    what those learn."""
+    rng = np.random.default_rng(5)
+    n = 300
+    used = rng.normal(size=(n, 4))
+    x = np.zeros((n, 10))
+    x[:, [0, 1, 6, 7]] = used
+    q, c = rng.integers(0, n, 1500), rng.integers(0, n, 1500)
+    score = np.sum(used[q, :2] * used[c, :2], 1)
+    config = sb.BaselineConfig(metric_steps=100, metric_learning_rate=1e-2)
+    weights, _ = sb.train_linear_metric(x, q, c, score, config, steps=100)
+    np.testing.assert_array_equal(weights[[2, 3, 4, 5, 8, 9]], np.eye(10)[[2, 3, 4, 5, 8, 9]])
+    assert np.abs(weights[[0, 1, 6, 7]] - np.eye(10)[[0, 1, 6, 7]]).max() > 0.05
+    shuffled = np.zeros((n, 10))
+    shuffled[:, [2, 3, 8, 9]] = used  # the same columns in use, the padding elsewhere
+    moved, _ = sb.train_linear_metric(shuffled, q, c, score, config, steps=100)
+    np.testing.assert_allclose(moved[np.ix_([2, 3, 8, 9], [2, 3, 8, 9])], weights[np.ix_([0, 1, 6, 7], [0, 1, 6, 7])],
+                               atol=1e-4)
+
+
 def test_metric_splits_must_be_positive():
     with pytest.raises(ValueError, match="metric_splits must be >= 1"):
         sb.BaselineConfig(metric_splits=0)
