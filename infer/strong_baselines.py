@@ -278,8 +278,9 @@ def train_linear_metric(x: np.ndarray, rows_q: np.ndarray, rows_c: np.ndarray, s
             _, curve = _fit_metric(tf, keras, x, rows_q[~held], rows_c[~held], scores[~held], config,
                                    config.metric_steps, evaluate=(rows_q[held], rows_c[held], scores[held]))
             curves.append(curve)
-        mean_curve = np.nanmean(np.stack([curve[:, 1] for curve in curves]), axis=0) if curves else np.array([])
-        steps = int(curves[0][int(np.nanargmax(mean_curve)), 0]) if len(mean_curve) else 0
+        # every curve starts at step 0 and shares the same steps
+        mean_curve = np.nanmean(np.stack([curve[:, 1] for curve in curves]), axis=0)
+        steps = int(curves[0][int(np.nanargmax(mean_curve)), 0])
     weights, _ = _fit_metric(tf, keras, x, rows_q, rows_c, scores, config, steps)
     return weights, steps
 
@@ -301,7 +302,7 @@ def _fit_metric(tf, keras, x, rows_q, rows_c, scores, config: BaselineConfig, st
 
     Only the rows of W for columns of ``x`` that are not all zero are trained (the others get no
     gradient and stay rows of I): the baselines' features are zero-padded to a fixed width per fold
-    (512 wide, ~100 columns in use), so this gives the same W ~5x faster."""
+    (512 wide, ~100 columns in use), so this gives the same W about 3x faster (docs/benchmarks.md)."""
     dim = x.shape[1]
     active = np.flatnonzero(np.any(x != 0, axis=0))
     features = tf.constant(x[:, active], tf.float32)
