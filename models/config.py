@@ -287,9 +287,15 @@ class UniterConfig(_Section):
     """uniter (team 618): one encoder over title tokens and projected frames."""
 
     mlm_weight: float = 1.0
+    # pretraining: symmetric InfoNCE between the embedding of the text alone (no frames) and of
+    # the whole video, in-batch negatives; teaches the encoder to read from the text what the
+    # frames say of a video without relying on tags (0: off)
+    text_view_weight: float = 0.0
+    text_view_temperature: float = 0.1
 
     def _problems(self):
-        yield from _non_negative(self, ("mlm_weight",))
+        yield from _non_negative(self, ("mlm_weight", "text_view_weight"))
+        yield from _positive(self, ("text_view_temperature",))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from transformers import RoFormerConfig, TFRoFormerModel
 
+from models import losses
 from models.base import example_features
 from models.config import ModelConfig
 from models.registry import VARIANTS, build_model, variant_config
@@ -60,6 +61,42 @@ def test_frames_are_part_of_the_sequence(harness):
     features["frames"] = features["frames"] + noise * features["frame_mask"].numpy()[..., None]  # real frames only
     changed = harness.model(features, training=False)
     assert not np.allclose(changed["embedding"].numpy(), out["embedding"].numpy())
+
+
+def test_text_view_loss_is_infonce_of_the_text_alone_against_the_whole_video():
+    config = TINY.replace(uniter=TINY.uniter.replace(text_view_weight=0.5, text_view_temperature=0.2))
+    model = build_model(config)
+    features = example_features(config, batch_size=4)
+    model.mlm_generator.reset_from_seed(1)
+    terms = model.pretrain_losses(features, training=False)
+    assert set(terms) == {"tag", "mlm", "text_view"}
+    # the text view reads no frame: changing the frames leaves it, not the full embedding, alone
+    text_only = model.text_view_embedding(features).numpy()
+    moved = dict(features, frames=features["frames"] + 1.0)
+    np.testing.assert_allclose(model.text_view_embedding(moved).numpy(), text_only, atol=1e-6)
+    # the term is the symmetric InfoNCE at the configured temperature, times its weight
+    model.mlm_generator.reset_from_seed(1)
+    masked, _, _ = losses.mask_tokens(features["input_ids"], features["attention_mask"], config.vocab_size,
+                                      config.text.mask_token_id, config.text.special_token_ids,
+                                      config.text.mlm_probability, generator=model.mlm_generator)
+    deep = model(dict(features, input_ids=masked), training=False, mlm=True)["deep_embedding"].numpy()
+    a = text_only / np.linalg.norm(text_only, axis=1, keepdims=True)
+    b = deep / np.linalg.norm(deep, axis=1, keepdims=True)
+    logits = a @ b.T / 0.2
+    def cross_entropy(x):
+        x = x - x.max(axis=1, keepdims=True)
+        return np.mean(np.log(np.exp(x).sum(axis=1)) - np.diag(x))
+    expected = 0.5 * 0.5 * (cross_entropy(logits) + cross_entropy(logits.T))
+    np.testing.assert_allclose(float(terms["text_view"]), expected, rtol=1e-4)
+    # off by default: no extra pass, no extra term
+    assert set(build_model(TINY).pretrain_losses(features, training=False)) == {"tag", "mlm"}
+
+
+def test_text_view_weights_are_checked():
+    with pytest.raises(ValueError, match="text_view_temperature must be > 0"):
+        TINY.replace(uniter=TINY.uniter.replace(text_view_temperature=0.0))
+    with pytest.raises(ValueError, match="text_view_weight must be >= 0"):
+        TINY.replace(uniter=TINY.uniter.replace(text_view_weight=-1.0))
 
 
 def test_sequence_longer_than_positions_is_an_error():
