@@ -287,16 +287,9 @@ class UniterConfig(_Section):
     """uniter (team 618): one encoder over title tokens and projected frames."""
 
     mlm_weight: float = 1.0
-    # pretraining: symmetric InfoNCE between the embedding of the text alone and of the frames
-    # alone (two extra encoder passes, each over its own slice of the sequence), in-batch
-    # negatives; teaches the encoder to read from each modality what the other says of the video,
-    # without relying on tags (0: off)
-    cross_view_weight: float = 0.0
-    cross_view_temperature: float = 0.1
 
     def _problems(self):
-        yield from _non_negative(self, ("mlm_weight", "cross_view_weight"))
-        yield from _positive(self, ("cross_view_temperature",))
+        yield from _non_negative(self, ("mlm_weight",))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -98,9 +98,8 @@ class TextEncoder(keras.layers.Layer):
     def call(self, inputs: Mapping[str, tf.Tensor], training: bool | None = False
              ) -> dict[str, tf.Tensor]:
         """``inputs``: {"input_ids" or "inputs_embeds", "attention_mask", optional
-        "token_type_ids", optional "position_ids" (BERT only: RoFormer's positions are relative)}
-        -> {"sequence_output", "pooled_output"}."""
-        unknown = set(inputs) - {"input_ids", "inputs_embeds", "attention_mask", "token_type_ids", "position_ids"}
+        "token_type_ids"} -> {"sequence_output", "pooled_output"}."""
+        unknown = set(inputs) - {"input_ids", "inputs_embeds", "attention_mask", "token_type_ids"}
         if unknown:
             raise ValueError(f"TextEncoder: unexpected inputs {sorted(unknown)}")
         input_ids, inputs_embeds = inputs.get("input_ids"), inputs.get("inputs_embeds")
@@ -112,7 +111,6 @@ class TextEncoder(keras.layers.Layer):
             inputs_embeds=inputs_embeds,
             token_type_ids=inputs.get("token_type_ids"),
             training=False if training is None else training,
-            **({"position_ids": inputs["position_ids"]} if inputs.get("position_ids") is not None else {}),
         )
         sequence = outputs.last_hidden_state
         pooled = getattr(outputs, "pooler_output", None)
@@ -128,17 +126,11 @@ class TextEncoder(keras.layers.Layer):
 
     def encode_embeds(self, inputs_embeds: tf.Tensor, attention_mask: tf.Tensor,
                       training: bool | None = False,
-                      token_type_ids: tf.Tensor | None = None,
-                      first_position: int | tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-        """Run on ready-made input embeddings [B, L, embedding_size] (e.g. words + frames).
-        ``first_position``: BERT's absolute position of the first embedding (a slice of a longer
-        sequence keeps the positions it has there); RoFormer's rotary positions are relative, so it
-        ignores it."""
+                      token_type_ids: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """Run on ready-made input embeddings [B, L, embedding_size] (e.g. words + frames)."""
         inputs = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        if first_position is not None and self.kind != "roformer":
-            inputs["position_ids"] = first_position + tf.range(tf.shape(inputs_embeds)[1])[None, :]
         return self(inputs, training=training)
 
     def embed_ids(self, input_ids: tf.Tensor, token_type_ids: tf.Tensor | None = None,

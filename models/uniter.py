@@ -9,12 +9,7 @@ the embedding.
 
 Pretraining (one forward pass on the masked input): ``mlm`` — 15% of the real, non-special title
 tokens are chosen (80% -> [MASK], 10% random, 10% kept) and predicted by a BERT-style head whose
-decoder is the word-embedding matrix (+ bias); ``tag`` — the tag loss of the tag head; and,
-with ``uniter.cross_view_weight > 0``, ``cross_view`` — two more passes, over the (unmasked) text
-alone and over the frames alone (each at the positions it has in the full sequence), whose
-embeddings must pick each other out among the batch's (symmetric InfoNCE). Tags teach the
-encoder to read titles only where tags follow the content; the other modality is a teacher on
-every world, and neither view can match the other by copying shared tokens.
+decoder is the word-embedding matrix (+ bias); ``tag`` — the tag loss of the tag head.
 """
 from __future__ import annotations
 
@@ -36,8 +31,6 @@ class UniterModel(VideoSimModel):
         super().__init__(config, **kwargs)
         config = self.model_config
         self.tag_weight, self.mlm_weight = self.tag_loss_config.weight, config.uniter.mlm_weight
-        self.cross_view_weight = config.uniter.cross_view_weight
-        self.cross_view_temperature = config.uniter.cross_view_temperature
         # the pooler is unused here: without it every encoder variable gets a gradient
         self.text_encoder = build_text_encoder(config, with_pooler=False, name="text_encoder")
         length = config.title_len + config.max_frames
@@ -77,22 +70,6 @@ class UniterModel(VideoSimModel):
             outputs["mlm_logits"] = self.mlm_head(title_hidden, self.text_encoder.word_embeddings)
         return float32_outputs(outputs)
 
-    def single_view_embeddings(self, features: Mapping[str, tf.Tensor],
-                               training: bool | None = False) -> tuple[tf.Tensor, tf.Tensor]:
-        """([B, embedding_dim], [B, embedding_dim]) float32: the encoder's embedding of the text
-        tokens alone and of the frames alone, each at its positions in the full sequence, before
-        the linear paths."""
-        features = self.standardized(features)
-        text_mask = tf.cast(features["attention_mask"], tf.int32)
-        words = self.text_encoder.embed_tokens(features["input_ids"])
-        text_hidden = self.text_encoder.encode_embeds(words, text_mask, training=training)["sequence_output"]
-        frame_mask = tf.cast(features["frame_mask"] > 0, tf.int32)
-        frames = self.frame_projection(features["frames"])
-        frame_hidden = self.text_encoder.encode_embeds(
-            frames, frame_mask, training=training, first_position=tf.shape(features["input_ids"])[1])["sequence_output"]
-        return tuple(tf.cast(self.embedding_projection(self.pool(hidden, mask=mask)), tf.float32)
-                     for hidden, mask in ((text_hidden, text_mask), (frame_hidden, frame_mask)))
-
     def pretrain_losses(self, features: Mapping[str, tf.Tensor],
                         training: bool = True) -> dict[str, tf.Tensor]:
         text = self.text_config
@@ -101,12 +78,7 @@ class UniterModel(VideoSimModel):
             text.mask_token_id, text.special_token_ids, text.mlm_probability, generator=self.mlm_generator)
         masked = dict(features, input_ids=masked_ids)
         out = self(masked, training=training, mlm=True)
-        terms = {
+        return {
             "tag": self.tag_weight * self._tag_loss(features["tags"], out["tag_logits"]),
             "mlm": self.mlm_weight * losses.mlm_loss(labels, out["mlm_logits"], weights),
         }
-        if self.cross_view_weight > 0:
-            text_only, frames_only = self.single_view_embeddings(features, training=training)
-            terms["cross_view"] = self.cross_view_weight * losses.info_nce(
-                text_only, frames_only, temperature=self.cross_view_temperature)
-        return terms

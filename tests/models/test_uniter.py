@@ -62,51 +62,6 @@ def test_frames_are_part_of_the_sequence(harness):
     assert not np.allclose(changed["embedding"].numpy(), out["embedding"].numpy())
 
 
-def test_cross_view_loss_is_infonce_of_the_text_alone_against_the_frames_alone(harness):
-    config = harness.model.model_config
-    config = config.replace(uniter=config.uniter.replace(cross_view_weight=0.5, cross_view_temperature=0.2))
-    model = build_model(config)
-    features = example_features(config, batch_size=4)
-    terms = model.pretrain_losses(features, training=False)
-    assert set(terms) == {"tag", "mlm", "cross_view"}
-    text_only, frames_only = (x.numpy() for x in model.single_view_embeddings(features))
-    # each view reads only its own modality ...
-    moved = dict(features, frames=features["frames"] + 1.0, input_ids=tf.reverse(features["input_ids"], [0]),
-                 attention_mask=tf.reverse(features["attention_mask"], [0]))
-    moved_text, moved_frames = (x.numpy() for x in model.single_view_embeddings(moved))
-    np.testing.assert_allclose(moved_text, text_only[::-1], atol=1e-5)
-    assert not np.allclose(moved_frames, frames_only, atol=1e-3)
-    # ... at the positions it has in the full sequence: the frames alone are the full sequence's
-    # frames with the text masked out
-    standardized = model.standardized(features)
-    words = model.text_encoder.embed_tokens(features["input_ids"])
-    frames = model.frame_projection(standardized["frames"])
-    frame_mask = tf.cast(features["frame_mask"] > 0, tf.int32)
-    mask = tf.concat([tf.zeros_like(features["attention_mask"], tf.int32), frame_mask], axis=1)
-    hidden = model.text_encoder.encode_embeds(tf.concat([words, frames], 1), mask)["sequence_output"]
-    expected = model.embedding_projection(model.pool(hidden[:, config.title_len:], mask=frame_mask))
-    np.testing.assert_allclose(frames_only, expected.numpy(), atol=1e-4)
-    # the term is the symmetric InfoNCE at the configured temperature, times its weight
-    a = text_only / np.linalg.norm(text_only, axis=1, keepdims=True)
-    b = frames_only / np.linalg.norm(frames_only, axis=1, keepdims=True)
-    logits = a @ b.T / 0.2
-
-    def cross_entropy(x):
-        x = x - x.max(axis=1, keepdims=True)
-        return np.mean(np.log(np.exp(x).sum(axis=1)) - np.diag(x))
-    expected_loss = 0.5 * 0.5 * (cross_entropy(logits) + cross_entropy(logits.T))
-    np.testing.assert_allclose(float(terms["cross_view"]), expected_loss, rtol=1e-4)
-    # off by default: no extra passes, no extra term
-    assert set(harness.model.pretrain_losses(features, training=False)) == {"tag", "mlm"}
-
-
-def test_cross_view_weights_are_checked():
-    with pytest.raises(ValueError, match="cross_view_temperature must be > 0"):
-        TINY.replace(uniter=TINY.uniter.replace(cross_view_temperature=0.0))
-    with pytest.raises(ValueError, match="cross_view_weight must be >= 0"):
-        TINY.replace(uniter=TINY.uniter.replace(cross_view_weight=-1.0))
-
-
 def test_sequence_longer_than_positions_is_an_error():
     with pytest.raises(ValueError, match="title_len \\+ max_frames = 64"):
         UniterModel.from_model_config(TINY.replace(text_max_position=48))
