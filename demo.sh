@@ -12,6 +12,8 @@
 # FOLDS   folds to finetune (default: 0 1 of the 11)
 # PRESET  model size preset (default: small)
 # WORLD   synthetic world of tfrecord_tools.synth (default: demo; see --world there)
+# SEED    seed of the synthetic data (default: 0; another seed draws the same world afresh: judge a
+#         recipe on several draws, its margins move between them)
 # RECIPE  key=value overrides for pretraining (model.* keys reach the finetune through the pretrain
 #         run's config); default: the robust recipe (title + ASR tokens, frames through a signed
 #         square root and standardised, the wide path: the linear-metric baseline in-graph, fitted
@@ -39,15 +41,16 @@ MODELS=${MODELS:-"uniter uniter_roformer"}
 FOLDS=${FOLDS:-"0 1"}
 PRESET=${PRESET:-small}
 WORLD=${WORLD:-demo}
+SEED=${SEED:-0}
 TRAIN_EXTRA=${TRAIN_EXTRA:-}
 RECIPE=${RECIPE:-"model.text_source=title+asr model.title_len=64 model.frames.power=0.5 model.frame_normalization=standardize model.wide.enabled=true"}
 export DATA RUN MODELS FOLDS PRESET
 start=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
 
-step "synthetic $WORLD data -> $DATA"
+step "synthetic $WORLD data (seed $SEED) -> $DATA"
 if [ "$WORLD" = demo ]; then world_args=""; else world_args="--world $WORLD"; fi
-[ -f "$DATA/synth_meta.json" ] || "$PYTHON" -m tfrecord_tools.synth --out "$DATA" --size demo --seed 0 $world_args
+[ -f "$DATA/synth_meta.json" ] || "$PYTHON" -m tfrecord_tools.synth --out "$DATA" --size demo --seed "$SEED" $world_args
 
 step "11 fold shards -> $DATA/folds"
 [ -f "$DATA/folds/folds.json" ] || "$PYTHON" write_tfrecord.py --data "$DATA" --out "$DATA/folds" --folds 11 --seed 42

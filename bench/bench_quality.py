@@ -1,11 +1,13 @@
 """Quality across synthetic worlds: the demo recipe on every world under one fixed budget.
 
-    python -m bench.bench_quality [--worlds demo continuous ...] [--models "uniter uniter_roformer"]
+    python -m bench.bench_quality [--worlds demo continuous ...] [--seeds 0 1] [--models "uniter uniter_roformer"]
         [--folds "0 1 2"] [--out bench/out/quality] [--extra "key=value ..."]
 
-For every world, ``demo.sh`` runs the whole pipeline (synthetic data of that world, fold shards,
-strong baselines, pretraining, finetuning on the given folds, embeddings, ensemble) with
-``DATA=OUT/<world>/data RUN=OUT/<world>/runs WORLD=<world>``; its ``ensemble_report.json`` gives the
+For every world (and every seed of its synthetic data: the margins over the strong baselines move
+between draws by more than most recipe changes move them), ``demo.sh`` runs the whole pipeline
+(synthetic data of that world, fold shards, strong baselines, pretraining, finetuning on the given
+folds, embeddings, ensemble) with ``DATA=OUT/<world>/data RUN=OUT/<world>/runs WORLD=<world>
+SEED=<seed>`` (``OUT/<world>_seed<seed>`` for a seed other than 0); its ``ensemble_report.json`` gives the
 table row: every model's out-of-fold and mean-fold Spearman, the ensemble's, the best strong
 baseline and the oracle. Recipes are chosen on validation folds only; nothing here looks at a test
 set. Finished worlds are reused (delete OUT/<world> to rerun one).
@@ -21,22 +23,32 @@ import subprocess
 import sys
 import time
 
+from tfrecord_tools.atomic import atomic_path
+
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_WORLDS = ("demo", "continuous", "offset_frames", "sparse_tags", "weak_titles", "real_graph",
                   "many_unlabelled")
 
 
-def run_world(world: str, out: str, models: str, folds: str, extra: str, python: str, train_extra: str = "") -> dict:
-    data, run = os.path.join(out, world, "data"), os.path.join(out, world, "runs")
+def world_dir(world: str, seed: int) -> str:
+    """The directory name of one draw of a world under OUT (seed 0 keeps the plain name)."""
+    return world if seed == 0 else f"{world}_seed{seed}"
+
+
+def run_world(world: str, out: str, models: str, folds: str, extra: str, python: str, train_extra: str = "",
+              seed: int = 0) -> dict:
+    base = os.path.join(out, world_dir(world, seed))
+    data, run = os.path.join(base, "data"), os.path.join(base, "runs")
     report_path = os.path.join(run, "ensemble_report.json")
     started = time.time()
     if not os.path.isfile(report_path):
-        env = dict(os.environ, DATA=data, RUN=run, WORLD=world, MODELS=models, FOLDS=folds, PYTHON=python)
+        env = dict(os.environ, DATA=data, RUN=run, WORLD=world, MODELS=models, FOLDS=folds, PYTHON=python,
+                   SEED=str(seed))
         if extra:
             env["RECIPE"] = extra
         if train_extra:
             env["TRAIN_EXTRA"] = train_extra
-        log_path = os.path.join(out, world, "demo.log")
+        log_path = os.path.join(base, "demo.log")
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         with open(log_path, "w", encoding="utf-8") as log:
             code = subprocess.call(["sh", os.path.join(HERE, "demo.sh")], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -82,6 +94,8 @@ def markdown(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--worlds", nargs="*", default=list(DEFAULT_WORLDS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0],
+                        help="seeds of the synthetic data: each world is drawn and run once per seed")
     parser.add_argument("--models", default="uniter uniter_roformer")
     parser.add_argument("--folds", default="0 1")
     parser.add_argument("--out", default=os.path.join(HERE, "bench", "out", "quality"))
@@ -93,14 +107,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rows, reports = [], {}
     for world in args.worlds:
-        print(f"== world {world}", file=sys.stderr, flush=True)
-        report = run_world(world, args.out, args.models, args.folds, args.extra, args.python, args.train_extra)
-        reports[world] = {"rows": report["rows"], "oracle": report.get("oracle_spearman"), "seconds": report["seconds"]}
-        rows.extend(world_rows(world, report))
-        print(markdown(world_rows(world, report)), file=sys.stderr, flush=True)
+        for seed in args.seeds:
+            name = world if seed == 0 else f"{world} (seed {seed})"
+            print(f"== world {name}", file=sys.stderr, flush=True)
+            report = run_world(world, args.out, args.models, args.folds, args.extra, args.python, args.train_extra,
+                               seed=seed)
+            reports[world_dir(world, seed)] = {"world": world, "seed": seed, "rows": report["rows"],
+                                               "oracle": report.get("oracle_spearman"), "seconds": report["seconds"]}
+            rows.extend(world_rows(name, report))
+            print(markdown(world_rows(name, report)), file=sys.stderr, flush=True)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "quality.json"), "w", encoding="utf-8") as handle:
-        json.dump({"models": args.models, "folds": args.folds, "extra": args.extra, "worlds": reports}, handle, indent=2)
+    with atomic_path(os.path.join(args.out, "quality.json")) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        json.dump({"models": args.models, "folds": args.folds, "seeds": args.seeds, "extra": args.extra,
+                   "worlds": reports}, handle, indent=2)
     print(markdown(rows))
     return 0
 

@@ -77,3 +77,14 @@ def test_demo_trains_uniter_and_uniter_roformer_by_default(tmp_path):
     _finished_demo_data(tmp_path / "demo_data")
     calls = _run_script("demo.sh", tmp_path)
     assert [call.split()[3] for call in calls if call.startswith("-m train.pretrain")] == ["uniter", "uniter_roformer"]
+
+
+def test_demo_draws_its_synthetic_data_with_the_seed_asked_for(tmp_path):
+    data = tmp_path / "d"
+    _finished_demo_data(data)
+    (data / "synth_meta.json").unlink()  # the data is drawn again, the fold shards are kept
+    calls = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(tmp_path / "r"), MODELS="uniter",
+                        WORLD="continuous", SEED="3")
+    assert calls[0] == f"-m tfrecord_tools.synth --out {data} --size demo --seed 3 --world continuous"
+    default = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(tmp_path / "r"), MODELS="uniter")
+    assert default[0] == f"-m tfrecord_tools.synth --out {data} --size demo --seed 0"
