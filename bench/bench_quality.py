@@ -12,12 +12,17 @@ table row: every model's out-of-fold and mean-fold Spearman, the ensemble's, the
 baseline and the oracle. Recipes are chosen on validation folds only; nothing here looks at a test
 set. Finished worlds are reused (delete OUT/<world> to rerun one).
 
-Prints a markdown table (one row per world x model) and writes ``OUT/quality.json``.
+Prints a markdown table (one row per world x model), then one row per draw against the bar of
+issue 9 (the best single model above the best strong baseline, by >= 0.05 where that baseline is
+below 0.8 of the oracle; the ensemble above its best member; every out-of-fold Spearman within
+0.02 of its mean fold score), with the mean margin over the draws of each world, and writes
+``OUT/quality.json``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -77,6 +82,59 @@ def world_rows(world: str, report: dict) -> list[dict]:
     return out
 
 
+#: the best single model must beat the best strong baseline by this much where that baseline is
+#: below ``FAR_FROM_ORACLE`` of the oracle (by any margin elsewhere); OOF within ``MAX_FOLD_GAP``
+WIDE_MARGIN, FAR_FROM_ORACLE, MAX_FOLD_GAP = 0.05, 0.8, 0.02
+
+
+def verdict(world: str, seed: int, report: dict) -> dict:
+    """One draw against the bar: margins over the floor and over the best member, the fold gap."""
+    rows = [r for r in report["rows"] if r["oof_spearman"] is not None and not math.isnan(r["oof_spearman"])]
+    models = [r for r in rows if r["kind"] == "model"]
+    baselines = [r for r in rows if r["kind"] == "baseline"]
+    ensembles = [r for r in rows if r["kind"] == "ensemble"]
+    if not models or not baselines:
+        raise ValueError(f"world {world!r} (seed {seed}): ensemble_report.json needs at least one model row and one "
+                         f"baseline row with an out-of-fold Spearman, got kinds {sorted({r['kind'] for r in rows})}")
+    best, floor = max(models, key=lambda r: r["oof_spearman"]), max(baselines, key=lambda r: r["oof_spearman"])
+    oracle = report.get("oracle_spearman")
+    bar = WIDE_MARGIN if oracle and floor["oof_spearman"] < FAR_FROM_ORACLE * oracle else 0.0
+    margin = best["oof_spearman"] - floor["oof_spearman"]
+    ensemble_gain = max(r["oof_spearman"] for r in ensembles) - best["oof_spearman"] if ensembles else None
+    gaps = [abs(r["oof_spearman"] - r["mean_fold_spearman"]) for r in models + ensembles
+            if r["mean_fold_spearman"] is not None and not math.isnan(r["mean_fold_spearman"])]
+    fold_gap = max(gaps) if gaps else None
+    return {
+        "world": world, "seed": seed, "best_single": best["name"], "best_single_oof": best["oof_spearman"],
+        "floor": floor["name"].replace("baseline: ", ""), "floor_oof": floor["oof_spearman"], "margin": margin,
+        "bar": bar, "ensemble_gain": ensemble_gain, "fold_gap": fold_gap,
+        "met": bool(margin > bar and (ensemble_gain is None or ensemble_gain > 0)
+                    and (fold_gap is None or fold_gap <= MAX_FOLD_GAP)),
+    }
+
+
+def verdict_markdown(verdicts: list[dict]) -> str:
+    """One row per draw, then the mean margin over each world's draws where it has several."""
+    def f(value, sign=False):
+        return "-" if value is None else (f"{value:+.4f}" if sign else f"{value:.4f}")
+
+    lines = ["| world | seed | best single (OOF) | best strong baseline (OOF) | best single − baseline | bar | "
+             "ensemble − best member | largest \\|OOF − mean fold\\| | met |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    worlds = list(dict.fromkeys(v["world"] for v in verdicts))
+    for world in worlds:
+        draws = [v for v in verdicts if v["world"] == world]
+        for v in draws:
+            lines.append(f"| {world} | {v['seed']} | {v['best_single']} {f(v['best_single_oof'])} | {v['floor']} "
+                         f"{f(v['floor_oof'])} | {f(v['margin'], True)} | > {v['bar']:.2f} | "
+                         f"{f(v['ensemble_gain'], True)} | {f(v['fold_gap'])} | {'yes' if v['met'] else 'no'} |")
+        if len(draws) > 1:
+            mean = sum(v["margin"] for v in draws) / len(draws)
+            met = sum(v["met"] for v in draws)
+            lines.append(f"| {world} | mean of {len(draws)} | | | {f(mean, True)} | | | | {met} of {len(draws)} |")
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict]) -> str:
     def f(value):
         return "-" if value is None else f"{value:.3f}"
@@ -105,7 +163,7 @@ def main(argv=None) -> int:
                         help="key=value pairs for pretraining and finetuning (e.g. min_tag_coverage=0.2)")
     parser.add_argument("--python", default=sys.executable)
     args = parser.parse_args(argv)
-    rows, reports = [], {}
+    rows, reports, verdicts = [], {}, []
     for world in args.worlds:
         for seed in args.seeds:
             name = world if seed == 0 else f"{world} (seed {seed})"
@@ -115,12 +173,16 @@ def main(argv=None) -> int:
             reports[world_dir(world, seed)] = {"world": world, "seed": seed, "rows": report["rows"],
                                                "oracle": report.get("oracle_spearman"), "seconds": report["seconds"]}
             rows.extend(world_rows(name, report))
+            verdicts.append(verdict(world, seed, report))
+            reports[world_dir(world, seed)]["verdict"] = verdicts[-1]
             print(markdown(world_rows(name, report)), file=sys.stderr, flush=True)
     os.makedirs(args.out, exist_ok=True)
     with atomic_path(os.path.join(args.out, "quality.json")) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         json.dump({"models": args.models, "folds": args.folds, "seeds": args.seeds, "extra": args.extra,
                    "worlds": reports}, handle, indent=2)
     print(markdown(rows))
+    print()
+    print(verdict_markdown(verdicts))
     return 0
 
 

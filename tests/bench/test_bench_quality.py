@@ -40,3 +40,46 @@ def test_every_world_runs_once_per_seed_in_its_own_directory(tmp_path, monkeypat
     calls.clear()
     bench_quality.main(["--worlds", "demo", "--seeds", "2", "--out", str(out)])
     assert calls == []
+
+
+def _full_report(single, other, ensemble, floor, oracle, fold_gap=0.001):
+    return {"rows": [
+        {"name": "uniter", "kind": "model", "oof_spearman": single, "mean_fold_spearman": single - fold_gap},
+        {"name": "uniter_roformer", "kind": "model", "oof_spearman": other, "mean_fold_spearman": other},
+        {"name": "ensemble", "kind": "ensemble", "oof_spearman": ensemble, "mean_fold_spearman": ensemble},
+        {"name": "baseline: linear_metric", "kind": "baseline", "oof_spearman": floor, "mean_fold_spearman": floor},
+        {"name": "baseline: whitened_frame", "kind": "baseline", "oof_spearman": floor - 0.1,
+         "mean_fold_spearman": floor - 0.1},
+        {"name": "oracle", "kind": "oracle", "oof_spearman": None, "mean_fold_spearman": None},
+    ], "oracle_spearman": oracle}
+
+
+def test_verdict_applies_the_issue_bar():
+    # floor 0.79 is above 0.8 of the oracle 0.9 (0.72): any margin is enough
+    near = bench_quality.verdict("demo", 0, _full_report(0.81, 0.80, 0.815, 0.79, 0.9))
+    assert near["best_single"] == "uniter" and near["floor"] == "linear_metric"
+    assert abs(near["margin"] - 0.02) < 1e-9 and near["bar"] == 0.0 and near["met"]
+    assert abs(near["ensemble_gain"] - 0.005) < 1e-9
+    # floor 0.66 is below 0.8 of 0.89 (0.712): +0.03 is short of the +0.05 asked
+    far = bench_quality.verdict("continuous", 1, _full_report(0.69, 0.67, 0.70, 0.66, 0.89))
+    assert far["bar"] == 0.05 and not far["met"]
+    # an ensemble below its best member, or folds whose cosines disagree, fail the draw
+    assert not bench_quality.verdict("demo", 0, _full_report(0.81, 0.80, 0.805, 0.79, 0.9))["met"]
+    gap = bench_quality.verdict("demo", 0, _full_report(0.81, 0.80, 0.815, 0.79, 0.9, fold_gap=0.03))
+    assert abs(gap["fold_gap"] - 0.03) < 1e-9 and not gap["met"]
+
+
+def test_verdict_table_averages_the_margin_over_draws():
+    verdicts = [bench_quality.verdict("sparse_tags", 0, _full_report(0.79, 0.78, 0.795, 0.795, 0.9)),
+                bench_quality.verdict("sparse_tags", 1, _full_report(0.76, 0.75, 0.765, 0.75, 0.9))]
+    table = bench_quality.verdict_markdown(verdicts)
+    assert "| sparse_tags | 0 | uniter 0.7900 | linear_metric 0.7950 | -0.0050 | > 0.00 |" in table
+    assert "| sparse_tags | 1 | uniter 0.7600 | linear_metric 0.7500 | +0.0100 |" in table
+    assert "| sparse_tags | mean of 2 | | | +0.0025 | | | | 1 of 2 |" in table
+
+
+def test_verdict_names_the_report_that_lacks_a_baseline():
+    import pytest
+    report = {"rows": [{"name": "uniter", "kind": "model", "oof_spearman": 0.8, "mean_fold_spearman": 0.8}]}
+    with pytest.raises(ValueError, match=r"world 'demo' \(seed 3\).*baseline"):
+        bench_quality.verdict("demo", 3, report)
