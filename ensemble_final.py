@@ -26,6 +26,10 @@ Output::
     RUN/ensemble_report.json              settings, table rows, submission summary
     RUN/ensemble_report.png               with --png
 
+With ``--out DIR/name.zip`` the report (and the default ``--png``) go to DIR beside the submission
+they describe, so a second ensemble of the same run (other weights or members) never overwrites
+the first one's report.
+
 Scores printed: each model's out-of-fold (OOF) Spearman (pair in fold k scored with fold k's
 model, one global Spearman), the mean of its per-fold Spearmans, the ensemble's OOF Spearman
 (per fold, the fold's validation embeddings of every model are ensembled with the same rule and
@@ -328,7 +332,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
                  png: str | None = None, user_weights: bool = True, partial_folds: bool = False,
                  baselines: Sequence[str] = (), baselines_dir: str | None = None,
                  auto_weights: bool = False) -> dict:
-    """Everything the CLI does; returns the report dict (also written to RUN/ensemble_report.json).
+    """Everything the CLI does; returns the report dict (also written beside ``out``: report_path(out)).
 
     ``auto_weights`` replaces ``weights`` by weights chosen on the validation pairs (cross-fitted:
     fold k's ensemble uses weights chosen on the other folds' pairs).
@@ -449,11 +453,17 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         "oracle_spearman": oracle, "result": summary, "table": format_table(rows, markdown=True),
         "provenance": provenance_summary,
     }
-    write_text_atomic(os.path.join(run, layout.ENSEMBLE_REPORT), json.dumps(report, indent=2, ensure_ascii=False))
+    report["report_path"] = report_path(out)
+    write_text_atomic(report["report_path"], json.dumps(report, indent=2, ensure_ascii=False))
     if png:
         plot_table(rows, png)
     report["text_table"] = format_table(rows)
     return report
+
+
+def report_path(out: str, name: str = layout.ENSEMBLE_REPORT) -> str:
+    """Where the report of the submission ``out`` goes: beside it (RUN/ for the default RUN/result.zip)."""
+    return os.path.join(os.path.dirname(os.path.abspath(out)), name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -473,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--labels", help="label.tsv: check the folds' validation pairs cover it exactly")
     parser.add_argument("--folds-dir", help="fold shards directory: check its folds.json matches the val pairs")
     parser.add_argument("--test-ids", help="expected test ids (text file or .npz) the submission must hold")
-    parser.add_argument("--out", help="submission zip (default RUN/result.zip)")
+    parser.add_argument("--out", help="submission zip (default RUN/result.zip); the report goes beside it")
     parser.add_argument("--synth-meta", help="synth_meta.json with the oracle Spearman")
     parser.add_argument("--baselines", nargs="*", default=(),
                         help="raw-baseline .npz files (python -m infer.baselines) to score on the same pairs")
@@ -483,19 +493,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="accept embeddings of only some folds (out-of-fold Spearman over their pairs only)")
     parser.add_argument("--export", help="also write the whole ensemble as one SavedModel here (ensemble/export.py)")
     parser.add_argument("--png", nargs="?", const="", default=None,
-                        help="also draw the table (default path RUN/ensemble_report.png)")
+                        help="also draw the table (default path: ensemble_report.png beside --out)")
     args = parser.parse_args(argv)
     try:
         auto = args.weights is not None and args.weights.strip() == AUTO_WEIGHTS
         weights = None if auto else parse_weights(args.weights, args.weights_file)
         models, model_weights = choose_models(args.run, args.models, weights)
-        png = None if args.png is None else (args.png or os.path.join(args.run, layout.ENSEMBLE_PNG))
+        out = args.out or os.path.join(args.run, layout.RESULT_ZIP)
+        png = None if args.png is None else (args.png or report_path(out, layout.ENSEMBLE_PNG))
         embeddings_dir = os.path.join(args.run, layout.EMBEDDINGS_DIR)
         lock = locks.locked(embeddings_dir, "ensemble_final.py") if os.path.isdir(embeddings_dir) else contextlib.nullcontext()
         with lock:  # not while infer.embed_all (or another ensemble) writes the same embeddings
             report = run_ensemble(args.run, models, model_weights, rule=args.rule, fit_on=args.fit_on, dim=args.dim,
                                   seed=args.seed, labels_path=args.labels, folds_dir=args.folds_dir,
-                                  test_ids_path=args.test_ids, out=args.out,
+                                  test_ids_path=args.test_ids, out=out,
                                   synth_meta=args.synth_meta, png=png, user_weights=weights is not None,
                                   partial_folds=args.partial_folds, baselines=args.baselines,
                                   baselines_dir=args.baselines_dir, auto_weights=auto)
@@ -508,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report["text_table"])
     result = report["result"]
     print(f"\nwrote {result['path']} ({result['num_ids']} ids x {result['dim']} dims, validated) and "
-          f"{os.path.join(args.run, layout.ENSEMBLE_REPORT)}")
+          f"{report['report_path']}")
     if args.export:
         print(f"exported the ensemble ({len(exported['members'])} member runs, dim {exported['dim']}) -> {args.export}")
     return 0

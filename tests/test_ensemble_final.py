@@ -108,6 +108,25 @@ def test_cli_end_to_end(fake_run, capsys):
     assert avg.ids.tolist() == test_ids and avg.dim == DIM
 
 
+def test_a_second_ensemble_elsewhere_keeps_the_runs_report(fake_run, tmp_path, capsys):
+    """--out elsewhere writes the report (and the png) beside that zip, not over RUN's."""
+    run, root, _ = fake_run
+    assert ensemble_final.main(["--run", str(run), "--png"]) == 0
+    first_png = (run / "ensemble_report.png").read_bytes()
+    first = json.loads((run / "ensemble_report.json").read_text())
+    assert first["weights"] == {"alpha": 1.0, "beta": 1.0}
+    assert first["report_path"] == str(run / "ensemble_report.json")
+    other = tmp_path / "other" / "alpha_only.zip"
+    other.parent.mkdir()
+    assert ensemble_final.main(["--run", str(run), "--weights", "alpha=1,beta=0.25", "--out", str(other), "--png"]) == 0
+    assert f"and {other.parent / 'ensemble_report.json'}" in capsys.readouterr().out
+    assert json.loads((run / "ensemble_report.json").read_text()) == first
+    second = json.loads((other.parent / "ensemble_report.json").read_text())
+    assert second["weights"] == {"alpha": 1.0, "beta": 0.25} and second["result"]["path"] == str(other)
+    assert (other.parent / "ensemble_report.png").stat().st_size > 1000
+    assert (run / "ensemble_report.png").read_bytes() == first_png
+
+
 def test_weighted_rule_ensemble_oof_matches_manual(fake_run, capsys):
     run, root, test_ids = fake_run
     out = root / "weighted.zip"
@@ -177,7 +196,7 @@ def test_baseline_member_and_baseline_rows(fake_run, tmp_path, capsys):
     code = ensemble_final.main(["--run", str(run), "--models", "alpha,baseline:lin", "--baselines-dir", str(baselines),
                                 "--out", str(out)])
     assert code == 0, capsys.readouterr().err
-    report = json.loads((run / "ensemble_report.json").read_text())
+    report = json.loads((tmp_path / "ensemble_report.json").read_text())
     rows = {row["name"]: row for row in report["rows"]}
     assert report["models"] == ["alpha", "baseline:lin"]
     assert rows["baseline:lin"]["oof_spearman"] == pytest.approx(_oof_by_hand(run, "beta"))
@@ -200,7 +219,7 @@ def test_auto_weights_are_cross_fitted_and_reported(fake_run, tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "ensemble (weighted, auto weights)" in captured.out
-    report = json.loads((run / "ensemble_report.json").read_text())
+    report = json.loads((tmp_path / "ensemble_report.json").read_text())
     assert report["weights_chosen"] == "auto"
     val_sets = {m: {f: load_embedding_set(run / "embeddings" / m / f"fold_{f:02d}" / "val.npz") for f in FOLDS}
                 for m in ("alpha", "beta")}
@@ -236,5 +255,5 @@ def test_auto_weights_warn_with_two_folds(fake_run, tmp_path, capsys):
             shutil.copytree(run / "embeddings" / model / f"fold_{fold:02d}", two / "embeddings" / model / f"fold_{fold:02d}")
     assert ensemble_final.main(["--run", str(two), "--weights", "auto", "--out", str(tmp_path / "r.zip")]) == 0
     assert "warning: --weights auto with 2 fold(s)" in capsys.readouterr().err
-    report = json.loads((two / "ensemble_report.json").read_text())
+    report = json.loads((tmp_path / "ensemble_report.json").read_text())  # beside --out
     assert set(report["fold_weights"]) == {"0", "1"}
