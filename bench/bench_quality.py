@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 
+from bench.margin_interval import BASELINE_PREFIX, margin_between
 from tfrecord_tools.atomic import atomic_path
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,20 +119,25 @@ def verdict_markdown(verdicts: list[dict]) -> str:
     def f(value, sign=False):
         return "-" if value is None else (f"{value:+.4f}" if sign else f"{value:.4f}")
 
-    lines = ["| world | seed | best single (OOF) | best strong baseline (OOF) | best single − baseline | bar | "
-             "ensemble − best member | largest \\|OOF − mean fold\\| | met |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    def interval(v):
+        i = v.get("interval")
+        return "-" if not i else f"[{i['low']:+.3f}, {i['high']:+.3f}], ahead in {100 * i['share_ahead']:.0f}%"
+
+    lines = ["| world | seed | best single (OOF) | best strong baseline (OOF) | best single − baseline | "
+             "90% interval (paired bootstrap of the pairs) | bar | ensemble − best member | "
+             "largest \\|OOF − mean fold\\| | met |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     worlds = list(dict.fromkeys(v["world"] for v in verdicts))
     for world in worlds:
         draws = [v for v in verdicts if v["world"] == world]
         for v in draws:
             lines.append(f"| {world} | {v['seed']} | {v['best_single']} {f(v['best_single_oof'])} | {v['floor']} "
-                         f"{f(v['floor_oof'])} | {f(v['margin'], True)} | > {v['bar']:.2f} | "
+                         f"{f(v['floor_oof'])} | {f(v['margin'], True)} | {interval(v)} | > {v['bar']:.2f} | "
                          f"{f(v['ensemble_gain'], True)} | {f(v['fold_gap'])} | {'yes' if v['met'] else 'no'} |")
         if len(draws) > 1:
             mean = sum(v["margin"] for v in draws) / len(draws)
             met = sum(v["met"] for v in draws)
-            lines.append(f"| {world} | mean of {len(draws)} | | | {f(mean, True)} | | | | {met} of {len(draws)} |")
+            lines.append(f"| {world} | mean of {len(draws)} | | | {f(mean, True)} | | | | | {met} of {len(draws)} |")
     return "\n".join(lines)
 
 
@@ -174,6 +180,13 @@ def main(argv=None) -> int:
                                                "oracle": report.get("oracle_spearman"), "seconds": report["seconds"]}
             rows.extend(world_rows(name, report))
             verdicts.append(verdict(world, seed, report))
+            run_dir = os.path.join(args.out, world_dir(world, seed), "runs")
+            try:  # how sure the margin is: the run's per-pair cosines, resampled
+                verdicts[-1]["interval"] = margin_between(run_dir, verdicts[-1]["best_single"],
+                                                          BASELINE_PREFIX + verdicts[-1]["floor"],
+                                                          [int(f) for f in args.folds.split()])
+            except (FileNotFoundError, ValueError) as error:
+                print(f"warning: no interval for {name}: {error}", file=sys.stderr)
             reports[world_dir(world, seed)]["verdict"] = verdicts[-1]
             print(markdown(world_rows(name, report)), file=sys.stderr, flush=True)
     os.makedirs(args.out, exist_ok=True)

@@ -73,9 +73,11 @@ def test_verdict_table_averages_the_margin_over_draws():
     verdicts = [bench_quality.verdict("sparse_tags", 0, _full_report(0.79, 0.78, 0.795, 0.795, 0.9)),
                 bench_quality.verdict("sparse_tags", 1, _full_report(0.76, 0.75, 0.765, 0.75, 0.9))]
     table = bench_quality.verdict_markdown(verdicts)
-    assert "| sparse_tags | 0 | uniter 0.7900 | linear_metric 0.7950 | -0.0050 | > 0.00 |" in table
+    assert "| sparse_tags | 0 | uniter 0.7900 | linear_metric 0.7950 | -0.0050 | - | > 0.00 |" in table
     assert "| sparse_tags | 1 | uniter 0.7600 | linear_metric 0.7500 | +0.0100 |" in table
-    assert "| sparse_tags | mean of 2 | | | +0.0025 | | | | 1 of 2 |" in table
+    assert "| sparse_tags | mean of 2 | | | +0.0025 | | | | | 1 of 2 |" in table
+    verdicts[0]["interval"] = {"low": -0.012, "high": 0.002, "share_ahead": 0.21}
+    assert "| -0.0050 | [-0.012, +0.002], ahead in 21% | > 0.00 |" in bench_quality.verdict_markdown(verdicts)
 
 
 def test_verdict_names_the_report_that_lacks_a_baseline():
