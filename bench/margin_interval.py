@@ -21,6 +21,7 @@ import scipy.stats
 
 from infer.embeddings_io import load_embedding_set
 from infer.evaluate import pair_cosines
+from tfrecord_tools import cli
 
 BASELINE_PREFIX = "baseline:"
 
@@ -105,11 +106,11 @@ def main(argv=None) -> int:
         result = margin_between(args.run, args.a, args.b, args.folds, draws=args.draws, level=args.level,
                                 seed=args.seed)
     except (FileNotFoundError, ValueError) as error:
-        print(f"margin_interval: error: {error}", file=sys.stderr)
-        return 2
+        return cli.report_error("margin_interval", error)
+    share = 100 * result["share_ahead"]
     print(f"{args.a} − {args.b} over {result['pairs']} out-of-fold pairs: {result['margin']:+.4f}, "
           f"{100 * args.level:.0f}% interval [{result['low']:+.4f}, {result['high']:+.4f}], "
-          f"{args.a} ahead in {100 * result['share_ahead']:.1f}% of {args.draws} resamples")
+          f"{args.a} ahead in {share:.1f}% of {args.draws} resamples")
     return 0
 
 
