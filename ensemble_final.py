@@ -335,7 +335,8 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
     """Everything the CLI does; returns the report dict (also written beside ``out``: report_path(out)).
 
     ``auto_weights`` replaces ``weights`` by weights chosen on the validation pairs (cross-fitted:
-    fold k's ensemble uses weights chosen on the other folds' pairs).
+    fold k's ensemble uses weights chosen on the other folds' pairs). ``png``: None draws no table,
+    "" draws it beside the report, any other value is its path.
     """
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose from {sorted(RULES)}")
@@ -455,15 +456,15 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
     }
     report["report_path"] = report_path(out)
     write_text_atomic(report["report_path"], json.dumps(report, indent=2, ensure_ascii=False))
-    if png:
-        plot_table(rows, png)
+    if png is not None:  # "" draws it beside the report
+        plot_table(rows, png or report_path(out, layout.ENSEMBLE_PNG))
     report["text_table"] = format_table(rows)
     return report
 
 
 def report_path(out: str, name: str = layout.ENSEMBLE_REPORT) -> str:
     """Where the report of the submission ``out`` goes: beside it (RUN/ for the default RUN/result.zip)."""
-    return os.path.join(os.path.dirname(os.path.abspath(out)), name)
+    return os.path.join(os.path.dirname(out), name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -499,15 +500,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         auto = args.weights is not None and args.weights.strip() == AUTO_WEIGHTS
         weights = None if auto else parse_weights(args.weights, args.weights_file)
         models, model_weights = choose_models(args.run, args.models, weights)
-        out = args.out or os.path.join(args.run, layout.RESULT_ZIP)
-        png = None if args.png is None else (args.png or report_path(out, layout.ENSEMBLE_PNG))
         embeddings_dir = os.path.join(args.run, layout.EMBEDDINGS_DIR)
         lock = locks.locked(embeddings_dir, "ensemble_final.py") if os.path.isdir(embeddings_dir) else contextlib.nullcontext()
         with lock:  # not while infer.embed_all (or another ensemble) writes the same embeddings
             report = run_ensemble(args.run, models, model_weights, rule=args.rule, fit_on=args.fit_on, dim=args.dim,
                                   seed=args.seed, labels_path=args.labels, folds_dir=args.folds_dir,
-                                  test_ids_path=args.test_ids, out=out,
-                                  synth_meta=args.synth_meta, png=png, user_weights=weights is not None,
+                                  test_ids_path=args.test_ids, out=args.out,
+                                  synth_meta=args.synth_meta, png=args.png, user_weights=weights is not None,
                                   partial_folds=args.partial_folds, baselines=args.baselines,
                                   baselines_dir=args.baselines_dir, auto_weights=auto)
         if args.export:

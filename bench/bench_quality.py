@@ -66,10 +66,19 @@ def run_world(world: str, out: str, models: str, folds: str, extra: str, python:
     return report
 
 
+def scored(report: dict, kind: str) -> list[dict]:
+    """The report's rows of one kind that have an out-of-fold Spearman."""
+    return [r for r in report["rows"] if r["kind"] == kind and r["oof_spearman"] is not None
+            and not math.isnan(r["oof_spearman"])]
+
+
+def best_of(rows: list[dict]) -> dict | None:
+    return max(rows, key=lambda r: r["oof_spearman"]) if rows else None
+
+
 def world_rows(world: str, report: dict) -> list[dict]:
     rows = report["rows"]
-    baselines = [r for r in rows if r["kind"] == "baseline" and r["oof_spearman"] is not None]
-    best = max(baselines, key=lambda r: r["oof_spearman"]) if baselines else None
+    best = best_of(scored(report, "baseline"))
     oracle = report.get("oracle_spearman")
     out = []
     for row in rows:
@@ -90,14 +99,12 @@ WIDE_MARGIN, FAR_FROM_ORACLE, MAX_FOLD_GAP = 0.05, 0.8, 0.02
 
 def verdict(world: str, seed: int, report: dict) -> dict:
     """One draw against the bar: margins over the floor and over the best member, the fold gap."""
-    rows = [r for r in report["rows"] if r["oof_spearman"] is not None and not math.isnan(r["oof_spearman"])]
-    models = [r for r in rows if r["kind"] == "model"]
-    baselines = [r for r in rows if r["kind"] == "baseline"]
-    ensembles = [r for r in rows if r["kind"] == "ensemble"]
+    models, baselines, ensembles = (scored(report, kind) for kind in ("model", "baseline", "ensemble"))
     if not models or not baselines:
+        kinds = sorted({r["kind"] for r in models + baselines + ensembles})
         raise ValueError(f"world {world!r} (seed {seed}): ensemble_report.json needs at least one model row and one "
-                         f"baseline row with an out-of-fold Spearman, got kinds {sorted({r['kind'] for r in rows})}")
-    best, floor = max(models, key=lambda r: r["oof_spearman"]), max(baselines, key=lambda r: r["oof_spearman"])
+                         f"baseline row with an out-of-fold Spearman, got kinds {kinds}")
+    best, floor = best_of(models), best_of(baselines)
     oracle = report.get("oracle_spearman")
     bar = WIDE_MARGIN if oracle and floor["oof_spearman"] < FAR_FROM_ORACLE * oracle else 0.0
     margin = best["oof_spearman"] - floor["oof_spearman"]
