@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_worlds", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="demo", choices=sorted(synth.PRESETS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--worlds", default=",".join(synth.WORLDS), help="comma-separated world names")
+    parser.add_argument("--worlds", default=",".join(synth.WORLDS), help="comma-separated world names (random-<n>: a world with every knob drawn at random)")
     parser.add_argument("--label-graph", help="label.tsv whose structure the real_graph world reuses")
     parser.add_argument("--limit-pairs", type=int,
                         help="with --label-graph: its first K lines (default: the preset's pairs)")
@@ -107,9 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", help="also write the table to this file")
     args = parser.parse_args(argv)
     worlds = [name.strip() for name in args.worlds.split(",") if name.strip()]
-    unknown = [name for name in worlds if name not in synth.WORLDS]
-    if unknown or not worlds:
-        parser.error(f"--worlds: unknown {unknown or 'none given'}; choose from {sorted(synth.WORLDS)}")
+    if not worlds:
+        parser.error(f"--worlds: none given; choose from {sorted(synth.WORLDS)} or random-<n>")
+    for name in worlds:
+        try:
+            synth.world_spec(name)
+        except ValueError as error:
+            parser.error(f"--worlds: {error}")
     if args.label_graph and not os.path.isfile(args.label_graph):
         parser.error(f"--label-graph: no such file {args.label_graph}")
     work = args.work or tempfile.mkdtemp(prefix="bench_worlds_")

@@ -97,6 +97,8 @@ name, description and overrides, and its oracle.
     ASR A+D, so a modality explains other parts of the similarity; meant with ``--label-graph``.
   * ``many_unlabelled``: pointwise videos = 6x the pair videos; relation mixture 15% unrelated,
     30% duplicates; label noise 0.18 (oracle 0.85 on demo).
+  * ``random-<n>`` (n = 0, 1, ...): the knobs of all the axes above drawn at random from ``n``
+    (`random_world`), many at once: worlds no recipe was designed or tuned for.
 """
 from __future__ import annotations
 
@@ -357,12 +359,88 @@ WORLDS: dict[str, WorldSpec] = {spec.name: spec for spec in (
 )}
 
 
+RANDOM_WORLD_PREFIX = "random-"
+
+
+def _uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return round(float(rng.uniform(low, high)), 3)
+
+
+def random_world(number: int) -> WorldSpec:
+    """World ``random-<number>``: every knob of the suite's axes drawn at random (seeded by
+    ``number`` alone, so one name is one world; ``--seed`` then draws its data afresh).
+
+    A check on worlds nobody designed a recipe for: the named worlds each change one thing, these
+    change many at once, in combinations no recipe was tuned on. Drawn: topic clusters or none
+    (30%: ``continuous``), the relation mixture and label noise, frame terms, an ``offset_frames``
+    background (50%), sparse frames (40%), the frame value scale (0.1x-20x), title strength (from
+    ``weak_titles`` to the demo's), ASR coverage, a tail of rare tags (50%: up to ``sparse_tags``),
+    which latent blocks each modality sees, and 1.5-6x unlabelled videos per pair video.
+    """
+    if isinstance(number, bool) or not isinstance(number, (int, np.integer)) or number < 0:
+        raise ValueError(f"a random world's number must be a non-negative integer, got {number!r}")
+    rng = np.random.default_rng([int(number), 0x5EED])
+    model: dict = {
+        "topic_mixture_weight": 0.0 if rng.random() < 0.3 else _uniform(rng, 0.3, 1.0),
+        "identity_noise": _uniform(rng, 0.4, 0.9),
+        "p_unrelated": _uniform(rng, 0.1, 0.4), "p_duplicate": _uniform(rng, 0.08, 0.3),
+        "label_noise": _uniform(rng, 0.1, 0.2), "block_correlation": _uniform(rng, 0.0, 0.5),
+        "frame_gain_spread": _uniform(rng, 0.1, 0.8),
+    }
+    # the video's own frame terms; against a large shared background they shrink
+    shrink = _uniform(rng, 0.35, 0.8) if rng.random() < 0.5 else 1.0
+    for knob, (low, high) in (("frame_signal", (0.1, 0.2)), ("frame_nuisance", (0.1, 0.3)),
+                              ("frame_shot", (0.06, 0.16)), ("frame_noise", (0.15, 0.35))):
+        model[knob] = round(_uniform(rng, low, high) * shrink, 3)
+    if shrink < 1.0:
+        model.update(frame_offset=_uniform(rng, 0.1, 0.5), frame_background=_uniform(rng, 0.4, 0.8), frame_cap=3.0)
+    else:
+        model["frame_background"] = _uniform(rng, 0.15, 0.4)
+    model["frame_sparsity"] = _uniform(rng, 0.3, 0.7) if rng.random() < 0.4 else 0.0
+    model["frame_value_scale"] = round(float(10 ** rng.uniform(-1.0, 1.3)), 3)
+    titles = ((1, 2), (2, 4), (3, 6), (4, 8))
+    model["title_content_words"] = titles[int(rng.integers(len(titles)))]
+    model["title_word_temperature"] = _uniform(rng, 0.05, 0.1)
+    model["title_filler_words"] = ((2, 5), (3, 6))[int(rng.integers(2))]
+    model["asr_missing"] = _uniform(rng, 0.2, 0.6)
+    tail = _uniform(rng, 0.2, 0.85) if rng.random() < 0.5 else LatentModel.p_tail_tag
+    model["p_tail_tag"] = tail
+    blocks = "".join(BLOCKS)
+    while True:  # two blocks a modality, every block seen by some modality
+        views = tuple((name, "".join(sorted(rng.choice(list(blocks), 2, replace=False)))) for name in VIEWS)
+        if set("".join(seen for _, seen in views)) == set(blocks):
+            break
+    model["views"] = views
+    ratio = _uniform(rng, 1.5, 6.0)
+
+    def sizes(preset: Preset) -> dict:
+        per_file = -(-int(ratio * preset.pair_videos) // preset.pointwise_files)  # ceil
+        out = {"pointwise_per_file": max(preset.pointwise_per_file, per_file)}
+        if tail > 0.2:  # rare tags: up to 40 ids a pointwise video, as sparse_tags
+            videos = preset.pointwise_files * out["pointwise_per_file"]
+            out["extra_tail_tags"] = max(0, min(int(40 * tail / 0.85 * videos), 2_000_000) - preset.tail_tags)
+        return out
+
+    return WorldSpec(f"{RANDOM_WORLD_PREFIX}{int(number)}",
+                     f"random world {int(number)}: the suite's knobs drawn at random, in combinations no recipe "
+                     "was tuned on", model, sizes)
+
+
+def world_spec(world: str) -> WorldSpec:
+    """The named world of ``WORLDS``, or ``random-<n>`` (`random_world`)."""
+    if world in WORLDS:
+        return WORLDS[world]
+    if isinstance(world, str) and world.startswith(RANDOM_WORLD_PREFIX):
+        number = world[len(RANDOM_WORLD_PREFIX):]
+        if number.isdigit() and str(int(number)) == number:
+            return random_world(int(number))
+    raise ValueError(f"unknown world {world!r}; choose one of {sorted(WORLDS)} or random-<n> (n = 0, 1, ...)")
+
+
 def world_preset(preset: str | Preset, world: str = "demo") -> Preset:
     """``preset`` (a size) with the knobs of the named world applied."""
     preset = PRESETS[preset] if isinstance(preset, str) else preset
-    if world not in WORLDS:
-        raise ValueError(f"unknown world {world!r}; choose one of {sorted(WORLDS)}")
-    return WORLDS[world].apply(preset)
+    return world_spec(world).apply(preset)
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -1138,7 +1216,7 @@ def true_latents(preset: str | Preset = "tiny", seed: int = 0, label_graph: str 
 
     The truth behind search measurements: nearest neighbours, near-duplicates, text -> video.
     """
-    preset = WORLDS[world].apply(PRESETS[preset] if isinstance(preset, str) else preset)
+    preset = world_spec(world).apply(PRESETS[preset] if isinstance(preset, str) else preset)
     drawn = build_world(preset, seed)
     truth = pair_ground_truth(preset, seed, label_graph, limit_pairs, world=drawn)
     test_ids = video_ids(seed, preset.pointwise_videos + preset.pair_videos, preset.test_videos)
@@ -1152,8 +1230,8 @@ def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: in
              overwrite: bool = False, progress: bool = True, world: str = "demo") -> dict:
     """Write a synthetic data set in the official layout under ``out_dir``; returns the meta.
 
-    ``world``: a name of ``WORLDS`` whose knobs are applied on top of ``preset`` (the size);
-    ``"demo"`` changes nothing.
+    ``world``: a name of ``WORLDS`` or ``random-<n>`` (`world_spec`) whose knobs are applied on top
+    of ``preset`` (the size); ``"demo"`` changes nothing.
 
     ``label_graph``: take the pair structure (ids, query/candidate lists, line order) from an
     existing ``label.tsv`` (its first ``limit_pairs`` lines) and draw fresh scores for it; the
@@ -1167,10 +1245,8 @@ def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: in
         preset = PRESETS[preset]
     if not isinstance(preset, Preset):
         raise TypeError(f"preset must be a name or a Preset, got {type(preset).__name__}")
-    if world not in WORLDS:
-        raise ValueError(f"unknown world {world!r}; choose one of {sorted(WORLDS)}")
-    world_spec, size_preset = WORLDS[world], preset
-    preset = world_spec.apply(preset)
+    spec, size_preset = world_spec(world), preset
+    preset = spec.apply(preset)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     out_dir = os.fspath(out_dir)
@@ -1221,8 +1297,7 @@ def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: in
         "format_version": 1,
         "preset": preset.name,
         "seed": int(seed),
-        "world": {"name": world_spec.name, "description": world_spec.description,
-                  **world_spec.knobs(size_preset)},
+        "world": {"name": spec.name, "description": spec.description, **spec.knobs(size_preset)},
         "preset_params": dataclasses.asdict(preset),
         "latent": {"dim": LATENT_DIM, "blocks": {k: list(v) for k, v in BLOCKS.items()},
                    "views": dict(preset.model.views)},
@@ -1275,8 +1350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", default="tiny", choices=sorted(PRESETS),
                         help="data set size (default tiny); not the training --preset, which sizes models")
     parser.add_argument("--preset", dest="size", choices=sorted(PRESETS), help="deprecated alias of --size")
-    parser.add_argument("--world", default="demo", choices=sorted(WORLDS),
-                        help="structural variant of the generative model (robustness suite; demo: the default)")
+    parser.add_argument("--world", default="demo",
+                        help=f"structural variant of the generative model (robustness suite): one of "
+                             f"{', '.join(sorted(WORLDS))}, or random-<n>, a world with every knob drawn at random "
+                             "(demo: the default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=float, default=1.0, help="times the preset's videos and pairs")
     parser.add_argument("--pointwise-files", type=int, help="split the pointwise videos into this many files")
@@ -1288,6 +1365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.limit_pairs is not None and args.label_graph is None:
         parser.error("--limit-pairs needs --label-graph")
+    try:
+        world_spec(args.world)
+    except ValueError as error:
+        parser.error(f"--world: {error}")
     if "--preset" in (sys.argv[1:] if argv is None else argv):
         print("python -m tfrecord_tools.synth: note: --preset is deprecated, use --size", file=sys.stderr)
     cli.import_tensorflow(args.verbose)

@@ -2,6 +2,8 @@
 import json
 import os
 
+import pytest
+
 from bench import bench_quality
 
 
@@ -85,3 +87,10 @@ def test_verdict_names_the_report_that_lacks_a_baseline():
     report = {"rows": [{"name": "uniter", "kind": "model", "oof_spearman": 0.8, "mean_fold_spearman": 0.8}]}
     with pytest.raises(ValueError, match=r"world 'demo' \(seed 3\).*baseline"):
         bench_quality.verdict("demo", 3, report)
+
+
+def test_an_unknown_world_is_refused_before_any_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_quality.main(["--worlds", "demo", "lunar", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--worlds: unknown world 'lunar'" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()  # nothing ran

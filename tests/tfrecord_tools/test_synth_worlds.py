@@ -208,7 +208,13 @@ def test_world_cli_and_bad_worlds(tmp_path, capsys):
     assert meta["world"]["name"] == "weak_titles" and meta["seed"] == 1
     with pytest.raises(SystemExit) as exit_info:
         synth.main(["--out", str(tmp_path / "x"), "--world", "lunar"])
-    assert exit_info.value.code == 2 and "invalid choice: 'lunar'" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--world: unknown world 'lunar'" in error and "random-<n>" in error
+    for bad in ("random-", "random-x", "random-01", "random--1"):
+        with pytest.raises(ValueError, match="unknown world"):
+            synth.world_spec(bad)
+    with pytest.raises(ValueError, match="non-negative integer"):
+        synth.random_world(-1)
     with pytest.raises(ValueError, match="unknown world 'lunar'"):
         synth.generate(tmp_path / "y", "tiny", world="lunar")
     with pytest.raises(ValueError, match=r"views\['frames'\] must be distinct blocks"):
@@ -227,3 +233,33 @@ def test_every_world_keeps_the_oracle_above_0_8_at_the_demo_size():
         oracles[name] = scipy.stats.spearmanr(truth.similarity, truth.labels)[0]
     assert oracles["demo"] == pytest.approx(0.9102, abs=5e-4)
     assert min(oracles.values()) >= 0.8 and oracles["many_unlabelled"] < oracles["demo"] - 0.03, oracles
+
+
+def test_random_worlds_are_fixed_by_their_number_and_differ_between_numbers():
+    first, again, other = synth.world_spec("random-1"), synth.random_world(1), synth.world_spec("random-2")
+    assert first.name == "random-1" and first.model == again.model and first.model != other.model
+    demo = synth.PRESETS["demo"]
+    assert first.knobs(demo) == again.knobs(demo)
+    for number in range(40):  # every draw is a valid world: LatentModel and Preset accept it
+        spec = synth.random_world(number)
+        preset = spec.apply(demo)
+        views = dict(preset.model.views)
+        assert set("".join(views.values())) == set(synth.BLOCKS)  # every latent block is seen
+        assert all(len(blocks) == 2 for blocks in views.values())
+        assert 1.5 * demo.pair_videos <= preset.pointwise_videos <= 6 * demo.pair_videos + demo.pointwise_files
+        assert preset.model.p_unrelated + preset.model.p_duplicate < 1
+        if preset.model.p_tail_tag > 0.2:
+            assert preset.extra_tail_tags > 0
+
+
+def test_a_random_world_writes_its_drawn_knobs_and_its_oracle(worlds):
+    data = worlds("random-2")
+    meta, spec = data["meta"], synth.random_world(2)
+    assert meta["world"]["name"] == "random-2"
+    assert meta["world"]["model"] == json.loads(json.dumps(spec.model))
+    assert meta["latent"]["views"] == {name: blocks for name, blocks in spec.model["views"]}
+    assert meta["counts"]["pointwise_videos"] == spec.apply(synth.PRESETS["tiny"]).pointwise_videos
+    # sparse frames at a value scale: exact zeros, and values far from the demo's
+    frames = np.concatenate([_frames(f) for f in data["pairwise"][:20]]).astype(np.float32)
+    assert 0.3 < np.mean(frames == 0) < 0.95 and frames.max() > 5
+    assert 0.5 < meta["oracle_spearman"] < 1
