@@ -222,6 +222,8 @@ class WideConfig(_Section):
     # fold and text, the one of tags / lsa that ranks the training pairs better)
     text_basis: str = "both"
     tag_ridge_alpha: float = 1.0  # L2 penalty of that ridge (rows of the TF-IDF are unit length)
+    # the metric's diagonal stage before the full W (`infer.strong_baselines.train_metric`)
+    metric_diagonal: bool = True
 
     def _problems(self):
         yield from _positive(self, ("lsa_dim", "frame_width", "text_width", "max_fit_videos", "tag_ridge_alpha"))

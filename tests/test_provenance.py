@@ -398,3 +398,23 @@ def test_min_tag_coverage_is_a_setting(synthetic_data, tmp_path):
     assert TrainConfig(min_tag_coverage=0.2).min_tag_coverage == 0.2
     with pytest.raises(ValueError, match=r"min_tag_coverage must be in \[0, 1\]"):
         TrainConfig(min_tag_coverage=1.5)
+
+
+def test_a_long_tail_of_rare_tags_passes_the_coverage_check_and_another_data_sets_list_does_not(tmp_path):
+    """sparse_tags: most tag slots hold ids seen on one video, which no tag list can hold; the tags
+    on 3 videos or more (counted once per video, however many pairs it is in) are covered."""
+    from tfrecord_tools import folds, synth
+    from train import data as data_lib
+
+    own, other = tmp_path / "own", tmp_path / "other"
+    synth.generate(own, "tiny", seed=0, progress=False, world="sparse_tags")
+    synth.generate(other, "tiny", seed=1, progress=False, world="sparse_tags")
+    folds.write_fold_shards(own / "pairwise" / "pairwise.tfrecords", own / "pairwise" / "label.tsv",
+                            own / "folds", num_folds=3, progress=False)
+    shards = sorted(str(p) for p in (own / "folds").glob("*.tfrecords"))
+    tag_list = str(own / "tag_list.txt")
+    tags = data_lib.input_summary(shards, data_lib.load_tag_vocab(tag_list), tag_list, pairs=True)["tags"]
+    assert tags["coverage"] < 0.5 < 0.9 < tags["repeated_coverage"]  # passes the default 50%
+    wrong = str(other / "tag_list.txt")
+    with pytest.raises(DataError, match=r"in this tag list, \d+\.\d% leaving out tags on fewer than 3 videos"):
+        data_lib.input_summary(shards, data_lib.load_tag_vocab(wrong), wrong, pairs=True)

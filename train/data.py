@@ -84,25 +84,41 @@ def record_counts(files: Sequence[str], cache_path: str | os.PathLike | None = N
 
 
 MIN_TAG_COVERAGE = 0.5  # fewer training tag occurrences found in the tag list than this is an error
+# ... unless the tags on this many distinct videos or more are covered that well: a long tail of
+# tags seen once or twice is no sign of a wrong list (no list of the data's size could hold them)
+REPEATED_TAG_COUNT = 3
 
 
-def _file_summary(path: str, vocab: TagVocab, pairs: bool, seen: UniqueIds | None, batch_size: int) -> dict:
-    """One pass over one file's records: count, ids (checked, unique across ``seen``), tag coverage."""
+def _file_summary(path: str, vocab: TagVocab, pairs: bool, seen: UniqueIds | None, batch_size: int,
+                  counted: set | None = None) -> dict:
+    """One pass over one file's records: count, ids (checked, unique across ``seen``), tag coverage.
+
+    Also the coverage per distinct video (``counted``: ids of pair videos already counted, across
+    files; a video of several pairs counts once), which tells a tag list that misses a long tail of
+    rare tags from one of another data set."""
     suffixes = schema.PAIR_SUFFIXES if pairs else ("",)
     spec = {schema.KEY_TAGS + suffix: tf.io.VarLenFeature(tf.int64) for suffix in suffixes}
     if seen is not None:
         spec[schema.KEY_ID] = tf.io.VarLenFeature(tf.string)
+    if pairs:
+        spec.update({schema.KEY_ID + suffix: tf.io.FixedLenFeature([], tf.string, default_value=b"")
+                     for suffix in suffixes})
+    counted = set() if counted is None else counted
     known = vocab.tag_ids_sorted
 
     def parse(paths, index, record):
         parsed = tf.io.parse_example(record, spec)
         out = {"index": index}
         for key, value in parsed.items():
-            out[key + ":rows"], out[key + ":values"] = value.indices[:, 0], value.values
+            if isinstance(value, tf.SparseTensor):
+                out[key + ":rows"], out[key + ":values"] = value.indices[:, 0], value.values
+            else:
+                out[key] = value
         return out
 
-    records = occurrences = matched = without = 0
+    records = occurrences = matched = without = matched_once = 0
     unmatched: dict[int, int] = {}
+    unmatched_once: dict[int, int] = {}  # per distinct video
     dataset = reader.checked_file_records(path, os.path.getsize(path)).batch(batch_size).map(parse)
     with reader.record_errors():
         for batch in dataset.as_numpy_iterator():
@@ -123,8 +139,18 @@ def _file_summary(path: str, vocab: TagVocab, pairs: bool, seen: UniqueIds | Non
                 without += size - len(np.unique(rows[hit]))
                 for tag in values[~hit].tolist():
                     unmatched[tag] = unmatched.get(tag, 0) + 1
+                first = np.ones(size, dtype=bool)
+                if pairs:
+                    for row, video in enumerate(batch[schema.KEY_ID + suffix].tolist()):
+                        first[row] = video not in counted
+                        counted.add(video)
+                once = first[rows]
+                matched_once += int((hit & once).sum())
+                for tag in values[~hit & once].tolist():
+                    unmatched_once[tag] = unmatched_once.get(tag, 0) + 1
     return {"records": records, "tag_occurrences": occurrences, "tags_matched": matched,
-            "videos_without_known_tag": without, "unmatched_tags": unmatched}
+            "videos_without_known_tag": without, "unmatched_tags": unmatched,
+            "tags_matched_per_video": matched_once, "unmatched_tags_per_video": unmatched_once}
 
 
 def input_summary(files: Sequence[str], vocab: TagVocab, tag_list: str, pairs: bool = False,
@@ -135,9 +161,10 @@ def input_summary(files: Sequence[str], vocab: TagVocab, tag_list: str, pairs: b
     changes). Pointwise/pairwise videos also have their ids checked and unique across ``files``.
 
     Returns ``{"records": [...], "files": [{"path", "bytes", "md5"}], "tags": {...}}``; raises
-    DataError when fewer than ``min_coverage`` of the tag occurrences are in the tag list (a
-    tag list of another data set would train the tag head on all-zero targets; a data set whose
-    tags are mostly a long tail lowers it with ``min_tag_coverage=``).
+    DataError when fewer than ``min_coverage`` of the tag occurrences are in the tag list, both
+    of all of them and, per distinct video, of those of tags on ``REPEATED_TAG_COUNT`` videos or more (a tag list of
+    another data set would train the tag head on all-zero targets; a long tail of tags seen once
+    or twice, which no list could hold, is no sign of one).
     """
     files = [os.path.abspath(os.fspath(path)) for path in files]
     tag_md5 = provenance.file_md5(tag_list)
@@ -148,24 +175,30 @@ def input_summary(files: Sequence[str], vocab: TagVocab, tag_list: str, pairs: b
             with open(cache_path, encoding="utf-8") as handle:
                 cache = json.load(handle)
     if not (isinstance(cache, dict) and cache.get("state") == state and cache.get("tag_list_md5") == tag_md5
-            and cache.get("pairs") == pairs):
-        seen = None if pairs else UniqueIds()
+            and cache.get("pairs") == pairs and "tags_unmatched_repeated" in cache.get("tags", {})):
+        seen, counted = (None if pairs else UniqueIds()), set()
         per_file = []
         for path in files:
-            summary = _file_summary(path, vocab, pairs, seen, batch_size)
+            summary = _file_summary(path, vocab, pairs, seen, batch_size, counted)
             if summary["records"] == 0:
                 raise DataError(path, None, "empty file: it holds no records (an empty shard: an interrupted copy or "
                                             "write?); regenerate it or leave it out")
             summary["md5"] = provenance.file_md5(path)
             per_file.append(summary)
         unmatched: dict[str, int] = {}
+        unmatched_once: dict[int, int] = {}
         for summary in per_file:
             for tag, count in summary.pop("unmatched_tags").items():
                 unmatched[str(tag)] = unmatched.get(str(tag), 0) + count
+            for tag, count in summary.pop("unmatched_tags_per_video").items():
+                unmatched_once[tag] = unmatched_once.get(tag, 0) + count
         totals = {key: sum(summary[key] for summary in per_file)
-                  for key in ("tag_occurrences", "tags_matched", "videos_without_known_tag")}
+                  for key in ("tag_occurrences", "tags_matched", "videos_without_known_tag", "tags_matched_per_video")}
         totals["videos"] = sum(summary["records"] for summary in per_file) * (2 if pairs else 1)
         totals["tags_unmatched"] = totals["tag_occurrences"] - totals["tags_matched"]
+        # of tags on REPEATED_TAG_COUNT distinct videos or more
+        totals["tags_unmatched_repeated"] = sum(count for count in unmatched_once.values()
+                                                if count >= REPEATED_TAG_COUNT)
         totals["distinct_unmatched_tags"] = len(unmatched)
         totals["most_frequent_unmatched"] = dict(sorted(unmatched.items(), key=lambda item: -item[1])[:10])
         cache = {"state": state, "tag_list_md5": tag_md5, "pairs": pairs, "tags": totals,
@@ -175,15 +208,18 @@ def input_summary(files: Sequence[str], vocab: TagVocab, tag_list: str, pairs: b
             write_text_atomic(cache_path, json.dumps(cache, indent=2) + "\n")
     tags = cache["tags"]
     coverage = tags["tags_matched"] / tags["tag_occurrences"] if tags["tag_occurrences"] else 0.0
-    if coverage < min_coverage:
+    repeated = tags["tags_matched_per_video"] + tags["tags_unmatched_repeated"]
+    repeated_coverage = tags["tags_matched_per_video"] / repeated if repeated else 0.0
+    if coverage < min_coverage and repeated_coverage < min_coverage:
         raise DataError(tag_list, None, f"only {tags['tags_matched']} of the {tags['tag_occurrences']} tag occurrences "
-                                        f"({coverage:.1%}) of the {tags['videos']} training videos are in this tag list "
-                                        f"(at least {min_coverage:.0%} needed; {tags['distinct_unmatched_tags']} "
+                                        f"({coverage:.1%}) of the {tags['videos']} training videos are in this tag list, "
+                                        f"{repeated_coverage:.1%} leaving out tags on fewer than {REPEATED_TAG_COUNT} "
+                                        f"videos (at least {min_coverage:.0%} needed; {tags['distinct_unmatched_tags']} "
                                         f"distinct tags missing, e.g. {', '.join(list(tags['most_frequent_unmatched'])[:5])}): "
                                         "the tag head would train on (nearly) all-zero targets. Is it the tag list of "
-                                        "this data set? (A data set whose tags are mostly seen once: lower "
-                                        "min_tag_coverage=)")
-    return {"records": cache["records"], "tags": dict(tags, coverage=round(coverage, 6)),
+                                        "this data set? (If it is: lower min_tag_coverage=)")
+    return {"records": cache["records"],
+            "tags": dict(tags, coverage=round(coverage, 6), repeated_coverage=round(repeated_coverage, 6)),
             "files": [{"path": path, "bytes": size, "md5": md5}
                       for (path, size, _), md5 in zip(state, cache["md5"])]}
 

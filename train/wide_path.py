@@ -17,7 +17,8 @@ each video's mean frame and title / ASR token counts; then, exactly as the basel
   below take from each what ranks the training pairs; ``auto`` keeps, per text, the one whose
   whitened vectors rank them better (where tags are a uniform tail of noise, the LSA);
 * PCA whitening of the mean frames;
-* components, title / ASR weights and the linear metric W chosen or trained on the training pairs
+* components, title / ASR weights and the linear metric (a diagonal stage, then a full W:
+  ``wide.metric_diagonal``) chosen or trained on the training pairs
   (`infer.strong_baselines.fold_baselines`), never on the validation shard.
 
 The result (weights and choices) is written to ``RUN/wide_path.npz``; a resumed finetune reads it
@@ -226,7 +227,7 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
         raise ValueError(f"the wide path needs training pairs to fit its metric, got {len(pairs.score)}")
     defaults = sb.BaselineConfig()
     config = dataclasses.replace(
-        defaults, seed=seed,
+        defaults, seed=seed, metric_diagonal=wide.metric_diagonal,
         frame_components=tuple(sorted({min(k, wide.frame_width) for k in defaults.frame_components})),
         text_components=tuple(sorted({min(k, wide.text_width) for k in defaults.text_components})))
     tags = None

@@ -1,5 +1,6 @@
 """Strong baselines: whitening, moments, per-fold choices made on training pairs, the linear metric,
 and the CLI end to end on the tiny synthetic data (scored by ensemble_final --baselines-dir)."""
+import dataclasses
 import json
 import os
 
@@ -115,6 +116,34 @@ def test_linear_metric_learns_a_hidden_subspace():
     assert zero_steps == 0
 
 
+def test_the_diagonal_stage_weighs_each_feature_and_the_metric_composes_both_stages():
+    """Features: 2 signal dims beside 10 loud noise dims. A diagonal W learns to turn the noise
+    down (one weight per feature, off-diagonal zero); `train_metric` returns diag(w) @ W."""
+    rng = np.random.default_rng(4)
+    n = 400
+    signal = rng.normal(size=(n, 2))
+    x = np.concatenate([signal, rng.normal(size=(n, 10)) * 2.0], 1)
+    q, c = rng.integers(0, n, 3000), rng.integers(0, n, 3000)
+    unit = signal / np.linalg.norm(signal, axis=1, keepdims=True)
+    score = np.sum(unit[q] * unit[c], 1)
+    config = sb.BaselineConfig(metric_steps=200, metric_l2=0.0)
+    scales, steps = sb.train_linear_metric(x, q[:2000], c[:2000], score[:2000], config, diagonal=True)
+    assert steps > 0 and np.count_nonzero(scales - np.diag(np.diag(scales))) == 0
+    assert np.abs(np.diag(scales)[2:]).max() < np.abs(np.diag(scales)[:2]).min()  # the noise turned down
+    held = (q[2000:], c[2000:], score[2000:])
+    assert sb.pair_spearman(x @ scales, *held) > sb.pair_spearman(x, *held) + 0.2
+
+    metric, chosen = sb.train_metric(x, q[:2000], c[:2000], score[:2000], config)
+    assert set(chosen) == {"metric_diagonal_steps", "metric_steps"} and chosen["metric_diagonal_steps"] == steps
+    full, _ = sb.train_linear_metric(x @ scales, q[:2000], c[:2000], score[:2000], config, steps=chosen["metric_steps"])
+    np.testing.assert_allclose(metric, scales @ full, atol=1e-6)
+    plain, off = sb.train_metric(x, q[:2000], c[:2000], score[:2000],
+                                 dataclasses.replace(config, metric_diagonal=False))
+    assert off["metric_diagonal_steps"] == 0
+    np.testing.assert_allclose(plain, sb.train_linear_metric(x, q[:2000], c[:2000], score[:2000], config,
+                                                            steps=off["metric_steps"])[0], atol=1e-6)
+
+
 @pytest.mark.parametrize("splits", [1, 3, 5])
 def test_held_out_parts_are_disjoint_seeded_and_cover_the_pairs(splits):
     parts = sb.held_out_parts(1000, splits, seed=7)
@@ -137,7 +166,7 @@ def test_metric_steps_follow_the_mean_held_out_curve_not_one_split(monkeypatch):
         [0.72, 0.69, 0.68], [0.71, 0.68, 0.67], [0.73, 0.70, 0.70], [0.72, 0.69, 0.69]])
     calls = []
 
-    def fake_fit(tf, keras, x, q, c, s, config, steps, evaluate=None):
+    def fake_fit(tf, keras, x, q, c, s, config, steps, evaluate=None, diagonal=False):
         calls.append((len(s), steps, evaluate is not None))
         if evaluate is None:
             return np.eye(x.shape[1]), np.zeros((0, 2))

@@ -202,7 +202,8 @@ def test_both_basis_keeps_what_the_lsa_reads_where_tags_are_noise(world):
                   for name in ("scored", "unlabelled")}  # tags unrelated to the topics: the LSA must carry it
     scored = _collect(layer, *world["scored"][1:3], "v", noise_tags["scored"])
     unlabelled = _collect(layer, *world["unlabelled"][1:3], "u", noise_tags["unlabelled"])
-    config = WideConfig(enabled=True, lsa_dim=6, frame_width=8, text_width=4)  # default: both
+    # default: both; the metric without its diagonal stage, which lifts the tags basis too
+    config = WideConfig(enabled=True, lsa_dim=6, frame_width=8, text_width=4, metric_diagonal=False)
     pairs = world["pairs"]
     rows_q = np.array([int(k[1:]) for k in pairs.query])
     rows_c = np.array([int(k[1:]) for k in pairs.candidate])
