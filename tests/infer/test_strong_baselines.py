@@ -126,7 +126,7 @@ def test_the_diagonal_stage_weighs_each_feature_and_the_metric_composes_both_sta
     q, c = rng.integers(0, n, 3000), rng.integers(0, n, 3000)
     unit = signal / np.linalg.norm(signal, axis=1, keepdims=True)
     score = np.sum(unit[q] * unit[c], 1)
-    config = sb.BaselineConfig(metric_steps=200, metric_l2=0.0)
+    config = sb.BaselineConfig(metric_steps=100, metric_splits=2, metric_l2=0.0)
     scales, steps = sb.train_linear_metric(x, q[:2000], c[:2000], score[:2000], config, diagonal=True)
     assert steps > 0 and np.count_nonzero(scales - np.diag(np.diag(scales))) == 0
     assert np.abs(np.diag(scales)[2:]).max() < np.abs(np.diag(scales)[:2]).min()  # the noise turned down
