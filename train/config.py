@@ -56,7 +56,9 @@ class TrainConfig:
     data_dir: str = ""  # DATA: pointwise/pretrain_*.tfrecords, pairwise/, tag_list.txt
     pretrain_pairwise: bool = True  # pretrain also on the videos of pairwise/*.tfrecords
     tag_list: str = ""  # tag_list.txt; default DATA/tag_list.txt (or the pretrained run's copy)
-    min_tag_coverage: float = 0.5  # error when fewer training tag occurrences are in the tag list
+    # error when fewer training tag occurrences are in the tag list, both of all and of the tags on 3
+    # videos or more (a long tail of rare tags is no sign of a wrong list; train.data.input_summary)
+    min_tag_coverage: float = 0.5
     folds_dir: str = ""  # finetune: the fold shards (folds.json, fold_XX.tfrecords)
     fold: int = 0  # finetune: validation shard; training = every other shard
     pretrained: str = ""  # finetune: a pretrain run directory (its config, tokenizer, final/)
