@@ -97,15 +97,19 @@ def test_fold_baselines_choose_on_training_pairs_and_beat_raw():
     assert result.choices["metric_steps"] % 20 == 0
 
 
-def test_linear_metric_learns_a_hidden_subspace():
-    """Features = 2 signal dims + 10 loud noise dims: the metric learns to ignore the noise."""
-    rng = np.random.default_rng(3)
-    n = 400
+def _signal_beside_noise(seed: int, n: int = 400, pairs: int = 3000):
+    """Features = 2 signal dims + 10 loud noise dims, random pairs scored by the signal's cosine."""
+    rng = np.random.default_rng(seed)
     signal = rng.normal(size=(n, 2))
     x = np.concatenate([signal, rng.normal(size=(n, 10)) * 2.0], 1)
-    q, c = rng.integers(0, n, 3000), rng.integers(0, n, 3000)
+    q, c = rng.integers(0, n, pairs), rng.integers(0, n, pairs)
     unit = signal / np.linalg.norm(signal, axis=1, keepdims=True)
-    score = np.sum(unit[q] * unit[c], 1)
+    return x, q, c, np.sum(unit[q] * unit[c], 1)
+
+
+def test_linear_metric_learns_a_hidden_subspace():
+    """Features = 2 signal dims + 10 loud noise dims: the metric learns to ignore the noise."""
+    x, q, c, score = _signal_beside_noise(3)
     config = sb.BaselineConfig(metric_steps=300, metric_learning_rate=1e-2, metric_l2=0.0)
     weights, steps = sb.train_linear_metric(x, q[:2000], c[:2000], score[:2000], config)
     before = sb.pair_spearman(x, q[2000:], c[2000:], score[2000:])
@@ -119,13 +123,7 @@ def test_linear_metric_learns_a_hidden_subspace():
 def test_the_diagonal_stage_weighs_each_feature_and_the_metric_composes_both_stages():
     """Features: 2 signal dims beside 10 loud noise dims. A diagonal W learns to turn the noise
     down (one weight per feature, off-diagonal zero); `train_metric` returns diag(w) @ W."""
-    rng = np.random.default_rng(4)
-    n = 400
-    signal = rng.normal(size=(n, 2))
-    x = np.concatenate([signal, rng.normal(size=(n, 10)) * 2.0], 1)
-    q, c = rng.integers(0, n, 3000), rng.integers(0, n, 3000)
-    unit = signal / np.linalg.norm(signal, axis=1, keepdims=True)
-    score = np.sum(unit[q] * unit[c], 1)
+    x, q, c, score = _signal_beside_noise(4)
     config = sb.BaselineConfig(metric_steps=100, metric_splits=2, metric_l2=0.0)
     scales, steps = sb.train_linear_metric(x, q[:2000], c[:2000], score[:2000], config, diagonal=True)
     assert steps > 0 and np.count_nonzero(scales - np.diag(np.diag(scales))) == 0
