@@ -165,7 +165,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_quality", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--worlds", nargs="*", default=list(DEFAULT_WORLDS),
+    parser.add_argument("--worlds", nargs="*", default=list(DEFAULT_WORLDS), type=synth.world_argument,
                         help="worlds of tfrecord_tools.synth (random-<n>: a world with every knob drawn at random)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0],
                         help="seeds of the synthetic data: each world is drawn and run once per seed")
@@ -178,11 +178,6 @@ def main(argv=None) -> int:
                         help="key=value pairs for pretraining and finetuning (e.g. min_tag_coverage=0.2)")
     parser.add_argument("--python", default=sys.executable)
     args = parser.parse_args(argv)
-    for world in args.worlds:  # a typo fails now, not after the first worlds' runs
-        try:
-            synth.world_spec(world)
-        except ValueError as error:
-            parser.error(f"--worlds: {error}")
     rows, reports, verdicts = [], {}, []
     for world in args.worlds:
         for seed in args.seeds:

@@ -407,7 +407,8 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
         choices[f"{name}_components_alone"], choices[f"{name}_components"] = k, k_metric
         widths[name] = max(grid)
         centred = whitener.centred(x)
-        return centred @ whitener.kernel(k, max(grid)), centred @ whitener.kernel(k_metric, max(grid))
+        alone = centred @ whitener.kernel(k, max(grid))
+        return alone, (alone if k_metric == k else centred @ whitener.kernel(k_metric, max(grid)))
 
     frame, frame_metric = choose_k(table.frame_whitener, table.mean_frame, config.frame_components, "frame")
     title, title_metric = choose_k(table.title_whitener, table.title, config.text_components, "title")
@@ -422,8 +423,7 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
     combined = np.concatenate([parts[0], a * parts[1], b * parts[2]], axis=1)  # fixed width in every fold
     out["combined"] = combined
 
-    metric_input = combined if not above else np.concatenate(
-        [l2n(frame_metric), a * l2n(title_metric), b * l2n(asr_metric)], axis=1)
+    metric_input = np.concatenate([l2n(frame_metric), a * l2n(title_metric), b * l2n(asr_metric)], axis=1)
     weights, steps = train_metric(metric_input, q, c, s, config)
     choices.update(steps)
     out["linear_metric"] = metric_input @ weights

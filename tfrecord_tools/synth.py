@@ -437,6 +437,17 @@ def world_spec(world: str) -> WorldSpec:
     raise ValueError(f"unknown world {world!r}; choose one of {sorted(WORLDS)} or random-<n> (n = 0, 1, ...)")
 
 
+def world_argument(world: str) -> str:
+    """``world`` checked for a command line's ``type=``: an unknown name is a usage error there."""
+    import argparse
+
+    try:
+        world_spec(world)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return world
+
+
 def world_preset(preset: str | Preset, world: str = "demo") -> Preset:
     """``preset`` (a size) with the knobs of the named world applied."""
     preset = PRESETS[preset] if isinstance(preset, str) else preset
@@ -1350,7 +1361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", default="tiny", choices=sorted(PRESETS),
                         help="data set size (default tiny); not the training --preset, which sizes models")
     parser.add_argument("--preset", dest="size", choices=sorted(PRESETS), help="deprecated alias of --size")
-    parser.add_argument("--world", default="demo",
+    parser.add_argument("--world", default="demo", type=world_argument,
                         help=f"structural variant of the generative model (robustness suite): one of "
                              f"{', '.join(sorted(WORLDS))}, or random-<n>, a world with every knob drawn at random "
                              "(demo: the default)")
@@ -1365,10 +1376,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.limit_pairs is not None and args.label_graph is None:
         parser.error("--limit-pairs needs --label-graph")
-    try:
-        world_spec(args.world)
-    except ValueError as error:
-        parser.error(f"--world: {error}")
     if "--preset" in (sys.argv[1:] if argv is None else argv):
         print("python -m tfrecord_tools.synth: note: --preset is deprecated, use --size", file=sys.stderr)
     cli.import_tensorflow(args.verbose)

@@ -139,18 +139,19 @@ def _file_summary(path: str, vocab: TagVocab, pairs: bool, seen: UniqueIds | Non
                 without += size - len(np.unique(rows[hit]))
                 for tag in values[~hit].tolist():
                     unmatched[tag] = unmatched.get(tag, 0) + 1
-                first = np.ones(size, dtype=bool)
-                if pairs:
+                if pairs:  # pointwise records are distinct videos: the counts above are per video
+                    first = np.zeros(size, dtype=bool)
                     for row, video in enumerate(batch[schema.KEY_ID + suffix].tolist()):
-                        first[row] = video not in counted
+                        first[row] = video not in counted  # a video twice in one batch counts once too
                         counted.add(video)
-                once = first[rows]
-                matched_once += int((hit & once).sum())
-                for tag in values[~hit & once].tolist():
-                    unmatched_once[tag] = unmatched_once.get(tag, 0) + 1
+                    once = first[rows]
+                    matched_once += int((hit & once).sum())
+                    for tag in values[~hit & once].tolist():
+                        unmatched_once[tag] = unmatched_once.get(tag, 0) + 1
     return {"records": records, "tag_occurrences": occurrences, "tags_matched": matched,
             "videos_without_known_tag": without, "unmatched_tags": unmatched,
-            "tags_matched_per_video": matched_once, "unmatched_tags_per_video": unmatched_once}
+            "tags_matched_per_video": matched_once if pairs else matched,
+            "unmatched_tags_per_video": unmatched_once if pairs else unmatched}
 
 
 def input_summary(files: Sequence[str], vocab: TagVocab, tag_list: str, pairs: bool = False,
