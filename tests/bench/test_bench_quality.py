@@ -80,6 +80,12 @@ def test_verdict_table_averages_the_margin_over_draws():
     assert "| sparse_tags | mean of 2 | | | +0.0025 | | | | | 1 of 2 |" in table
     verdicts[0]["interval"] = {"low": -0.012, "high": 0.002, "share_ahead": 0.21}
     assert "| -0.0050 | [-0.012, +0.002], ahead in 21% | > 0.00 |" in bench_quality.verdict_markdown(verdicts)
+    # a draw over the bar by less than the noise of its pairs is met, and says so
+    verdicts[1]["interval"] = {"low": -0.001, "high": 0.021, "share_ahead": 0.94}
+    assert "| +0.0100 | [-0.001, +0.021], ahead in 94% | > 0.00 | +0.0050 | 0.0010 | yes, within noise |" \
+        in bench_quality.verdict_markdown(verdicts)
+    verdicts[1]["interval"] = {"low": 0.002, "high": 0.021, "share_ahead": 0.99}
+    assert "| +0.0050 | 0.0010 | yes |" in bench_quality.verdict_markdown(verdicts)
 
 
 def test_verdict_names_the_report_that_lacks_a_baseline():
