@@ -1,0 +1,48 @@
+"""verdict_table: the issue's bar for run directories already made, from their reports and embeddings."""
+import json
+
+import numpy as np
+
+from bench import verdict_table
+from infer.embeddings_io import make_pairs
+from tests.bench.test_margin_interval import _write_system
+
+
+def _run(tmp_path, model_noise, baseline_noise, model_oof, floor_oof):
+    rng = np.random.default_rng(5)
+    ids = [str(i) for i in range(80)]
+    latent = {i: rng.normal(size=8) for i in ids}
+    fold_pairs = {}
+    for fold in (0, 1):
+        chosen = rng.choice(ids[fold * 40:(fold + 1) * 40], size=(120, 2))
+        fold_pairs[fold] = make_pairs(chosen[:, 0], chosen[:, 1], np.array([latent[a] @ latent[b] for a, b in chosen]))
+    run = tmp_path / "runs_continuous_s2"
+    _write_system(run / "embeddings" / "uniter", latent, fold_pairs, model_noise, 0)
+    _write_system(run / "baselines" / "linear_metric", latent, fold_pairs, baseline_noise, 1)
+    rows = [{"name": "uniter", "kind": "model", "oof_spearman": model_oof, "mean_fold_spearman": model_oof - 0.003},
+            {"name": "ensemble (svd, fit on test)", "kind": "ensemble", "oof_spearman": model_oof + 0.002,
+             "mean_fold_spearman": model_oof + 0.002},
+            {"name": "baseline: linear_metric", "kind": "baseline", "oof_spearman": floor_oof,
+             "mean_fold_spearman": floor_oof}]
+    (run / "ensemble_report.json").write_text(json.dumps({"rows": rows, "oracle_spearman": 0.9}))
+    return run
+
+
+def test_a_run_gets_its_verdict_row_with_the_margins_interval(tmp_path, capsys):
+    run = _run(tmp_path, 0.1, 2.0, 0.85, 0.60)
+    out = tmp_path / "verdicts.md"
+    assert verdict_table.main([f"continuous:2={run}", "--draws", "200", "--markdown", str(out)]) == 0
+    printed = capsys.readouterr().out
+    # floor 0.60 is below 0.8 of the oracle 0.9: +0.05 asked, +0.25 given, and the interval clears it
+    assert "| continuous | 2 | uniter 0.8500 | linear_metric 0.6000 | +0.2500 |" in printed
+    assert "| > 0.05 | +0.0020 | 0.0030 | yes |" in printed
+    assert out.read_text() == printed
+    row = verdict_table.run_verdict("continuous", "2", str(run), [0, 1], draws=200)
+    assert row["interval"]["pairs"] == 240 and row["interval"]["low"] > 0.05 and row["oracle"] == 0.9
+
+
+def test_the_name_defaults_to_the_directory_and_a_missing_report_is_named(tmp_path, capsys):
+    assert verdict_table.parse_run("random-1:0=/x/runs4") == ("random-1", "0", "/x/runs4")
+    assert verdict_table.parse_run("/x/runs4_demo_s0/") == ("runs4_demo_s0", "-", "/x/runs4_demo_s0/")
+    assert verdict_table.main([str(tmp_path / "nothing")]) == 2
+    assert "nothing/ensemble_report.json: no ensemble report" in capsys.readouterr().err
