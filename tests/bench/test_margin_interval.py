@@ -47,15 +47,20 @@ def _write_system(directory, latent, fold_pairs, noise, seed):
         save_embeddings(directory / f"fold_{fold:02d}" / "val.npz", ids, vectors, pairs)
 
 
-def test_margin_between_a_model_and_a_baseline_of_a_run(tmp_path, capsys):
-    rng = np.random.default_rng(2)
+def _latent_and_fold_pairs(seed):
+    """80 videos' latent vectors and two folds of 120 pairs each, scored by the latents' dot product."""
+    rng = np.random.default_rng(seed)
     ids = [str(i) for i in range(80)]
     latent = {i: rng.normal(size=8) for i in ids}
     fold_pairs = {}
     for fold in (0, 1):
         chosen = rng.choice(ids[fold * 40:(fold + 1) * 40], size=(120, 2))
-        truth = np.array([latent[a] @ latent[b] for a, b in chosen])
-        fold_pairs[fold] = make_pairs(chosen[:, 0], chosen[:, 1], truth)
+        fold_pairs[fold] = make_pairs(chosen[:, 0], chosen[:, 1], np.array([latent[a] @ latent[b] for a, b in chosen]))
+    return latent, fold_pairs
+
+
+def test_margin_between_a_model_and_a_baseline_of_a_run(tmp_path, capsys):
+    latent, fold_pairs = _latent_and_fold_pairs(2)
     run = tmp_path / "run"
     _write_system(run / "embeddings" / "uniter", latent, fold_pairs, 0.1, 0)
     _write_system(run / "baselines" / "linear_metric", latent, fold_pairs, 2.0, 1)

@@ -1,21 +1,12 @@
 """verdict_table: the issue's bar for run directories already made, from their reports and embeddings."""
 import json
 
-import numpy as np
-
 from bench import verdict_table
-from infer.embeddings_io import make_pairs
-from tests.bench.test_margin_interval import _write_system
+from tests.bench.test_margin_interval import _latent_and_fold_pairs, _write_system
 
 
 def _run(tmp_path, model_noise, baseline_noise, model_oof, floor_oof):
-    rng = np.random.default_rng(5)
-    ids = [str(i) for i in range(80)]
-    latent = {i: rng.normal(size=8) for i in ids}
-    fold_pairs = {}
-    for fold in (0, 1):
-        chosen = rng.choice(ids[fold * 40:(fold + 1) * 40], size=(120, 2))
-        fold_pairs[fold] = make_pairs(chosen[:, 0], chosen[:, 1], np.array([latent[a] @ latent[b] for a, b in chosen]))
+    latent, fold_pairs = _latent_and_fold_pairs(5)
     run = tmp_path / "runs_continuous_s2"
     _write_system(run / "embeddings" / "uniter", latent, fold_pairs, model_noise, 0)
     _write_system(run / "baselines" / "linear_metric", latent, fold_pairs, baseline_noise, 1)
