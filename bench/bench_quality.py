@@ -122,6 +122,11 @@ def verdict(world: str, seed: int, report: dict) -> dict:
     }
 
 
+def verdict_interval(v: dict, run_dir: str, folds, **kwargs) -> dict:
+    """How sure a verdict's margin is: the best single model over the floor on the run's out-of-fold pairs."""
+    return margin_between(run_dir, v["best_single"], BASELINE_PREFIX + v["floor"], folds, **kwargs)
+
+
 def verdict_markdown(verdicts: list[dict]) -> str:
     """One row per draw, then the mean margin over each world's draws where it has several."""
     def f(value, sign=False):
@@ -195,9 +200,7 @@ def main(argv=None) -> int:
             verdicts.append(verdict(world, seed, report))
             run_dir = os.path.join(args.out, world_dir(world, seed), "runs")
             try:  # how sure the margin is: the run's per-pair cosines, resampled
-                verdicts[-1]["interval"] = margin_between(run_dir, verdicts[-1]["best_single"],
-                                                          BASELINE_PREFIX + verdicts[-1]["floor"],
-                                                          [int(f) for f in args.folds.split()])
+                verdicts[-1]["interval"] = verdict_interval(verdicts[-1], run_dir, [int(f) for f in args.folds.split()])
             except (FileNotFoundError, ValueError) as error:
                 print(f"warning: no interval for {name}: {error}", file=sys.stderr)
             reports[world_dir(world, seed)]["verdict"] = verdicts[-1]

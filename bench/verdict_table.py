@@ -18,8 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from bench.bench_quality import verdict, verdict_markdown
-from bench.margin_interval import BASELINE_PREFIX, margin_between
+from bench.bench_quality import verdict, verdict_interval, verdict_markdown
 from tfrecord_tools.atomic import write_text_atomic
 
 
@@ -39,7 +38,7 @@ def run_verdict(world: str, seed: str, run: str, folds: Sequence[int], draws: in
         report = json.load(handle)
     row = verdict(world, seed, report)
     row["oracle"] = report.get("oracle_spearman")
-    row["interval"] = margin_between(run, row["best_single"], BASELINE_PREFIX + row["floor"], folds, draws=draws)
+    row["interval"] = verdict_interval(row, run, folds, draws=draws)
     return row
 
 
