@@ -15,14 +15,20 @@ out-of-fold scores of `bench.bench_quality`) it reports:
                            scored video that is not in those pairs: what a *linear* map of the
                            inputs reaches with perfect supervision (the latent itself instead of
                            ~3,000 noisy pair labels); λ is the best of a small grid on the pairs
+``known:<inputs>``         the same readout with each text read by a reader that already knows what
+                           every one of its words means in the generator (`known_word_features`:
+                           the word's vector and its topic): what is left once *learning* the
+                           words is no longer a limit, i.e. what the texts hold at all
 
 Inputs are the strong baselines' (`infer.strong_baselines`): the mean of the officially sampled
 frames (signed power ``--frame-power`` first), PCA-whitened to 128 components with statistics of
 every video; title and ASR TF-IDF over jieba words (fitted on every text, no labels).
 
-Why: a strong baseline close to ``readout:all`` leaves a learned model only what a linear map
-cannot read (nonlinear structure) to beat it with, however well it is trained; and a bar above
-``readout:all`` asks for more than the inputs linearly hold. ``docs/benchmarks.md`` ("How far the
+Why: a strong baseline close to ``readout:all`` leaves a learned model only what a linear map of
+the inputs cannot read (nonlinear structure, or word meanings learned from more than the scored
+videos) to beat it with, however well it is trained; one close to ``known:all`` leaves little to
+any reader, since even knowing what every word means adds almost nothing; and a bar above
+``known:all`` asks for more than the inputs hold. ``docs/benchmarks.md`` ("How far the
 floor is from what the inputs hold") has the numbers of every world.
 """
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Sequence
 import numpy as np
 
 READOUTS = {"frames": ("frames",), "title": ("title",), "asr": ("asr",), "all": ("frames", "title", "asr")}
+KNOWN_READOUTS = {"title": ("known_title",), "all": ("frames", "known_title", "known_asr")}
 LAMBDAS = (0.3, 1.0, 3.0, 10.0, 30.0)
 FRAME_COMPONENTS = 128
 
@@ -59,8 +66,39 @@ def best_readout(x: np.ndarray, target: np.ndarray, fit_rows: np.ndarray, rows_q
     return max((pair_spearman(ridge_readout(x, target, fit_rows, lam), rows_q, rows_c, score), lam) for lam in lambdas)
 
 
-def _inputs(data_dir: str, ids: Sequence[str], frame_power: float, progress: bool) -> dict[str, np.ndarray]:
-    """Whitened mean frames, title and ASR TF-IDF of ``ids`` (rows in that order)."""
+def known_word_features(world, texts: Sequence[str], modality: str) -> np.ndarray:
+    """What each text tells a reader that knows every word's meaning in the generator ``world``.
+
+    For the topic words of ``world`` found among a text's jieba words (general words and fillers
+    are drawn without regard to the latent, so they say nothing): the sum of their vectors ``d``
+    in ``modality``'s view (``word_vectors`` for the title, ``asr_word_vectors`` for the ASR), the
+    sum of their topics' vectors on that view, and how often each topic is named. Rows follow
+    ``texts``; the generator picks words by ``u_view . d`` among the topics nearest to ``u_view``,
+    so these are the sufficient statistics a linear reader would need.
+    """
+    from infer.strong_baselines import word_tokens
+    from tfrecord_tools import synth
+
+    vectors = {"title": world.word_vectors, "asr": world.asr_word_vectors}[modality]
+    blocks = dict(world.preset.model.views)[modality]
+    view = np.concatenate([np.arange(*synth.BLOCKS[block]) for block in blocks])
+    topic_of = np.full(len(world.words), -1)
+    for topic, words in enumerate(world.topic_words):
+        topic_of[words] = topic
+    index = {word: i for i, word in enumerate(world.words) if topic_of[i] >= 0}
+    n_topics = len(world.topic_vectors)
+    out = np.zeros((len(texts), vectors.shape[1] + len(view) + n_topics))
+    for row, text in enumerate(texts):
+        for word in (index[token] for token in word_tokens(text) if token in index):
+            out[row, :vectors.shape[1]] += vectors[word]
+            out[row, vectors.shape[1]:-n_topics] += world.topic_vectors[topic_of[word], view]
+            out[row, -n_topics + topic_of[word]] += 1.0
+    return out
+
+
+def _inputs(data_dir: str, ids: Sequence[str], frame_power: float,
+            progress: bool) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """Whitened mean frames, title and ASR TF-IDF of ``ids`` (rows in that order), and the texts."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     from infer.baselines import data_files, summarise
@@ -91,7 +129,7 @@ def _inputs(data_dir: str, ids: Sequence[str], frame_power: float, progress: boo
         vectorizer = TfidfVectorizer(tokenizer=word_tokens, lowercase=False, token_pattern=None, sublinear_tf=True,
                                      min_df=2).fit(fit)
         out[name] = vectorizer.transform([scored[key][field] for key in ids]).toarray()
-    return out
+    return out, {"title": [scored[key]["title"] for key in ids], "asr": [scored[key]["asr_text"] for key in ids]}
 
 
 def measure(data_dir: str, folds_dir: str, folds: Sequence[int], frame_power: float = 0.5,
@@ -127,16 +165,21 @@ def measure(data_dir: str, folds_dir: str, folds: Sequence[int], frame_power: fl
     for modality, view in meta["latent"]["views"].items():
         dims = np.concatenate([np.arange(*blocks[block]) for block in view])
         result[f"view:{modality}"] = pair_spearman(latents[:, dims], rows_q, rows_c, score)
-    inputs = _inputs(data_dir, ids, frame_power, progress)
-    for name, parts in READOUTS.items():
-        x = np.concatenate([inputs[part] for part in parts], axis=1)
-        result[f"readout:{name}"], result[f"readout:{name}:lambda"] = best_readout(
-            x, latents, fit_rows, rows_q, rows_c, score)
+    inputs, texts = _inputs(data_dir, ids, frame_power, progress)
+    drawn = synth.build_world(synth.world_preset(meta["preset"], world), meta["seed"])
+    for modality in ("title", "asr"):
+        inputs[f"known_{modality}"] = known_word_features(drawn, texts[modality], modality)
+    for prefix, readouts in (("readout", READOUTS), ("known", KNOWN_READOUTS)):
+        for name, parts in readouts.items():
+            x = np.concatenate([inputs[part] for part in parts], axis=1)
+            result[f"{prefix}:{name}"], result[f"{prefix}:{name}:lambda"] = best_readout(
+                x, latents, fit_rows, rows_q, rows_c, score)
     return result
 
 
 def markdown(rows: Sequence[dict]) -> str:
-    columns = [key for key in rows[0] if key.startswith(("oracle", "view:", "readout:")) and not key.endswith("lambda")]
+    columns = [key for key in rows[0]
+               if key.startswith(("oracle", "view:", "readout:", "known:")) and not key.endswith("lambda")]
     lines = ["| world | pairs | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 2)]
     for row in rows:
         lines.append(f"| {row['world']} | {row['pairs']} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")

@@ -44,7 +44,8 @@ def test_measure_a_tiny_world(synthetic_data, folds_dir, tmp_path):
     assert row["world"] == "demo" and row["pairs"] == pairs_in_fold0 and row["fit_videos"] > 0
     meta = json.loads((synthetic_data / "synth_meta.json").read_text())
     for key in ["oracle", *(f"view:{m}" for m in meta["latent"]["views"]),
-                *(f"readout:{name}" for name in bench_ceiling.READOUTS)]:
+                *(f"readout:{name}" for name in bench_ceiling.READOUTS),
+                *(f"known:{name}" for name in bench_ceiling.KNOWN_READOUTS)]:
         assert -1.0 <= row[key] <= 1.0, key
     assert row["oracle"] > 0.5  # the labels are noisy ranks of the latent cosine
     assert row["readout:all:lambda"] in bench_ceiling.LAMBDAS
@@ -53,6 +54,27 @@ def test_measure_a_tiny_world(synthetic_data, folds_dir, tmp_path):
                                "--markdown", str(out)]) == 0
     table = out.read_text().splitlines()
     assert table[0].startswith("| world | pairs | oracle |") and table[2].startswith(f"| demo | {pairs_in_fold0} |")
+
+
+def test_known_word_features_sum_the_meanings_of_the_topic_words_only():
+    from tfrecord_tools import synth
+
+    world = synth.build_world(synth.world_preset("tiny"), seed=0)
+    first, second = (int(w) for w in world.topic_words[3, :2])
+    general = int(world.general_words[0])
+    text = "，".join([world.words[first], world.words[second], world.words[general], "的"])
+    features = bench_ceiling.known_word_features(world, [text, "nan", world.words[general]], "title")
+    width = world.word_vectors.shape[1]
+    view = np.concatenate([np.arange(*synth.BLOCKS[b]) for b in dict(world.preset.model.views)["title"]])
+    n_topics = len(world.topic_vectors)
+    assert features.shape == (3, width + len(view) + n_topics)
+    np.testing.assert_allclose(features[0, :width], world.word_vectors[first] + world.word_vectors[second], rtol=1e-6)
+    np.testing.assert_allclose(features[0, width:-n_topics], 2 * world.topic_vectors[3, view], rtol=1e-6)
+    assert features[0, -n_topics + 3] == 2 and features[0, -n_topics:].sum() == 2
+    assert not features[1:].any()  # a missing text and a general word say nothing about the latent
+    asr = bench_ceiling.known_word_features(world, [text], "asr")
+    np.testing.assert_allclose(asr[0, :world.asr_word_vectors.shape[1]],
+                               world.asr_word_vectors[first] + world.asr_word_vectors[second], rtol=1e-6)
 
 
 def test_two_data_sets_with_one_folds_dir_is_a_usage_error(tmp_path, capsys):
