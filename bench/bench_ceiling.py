@@ -160,7 +160,7 @@ def measure(data_dir: str, folds_dir: str, folds: Sequence[int], frame_power: fl
     fit_rows = np.array([i for i in range(len(ids)) if i not in held_videos])
 
     blocks = meta["latent"]["blocks"]
-    result = {"world": world, "folds": list(folds), "pairs": int(held.sum()), "fit_videos": len(fit_rows),
+    result = {"world": world, "seed": meta["seed"], "folds": list(folds), "pairs": int(held.sum()), "fit_videos": len(fit_rows),
               "oracle": pair_spearman(latents, rows_q, rows_c, score)}
     for modality, view in meta["latent"]["views"].items():
         dims = np.concatenate([np.arange(*blocks[block]) for block in view])
@@ -180,9 +180,10 @@ def measure(data_dir: str, folds_dir: str, folds: Sequence[int], frame_power: fl
 def markdown(rows: Sequence[dict]) -> str:
     columns = [key for key in rows[0]
                if key.startswith(("oracle", "view:", "readout:", "known:")) and not key.endswith("lambda")]
-    lines = ["| world | pairs | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 2)]
+    lines = ["| world | seed | pairs | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 3)]
     for row in rows:
-        lines.append(f"| {row['world']} | {row['pairs']} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
+        lines.append(f"| {row['world']} | {row['seed']} | {row['pairs']} | "
+                     + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 

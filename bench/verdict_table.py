@@ -1,6 +1,7 @@
 """The bar of issue 9 for runs already made: one verdict row per run directory of ``demo.sh``.
 
     python -m bench.verdict_table [NAME=]RUN [[NAME=]RUN ...] [--folds 0 1] [--draws 2000] [--markdown PATH]
+                                  [--ceiling C.json ...]
 
 ``bench.bench_quality`` runs the worlds and ends with this table; runs made by hand (``WORLD=W
 SEED=S RUN=R sh demo.sh``, as the sessions' reruns are) get the same verdicts here, from each run's
@@ -9,6 +10,10 @@ baseline with a paired-bootstrap interval of the margin (``bench.margin_interval
 against its best member, the largest out-of-fold − mean-fold gap, and whether the draw meets the bar
 ("yes, within noise" where the margin's interval reaches the bar). ``NAME`` labels the row
 (``continuous:2=runs/continuous_s2``: world ``continuous``, seed 2); without it, the directory's name.
+
+``--ceiling C.json`` (rows of ``python -m bench.bench_ceiling --json``, matched by world and seed)
+adds a second table: how much the inputs hold above the floor even for a reader that knows every
+word (``known:all`` − floor, the headroom) and the share of it the best single model takes.
 """
 from __future__ import annotations
 
@@ -42,22 +47,74 @@ def run_verdict(world: str, seed: str, run: str, folds: Sequence[int], draws: in
     return row
 
 
+def load_ceilings(paths: Sequence[str], folds: Sequence[int]) -> dict[tuple[str, str], dict]:
+    """Rows of ``bench.bench_ceiling --json`` files by ``(world, seed)``; they must score ``folds``."""
+    ceilings = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            rows = json.load(handle)
+        for row in rows:
+            missing = [key for key in ("world", "seed", "folds", "readout:all", "known:all") if key not in row]
+            if missing:
+                raise ValueError(f"{path}: a ceiling row lacks {missing} (rows of python -m bench.bench_ceiling --json "
+                                 "with the known: readouts are expected; rerun it)")
+            if sorted(row["folds"]) != sorted(folds):
+                raise ValueError(f"{path}: the ceiling of {row['world']} (seed {row['seed']}) scores folds "
+                                 f"{row['folds']}, the runs folds {list(folds)}")
+            ceilings[(row["world"], str(row["seed"]))] = row
+    return ceilings
+
+
+def headroom(v: dict, ceiling: dict) -> dict:
+    """What the inputs hold above the floor (``known:all`` − floor) and the share the best single model takes."""
+    room = ceiling["known:all"] - v["floor_oof"]
+    return {"readout_all": ceiling["readout:all"], "known_all": ceiling["known:all"], "headroom": room,
+            "share": (v["best_single_oof"] - v["floor_oof"]) / room if room > 0 else None}
+
+
+def headroom_markdown(rows: Sequence[dict]) -> str:
+    """One row per draw that has a ceiling, largest share first."""
+    lines = ["| world | seed | floor (OOF) | best single (OOF) | readout: all | known: all | headroom (known: all − floor) "
+             "| share the best single takes |", "|" + " --- |" * 8]
+    for v in sorted(rows, key=lambda v: -1e9 if v["headroom"]["share"] is None else v["headroom"]["share"],
+                    reverse=True):
+        h = v["headroom"]
+        share = "-" if h["share"] is None else f"{100 * h['share']:.0f}%"
+        lines.append(f"| {v['world']} | {v['seed']} | {v['floor']} {v['floor_oof']:.4f} | {v['best_single']} "
+                     f"{v['best_single_oof']:.4f} | {h['readout_all']:.3f} | {h['known_all']:.3f} | "
+                     f"{h['headroom']:+.3f} | {share} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.verdict_table", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", metavar="[NAME=]RUN", help="run directories of demo.sh (NAME: world[:seed])")
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1], help="validation folds the runs scored")
     parser.add_argument("--draws", type=int, default=2000, help="bootstrap resamples of the pairs")
-    parser.add_argument("--markdown", help="also write the table here")
+    parser.add_argument("--markdown", help="also write the table(s) here")
+    parser.add_argument("--ceiling", nargs="+", default=(), metavar="C.json",
+                        help="rows of bench.bench_ceiling --json: add the headroom table")
     args = parser.parse_args(argv)
     rows = []
-    for text in args.runs:
-        world, seed, run = parse_run(text)
-        try:
+    try:
+        ceilings = load_ceilings(args.ceiling, args.folds)
+        for text in args.runs:
+            world, seed, run = parse_run(text)
             rows.append(run_verdict(world, seed, run, args.folds, args.draws))
-        except (FileNotFoundError, ValueError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     table = verdict_markdown(rows)
+    if args.ceiling:
+        for v in rows:
+            if (v["world"], v["seed"]) in ceilings:
+                v["headroom"] = headroom(v, ceilings[(v["world"], v["seed"])])
+            else:
+                print(f"warning: no ceiling row for {v['world']} seed {v['seed']} in {', '.join(args.ceiling)}",
+                      file=sys.stderr)
+        with_room = [v for v in rows if "headroom" in v]
+        if with_room:
+            table += "\n\n" + headroom_markdown(with_room)
     print(table)
     if args.markdown:
         write_text_atomic(args.markdown, table + "\n")

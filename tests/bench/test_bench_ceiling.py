@@ -41,8 +41,9 @@ def test_measure_a_tiny_world(synthetic_data, folds_dir, tmp_path):
     folds = json.loads((folds_dir / "folds.json").read_text())
     pairs_in_fold0 = next(int(f["pairs"]) for f in folds["folds"] if int(f["fold"]) == 0)
     row = bench_ceiling.measure(str(synthetic_data), str(folds_dir), [0])
-    assert row["world"] == "demo" and row["pairs"] == pairs_in_fold0 and row["fit_videos"] > 0
     meta = json.loads((synthetic_data / "synth_meta.json").read_text())
+    assert row["world"] == "demo" and row["seed"] == meta["seed"]
+    assert row["pairs"] == pairs_in_fold0 and row["fit_videos"] > 0
     for key in ["oracle", *(f"view:{m}" for m in meta["latent"]["views"]),
                 *(f"readout:{name}" for name in bench_ceiling.READOUTS),
                 *(f"known:{name}" for name in bench_ceiling.KNOWN_READOUTS)]:
@@ -53,7 +54,8 @@ def test_measure_a_tiny_world(synthetic_data, folds_dir, tmp_path):
     assert bench_ceiling.main(["--data", str(synthetic_data), "--folds-dir", str(folds_dir), "--folds", "0",
                                "--markdown", str(out)]) == 0
     table = out.read_text().splitlines()
-    assert table[0].startswith("| world | pairs | oracle |") and table[2].startswith(f"| demo | {pairs_in_fold0} |")
+    assert table[0].startswith("| world | seed | pairs | oracle |")
+    assert table[2].startswith(f"| demo | {meta['seed']} | {pairs_in_fold0} |")
 
 
 def test_known_word_features_sum_the_meanings_of_the_topic_words_only():

@@ -37,3 +37,24 @@ def test_the_name_defaults_to_the_directory_and_a_missing_report_is_named(tmp_pa
     assert verdict_table.parse_run("/x/runs4_demo_s0/") == ("runs4_demo_s0", "-", "/x/runs4_demo_s0/")
     assert verdict_table.main([str(tmp_path / "nothing")]) == 2
     assert "nothing/ensemble_report.json: no ensemble report" in capsys.readouterr().err
+
+
+def test_a_ceiling_adds_the_headroom_table_and_a_bad_one_is_named(tmp_path, capsys):
+    run = _run(tmp_path, 0.1, 2.0, 0.85, 0.60)
+    ceiling = tmp_path / "ceiling.json"
+    row = {"world": "continuous", "seed": 2, "folds": [0, 1], "readout:all": 0.8, "known:all": 0.90}
+    ceiling.write_text(json.dumps([row, {**row, "seed": 3, "known:all": 0.5}]))
+    assert verdict_table.main([f"continuous:2={run}", f"continuous:5={run}", "--draws", "50",
+                               "--ceiling", str(ceiling)]) == 0
+    captured = capsys.readouterr()
+    # headroom 0.90 - 0.60 = 0.30, of which the best single model (0.85) takes 0.25: 83%
+    assert ("| continuous | 2 | linear_metric 0.6000 | uniter 0.8500 | 0.800 | 0.900 | +0.300 | 83% |"
+            in captured.out)
+    assert "| continuous | 5 | linear_metric" not in captured.out.split("known: all − floor")[1]
+    assert "no ceiling row for continuous seed 5" in captured.err
+    ceiling.write_text(json.dumps([{**row, "folds": [0]}]))
+    assert verdict_table.main([f"continuous:2={run}", "--ceiling", str(ceiling)]) == 2
+    assert "scores folds [0], the runs folds [0, 1]" in capsys.readouterr().err
+    ceiling.write_text(json.dumps([{key: value for key, value in row.items() if key != "known:all"}]))
+    assert verdict_table.main([f"continuous:2={run}", "--ceiling", str(ceiling)]) == 2
+    assert "lacks ['known:all']" in capsys.readouterr().err
