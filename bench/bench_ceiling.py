@@ -80,8 +80,7 @@ def known_word_features(world, texts: Sequence[str], modality: str) -> np.ndarra
     from tfrecord_tools import synth
 
     vectors = {"title": world.word_vectors, "asr": world.asr_word_vectors}[modality]
-    blocks = dict(world.preset.model.views)[modality]
-    view = np.concatenate([np.arange(*synth.BLOCKS[block]) for block in blocks])
+    view = synth._view(modality, world.preset.model)
     topic_of = np.full(len(world.words), -1)
     for topic, words in enumerate(world.topic_words):
         topic_of[words] = topic
