@@ -8,6 +8,13 @@ cosines of the full embedding, of the wide path alone (the in-graph linear metri
 ``--gates`` also scores ``deep part + g * unit(wide path)`` for each g: is the trained gate
 (how much wide path the model adds to its unit-length deep part) where the validation pairs
 would put it? (At g = the trained gate this is the full embedding.)
+
+Two more columns say how much of the deep part is one fixed vector: ``deep shift``, the norm of
+the deep part's mean over the validation videos divided by its mean norm (1: the same vector for
+every video, a shift of the cosine's origin; 0: centred), and ``deep centred``, the Spearman of
+the wide path plus the deep part minus that mean. A shift whose size differs between fold models
+puts their cosines on different scales, so the out-of-fold score falls below the mean fold score
+(docs/benchmarks.md, "the deep part is nearly a constant vector").
 """
 from __future__ import annotations
 
@@ -18,8 +25,25 @@ import sys
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
+def deep_shift(deep: list, wide: list, labels) -> dict:
+    """``{"deep shift", "deep centred"}`` of the two sides' deep parts and wide paths ([n, d] each):
+    |mean deep part| / mean |deep part| over both sides of every pair, and the Spearman of the cosines of
+    wide path + deep part - that mean."""
+    import numpy as np
+    import scipy.stats
+
+    stacked = np.concatenate(deep)
+    mean = stacked.mean(axis=0)
+    shift = float(np.linalg.norm(mean) / max(float(np.linalg.norm(stacked, axis=1).mean()), 1e-12))
+    centred = [w + d - mean for d, w in zip(deep, wide)]
+    centred = [x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) for x in centred]
+    cosines = (centred[0] * centred[1]).sum(axis=1)
+    return {"deep shift": shift, "deep centred": float(scipy.stats.spearmanr(cosines, labels).statistic)}
+
+
 def parts_spearman(run_dir: str, batch_size: int = 128, gates=()) -> dict:
-    """``{"full", "wide path", "deep part": Spearman, "gate": trained gate, "gate_scan": {g: Spearman}}``."""
+    """``{"full", "wide path", "deep part", "deep centred": Spearman, "deep shift", "gate": trained
+    gate, "gate_scan": {g: Spearman}}``."""
     import numpy as np
     import scipy.stats
 
@@ -34,19 +58,23 @@ def parts_spearman(run_dir: str, batch_size: int = 128, gates=()) -> dict:
     cosines: dict[str, list] = {"full": [], "wide path": [], "deep part": []}
     scan: dict[float, list] = {float(g): [] for g in gates}
     labels = []
+    deep_sides: tuple[list, list] = ([], [])  # per side of the pairs, the batches' deep parts and wide paths
+    wide_sides: tuple[list, list] = ([], [])
 
     def unit(x):
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
     for batch in reader.read_pairs([validation_shard(run)], run.decoder, batch_size):
         sides = []
-        for key in ("video_1", "video_2"):
+        for index, key in enumerate(("video_1", "video_2")):
             features = numeric_features(batch[key])
             full = model(features, training=False)["embedding"].numpy()
             frames = model.standardized(features)["frames"]
             wide = model.wide_path(frames, features["frame_mask"], features["input_ids"],
                                    features["attention_mask"]).numpy()
             sides.append({"full": full, "wide path": wide, "deep part": full - wide})
+            deep_sides[index].append(full - wide)
+            wide_sides[index].append(wide)
         for name in cosines:
             cosines[name].append((unit(sides[0][name]) * unit(sides[1][name])).sum(axis=1))
         for gate, values in scan.items():
@@ -57,6 +85,8 @@ def parts_spearman(run_dir: str, batch_size: int = 128, gates=()) -> dict:
     out = {name: float(scipy.stats.spearmanr(np.concatenate(values), labels).statistic)
            for name, values in cosines.items()}
     out["gate"] = float(model.wide_path.gate.numpy())
+    out.update(deep_shift([np.concatenate(side) for side in deep_sides],
+                          [np.concatenate(side) for side in wide_sides], labels))
     out["gate_scan"] = {gate: float(scipy.stats.spearmanr(np.concatenate(values), labels).statistic)
                         for gate, values in scan.items()}
     return out
@@ -69,13 +99,13 @@ def main(argv=None) -> int:
                         help="also score deep part + g * unit(wide path) for each g")
     args = parser.parse_args(argv)
     scan_heads = "".join(f" gate {g:g} |" for g in args.gates)
-    print("| run | full model | wide path alone | deep part alone | gate |" + scan_heads)
-    print("| --- | --- | --- | --- | --- |" + " --- |" * len(args.gates))
+    print("| run | full model | wide path alone | deep part alone | deep shift | deep centred | gate |" + scan_heads)
+    print("| --- | --- | --- | --- | --- | --- | --- |" + " --- |" * len(args.gates))
     for run_dir in args.runs:
         r = parts_spearman(run_dir, gates=args.gates)
         scanned = "".join(f" {r['gate_scan'][float(g)]:.4f} |" for g in args.gates)
-        print(f"| {run_dir} | {r['full']:.3f} | {r['wide path']:.3f} | {r['deep part']:.3f} | {r['gate']:.2f} |"
-              + scanned)
+        print(f"| {run_dir} | {r['full']:.3f} | {r['wide path']:.3f} | {r['deep part']:.3f} | {r['deep shift']:.2f} | "
+              f"{r['deep centred']:.3f} | {r['gate']:.2f} |" + scanned)
     return 0
 
 

@@ -295,3 +295,5 @@ def test_finetune_fits_saves_and_checkpoints_the_wide_path(synthetic_data, folds
     assert parts["gate_scan"][gate] == pytest.approx(parts["full"], abs=1e-6)  # the trained gate is the model
     assert parts["gate_scan"][0.0] == pytest.approx(parts["deep part"], abs=1e-6)
     assert parts["gate_scan"][50.0] == pytest.approx(parts["wide path"], abs=0.02)  # wide path dominates
+    assert 0.0 <= parts["deep shift"] <= 1.0 + 1e-6  # |mean deep part| / mean |deep part|
+    assert -1.0 <= parts["deep centred"] <= 1.0
