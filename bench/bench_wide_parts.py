@@ -12,9 +12,9 @@ would put it? (At g = the trained gate this is the full embedding.)
 Two more columns say how much of the deep part is one fixed vector: ``deep shift``, the norm of
 the deep part's mean over the validation videos divided by its mean norm (1: the same vector for
 every video, a shift of the cosine's origin; 0: centred), and ``deep centred``, the Spearman of
-the wide path plus the deep part minus that mean. A shift whose size differs between fold models
-puts their cosines on different scales, so the out-of-fold score falls below the mean fold score
-(docs/benchmarks.md, "the deep part is nearly a constant vector").
+the wide path plus the deep part minus that mean. Fold models whose deep parts carry such a shift
+can put their cosines on different scales, so the out-of-fold score falls below the mean fold score;
+removing the shift aligns them (docs/benchmarks.md, "the deep part is nearly a constant vector").
 """
 from __future__ import annotations
 
@@ -32,11 +32,12 @@ def deep_shift(deep: list, wide: list, labels) -> dict:
     import numpy as np
     import scipy.stats
 
+    from infer.strong_baselines import l2n
+
     stacked = np.concatenate(deep)
     mean = stacked.mean(axis=0)
     shift = float(np.linalg.norm(mean) / max(float(np.linalg.norm(stacked, axis=1).mean()), 1e-12))
-    centred = [w + d - mean for d, w in zip(deep, wide)]
-    centred = [x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) for x in centred]
+    centred = [l2n(w + d - mean) for d, w in zip(deep, wide)]
     cosines = (centred[0] * centred[1]).sum(axis=1)
     return {"deep shift": shift, "deep centred": float(scipy.stats.spearmanr(cosines, labels).statistic)}
 
@@ -48,6 +49,7 @@ def parts_spearman(run_dir: str, batch_size: int = 128, gates=()) -> dict:
     import scipy.stats
 
     from infer.embed import load_run, validation_shard
+    from infer.strong_baselines import l2n as unit
     from tfrecord_tools import reader
     from train.data import numeric_features
 
@@ -58,23 +60,18 @@ def parts_spearman(run_dir: str, batch_size: int = 128, gates=()) -> dict:
     cosines: dict[str, list] = {"full": [], "wide path": [], "deep part": []}
     scan: dict[float, list] = {float(g): [] for g in gates}
     labels = []
-    deep_sides: tuple[list, list] = ([], [])  # per side of the pairs, the batches' deep parts and wide paths
-    wide_sides: tuple[list, list] = ([], [])
-
-    def unit(x):
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    batches = []  # per batch, the two sides' {"full", "wide path", "deep part"}
 
     for batch in reader.read_pairs([validation_shard(run)], run.decoder, batch_size):
         sides = []
-        for index, key in enumerate(("video_1", "video_2")):
+        for key in ("video_1", "video_2"):
             features = numeric_features(batch[key])
             full = model(features, training=False)["embedding"].numpy()
             frames = model.standardized(features)["frames"]
             wide = model.wide_path(frames, features["frame_mask"], features["input_ids"],
                                    features["attention_mask"]).numpy()
             sides.append({"full": full, "wide path": wide, "deep part": full - wide})
-            deep_sides[index].append(full - wide)
-            wide_sides[index].append(wide)
+        batches.append(sides)
         for name in cosines:
             cosines[name].append((unit(sides[0][name]) * unit(sides[1][name])).sum(axis=1))
         for gate, values in scan.items():
@@ -85,8 +82,10 @@ def parts_spearman(run_dir: str, batch_size: int = 128, gates=()) -> dict:
     out = {name: float(scipy.stats.spearmanr(np.concatenate(values), labels).statistic)
            for name, values in cosines.items()}
     out["gate"] = float(model.wide_path.gate.numpy())
-    out.update(deep_shift([np.concatenate(side) for side in deep_sides],
-                          [np.concatenate(side) for side in wide_sides], labels))
+    def both_sides(part):
+        return [np.concatenate([sides[index][part] for sides in batches]) for index in (0, 1)]
+
+    out.update(deep_shift(both_sides("deep part"), both_sides("wide path"), labels))
     out["gate_scan"] = {gate: float(scipy.stats.spearmanr(np.concatenate(values), labels).statistic)
                         for gate, values in scan.items()}
     return out
