@@ -202,6 +202,18 @@ def mse_loss(cos, target) -> tf.Tensor:
     return tf.reduce_mean(tf.square(_f32(cos) - _f32(target)))
 
 
+def centred_mse_loss(cos, target) -> tf.Tensor:
+    """mean(((cos - mean cos) - (target - mean target))²), the means over the batch.
+
+    Like `mse_loss` but blind to a shift of all cosines: the model is asked to order and spread its
+    cosines like the targets, not to lift them to the targets' level (which it otherwise does by
+    adding one near-constant vector to every embedding, on a scale that differs between fold models).
+    """
+    cos, target = _f32(cos), _f32(target)
+    residual = (cos - tf.reduce_mean(cos)) - (target - tf.reduce_mean(target))
+    return tf.reduce_mean(tf.square(residual))
+
+
 def mae_loss(cos, target) -> tf.Tensor:
     """mean(|cos - target|)."""
     return tf.reduce_mean(tf.abs(_f32(cos) - _f32(target)))

@@ -10,8 +10,9 @@ with ``none``/``null``, integer tuples as ``1,2,3`` or a JSON list). Nested mode
 ``model.text_num_layers=2``. An unknown key is an error naming the closest valid keys.
 
 Finetune losses are written as a weighted sum, e.g. ``mse+0.5*kl+tag`` (``parse_loss_spec``);
-the terms are ``mse``, ``mae``, ``kl`` (KL over the batch), ``tag`` (tag loss on both videos) and
-``lbpc`` (Pearson on softmax(cos/tau) over the batch).
+the terms are ``mse``, ``cmse`` (MSE blind to a shift of the batch's cosines), ``mae``, ``kl`` (KL
+over the batch), ``tag`` (tag loss on both videos) and ``lbpc`` (Pearson on softmax(cos/tau) over
+the batch).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ CONFIG_FILE = layout.CONFIG_FILE
 STAGES = ("pretrain", "finetune")
 DECAYS = ("cosine", "linear")
 TARGET_TRANSFORMS = ("raw", "rank", "sigmoid")
-FINETUNE_TERMS = ("mse", "mae", "kl", "tag", "lbpc")
+FINETUNE_TERMS = ("mse", "cmse", "mae", "kl", "tag", "lbpc")
 # Model fields that a run sets from its data when it starts (whatever the config said), so an
 # override of them could only be lost or contradict the data: refused, with where they come from.
 DATA_DERIVED = {

@@ -9,13 +9,14 @@ the (transformed) label with a weighted sum of losses (``finetune_losses``, e.g.
 ``mse+0.5*kl+tag``):
 
     mse   mean (cos - target)^2           mae   mean |cos - target|
+    cmse  mse of cos and target each minus its batch mean (blind to the cosines' level)
     kl    KL(softmax(target/T) || softmax(cos/T)) over the pairs of the batch (T = kl_temperature)
     lbpc  1 - Pearson(softmax(cos/tau) over the batch, target)          (tau = lbpc_tau)
     tag   the model's tag loss (BCE or ASL) on both videos
 
 Targets (``target_transform``): ``raw`` labels, ``rank`` (rankdata of the fold's training labels
 mapped to [0, 1], fitted once before training) or ``sigmoid`` (sigmoid(sigmoid_alpha * label)).
-Batch terms (kl, lbpc) are computed over each replica's part of the batch.
+Batch terms (cmse, kl, lbpc) are computed over each replica's part of the batch.
 
 At the end of every epoch the whole validation shard is embedded and the Spearman correlation of
 cosine vs label is computed (``scipy.stats.spearmanr``); ``metrics.json`` lists it per epoch and
@@ -94,6 +95,8 @@ def make_finetune_loss(config: TrainConfig):
         for name, weight in terms:
             if name == "mse":
                 value = losses.mse_loss(cos, target)
+            elif name == "cmse":
+                value = losses.centred_mse_loss(cos, target)
             elif name == "mae":
                 value = losses.mae_loss(cos, target)
             elif name == "kl":

@@ -164,6 +164,16 @@ def test_cosine_mse_mae_hand_values():
     assert float(losses.mae_loss(cos, target)) == pytest.approx((0.5 + 1 + 0.25) / 3)
 
 
+def test_centred_mse_is_blind_to_a_shift_of_the_cosines_only():
+    cos, target = np.array([0.2, 0.9, 0.5, -0.2]), np.array([1.0, 0.0, 0.6, 0.1])
+    residual = (cos - cos.mean()) - (target - target.mean())
+    assert float(losses.centred_mse_loss(cos, target)) == pytest.approx((residual ** 2).mean(), rel=1e-5)
+    assert float(losses.centred_mse_loss(cos + 0.7, target)) == pytest.approx((residual ** 2).mean(), rel=1e-5)
+    assert float(losses.centred_mse_loss(target - 0.3, target)) == pytest.approx(0.0, abs=1e-7)
+    # the spread still counts, unlike the level
+    assert float(losses.centred_mse_loss(2 * target, target)) == pytest.approx(target.var(), rel=1e-5)
+
+
 def test_batch_kl_loss_matches_numpy():
     cos, target, t = np.array([0.2, 0.9, 0.5, -0.2]), np.array([1.0, 0.0, 0.6, 0.1]), 0.1
     p, q = scipy.special.softmax(target / t), scipy.special.softmax(cos / t)

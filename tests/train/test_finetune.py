@@ -66,11 +66,11 @@ def test_finetune_from_pretrain_run(pretrain_run, folds_dir, tmp_path, capsys):
 def test_finetune_without_pretrain_with_every_loss_term(synthetic_data, folds_dir, tmp_path):
     config = TrainConfig(model=ModelConfig.tiny("baseline"), stage="finetune", folds_dir=str(folds_dir), fold=0)
     config = apply_overrides(config, ["epochs=1", "steps_per_epoch=5", "target_transform=rank", "lr_other=2e-3",
-                                      "finetune_losses=mse+0.5*kl+tag+0.5*lbpc+mae", *TINY_RUN])
+                                      "finetune_losses=mse+0.5*kl+tag+0.5*lbpc+mae+cmse", *TINY_RUN])
     metrics = run_finetune(config, str(tmp_path), tf.distribute.MirroredStrategy(["/cpu:0"]))
     assert len(metrics["epochs"]) == 1 and np.isfinite(metrics["epochs"][0]["val_spearman"])
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
-    assert {"mse", "kl", "tag", "lbpc", "mae"} <= set(log[-1])
+    assert {"mse", "kl", "tag", "lbpc", "mae", "cmse"} <= set(log[-1])
     saved = load_config(tmp_path)
     assert saved.tag_list == str(synthetic_data / "tag_list.txt")  # found through folds.json
     assert (tmp_path / "tokenizer" / "vocab.txt").is_file()  # built from the training titles
