@@ -49,15 +49,14 @@ class VideoSimModel(keras.Model):
     def with_frame_path(self, features: Mapping[str, tf.Tensor], embedding: tf.Tensor) -> tf.Tensor:
         """The L2-normalised ``embedding`` plus the linear paths: the mean-frame path
         (``frames.path_rank > 0``) and the wide linear-metric path (``wide.enabled``); without
-        either (and without ``centre_embedding``), ``embedding`` unchanged. With ``centre_embedding``
-        the normalised embedding's mean is subtracted before the paths are added
-        (`layers.MeanCentring`, training or not as the family's ``call``). ``features`` are the
+        either, ``embedding`` unchanged. With ``centre_embedding`` the embedding's mean is subtracted
+        first (`layers.MeanCentring`, training or not as the family's ``call``). ``features`` are the
         standardised ones. Every family applies it to its embedding."""
-        if self.embedding_centring is None and self.frame_path is None and self.wide_path is None:
+        if self.embedding_centring is not None:
+            embedding = self.embedding_centring(embedding)
+        if self.frame_path is None and self.wide_path is None:
             return embedding
         total = tf.math.l2_normalize(embedding, axis=-1)
-        if self.embedding_centring is not None:
-            total = self.embedding_centring(total)
         if self.frame_path is not None:
             total += tf.cast(self.frame_path(features["frames"], features["frame_mask"]), embedding.dtype)
         if self.wide_path is not None:

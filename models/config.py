@@ -390,8 +390,8 @@ class ModelConfig(_Section):
     dropout: float = 0.1
     # InfoNCE temperature of the video/text alignment (mix_nextvlad, cross_modal)
     infonce_temperature: float = 0.07
-    # subtract the L2-normalised deep embedding's mean (batch / moving average,
-    # `models.layers.MeanCentring`) before the linear paths are added
+    # subtract the deep embedding's mean (batch / moving average, `models.layers.MeanCentring`)
+    # before its L2 normalisation and the linear paths
     centre_embedding: bool = False
 
     text: TextEncoderConfig = dataclasses.field(default_factory=TextEncoderConfig)

@@ -453,10 +453,8 @@ class MeanCentring(keras.layers.Layer):
 
     Mean-pooled encoder outputs share one large direction, so an L2-normalised deep embedding is
     nearly the same vector for every video (measured: the mean is 0.95-1.00 of the norm) and the
-    cosines carry an offset that each fold model sets differently. The unit deep embedding minus its
-    mean keeps only what varies between the videos, at its own (small) length beside the linear
-    paths (centred before the normalisation instead, the deep part weighs as much as the wide path
-    and the models fell 0.04-0.08 below it).
+    cosines carry an offset that each fold model sets differently. Centred before the L2
+    normalisation, only what varies between the videos is left to compare.
     """
 
     def __init__(self, momentum: float = 0.99, **kwargs: Any):
