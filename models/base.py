@@ -40,8 +40,6 @@ class VideoSimModel(keras.Model):
         self.frame_standardizer = layers.FrameStandardizer(config.frames.power, name="frame_standardizer")
         self.frame_path = (layers.MeanFramePath(config.embedding_dim, name="frame_path")
                            if config.frames.path_rank > 0 else None)
-        self.embedding_centring = (layers.MeanCentring(name="embedding_centring")
-                                   if config.centre_embedding else None)
         self.wide_path = (layers.WidePath(config.text.vocab_size, config.wide.frame_width, config.wide.text_width,
                                           config.embedding_dim, name="wide_path")
                           if config.wide.enabled else None)
@@ -49,11 +47,8 @@ class VideoSimModel(keras.Model):
     def with_frame_path(self, features: Mapping[str, tf.Tensor], embedding: tf.Tensor) -> tf.Tensor:
         """The L2-normalised ``embedding`` plus the linear paths: the mean-frame path
         (``frames.path_rank > 0``) and the wide linear-metric path (``wide.enabled``); without
-        either, ``embedding`` unchanged. With ``centre_embedding`` the embedding's mean is subtracted
-        first (`layers.MeanCentring`, training or not as the family's ``call``). ``features`` are the
-        standardised ones. Every family applies it to its embedding."""
-        if self.embedding_centring is not None:
-            embedding = self.embedding_centring(embedding)
+        either, ``embedding`` unchanged. ``features`` are the standardised ones. Every family
+        applies it to its embedding."""
         if self.frame_path is None and self.wide_path is None:
             return embedding
         total = tf.math.l2_normalize(embedding, axis=-1)

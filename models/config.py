@@ -1,8 +1,7 @@
 """`ModelConfig`: every model family's hyper-parameters, nested by what they describe.
 
     ModelConfig
-      name, frame_dim, max_frames, title_len, num_tags, embedding_dim, dropout, infonce_temperature,
-      centre_embedding
+      name, frame_dim, max_frames, title_len, num_tags, embedding_dim, dropout, infonce_temperature
       text           TextEncoderConfig   the text encoder (BERT / RoFormer), its tokens and their source
       frames         FramesConfig        in-graph frame normalisation (standardise / ZCA whitening)
       wide           WideConfig          the frozen linear-metric ("wide") path added to the embedding
@@ -390,9 +389,6 @@ class ModelConfig(_Section):
     dropout: float = 0.1
     # InfoNCE temperature of the video/text alignment (mix_nextvlad, cross_modal)
     infonce_temperature: float = 0.07
-    # subtract the deep embedding's mean (batch / moving average, `models.layers.MeanCentring`)
-    # before its L2 normalisation and the linear paths
-    centre_embedding: bool = False
 
     text: TextEncoderConfig = dataclasses.field(default_factory=TextEncoderConfig)
     frames: FramesConfig = dataclasses.field(default_factory=FramesConfig)

@@ -447,40 +447,6 @@ def standardizing_transform(kind: str, std: np.ndarray, video_covariance: np.nda
     raise ValueError(f"unknown frame normalisation {kind!r}; choose standardize or zca")
 
 
-class MeanCentring(keras.layers.Layer):
-    """``x - mean``: the batch mean while training (folded into a moving average), the moving
-    average otherwise; a batch norm without the scale.
-
-    Mean-pooled encoder outputs share one large direction, so an L2-normalised deep embedding is
-    nearly the same vector for every video (measured: the mean is 0.95-1.00 of the norm) and the
-    cosines carry an offset that each fold model sets differently. Centred before the L2
-    normalisation, only what varies between the videos is left to compare.
-    """
-
-    def __init__(self, momentum: float = 0.99, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.momentum = float(momentum)
-
-    def build(self, input_shape: tf.TensorShape) -> None:
-        # one value for all replicas, read as their mean (as batch norm keeps its moving statistics)
-        self.moving_mean = self.add_weight(
-            "moving_mean", shape=[int(input_shape[-1])], initializer="zeros", trainable=False,
-            synchronization=tf.VariableSynchronization.ON_READ, aggregation=tf.VariableAggregation.MEAN)
-        super().build(input_shape)
-
-    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        if not training:
-            return inputs - tf.cast(self.moving_mean, inputs.dtype)
-        mean = tf.reduce_mean(inputs, axis=0)
-        self.moving_mean.assign(self.momentum * self.moving_mean + (1.0 - self.momentum) * tf.cast(mean, tf.float32))
-        return inputs - mean
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(momentum=self.momentum)
-        return config
-
-
 class MaskedMeanPooling(keras.layers.Layer):
     """Mean over the time axis of [B, M, D] counting only positions where mask is 1 (0 if none)."""
 

@@ -139,22 +139,3 @@ def test_mixed_float16_step(name):
     only_finetune = FINETUNE_ONLY.get(name, ())
     assert all(np.all(np.isfinite(tf.convert_to_tensor(g).numpy())) for g in grads if g is not None)
     assert all(g is not None for v, g in zip(variables, grads) if not any(p in v.name for p in only_finetune))
-
-
-def test_centre_embedding_centres_on_the_batch_in_training_and_on_the_moving_mean_after():
-    config = tiny_config("uniter").replace(centre_embedding=True)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
-    with strategy.scope():
-        model = registry.build_model(config)
-    features = example_features(config, 8, seed=3)
-    plain = ModelConfig.from_dict(config.to_dict()).replace(centre_embedding=False)
-    assert ModelConfig.from_dict(config.to_dict()).centre_embedding  # saved with the config
-    before = model(features, training=False)["embedding"].numpy()  # moving mean still 0: nothing moves
-    assert np.allclose(model.embedding_centring.moving_mean.numpy(), 0.0)
-    trained = model(features, training=True)["embedding"].numpy()  # `training` reaches the layer
-    moved = model.embedding_centring.moving_mean.numpy()
-    assert not np.allclose(moved, 0.0)
-    np.testing.assert_allclose(trained.mean(axis=0), 0.0, atol=1e-5)  # no linear path: the centred embedding
-    after = model(features, training=False)["embedding"].numpy()
-    np.testing.assert_allclose(after, before - moved, rtol=1e-4, atol=1e-5)
-    assert registry.build_model(plain).embedding_centring is None

@@ -153,18 +153,3 @@ def test_layers_compute_in_float16_under_mixed_precision(frames_and_mask):
         keras.mixed_precision.set_global_policy(policy)
     assert out.dtype == tf.float16 and layer.centers.dtype == tf.float32
     assert np.all(np.isfinite(out.numpy()))
-
-
-def test_mean_centring_uses_the_batch_mean_while_training_and_its_moving_average_after():
-    layer = layers.MeanCentring(momentum=0.5)
-    first = tf.constant([[1.0, 2.0], [3.0, 6.0]])
-    np.testing.assert_allclose(layer(first, training=False).numpy(), first.numpy())  # average starts at 0
-    np.testing.assert_allclose(layer(first, training=True).numpy(), [[-1.0, -2.0], [1.0, 2.0]])
-    np.testing.assert_allclose(layer.moving_mean.numpy(), [1.0, 2.0])  # 0.5 * 0 + 0.5 * [2, 4]
-    second = tf.constant([[4.0, 4.0], [4.0, 4.0]])
-    layer(second, training=True)
-    np.testing.assert_allclose(layer.moving_mean.numpy(), [2.5, 3.0])
-    np.testing.assert_allclose(layer(second, training=False).numpy(), [[1.5, 1.0], [1.5, 1.0]])
-    assert not layer.trainable_weights
-    clone = layers.MeanCentring.from_config(layer.get_config())
-    assert clone.momentum == 0.5 and clone.get_config() == layer.get_config()
