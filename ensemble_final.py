@@ -3,7 +3,7 @@
 Usage::
 
     python ensemble_final.py --run RUN [--models a,b,c] [--weights a=1,b=0.5 | --weights auto | --weights-file w.json]
-        [--rule svd|weighted|mean] [--fit-on test|val] [--dim 256] [--seed 0]
+        [--rule svd|weighted|mean] [--fit-on test|val] [--dim 256] [--seed 0] [--calibrate distance|none]
         [--labels DATA/pairwise/label.tsv] [--folds-dir DATA/folds] [--test-ids ids.txt|test.npz]
         [--out RUN/result.zip] [--synth-meta DATA/synth_meta.json] [--png [PATH]] [--export DIR]
 
@@ -37,6 +37,16 @@ weights; for ``svd`` the SVD is fitted on that fold's models' test embeddings wi
 test``, or on the fold's validation embeddings with ``--fit-on val``), and the oracle ceiling
 (``oracle_spearman`` of the synthetic data's ``synth_meta.json``) when given.
 
+Fold calibration (``--calibrate distance``, the default; ``infer/fold_calibration.py``): before
+any pairs of different folds are pooled, each fold model's cosines are put on one scale by
+dividing every distance ``1 - cos`` by the fold model's mean distance between its test videos (no
+labels). Within a fold nothing changes (the mean fold scores are the same); out of fold, fold
+models that rank equally well but whose cosines sit at different levels no longer interleave
+wrongly. It applies to the out-of-fold rows (models and per-fold baselines), the per-fold
+ensembles and ``--weights auto``; the submission is the fold average of the test embeddings, where
+no pair is scored by two fold models, and is the same either way. ``--calibrate none`` pools the
+raw cosines (the behaviour before the twentieth session).
+
 The final SVD (``--rule svd``) is fitted on the fold-averaged test embeddings (``--fit-on test``,
 the default) or on all folds' validation embeddings stacked (``--fit-on val``).
 
@@ -62,6 +72,7 @@ from ensemble.report import ReportRow, format_table, plot_table
 from ensemble.rules import DEFAULT_DIM, RULES, apply_rule, concat_scaled
 from ensemble.weights import cross_fitted_weights, fold_cosines
 from infer.embeddings_io import EmbeddingSet, load_embedding_set, read_provenance, save_embeddings
+from infer import fold_calibration
 from infer.evaluate import out_of_fold_spearman, pairs_by_fold, per_fold_spearman, spearman
 from infer.submission import MAX_DIM, read_id_list, write_result
 from tfrecord_tools import cli, layout, locks, provenance
@@ -294,9 +305,11 @@ def check_provenance(models: list[str], folds: list[int], fold_dirs: dict, val_s
             "folds": provenance.describe_folds(with_folds[0][1]["folds"]) if with_folds else None,
             "test_files": tests[0][1] if tests else None}
 def fold_baseline_rows(baselines_dir: str, reference: dict[int, EmbeddingSet], oof_pairs: Labels,
-                       pair_folds: np.ndarray) -> list[ReportRow]:
+                       pair_folds: np.ndarray, calibrate: str = fold_calibration.DEFAULT_METHOD,
+                       distances: dict | None = None) -> list[ReportRow]:
     """Rows for the per-fold baselines of ``python -m infer.baselines`` (one directory each, laid out
-    like a model's embeddings), scored out of fold on the models' folds and pairs."""
+    like a model's embeddings), scored out of fold on the models' folds and pairs (calibrated like the
+    models; each baseline's fold distances are added to ``distances`` when given)."""
     rows = []
     for name in discover_models(baselines_dir):
         fold_dirs = discover_folds(os.path.join(baselines_dir, name))
@@ -308,6 +321,11 @@ def fold_baseline_rows(baselines_dir: str, reference: dict[int, EmbeddingSet], o
         for fold in reference:
             check_same_pairs(reference[fold], sets[fold])
         per_fold = per_fold_spearman(sets)
+        if calibrate == "distance":
+            fold_distance = fold_calibration.fold_distances({fold: fold_dirs[fold] for fold in reference})
+            sets = fold_calibration.calibrate_folds(sets, fold_distance)
+            if distances is not None:
+                distances[BASELINE_MEMBER + name] = fold_distance
         rows.append(ReportRow(f"baseline: {name}", "baseline", out_of_fold_spearman(sets, oof_pairs, pair_folds),
                               float(np.mean(list(per_fold.values()))), None, len(sets), len(oof_pairs)))
     return rows
@@ -331,7 +349,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
                  synth_meta: str | None = None,
                  png: str | None = None, user_weights: bool = True, partial_folds: bool = False,
                  baselines: Sequence[str] = (), baselines_dir: str | None = None,
-                 auto_weights: bool = False) -> dict:
+                 auto_weights: bool = False, calibrate: str = fold_calibration.DEFAULT_METHOD) -> dict:
     """Everything the CLI does; returns the report dict (also written beside ``out``: report_path(out)).
 
     ``auto_weights`` replaces ``weights`` by weights chosen on the validation pairs (cross-fitted:
@@ -344,6 +362,8 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         raise ValueError("rule 'mean' weighs every model equally; --weights auto needs --rule svd or weighted")
     if fit_on not in ("test", "val"):
         raise ValueError(f"--fit-on must be 'test' or 'val', got {fit_on!r}")
+    if calibrate not in fold_calibration.METHODS:
+        raise ValueError(f"--calibrate must be one of {list(fold_calibration.METHODS)}, got {calibrate!r}")
     if not 1 <= dim <= MAX_DIM:
         raise ValueError(f"--dim must be in 1..{MAX_DIM} (the submission limit), got {dim}")
     out = out or os.path.join(run, layout.RESULT_ZIP)
@@ -379,6 +399,14 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         check_folds_json(folds_dir, val_sets[models[0]], partial_folds)
     if labels_path:
         check_label_coverage(read_labels(labels_path), oof_pairs, partial_folds)
+    # Mean fold scores from the raw sets (calibration is monotone within a fold: the same numbers).
+    mean_fold = {model: float(np.mean(list(per_fold_spearman(val_sets[model]).values()))) for model in models}
+    raw_val_sets = dict(val_sets)  # the submission (fold averages) is not calibrated
+    distances: dict[str, dict[int, float]] = {}
+    if calibrate == "distance":  # one cheap pass over the test files, before any pairs are pooled
+        for model in models:
+            distances[model] = fold_calibration.fold_distances(fold_dirs[model])
+            val_sets[model] = fold_calibration.calibrate_folds(val_sets[model], distances[model])
     fold_weights = {fold: rule_weights for fold in folds}
     if auto_weights:
         if len(folds) < AUTO_MIN_FOLDS:
@@ -398,6 +426,10 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         test_sets = [load_embedding_set(os.path.join(fold_dirs[model][fold], TEST_FILE)) for model in models]
         for model, test_set in zip(models, test_sets):
             averagers[model].add(test_set)
+        if calibrate == "distance":
+            test_sets = [fold_calibration.calibrate_set(test_set, distances[model][fold],
+                                                        fold_calibration.reference_distance(distances[model]))
+                         for model, test_set in zip(models, test_sets)]
         fold_fit = test_sets if (rule == "svd" and fit_on == "test") else None
         ensemble_val[fold] = apply_rule(rule, [val_sets[m][fold] for m in models], fold_weights[fold], dim=dim,
                                         fit_on=fold_fit, seed=seed)
@@ -409,12 +441,11 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
 
     rows = []
     for model, weight in zip(models, weights):
-        per_fold = per_fold_spearman(val_sets[model])
         rows.append(ReportRow(model, "model", out_of_fold_spearman(val_sets[model], oof_pairs, pair_folds),
-                              float(np.mean(list(per_fold.values()))), weight, len(folds), len(oof_pairs)))
+                              mean_fold[model], weight, len(folds), len(oof_pairs)))
 
     if rule == "svd" and fit_on == "val":
-        final_fit = np.concatenate([concat_scaled([val_sets[m][fold] for m in models], rule_weights)[1]
+        final_fit = np.concatenate([concat_scaled([raw_val_sets[m][fold] for m in models], rule_weights)[1]
                                     for fold in folds])
     else:
         final_fit = None
@@ -432,7 +463,8 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         rows.append(ReportRow(f"baseline: {name}", "baseline", spearman(baseline, oof_pairs), None, None,
                               None, len(oof_pairs)))
     if baselines_dir:
-        rows.extend(fold_baseline_rows(baselines_dir, val_sets[models[0]], oof_pairs, pair_folds))
+        rows.extend(fold_baseline_rows(baselines_dir, val_sets[models[0]], oof_pairs, pair_folds, calibrate,
+                                       distances))
     if oracle is not None:
         rows.append(ReportRow("oracle (synthetic truth)", "oracle", oracle))
 
@@ -450,7 +482,10 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         "fold_weights": ({str(fold): dict(zip(models, fold_weights[fold])) for fold in folds}
                          if auto_weights else None),
         "fit_on": fit_on if rule == "svd" else None, "dim": dim, "seed": seed, "folds": folds,
-        "num_pairs": len(oof_pairs), "rows": [row.to_dict() for row in rows],
+        "num_pairs": len(oof_pairs), "calibrate": calibrate,
+        "fold_distances": {name: {str(fold): value for fold, value in per_fold.items()}
+                           for name, per_fold in distances.items()},
+        "rows": [row.to_dict() for row in rows],
         "oracle_spearman": oracle, "result": summary, "table": format_table(rows, markdown=True),
         "provenance": provenance_summary,
     }
@@ -481,6 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fit-on", choices=("test", "val"), default="test", help="rows the SVD is fitted on")
     parser.add_argument("--dim", type=int, default=DEFAULT_DIM, help="SVD output dimension (<= 256 to submit)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--calibrate", choices=fold_calibration.METHODS, default=fold_calibration.DEFAULT_METHOD,
+                        help="put each fold model's cosines on one scale (its mean distance between test videos) "
+                             "before out-of-fold pairs are pooled; 'none' pools the raw cosines")
     parser.add_argument("--labels", help="label.tsv: check the folds' validation pairs cover it exactly")
     parser.add_argument("--folds-dir", help="fold shards directory: check its folds.json matches the val pairs")
     parser.add_argument("--test-ids", help="expected test ids (text file or .npz) the submission must hold")
@@ -508,7 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   test_ids_path=args.test_ids, out=args.out,
                                   synth_meta=args.synth_meta, png=args.png, user_weights=weights is not None,
                                   partial_folds=args.partial_folds, baselines=args.baselines,
-                                  baselines_dir=args.baselines_dir, auto_weights=auto)
+                                  baselines_dir=args.baselines_dir, auto_weights=auto, calibrate=args.calibrate)
         if args.export:
             from ensemble.export import export_ensemble
 

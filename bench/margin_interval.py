@@ -7,7 +7,8 @@ A and B are a model of ``RUN/embeddings/<name>`` or a strong baseline written as
 of the same out-of-fold validation pairs are resampled together (one resample of pairs, both
 Spearmans on it), so what the interval shows is the noise of the pairs themselves: with the
 demo's 638 pairs a margin of +0.005 is rarely told from zero. ``bench.bench_quality`` adds this
-interval to every draw's verdict.
+interval to every draw's verdict. Each system's fold models are put on one cosine scale first
+(``infer.fold_calibration``, as ``ensemble_final.py`` does by default; ``--calibrate none``: raw).
 """
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.stats
 
+from infer import fold_calibration
 from infer.embeddings_io import load_embedding_set
 from infer.evaluate import pair_cosines
 from tfrecord_tools import cli
+from tfrecord_tools.errors import DataError
 
 BASELINE_PREFIX = "baseline:"
 
@@ -34,8 +37,12 @@ def system_dir(run: str, name: str) -> str:
     return os.path.join(run, "embeddings", name)
 
 
-def oof_cosines(directory: str, folds: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(cosines, scores, pair keys)`` of the folds' validation pairs, folds concatenated in order."""
+def oof_cosines(directory: str, folds: Sequence[int], calibrate: str = fold_calibration.DEFAULT_METHOD
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(cosines, scores, pair keys)`` of the folds' validation pairs, folds concatenated in order
+    (``calibrate="distance"``: each fold's cosines calibrated by its test embeddings' mean distance)."""
+    if calibrate not in fold_calibration.METHODS:
+        raise ValueError(f"calibrate must be one of {list(fold_calibration.METHODS)}, got {calibrate!r}")
     cosines, scores, keys = [], [], []
     for fold in folds:
         path = os.path.join(directory, f"fold_{fold:02d}", "val.npz")
@@ -48,6 +55,12 @@ def oof_cosines(directory: str, folds: Sequence[int]) -> tuple[np.ndarray, np.nd
         scores.append(np.asarray(val.pairs.score, dtype=np.float64))
         keys.append(np.char.add(np.char.add(np.asarray(val.pairs.query, dtype=str), "\t"),
                                 np.asarray(val.pairs.candidate, dtype=str)))
+    if calibrate == "distance":
+        distances = fold_calibration.fold_distances({fold: os.path.join(directory, f"fold_{fold:02d}")
+                                                     for fold in folds})
+        reference = fold_calibration.reference_distance(distances)
+        cosines = [fold_calibration.calibrate_cosines(fold_cosines, distances[fold], reference)
+                   for fold, fold_cosines in zip(folds, cosines)]
     return np.concatenate(cosines), np.concatenate(scores), np.concatenate(keys)
 
 
@@ -82,10 +95,11 @@ def bootstrap_margin(cos_a: np.ndarray, cos_b: np.ndarray, scores: np.ndarray, d
             "share_ahead": float((diffs > 0).mean()), "draws": draws, "pairs": int(len(scores))}
 
 
-def margin_between(run: str, a: str, b: str, folds: Sequence[int], **kwargs) -> dict:
+def margin_between(run: str, a: str, b: str, folds: Sequence[int],
+                   calibrate: str = fold_calibration.DEFAULT_METHOD, **kwargs) -> dict:
     """The bootstrap of system a over system b on the run's out-of-fold pairs of ``folds``."""
-    cos_a, scores, keys_a = oof_cosines(system_dir(run, a), folds)
-    cos_b, _, keys_b = oof_cosines(system_dir(run, b), folds)
+    cos_a, scores, keys_a = oof_cosines(system_dir(run, a), folds, calibrate)
+    cos_b, _, keys_b = oof_cosines(system_dir(run, b), folds, calibrate)
     if not np.array_equal(keys_a, keys_b):
         raise ValueError(f"{system_dir(run, a)} and {system_dir(run, b)}: the folds' validation pairs differ "
                          f"(both must come from the same fold shards)")
@@ -101,11 +115,13 @@ def main(argv=None) -> int:
     parser.add_argument("--draws", type=int, default=2000)
     parser.add_argument("--level", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--calibrate", choices=fold_calibration.METHODS, default=fold_calibration.DEFAULT_METHOD,
+                        help="fold models put on one cosine scale before pooling (as ensemble_final.py)")
     args = parser.parse_args(argv)
     try:
         result = margin_between(args.run, args.a, args.b, args.folds, draws=args.draws, level=args.level,
-                                seed=args.seed)
-    except (FileNotFoundError, ValueError) as error:
+                                seed=args.seed, calibrate=args.calibrate)
+    except (FileNotFoundError, ValueError, DataError) as error:
         return cli.report_error("margin_interval", error)
     share = 100 * result["share_ahead"]
     print(f"{args.a} − {args.b} over {result['pairs']} out-of-fold pairs: {result['margin']:+.4f}, "

@@ -2,6 +2,7 @@
 import json
 import pathlib
 import subprocess
+import zipfile
 import sys
 
 import numpy as np
@@ -67,12 +68,21 @@ def fake_run(tmp_path_factory):
     return run, root, test_ids
 
 
-def _oof_by_hand(run, model):
-    cosines, scores = [], []
+def _oof_by_hand(run, model, calibrate=True):
+    """Pooled Spearman; calibrated: each fold's 1 - cos divided by its test videos' mean 1 - cos
+    (every pair of distinct test videos, by brute force), times the smallest of those means."""
+    cosines, scores, distances = [], [], []
     for fold in FOLDS:
-        val = load_embedding_set(run / "embeddings" / model / f"fold_{fold:02d}" / "val.npz")
+        fold_dir = run / "embeddings" / model / f"fold_{fold:02d}"
+        val = load_embedding_set(fold_dir / "val.npz")
         cosines.append(pair_cosines(val, val.pairs.query, val.pairs.candidate))
         scores.append(val.pairs.score)
+        test = load_embedding_set(fold_dir / "test.npz").embeddings.astype(np.float64)
+        unit = test / np.linalg.norm(test, axis=1, keepdims=True)
+        off_diagonal = ~np.eye(len(unit), dtype=bool)
+        distances.append(float(np.mean(1 - (unit @ unit.T)[off_diagonal])))
+    if calibrate:
+        cosines = [1 - (1 - c) * min(distances) / d for c, d in zip(cosines, distances)]
     return scipy.stats.spearmanr(np.concatenate(cosines), np.concatenate(scores)).statistic
 
 
@@ -130,7 +140,8 @@ def test_a_second_ensemble_elsewhere_keeps_the_runs_report(fake_run, tmp_path, c
 def test_weighted_rule_ensemble_oof_matches_manual(fake_run, capsys):
     run, root, test_ids = fake_run
     out = root / "weighted.zip"
-    report = ensemble_final.run_ensemble(str(run), ["alpha", "beta"], [1.0, 2.0], rule="weighted", out=str(out))
+    report = ensemble_final.run_ensemble(str(run), ["alpha", "beta"], [1.0, 2.0], rule="weighted", out=str(out),
+                                         calibrate="none")
     cosines, scores = [], []
     for fold in FOLDS:
         sets = [load_embedding_set(run / "embeddings" / m / f"fold_{fold:02d}" / "val.npz") for m in ("alpha", "beta")]
@@ -257,3 +268,48 @@ def test_auto_weights_warn_with_two_folds(fake_run, tmp_path, capsys):
     assert "warning: --weights auto with 2 fold(s)" in capsys.readouterr().err
     report = json.loads((tmp_path / "ensemble_report.json").read_text())  # beside --out
     assert set(report["fold_weights"]) == {"0", "1"}
+
+
+def test_fold_models_on_different_scales_are_calibrated_before_pooling(fake_run, tmp_path, capsys):
+    """A fold model whose cosines all sit nearer 1 (a constant vector added to its embeddings) ranks
+    its own pairs as well, but pooled raw its pairs outrank the other folds'; the default calibration
+    (each fold's distances divided by its test videos' mean distance) restores the pooled score."""
+    import shutil
+
+    run, _, _ = fake_run
+    shifted = tmp_path / "run"
+    shutil.copytree(run / "embeddings", shifted / "embeddings", ignore=shutil.ignore_patterns("avg"))
+    for name in ("val.npz", "test.npz"):
+        path = shifted / "embeddings" / "alpha" / "fold_01" / name
+        data = load_embedding_set(path)
+        unit = data.embeddings / np.linalg.norm(data.embeddings, axis=1, keepdims=True)
+        save_embeddings(path, data.ids, (unit + 1.5 / np.sqrt(DIM)).astype(np.float32), data.pairs)
+    reports = {}
+    for method in ("distance", "none"):
+        out = tmp_path / method / "result.zip"
+        assert ensemble_final.main(["--run", str(shifted), "--out", str(out), "--calibrate", method]) == 0
+        reports[method] = json.loads((out.parent / "ensemble_report.json").read_text())
+    capsys.readouterr()
+    rows = {method: {row["name"]: row for row in report["rows"]} for method, report in reports.items()}
+    calibrated, raw = rows["distance"]["alpha"], rows["none"]["alpha"]
+    assert calibrated["mean_fold_spearman"] == pytest.approx(raw["mean_fold_spearman"])  # monotone per fold
+    assert raw["oof_spearman"] == pytest.approx(_oof_by_hand(shifted, "alpha", calibrate=False))
+    assert calibrated["oof_spearman"] == pytest.approx(_oof_by_hand(shifted, "alpha"))
+    assert calibrated["oof_spearman"] > raw["oof_spearman"] + 0.05
+    assert abs(calibrated["oof_spearman"] - calibrated["mean_fold_spearman"]) < abs(
+        raw["oof_spearman"] - raw["mean_fold_spearman"])
+    distances = reports["distance"]["fold_distances"]["alpha"]
+    assert distances["1"] < 0.5 * distances["0"] and reports["none"]["fold_distances"] == {}
+    assert reports["distance"]["calibrate"] == "distance"
+    # the submission (fold averages) is the same either way
+    with zipfile.ZipFile(tmp_path / "distance" / "result.zip") as a, zipfile.ZipFile(tmp_path / "none" / "result.zip") as b:
+        assert a.read("result.json") == b.read("result.json")
+    # the baselines' rows are calibrated the same way (a baseline made of the shifted model scores as it)
+    out = tmp_path / "with_baseline" / "result.zip"
+    assert ensemble_final.main(["--run", str(shifted), "--out", str(out), "--baselines-dir",
+                                str(shifted / "embeddings"), "--models", "beta"]) == 0
+    capsys.readouterr()
+    report = json.loads((out.parent / "ensemble_report.json").read_text())
+    with_baseline = {row["name"]: row for row in report["rows"]}
+    assert with_baseline["baseline: alpha"]["oof_spearman"] == pytest.approx(calibrated["oof_spearman"])
+    assert report["fold_distances"]["baseline:alpha"] == pytest.approx(distances)

@@ -5,6 +5,7 @@ import scipy.stats
 
 from bench import margin_interval
 from infer.embeddings_io import make_pairs, save_embeddings
+from tfrecord_tools.errors import DataError
 
 
 def test_a_clearly_better_system_has_an_interval_above_zero():
@@ -39,12 +40,18 @@ def test_bad_shapes_and_levels_are_refused():
         margin_interval.bootstrap_margin(np.zeros(3), np.zeros(3), np.arange(3.0), level=90)
 
 
-def _write_system(directory, latent, fold_pairs, noise, seed):
+def _write_system(directory, latent, fold_pairs, noise, seed, offsets=None):
+    """Each fold's val.npz (its pairs' videos) and test.npz (every video); ``offsets[fold]``: a constant
+    vector added to that fold model's embeddings, which moves its cosines toward 1."""
     rng = np.random.default_rng(seed)
     for fold, pairs in fold_pairs.items():
+        offset = 0 if offsets is None else offsets[fold]
         ids = list(dict.fromkeys(np.concatenate([pairs.query, pairs.candidate])))
-        vectors = np.stack([latent[i] + rng.normal(0, noise, latent[i].shape) for i in ids]).astype(np.float32)
-        save_embeddings(directory / f"fold_{fold:02d}" / "val.npz", ids, vectors, pairs)
+        vectors = np.stack([latent[i] + rng.normal(0, noise, latent[i].shape) + offset for i in ids])
+        save_embeddings(directory / f"fold_{fold:02d}" / "val.npz", ids, vectors.astype(np.float32), pairs)
+        everyone = sorted(latent)
+        test = np.stack([latent[i] + rng.normal(0, noise, latent[i].shape) + offset for i in everyone])
+        save_embeddings(directory / f"fold_{fold:02d}" / "test.npz", everyone, test.astype(np.float32))
 
 
 def _latent_and_fold_pairs(seed):
@@ -76,3 +83,25 @@ def test_margin_between_a_model_and_a_baseline_of_a_run(tmp_path, capsys):
     _write_system(run / "embeddings" / "swapped", latent, other, 0.1, 3)
     with pytest.raises(ValueError, match="validation pairs differ"):
         margin_interval.margin_between(str(run), "swapped", "uniter", [0, 1], draws=10)
+
+
+def test_fold_models_on_different_cosine_scales_are_calibrated_before_pooling(tmp_path):
+    latent, fold_pairs = _latent_and_fold_pairs(4)
+    run = tmp_path / "run"
+    shifted = {0: np.zeros(8), 1: np.full(8, 2.0)}  # fold 1's cosines all pushed toward 1
+    _write_system(run / "embeddings" / "uniter", latent, fold_pairs, 0.1, 0, offsets=shifted)
+    _write_system(run / "baselines" / "linear_metric", latent, fold_pairs, 0.1, 0)
+    raw_a, scores, _ = margin_interval.oof_cosines(str(run / "embeddings" / "uniter"), [0, 1], calibrate="none")
+    cal_a, _, _ = margin_interval.oof_cosines(str(run / "embeddings" / "uniter"), [0, 1])
+    raw, cal = (scipy.stats.spearmanr(c, scores).statistic for c in (raw_a, cal_a))
+    assert cal > raw + 0.05  # pooled raw, fold 1's pairs all rank above fold 0's
+    # within each fold the order is unchanged
+    for part in (slice(0, 120), slice(120, 240)):
+        assert scipy.stats.spearmanr(raw_a[part], cal_a[part]).statistic == pytest.approx(1.0, abs=1e-4)
+    calibrated = margin_interval.margin_between(str(run), "uniter", "baseline:linear_metric", [0, 1], draws=50)
+    raw_margin = margin_interval.margin_between(str(run), "uniter", "baseline:linear_metric", [0, 1], draws=50,
+                                                calibrate="none")
+    assert calibrated["margin"] > raw_margin["margin"] + 0.05
+    (run / "embeddings" / "uniter" / "fold_01" / "test.npz").unlink()
+    with pytest.raises(DataError, match="fold_01/test.npz: no test embeddings of fold 1"):
+        margin_interval.oof_cosines(str(run / "embeddings" / "uniter"), [0, 1])
