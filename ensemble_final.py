@@ -554,6 +554,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, ValueError, locks.LockedError) as error:
         return cli.report_error("ensemble_final.py", error)
     print(report["text_table"])
+    if report["calibrate"] == "distance":
+        print("(out of fold: each fold model's cosines put on one scale by its mean distance between the test "
+              "videos; --calibrate none pools them raw)")
     result = report["result"]
     print(f"\nwrote {result['path']} ({result['num_ids']} ids x {result['dim']} dims, validated) and "
           f"{report['report_path']}")

@@ -100,6 +100,7 @@ def test_cli_end_to_end(fake_run, capsys):
     assert set(table) == {"alpha", "beta", "ensemble (svd, fit on test)", "oracle (synthetic truth)"}
     assert "0.9123" in table["oracle (synthetic truth)"]
     assert "validated" in out
+    assert "each fold model's cosines put on one scale" in out
 
     summary = validate_result(run / "result.zip", test_ids)
     assert summary["num_ids"] == 60 and summary["dim"] == 2 * DIM - 1  # min(256, total_dim - 1)
