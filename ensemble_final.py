@@ -21,7 +21,9 @@ count per fold) and ``--labels`` (the folds' pairs together are exactly the labe
 
 Output::
 
-    RUN/embeddings/<model>/avg/test.npz   fold average (mean of L2-normalised fold embeddings)
+    RUN/embeddings/<model>/avg/test.npz   fold average (mean of L2-normalised fold embeddings, each
+                                          fold model first rotated onto the first one's coordinates)
+    RUN/embeddings/<model>/avg/fold_rotations.npz   those rotations (fold_XX: [D, D]; --export uses them)
     RUN/result.zip                        the submission (validated before it takes its name)
     RUN/ensemble_report.json              settings, table rows, submission summary
     RUN/ensemble_report.png               with --png
@@ -47,6 +49,14 @@ ensembles and ``--weights auto``; the submission is the fold average of the test
 no pair is scored by two fold models, and is the same either way. ``--calibrate none`` pools the
 raw cosines (the behaviour before the twentieth session).
 
+Fold alignment (``--align-folds procrustes``, the default; ``ensemble/fold_alignment.py``): fold
+models of one family need not share coordinates (the robust recipe's wide path is fitted per fold,
+in its own PCA / LSA basis), so before their test vectors are averaged each fold model is rotated
+onto the first fold model by the orthogonal matrix that best maps its test embeddings onto the
+first's (no labels). A rotation changes no cosine within a fold: the out-of-fold and mean fold
+scores are the same either way; only the fold averages, and with them ``result.zip``, change.
+``--align-folds none`` averages the raw vectors.
+
 The final SVD (``--rule svd``) is fitted on the fold-averaged test embeddings (``--fit-on test``,
 the default) or on all folds' validation embeddings stacked (``--fit-on val``).
 
@@ -67,6 +77,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from ensemble import fold_alignment
 from ensemble.fold_average import FoldAverager
 from ensemble.report import ReportRow, format_table, plot_table
 from ensemble.rules import DEFAULT_DIM, RULES, apply_rule, concat_scaled
@@ -349,7 +360,8 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
                  synth_meta: str | None = None,
                  png: str | None = None, user_weights: bool = True, partial_folds: bool = False,
                  baselines: Sequence[str] = (), baselines_dir: str | None = None,
-                 auto_weights: bool = False, calibrate: str = fold_calibration.DEFAULT_METHOD) -> dict:
+                 auto_weights: bool = False, calibrate: str = fold_calibration.DEFAULT_METHOD,
+                 align_folds: str = fold_alignment.DEFAULT_METHOD) -> dict:
     """Everything the CLI does; returns the report dict (also written beside ``out``: report_path(out)).
 
     ``auto_weights`` replaces ``weights`` by weights chosen on the validation pairs (cross-fitted:
@@ -364,6 +376,8 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         raise ValueError(f"--fit-on must be 'test' or 'val', got {fit_on!r}")
     if calibrate not in fold_calibration.METHODS:
         raise ValueError(f"--calibrate must be one of {list(fold_calibration.METHODS)}, got {calibrate!r}")
+    if align_folds not in fold_alignment.METHODS:
+        raise ValueError(f"--align-folds must be one of {list(fold_alignment.METHODS)}, got {align_folds!r}")
     if not 1 <= dim <= MAX_DIM:
         raise ValueError(f"--dim must be in 1..{MAX_DIM} (the submission limit), got {dim}")
     out = out or os.path.join(run, layout.RESULT_ZIP)
@@ -418,6 +432,11 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         fold_weights = {fold: [float(w) for w in chosen[fold]] for fold in folds}
         weights = rule_weights = [float(w) for w in final_weights]
 
+    # The fold models' coordinates lined up before their test vectors are averaged (one more pass).
+    rotations: dict[str, dict[int, np.ndarray]] = {}
+    if align_folds == "procrustes":
+        rotations = {model: fold_alignment.fold_rotations(fold_dirs[model]) for model in models}
+
     # One pass over the test files: fold averages, plus each fold's ensemble of val embeddings
     # (whose SVD, with --fit-on test, is fitted on the same fold models' test embeddings).
     averagers = {model: FoldAverager(name=f"{model} (fold average)") for model in models}
@@ -425,7 +444,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
     for fold in tqdm(folds, desc="folds", unit="fold", file=sys.stderr):
         test_sets = [load_embedding_set(os.path.join(fold_dirs[model][fold], TEST_FILE)) for model in models]
         for model, test_set in zip(models, test_sets):
-            averagers[model].add(test_set)
+            averagers[model].add(fold_alignment.rotate(test_set, rotations.get(model, {}).get(fold)))
         if calibrate == "distance":
             test_sets = [fold_calibration.calibrate_set(test_set, distances[model][fold],
                                                         fold_calibration.reference_distance(distances[model]))
@@ -436,8 +455,13 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         del test_sets, fold_fit
     averages = {model: averagers[model].result() for model in models}
     for model in models:
-        save_embeddings(os.path.join(member_dir(model), layout.AVERAGE_DIR, TEST_FILE), averages[model].ids,
-                        averages[model].embeddings)
+        average_dir = os.path.join(member_dir(model), layout.AVERAGE_DIR)
+        save_embeddings(os.path.join(average_dir, TEST_FILE), averages[model].ids, averages[model].embeddings)
+        rotations_path = os.path.join(average_dir, fold_alignment.ROTATIONS_FILE)
+        if model in rotations:
+            fold_alignment.save_rotations(rotations_path, rotations[model])
+        elif os.path.isfile(rotations_path):  # an earlier aligned average's rotations no longer apply
+            os.remove(rotations_path)
 
     rows = []
     for model, weight in zip(models, weights):
@@ -445,7 +469,9 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
                               mean_fold[model], weight, len(folds), len(oof_pairs)))
 
     if rule == "svd" and fit_on == "val":
-        final_fit = np.concatenate([concat_scaled([raw_val_sets[m][fold] for m in models], rule_weights)[1]
+        final_fit = np.concatenate([concat_scaled([fold_alignment.rotate(raw_val_sets[m][fold],
+                                                                         rotations.get(m, {}).get(fold))
+                                                   for m in models], rule_weights)[1]
                                     for fold in folds])
     else:
         final_fit = None
@@ -482,7 +508,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         "fold_weights": ({str(fold): dict(zip(models, fold_weights[fold])) for fold in folds}
                          if auto_weights else None),
         "fit_on": fit_on if rule == "svd" else None, "dim": dim, "seed": seed, "folds": folds,
-        "num_pairs": len(oof_pairs), "calibrate": calibrate,
+        "num_pairs": len(oof_pairs), "calibrate": calibrate, "align_folds": align_folds,
         "fold_distances": {name: {str(fold): value for fold, value in per_fold.items()}
                            for name, per_fold in distances.items()},
         "rows": [row.to_dict() for row in rows],
@@ -519,6 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calibrate", choices=fold_calibration.METHODS, default=fold_calibration.DEFAULT_METHOD,
                         help="put each fold model's cosines on one scale (its mean distance between test videos) "
                              "before out-of-fold pairs are pooled; 'none' pools the raw cosines")
+    parser.add_argument("--align-folds", choices=fold_alignment.METHODS, default=fold_alignment.DEFAULT_METHOD,
+                        help="rotate each fold model onto the first (orthogonal Procrustes on the test embeddings) "
+                             "before the fold average; 'none' averages the raw vectors")
     parser.add_argument("--labels", help="label.tsv: check the folds' validation pairs cover it exactly")
     parser.add_argument("--folds-dir", help="fold shards directory: check its folds.json matches the val pairs")
     parser.add_argument("--test-ids", help="expected test ids (text file or .npz) the submission must hold")
@@ -546,7 +575,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   test_ids_path=args.test_ids, out=args.out,
                                   synth_meta=args.synth_meta, png=args.png, user_weights=weights is not None,
                                   partial_folds=args.partial_folds, baselines=args.baselines,
-                                  baselines_dir=args.baselines_dir, auto_weights=auto, calibrate=args.calibrate)
+                                  baselines_dir=args.baselines_dir, auto_weights=auto, calibrate=args.calibrate,
+                                  align_folds=args.align_folds)
         if args.export:
             from ensemble.export import export_ensemble
 

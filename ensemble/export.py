@@ -1,7 +1,8 @@
 """The whole ensemble as one SavedModel: ``python ensemble_final.py ... --export DIR``.
 
 Every member run (``RUN/finetune/<model>/fold_XX``, the runs whose embeddings the ensemble read),
-the fold averaging (mean of L2-normalised fold vectors), the rule's weights and, for ``svd``, the
+the fold averaging (each fold model's L2-normalised vectors rotated onto the first fold model's
+coordinates, ``ensemble/fold_alignment.py``, then averaged), the rule's weights and, for ``svd``, the
 TruncatedSVD projection go into one graph (``infer.export.ExportModule``; same signatures as a
 single-run export). The projection is re-fitted here with the library calls and settings
 ``ensemble_final.py`` used (``ensemble.rules.concat_scaled`` + ``fit_svd``, same rows, dim and
@@ -20,6 +21,7 @@ import os
 
 import numpy as np
 
+from ensemble.fold_alignment import ROTATIONS_FILE, load_rotations, rotate
 from ensemble.rules import concat_scaled, fit_svd
 from infer.embeddings_io import EmbeddingSet, load_embedding_set, save_embeddings
 from infer.export import Combination, load_member, save_export
@@ -35,9 +37,19 @@ def _read_result(path: str) -> dict[str, list[float]]:
         return json.load(handle)
 
 
+def member_rotations(run: str, models: list[str], folds: list[int], align_folds: str
+                     ) -> dict[str, dict[int, np.ndarray]]:
+    """``{model: {fold: R}}`` the fold averages were made with (empty without alignment)."""
+    if align_folds == "none":
+        return {}
+    return {m: load_rotations(os.path.join(run, "embeddings", m, "avg", ROTATIONS_FILE), folds) for m in models}
+
+
 def ensemble_vectors(run: str, models: list[str], weights: list[float], rule: str, fit_on: str, dim: int,
-                     seed: int, folds: list[int]) -> tuple[EmbeddingSet, np.ndarray | None]:
+                     seed: int, folds: list[int], rotations: dict[str, dict[int, np.ndarray]] | None = None
+                     ) -> tuple[EmbeddingSet, np.ndarray | None]:
     """The final float32 ensemble of the fold averages and (svd) the projection [out, concat]."""
+    rotations = rotations or {}
     averages = [load_embedding_set(os.path.join(run, "embeddings", m, "avg", "test.npz")) for m in models]
     if rule != "svd":
         from ensemble.rules import apply_rule
@@ -46,8 +58,9 @@ def ensemble_vectors(run: str, models: list[str], weights: list[float], rule: st
         return final, None
     ids, matrix = concat_scaled(averages, weights)
     if fit_on == "val":
-        fit = np.concatenate([concat_scaled([load_embedding_set(os.path.join(run, "embeddings", m, f"fold_{k:02d}",
-                                                                             "val.npz")) for m in models],
+        fit = np.concatenate([concat_scaled([rotate(load_embedding_set(os.path.join(run, "embeddings", m,
+                                                                                    f"fold_{k:02d}", "val.npz")),
+                                                   rotations.get(m, {}).get(k)) for m in models],
                                             weights)[1] for k in folds])
     else:
         fit = matrix
@@ -81,11 +94,14 @@ def export_ensemble(report: dict, out_dir: str, checkpoint: str = "best", overwr
     run, models, rule = report["run"], list(report["models"]), report["rule"]
     weights = [float(report["weights"][m]) for m in models]
     folds = list(report["folds"])
+    # reports written before fold alignment existed averaged the raw vectors
+    align_folds = report.get("align_folds") or "none"
+    rotations = member_rotations(run, models, folds, align_folds)
     final, projection = ensemble_vectors(run, models, weights, rule, report.get("fit_on") or "test",
-                                         int(report["dim"]), int(report["seed"]), folds)
+                                         int(report["dim"]), int(report["seed"]), folds, rotations)
     check_against_result(final, report["result"]["path"])
 
-    members, groups = [], []
+    members, groups, member_rotation = [], [], []
     for model in models:
         group = []
         for fold in folds:
@@ -95,17 +111,23 @@ def export_ensemble(report: dict, out_dir: str, checkpoint: str = "best", overwr
                                                f"embeddings come from RUN/finetune/<model>/fold_XX)")
             group.append(len(members))
             members.append(load_member(run_dir, "embedding", checkpoint))
+            member_rotation.append(rotations.get(model, {}).get(fold))
         groups.append(group)
-    combination = Combination("ensemble", groups, weights, rule, projection)
+    combination = Combination("ensemble", groups, weights, rule, projection,
+                              member_rotation if rotations else None)
     digest = hashlib.sha256()
     for member in members:
         digest.update(member.fingerprint.encode())
     digest.update(json.dumps([models, weights, rule]).encode())
     if projection is not None:
         digest.update(projection.tobytes())
+    for rotation in member_rotation:
+        if rotation is not None:
+            digest.update(np.ascontiguousarray(rotation).tobytes())
     meta = {"kind": "ensemble", "family": "ensemble", "output": "embedding", "fingerprint": digest.hexdigest()[:24],
             "ensemble": {"models": models, "weights": dict(zip(models, weights)), "rule": rule, "folds": folds,
                          "fit_on": report.get("fit_on"), "dim": report["dim"], "seed": report["seed"],
+                         "align_folds": align_folds,
                          "result": report["result"]["path"]}}
     full = save_export(members, combination, out_dir, meta, overwrite=overwrite)
     save_embeddings(os.path.join(out_dir, REFERENCE_FILE), final.ids, final.embeddings)

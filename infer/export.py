@@ -370,7 +370,8 @@ class Combination:
     """How member vectors become the export's vector.
 
     ``single``: the one member's output as is. ``ensemble``: per group (a model's folds) the mean
-    of the L2-normalised member vectors (fold averaging), then the rule: ``svd`` = each group
+    of the L2-normalised member vectors, each first times its ``rotations`` matrix when given (fold
+    averaging with the folds aligned, ``ensemble/fold_alignment.py``), then the rule: ``svd`` = each group
     L2-normalised times sqrt(weight), concatenated, times ``projection`` (TruncatedSVD components,
     [out_dim, concat_dim]); ``weighted`` = sum of weight x L2-normalised group vectors; ``mean``
     the same with weights 1/groups. Computed in float64, returned as float32.
@@ -381,6 +382,7 @@ class Combination:
     weights: list[float] = dataclasses.field(default_factory=list)
     rule: str | None = None
     projection: np.ndarray | None = None
+    rotations: list[np.ndarray | None] | None = None  # per member [D, D]; None: no rotation
 
     def apply(self, vectors: list):
         tf = _tf()
@@ -388,7 +390,7 @@ class Combination:
             return tf.cast(vectors[0], tf.float32)
         averages = []
         for group in self.groups:
-            normalised = [l2_normalize(tf.cast(vectors[i], tf.float64)) for i in group]
+            normalised = [self._rotated(l2_normalize(tf.cast(vectors[i], tf.float64)), i) for i in group]
             averages.append(tf.add_n(normalised) / float(len(group)))
         if self.rule == "svd":
             blocks = [float(np.sqrt(w)) * l2_normalize(a) for w, a in zip(self.weights, averages)]
@@ -400,6 +402,12 @@ class Combination:
         else:
             raise ValueError(f"unknown ensemble rule {self.rule!r}")
         return tf.cast(out, tf.float32)
+
+    def _rotated(self, unit, member: int):
+        rotation = self.rotations[member] if self.rotations else None
+        if rotation is None:
+            return unit
+        return _tf().matmul(unit, _tf().constant(np.asarray(rotation, dtype=np.float64)))
 
     def out_dim(self, member_dims: list[int]) -> int:
         if self.kind == "single":

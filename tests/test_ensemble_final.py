@@ -314,3 +314,47 @@ def test_fold_models_on_different_scales_are_calibrated_before_pooling(fake_run,
     with_baseline = {row["name"]: row for row in report["rows"]}
     assert with_baseline["baseline: alpha"]["oof_spearman"] == pytest.approx(calibrated["oof_spearman"])
     assert report["fold_distances"]["baseline:alpha"] == pytest.approx(distances)
+
+
+def test_fold_models_in_rotated_coordinates_are_aligned_before_the_fold_average(fake_run, tmp_path, capsys):
+    """Fold models 1 and 2 of alpha embed in coordinates rotated against fold 0 (as the robust
+    recipe's per-fold wide paths do): their cosines, and so every out-of-fold row, are unchanged,
+    and with the default --align-folds procrustes the fold average (and result.zip) is exactly the
+    unrotated run's; --align-folds none averages the raw vectors and loses that."""
+    import shutil
+
+    run, _, _ = fake_run
+    rotated = tmp_path / "run"
+    shutil.copytree(run / "embeddings", rotated / "embeddings", ignore=shutil.ignore_patterns("avg"))
+    rng = np.random.default_rng(7)
+    for fold in (1, 2):
+        turn, _ = np.linalg.qr(rng.normal(size=(DIM, DIM)))
+        for name in ("val.npz", "test.npz"):
+            path = rotated / "embeddings" / "alpha" / f"fold_{fold:02d}" / name
+            data = load_embedding_set(path)
+            save_embeddings(path, data.ids, (data.embeddings.astype(np.float64) @ turn).astype(np.float32), data.pairs)
+    reports, averages = {}, {}
+    for name, source, method in (("original", run, "procrustes"), ("aligned", rotated, "procrustes"),
+                                 ("raw", rotated, "none")):
+        out = tmp_path / name / "result.zip"
+        assert ensemble_final.main(["--run", str(source), "--out", str(out), "--align-folds", method]) == 0
+        reports[name] = json.loads((out.parent / "ensemble_report.json").read_text())
+        averages[name] = load_embedding_set(source / "embeddings" / "alpha" / "avg" / "test.npz")
+        rotations_file = source / "embeddings" / "alpha" / "avg" / "fold_rotations.npz"
+        assert rotations_file.is_file() == (method == "procrustes")  # a raw average removes stale ones
+        if name == "aligned":
+            rotations = dict(np.load(rotations_file))
+    capsys.readouterr()
+    assert reports["aligned"]["align_folds"] == "procrustes" and reports["raw"]["align_folds"] == "none"
+    rows = {name: {row["name"]: row for row in report["rows"]} for name, report in reports.items()}
+    for model in ("alpha", "beta"):  # rotations change no cosine within a fold
+        for name in ("aligned", "raw"):
+            assert rows[name][model]["oof_spearman"] == pytest.approx(rows["original"][model]["oof_spearman"])
+            assert rows[name][model]["mean_fold_spearman"] == pytest.approx(
+                rows["original"][model]["mean_fold_spearman"])
+    np.testing.assert_allclose(averages["aligned"].embeddings, averages["original"].embeddings, atol=1e-5)
+    assert np.abs(averages["raw"].embeddings - averages["original"].embeddings).max() > 0.1
+    assert sorted(rotations) == ["fold_00", "fold_01", "fold_02"]
+    np.testing.assert_array_equal(rotations["fold_00"], np.eye(DIM))
+    with zipfile.ZipFile(tmp_path / "aligned" / "result.zip") as a, zipfile.ZipFile(tmp_path / "raw" / "result.zip") as b:
+        assert a.read("result.json") != b.read("result.json")

@@ -1,0 +1,425 @@
+"""What a run submits, scored on the held-out test videos against the synthetic ground truth.
+
+    python -m bench.truth_on_test --data DATA RUN [--systems NAME ...] [--reference baseline:linear_metric]
+                                  [--folds 0 1] [--bins 20] [--pairs-per-bin 1000] [--seed 0]
+                                  [--draws 1000] [--level 0.9] [--max-videos 3000] [--json OUT]
+
+The out-of-fold validation pairs are few (638 in the demo); the test videos are many and their true
+latents are known (``tfrecord_tools.synth.true_latents``, preset, seed, world and label graph read
+from ``DATA/synth_meta.json``). Two scores per system, both Spearman of its cosines:
+
+* ``labels``: on a graph-like sample of the test pairs (all pairs i < j): [-1, 1] is cut into
+  ``--bins`` bins at the quantiles of the labelled pairs' true similarity, up to ``--pairs-per-bin``
+  pairs are drawn from each, and grid labels are drawn for them as the generator draws the label
+  file's (``synth.draw_labels`` with the world's label noise). Comparable with the out-of-fold
+  figures; the oracle (true similarity vs these labels) is printed alongside.
+* ``truth``: vs the true similarity over every test pair (no label noise; the oracle is 1).
+
+Systems: a model ``NAME`` (``RUN/embeddings/NAME``: its fold models ``fold_XX/test.npz`` and the fold
+average ``avg/test.npz`` that ``ensemble_final.py`` writes and the submission uses), a strong
+baseline ``baseline:NAME`` (``RUN/baselines/NAME/fold_XX/test.npz``; its fold average is computed
+here with ``ensemble.fold_average.average_folds``) and ``submission`` (``RUN/result.zip``). By
+default every model of the run, ``baseline:linear_metric`` and the submission, where present.
+"mean fold" is the mean of the fold models' scores. Each fold average (and the submission) is
+compared with ``--reference``'s fold average by a paired bootstrap over the sampled pairs (``--draws``
+resamples, one resample of pairs for every system): the difference and its ``--level`` interval.
+
+Above ``--max-videos`` test videos a seeded random subset of them is used (said in the output).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import scipy.stats
+
+from bench.margin_interval import BASELINE_PREFIX, system_dir
+from infer.embeddings_io import EmbeddingSet, l2_normalize, load_embedding_set
+from tfrecord_tools import cli, layout
+from tfrecord_tools.atomic import write_text_atomic
+from tfrecord_tools.errors import DataError
+
+SUBMISSION = "submission"
+DEFAULT_REFERENCE = BASELINE_PREFIX + "linear_metric"
+NO_REFERENCE = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class TestTruth:
+    """The test videos' true latents (unit rows, in ``ids`` order) and the labelled pairs' true similarity."""
+
+    ids: list[str]
+    latents: np.ndarray
+    labelled_similarity: np.ndarray
+    label_noise: float
+    meta: dict  # preset, seed, world, label graph of the data set
+
+
+@dataclasses.dataclass(frozen=True)
+class SystemSets:
+    """One system's embedding sets of the test videos: per fold (none for the submission) and averaged."""
+
+    name: str
+    folds: dict[int, EmbeddingSet]
+    average: EmbeddingSet
+    average_source: str  # the file read, or how the average was made
+
+
+def read_truth(data: str) -> TestTruth:
+    """The ground truth behind ``DATA`` (its ``synth_meta.json``), re-drawn without rendering."""
+    from tfrecord_tools import synth
+
+    path = os.path.join(data, layout.SYNTH_META)
+    if not os.path.isfile(path):
+        raise DataError(path, None, "not found: DATA must be a synthetic data set (tfrecord_tools.synth writes it)")
+    with open(path, encoding="utf-8") as handle:
+        meta = json.load(handle)
+    graph = meta.get("label_graph") or {}
+    world = (meta.get("world") or {}).get("name", "demo")
+    truth = synth.true_latents(meta["preset"], meta["seed"], graph.get("path"), graph.get("limit_pairs"), world)
+    preset = synth.world_spec(world).apply(synth.PRESETS[meta["preset"]])
+    pairs = synth.pair_ground_truth(preset, meta["seed"], graph.get("path"), graph.get("limit_pairs"))
+    ids, latents = truth["test"]
+    return TestTruth(list(ids), np.asarray(latents, dtype=np.float64), np.asarray(pairs.similarity, dtype=np.float64),
+                     float(preset.model.label_noise),
+                     {"preset": meta["preset"], "seed": meta["seed"], "world": world, "label_graph": graph or None})
+
+
+def choose_videos(count: int, max_videos: int, rng: np.random.Generator) -> np.ndarray:
+    """Rows of the test videos to use: all of them, or a random ``max_videos`` (sorted) above that."""
+    if max_videos < 2:
+        raise ValueError(f"max_videos must be at least 2, got {max_videos}")
+    if count <= max_videos:
+        return np.arange(count)
+    return np.sort(rng.choice(count, max_videos, replace=False))
+
+
+def sample_pairs(similarity: np.ndarray, labelled: np.ndarray, bins: int, per_bin: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, list[int], list[float]]:
+    """``(indices into similarity, pairs drawn per bin, inner bin edges)``: up to ``per_bin`` pairs from
+    each of ``bins`` bins of [-1, 1] cut at the quantiles of ``labelled``, so the sample's true
+    similarity is spread like the labelled pairs'."""
+    if bins < 1 or per_bin < 1:
+        raise ValueError(f"bins and pairs per bin must be positive, got {bins} and {per_bin}")
+    edges = np.quantile(labelled, np.linspace(0, 1, bins + 1))[1:-1]
+    which = np.searchsorted(edges, similarity, side="right")
+    chosen = []
+    for number in range(bins):
+        members = np.flatnonzero(which == number)
+        chosen.append(rng.choice(members, min(len(members), per_bin), replace=False))
+    return np.concatenate(chosen), [len(c) for c in chosen], edges.tolist()
+
+
+def fold_numbers(directory: str, folds: Sequence[int] | None) -> list[int]:
+    """``folds``, or every ``fold_XX`` directory under ``directory``."""
+    if folds is not None:
+        return list(folds)
+    found = sorted(int(m.group(1)) for m in map(layout.FOLD_DIR.match, os.listdir(directory)) if m)
+    if not found:
+        raise DataError(directory, None, "no fold_XX directories (fold models' test embeddings)")
+    return found
+
+
+def read_submission(path: str) -> EmbeddingSet:
+    """The vectors of a ``result.zip`` (``result.json``: test id -> list of floats), L2-normalised."""
+    from search.vectors import open_vectors
+
+    source = open_vectors(path)
+    matrix = np.concatenate([chunk for _, chunk in source.chunks()])
+    return EmbeddingSet(source.ids, matrix, None, path)
+
+
+def load_system(run: str, name: str, folds: Sequence[int] | None = None) -> SystemSets:
+    """A model's, a baseline's (``baseline:NAME``) or the submission's test embeddings in ``run``."""
+    if name == SUBMISSION:
+        path = os.path.join(run, layout.RESULT_ZIP)
+        if not os.path.isfile(path):
+            raise DataError(path, None, "no submission (ensemble_final.py writes it)")
+        return SystemSets(name, {}, read_submission(path), path)
+    directory = system_dir(run, name)
+    if not os.path.isdir(directory):
+        raise DataError(directory, None, f"no such system {name!r} (a model of {layout.EMBEDDINGS_DIR}/, "
+                                         f"baseline:<name> of {layout.BASELINES_DIR}/ or {SUBMISSION!r})")
+    fold_sets = {}
+    for fold in fold_numbers(directory, folds):
+        path = os.path.join(directory, layout.fold_name(fold), layout.TEST_EMBEDDINGS)
+        if not os.path.isfile(path):
+            raise DataError(path, None, f"no test embeddings of fold {fold}")
+        fold_sets[fold] = load_embedding_set(path)
+    if name.startswith(BASELINE_PREFIX):
+        from ensemble.fold_average import average_folds
+
+        average = average_folds(fold_sets.values(), name=f"{directory} (average of folds {sorted(fold_sets)})")
+        return SystemSets(name, fold_sets, average, "average_folds of the fold models")
+    path = os.path.join(directory, layout.AVERAGE_DIR, layout.TEST_EMBEDDINGS)
+    if not os.path.isfile(path):
+        raise DataError(path, None, "no fold-averaged test embeddings (ensemble_final.py writes them; run it first)")
+    return SystemSets(name, fold_sets, load_embedding_set(path), path)
+
+
+def default_systems(run: str) -> list[str]:
+    """Every model under ``RUN/embeddings``, ``baseline:linear_metric`` and ``submission``, where present."""
+    models_dir = os.path.join(run, layout.EMBEDDINGS_DIR)
+    names = sorted(n for n in os.listdir(models_dir) if os.path.isdir(os.path.join(models_dir, n))) \
+        if os.path.isdir(models_dir) else []
+    if os.path.isdir(system_dir(run, DEFAULT_REFERENCE)):
+        names.append(DEFAULT_REFERENCE)
+    if os.path.isfile(os.path.join(run, layout.RESULT_ZIP)):
+        names.append(SUBMISSION)
+    return names
+
+
+def aligned_vectors(embedding_set: EmbeddingSet, test_ids: Sequence[str]) -> np.ndarray:
+    """The set's L2-normalised rows (float64) in ``test_ids`` order; DataError naming the file unless its
+    ids are exactly the test videos."""
+    held = set(embedding_set.ids.tolist())
+    missing = [i for i in test_ids if i not in held]
+    if missing:
+        raise DataError(embedding_set.name, None, f"{len(missing)} of the data set's {len(test_ids)} test videos "
+                                                  f"have no embedding, first {missing[0]!r} (not this data set's "
+                                                  f"test_a embeddings?)")
+    extra = held - set(test_ids)
+    if extra:
+        raise DataError(embedding_set.name, None, f"{len(extra)} id(s) are not test videos of the data set, first "
+                                                  f"{sorted(extra)[0]!r} (not this data set's test_a embeddings?)")
+    return l2_normalize(embedding_set.lookup(test_ids).astype(np.float64))
+
+
+def _centred_ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks, centred and scaled to unit norm: Spearman is then a dot product."""
+    ranks = scipy.stats.rankdata(values)
+    ranks -= ranks.mean()
+    norm = np.linalg.norm(ranks)
+    return ranks / norm if norm > 0 else ranks
+
+
+def pair_cosines(vectors: np.ndarray) -> np.ndarray:
+    """Cosine of every pair i < j of the (unit) rows, in ``np.triu_indices`` order."""
+    return (vectors @ vectors.T)[np.triu_indices(len(vectors), 1)]
+
+
+class PairScorer:
+    """Spearman of a system's cosines on the test pairs: vs the drawn labels of the sample, vs the truth on all."""
+
+    def __init__(self, truth: np.ndarray, sample: np.ndarray, labels: np.ndarray):
+        """``truth``: the true similarity of every pair i < j (`pair_cosines` of the latents);
+        ``sample``: the labelled pairs' positions in it, ``labels`` their drawn labels."""
+        self.truth = truth
+        self.sample = sample
+        self.labels = labels
+        self._truth_ranks = _centred_ranks(truth)
+        self._label_ranks = _centred_ranks(labels)
+
+    def scores(self, vectors: np.ndarray) -> tuple[dict, np.ndarray]:
+        """``({"labels": ..., "truth": ...}, the sampled pairs' cosines)``."""
+        cosines = pair_cosines(vectors)
+        sampled = cosines[self.sample]
+        return ({"labels": float(_centred_ranks(sampled) @ self._label_ranks),
+                 "truth": float(_centred_ranks(cosines) @ self._truth_ranks)}, sampled)
+
+    def oracle(self) -> float:
+        """Spearman of the sampled pairs' true similarity vs their drawn labels."""
+        return float(_centred_ranks(self.truth[self.sample]) @ self._label_ranks)
+
+
+# ---------------------------------------------------------------------- paired bootstrap
+
+
+def _tie_groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(group of each value, order sorting the values, first sorted position of each group)``."""
+    order = np.argsort(values, kind="stable")
+    _, starts, inverse = np.unique(values[order], return_index=True, return_inverse=True)
+    group = np.empty(len(values), dtype=np.int64)
+    group[order] = inverse.ravel()
+    return group, order, starts
+
+
+def _resample_ranks(counts: np.ndarray, groups: tuple) -> np.ndarray:
+    """[draws, P] average ranks each value takes in the resamples given by ``counts`` (times each of
+    the P values is drawn), centred on the resample's mean rank (P + 1) / 2."""
+    group, order, starts = groups
+    weight = np.add.reduceat(counts[:, order], starts, axis=1).astype(np.float64)
+    below = np.cumsum(weight, axis=1) - weight
+    rank = below + (weight + 1) / 2
+    return rank[:, group] - (counts.shape[1] + 1) / 2
+
+
+def _resample_spearman(counts: np.ndarray, ranks: np.ndarray, label_ranks: np.ndarray) -> np.ndarray:
+    """Spearman of each resample: Pearson of the ranks, each pair weighted by its count."""
+    weighted = counts * ranks
+    return (weighted * label_ranks).sum(axis=1) / np.sqrt((weighted * ranks).sum(axis=1)
+                                                           * (counts * label_ranks ** 2).sum(axis=1))
+
+
+def bootstrap_differences(systems: Mapping[str, np.ndarray], reference: np.ndarray, labels: np.ndarray,
+                          draws: int = 1000, seed: int = 0, level: float = 0.9) -> dict[str, dict]:
+    """Spearman(system) − Spearman(reference) vs ``labels`` for each system's cosines, with its ``level``
+    percentile interval over ``draws`` resamples of the pairs (one resample for all systems) and the
+    share of resamples where the system is ahead. Exact Spearman (average ranks) of every resample,
+    computed from the draw counts, without sorting each resample."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if draws < 1:
+        raise ValueError(f"draws must be positive, got {draws}")
+    labels = np.asarray(labels, dtype=np.float64)
+    size = len(labels)
+    for name, cosines in {**systems, "reference": reference}.items():
+        if np.shape(cosines) != labels.shape:
+            raise ValueError(f"{name}: cosines of shape {np.shape(cosines)} for {size} labelled pairs")
+    label_groups, reference_groups = _tie_groups(labels), _tie_groups(np.asarray(reference, dtype=np.float64))
+    groups = {name: _tie_groups(np.asarray(c, dtype=np.float64)) for name, c in systems.items()}
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(draws, 4_000_000 // max(size, 1)))
+    diffs = {name: [] for name in systems}
+    for start in range(0, draws, chunk):
+        rows = min(chunk, draws - start)
+        picks = rng.integers(0, size, size=(rows, size)) + size * np.arange(rows)[:, None]
+        counts = np.bincount(picks.ravel(), minlength=rows * size).reshape(rows, size).astype(np.float64)
+        label_ranks = _resample_ranks(counts, label_groups)
+        base = _resample_spearman(counts, _resample_ranks(counts, reference_groups), label_ranks)
+        for name, system_groups in groups.items():
+            diffs[name].append(_resample_spearman(counts, _resample_ranks(counts, system_groups), label_ranks) - base)
+    reference_score = scipy.stats.spearmanr(reference, labels).statistic
+    out = {}
+    for name, cosines in systems.items():
+        values = np.concatenate(diffs[name])
+        low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+        out[name] = {"difference": float(scipy.stats.spearmanr(cosines, labels).statistic - reference_score),
+                     "low": float(low), "high": float(high), "median": float(np.median(values)),
+                     "share_ahead": float((values > 0).mean()), "level": level, "draws": draws}
+    return out
+
+
+# ---------------------------------------------------------------------- the whole evaluation
+
+
+def evaluate(data: str, run: str, systems: Sequence[str] | None = None, reference: str | None = DEFAULT_REFERENCE,
+             folds: Sequence[int] | None = None, bins: int = 20, pairs_per_bin: int = 1000, seed: int = 0,
+             draws: int = 1000, level: float = 0.9, max_videos: int = 3000) -> dict:
+    """Every system's scores on the test pairs and its fold average's margin over ``reference``
+    (None: no intervals). ``systems``: None for `default_systems`."""
+    from tfrecord_tools import synth
+
+    names = list(systems) if systems is not None else default_systems(run)
+    if reference is not None and reference not in names:
+        names.append(reference)
+    if not names:
+        raise DataError(run, None, "no systems found (embeddings/<model>, baselines/linear_metric, result.zip)")
+    loaded = [load_system(run, name, folds) for name in names]  # missing files: told before the slow part
+    truth = read_truth(data)
+
+    rng = np.random.default_rng(seed)
+    rows = choose_videos(len(truth.ids), max_videos, rng)
+    true_similarity = pair_cosines(truth.latents[rows])
+    sample, per_bin, edges = sample_pairs(true_similarity, truth.labelled_similarity, bins, pairs_per_bin, rng)
+    labels = synth.draw_labels(rng, true_similarity[sample], truth.label_noise)
+    scorer = PairScorer(true_similarity, sample, labels)
+
+    report = {"data": data, "run": run, **truth.meta, "test_videos": len(truth.ids), "videos_used": int(len(rows)),
+              "subset": len(rows) < len(truth.ids), "all_pairs": int(len(true_similarity)),
+              "sample": {"pairs": int(len(sample)), "bins": bins, "pairs_per_bin": pairs_per_bin, "per_bin": per_bin,
+                         "edges": edges, "label_noise": truth.label_noise, "seed": seed, "oracle": scorer.oracle()},
+              "reference": reference, "draws": draws, "level": level, "systems": {}}
+    sampled = {}
+    for system in loaded:
+        fold_scores = {fold: scorer.scores(aligned_vectors(s, truth.ids)[rows])[0] for fold, s in system.folds.items()}
+        average, sampled[system.name] = scorer.scores(aligned_vectors(system.average, truth.ids)[rows])
+        report["systems"][system.name] = {
+            "folds": {str(fold): score for fold, score in fold_scores.items()},
+            "mean_fold": ({key: float(np.mean([s[key] for s in fold_scores.values()])) for key in ("labels", "truth")}
+                          if fold_scores else None),
+            "fold_average": average, "fold_average_source": system.average_source}
+    if reference is not None:
+        others = {name: cos for name, cos in sampled.items() if name != reference}
+        margins = bootstrap_differences(others, sampled[reference], labels, draws, seed, level)
+        for name, margin in margins.items():
+            report["systems"][name]["vs_reference"] = margin
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The markdown table and the oracle line."""
+    reference = report["reference"]
+    level = f"{100 * report['level']:.0f}%"
+    sample = report["sample"]
+    lines = [f"Test pairs of {report['data']} (world {report['world']}, preset {report['preset']}, seed "
+             f"{report['seed']}), run {report['run']}: {report['videos_used']} test videos, {report['all_pairs']} pairs"]
+    if report["subset"]:
+        lines[0] += (f" (a random {report['videos_used']} of the {report['test_videos']} test videos, seed "
+                     f"{sample['seed']}: --max-videos)")
+    lines += [f"labels drawn for a graph-like sample of {sample['pairs']} pairs ({sample['bins']} bins at the "
+              f"labelled pairs' true-similarity quantiles, up to {sample['pairs_per_bin']} each; label noise "
+              f"{sample['label_noise']:.3g})"]
+    short = [count for count in sample["per_bin"] if count < sample["pairs_per_bin"]]
+    if short:
+        lines.append(f"{len(short)} of the {sample['bins']} bins hold fewer test pairs than asked (pairs per bin, "
+                     f"lowest true similarity first: {sample['per_bin']}): the sample is thinner than the labelled "
+                     f"pairs where those bins are")
+    lines.append("")
+    margin_title = f"fold average − {reference} [{level} interval]" if reference else "fold average − reference"
+    lines += [f"| system | mean fold (labels) | fold average (labels) | fold average (all pairs, truth) | {margin_title} |",
+              "|---|---|---|---|---|"]
+    for name, row in report["systems"].items():
+        mean_fold = f"{row['mean_fold']['labels']:.4f}" if row["mean_fold"] else "–"
+        if name == reference:
+            margin = "(reference)"
+        elif "vs_reference" in row:
+            m = row["vs_reference"]
+            margin = f"{m['difference']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}]"
+        else:
+            margin = "–"
+        lines.append(f"| {name} | {mean_fold} | {row['fold_average']['labels']:.4f} | "
+                     f"{row['fold_average']['truth']:.4f} | {margin} |")
+    lines += ["", f"oracle (true similarity vs the drawn labels, same {sample['pairs']} pairs): {sample['oracle']:.4f}; "
+                  f"vs the truth on all pairs: 1"]
+    if reference is None:
+        lines.append("no reference: no intervals")
+    else:
+        lines.append(f"intervals: paired bootstrap, {report['draws']} resamples of the sampled pairs")
+    return "\n".join(lines)
+
+
+def resolve_reference(run: str, reference: str | None) -> str | None:
+    """``--reference``: None means ``baseline:linear_metric`` where the run has it; ``none``: no intervals."""
+    if reference is None:
+        return DEFAULT_REFERENCE if os.path.isdir(system_dir(run, DEFAULT_REFERENCE)) else None
+    return None if reference == NO_REFERENCE else reference.replace("baseline: ", BASELINE_PREFIX)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.truth_on_test", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="run directory (embeddings/<model>/..., baselines/<name>/..., result.zip)")
+    parser.add_argument("--data", required=True, help="the synthetic data directory the run was trained on")
+    parser.add_argument("--systems", nargs="+", help="model names, baseline:<name>, submission (default: all found)")
+    parser.add_argument("--reference", help=f"the system the others are compared with (default {DEFAULT_REFERENCE} "
+                                            f"where present; '{NO_REFERENCE}': no intervals)")
+    parser.add_argument("--folds", nargs="+", type=int, help="fold models to read (default: every fold_XX found)")
+    parser.add_argument("--bins", type=int, default=20)
+    parser.add_argument("--pairs-per-bin", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--level", type=float, default=0.9)
+    parser.add_argument("--max-videos", type=int, default=3000)
+    parser.add_argument("--json", help="write the whole report here")
+    args = parser.parse_args(argv)
+    if args.systems:
+        args.systems = [s.replace("baseline: ", BASELINE_PREFIX) for s in args.systems]
+    try:
+        report = evaluate(args.data, args.run, args.systems, resolve_reference(args.run, args.reference), args.folds,
+                          args.bins, args.pairs_per_bin, args.seed, args.draws, args.level, args.max_videos)
+    except (FileNotFoundError, ValueError, DataError) as error:
+        return cli.report_error("truth_on_test", error)
+    print(format_report(report))
+    if args.json:
+        write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""truth_on_test: a run's fold averages and submission scored on the test pairs against the synthetic truth."""
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from bench import truth_on_test
+from ensemble.fold_average import average_folds
+from infer.embeddings_io import EmbeddingSet, save_embeddings
+from tfrecord_tools import synth
+
+DRAWS = 200
+
+
+def _save(path, ids, vectors, rng):
+    """An embedding file with its rows in a shuffled order (the tool must map rows by id)."""
+    order = rng.permutation(len(ids))
+    save_embeddings(path, np.asarray(ids)[order], np.asarray(vectors, dtype=np.float32)[order])
+
+
+def _write_model(directory, ids, fold_vectors, rng, average=True):
+    """A model's fold models and, as ensemble_final.py writes it, its fold average avg/test.npz."""
+    for fold, vectors in enumerate(fold_vectors):
+        _save(directory / f"fold_{fold:02d}" / "test.npz", ids, vectors, rng)
+    if average:
+        mean = average_folds([EmbeddingSet.create(ids, v) for v in fold_vectors]).embeddings
+        _save(directory / "avg" / "test.npz", ids, mean, rng)
+
+
+@pytest.fixture(scope="module")
+def truth():
+    ids, latents = synth.true_latents("tiny", seed=0)["test"]
+    return list(ids), latents
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, truth):
+    """A fake run: the true latents (oracle), a model whose fold 1 is a rotation of its fold 0, pure noise,
+    a noisier baseline and a submission (result.zip) of slightly noisy latents."""
+    ids, latents = truth
+    rng = np.random.default_rng(0)
+    out = tmp_path_factory.mktemp("truth_on_test") / "run"
+    dim = latents.shape[1]
+    _write_model(out / "embeddings" / "oracle", ids, [latents, latents], rng)
+    noisy = latents + rng.normal(0, 0.5 / np.sqrt(dim), latents.shape)
+    rotation = np.linalg.qr(rng.normal(size=(dim, dim)))[0]
+    _write_model(out / "embeddings" / "rotated", ids, [noisy, noisy @ rotation], rng)
+    _write_model(out / "embeddings" / "noise", ids, [rng.normal(size=latents.shape) for _ in range(2)], rng)
+    for fold in range(2):
+        _save(out / "baselines" / "linear_metric" / f"fold_{fold:02d}" / "test.npz", ids,
+              latents + rng.normal(0, 0.8 / np.sqrt(dim), latents.shape), rng)
+    submitted = latents + rng.normal(0, 0.3 / np.sqrt(dim), latents.shape)
+    with zipfile.ZipFile(out / "result.zip", "w") as archive:
+        archive.writestr("result.json", json.dumps({i: v.tolist() for i, v in zip(ids, submitted)}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(synthetic_data, run):
+    return truth_on_test.evaluate(str(synthetic_data), str(run), pairs_per_bin=100, draws=DRAWS)
+
+
+def test_the_sample_follows_the_labelled_pairs_and_the_oracle_scores_like_the_truth(report, truth):
+    assert list(report["systems"]) == ["noise", "oracle", "rotated", "baseline:linear_metric", "submission"]
+    assert report["test_videos"] == report["videos_used"] == len(truth[0]) and not report["subset"]
+    assert report["all_pairs"] == len(truth[0]) * (len(truth[0]) - 1) // 2
+    sample = report["sample"]
+    assert sum(sample["per_bin"]) == sample["pairs"] and max(sample["per_bin"]) <= 100
+    assert sample["label_noise"] == synth.PRESETS["tiny"].model.label_noise
+    assert 0.5 < sample["oracle"] < 1
+    oracle = report["systems"]["oracle"]
+    # the true latents: exact on all pairs, and on the sample as good as the true similarity is
+    for part in ("mean_fold", "fold_average"):
+        assert oracle[part]["truth"] == pytest.approx(1.0, abs=1e-6)
+        assert oracle[part]["labels"] == pytest.approx(sample["oracle"], abs=1e-6)
+    assert oracle["fold_average_source"].endswith("embeddings/oracle/avg/test.npz")
+    assert abs(report["systems"]["noise"]["fold_average"]["labels"]) < 0.2
+
+
+def test_mean_fold_is_blind_to_a_rotated_fold_but_the_fold_average_is_not(report):
+    rotated = report["systems"]["rotated"]
+    for part in ("labels", "truth"):
+        assert rotated["folds"]["1"][part] == pytest.approx(rotated["folds"]["0"][part], abs=1e-4)
+        assert rotated["mean_fold"][part] == pytest.approx(rotated["folds"]["0"][part], abs=1e-4)
+        assert rotated["fold_average"][part] < rotated["mean_fold"][part] - 0.02
+    # a baseline's folds are averaged here (average_folds): mean of two noisy copies beats either copy
+    baseline = report["systems"]["baseline:linear_metric"]
+    assert baseline["fold_average_source"] == "average_folds of the fold models"
+    assert baseline["fold_average"]["truth"] > baseline["mean_fold"]["truth"]
+    assert report["systems"]["submission"]["mean_fold"] is None and report["systems"]["submission"]["folds"] == {}
+
+
+def test_margins_over_the_reference_with_intervals(report):
+    systems = report["systems"]
+    assert report["reference"] == "baseline:linear_metric" and "vs_reference" not in systems["baseline:linear_metric"]
+    reference = systems["baseline:linear_metric"]["fold_average"]["labels"]
+    for name in ("noise", "oracle", "rotated", "submission"):
+        margin = systems[name]["vs_reference"]
+        assert margin["difference"] == pytest.approx(systems[name]["fold_average"]["labels"] - reference)
+        assert margin["low"] <= margin["median"] <= margin["high"]
+        assert margin["low"] <= margin["difference"] <= margin["high"]
+        assert margin["draws"] == DRAWS and margin["level"] == 0.9
+    assert systems["oracle"]["vs_reference"]["low"] > 0 and systems["oracle"]["vs_reference"]["share_ahead"] == 1
+    assert systems["noise"]["vs_reference"]["high"] < 0 and systems["noise"]["vs_reference"]["share_ahead"] == 0
+
+
+def test_resampled_spearman_is_exact_with_ties():
+    """The bootstrap's Spearman from draw counts equals scipy's on the resampled pairs (average ranks)."""
+    rng = np.random.default_rng(3)
+    labels = np.round(rng.random(200), 1)  # grid labels: many ties
+    cosines = np.round(labels + rng.normal(0, 0.3, 200), 2)
+    picks = rng.integers(0, 200, size=(4, 200))
+    counts = np.stack([np.bincount(p, minlength=200) for p in picks]).astype(np.float64)
+    label_ranks = truth_on_test._resample_ranks(counts, truth_on_test._tie_groups(labels))
+    got = truth_on_test._resample_spearman(
+        counts, truth_on_test._resample_ranks(counts, truth_on_test._tie_groups(cosines)), label_ranks)
+    expected = [scipy.stats.spearmanr(cosines[p], labels[p]).statistic for p in picks]
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    same = truth_on_test.bootstrap_differences({"same": cosines}, cosines, labels, draws=20)["same"]
+    assert same["difference"] == same["low"] == same["high"] == 0
+    with pytest.raises(ValueError, match=r"short: cosines of shape \(3,\) for 200 labelled pairs"):
+        truth_on_test.bootstrap_differences({"short": cosines[:3]}, cosines, labels)
+
+
+def test_main_prints_the_table_and_writes_the_json(synthetic_data, run, report, tmp_path, capsys):
+    out = tmp_path / "out" / "truth.json"
+    assert truth_on_test.main([str(run), "--data", str(synthetic_data), "--pairs-per-bin", "100",
+                               "--draws", str(DRAWS), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert ("| system | mean fold (labels) | fold average (labels) | fold average (all pairs, truth) | "
+            "fold average − baseline:linear_metric [90% interval] |") in printed
+    oracle = report["sample"]["oracle"]
+    assert f"| oracle | {oracle:.4f} | {oracle:.4f} | 1.0000 | +0." in printed
+    assert "| baseline:linear_metric |" in printed and "(reference)" in printed
+    assert "| submission | – |" in printed
+    assert f"oracle (true similarity vs the drawn labels, same {report['sample']['pairs']} pairs): {oracle:.4f}" \
+        in printed
+    written = json.loads(out.read_text())
+    assert written["systems"] == report["systems"]  # the same computation, floats written exactly
+    assert written["sample"]["per_bin"] == report["sample"]["per_bin"]
+
+
+def test_a_subset_of_the_videos_and_a_chosen_system_list(synthetic_data, run, capsys):
+    assert truth_on_test.main([str(run), "--data", str(synthetic_data), "--systems", "oracle", "submission",
+                               "--reference", "none", "--max-videos", "40", "--pairs-per-bin", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert "40 test videos, 780 pairs (a random 40 of the 100 test videos, seed 0: --max-videos)" in printed
+    assert "| oracle | " in printed and "| 1.0000 | – |" in printed and "no reference: no intervals" in printed
+    assert "baseline:linear_metric" not in printed and "| rotated |" not in printed
+
+
+def test_missing_fold_average_and_foreign_ids_are_named(synthetic_data, run, truth, tmp_path, capsys):
+    ids, latents = truth
+    broken = tmp_path / "run"
+    shutil.copytree(run, broken)
+    (broken / "embeddings" / "rotated" / "avg" / "test.npz").unlink()
+    assert truth_on_test.main([str(broken), "--data", str(synthetic_data)]) == 2
+    err = capsys.readouterr().err
+    assert "embeddings/rotated/avg/test.npz: no fold-averaged test embeddings (ensemble_final.py writes them" in err
+
+    rng = np.random.default_rng(1)
+    _write_model(broken / "embeddings" / "short", ids[1:], [latents[1:]], rng)
+    assert truth_on_test.main([str(broken), "--data", str(synthetic_data), "--systems", "short"]) == 2
+    err = capsys.readouterr().err
+    assert (f"embeddings/short/fold_00/test.npz: 1 of the data set's {len(ids)} test videos have no embedding, "
+            f"first {ids[0]!r}") in err
+    _write_model(broken / "embeddings" / "foreign", ids[1:] + ["99999999"], [latents], rng)
+    with pytest.raises(truth_on_test.DataError, match=r"foreign/fold_00/test.npz: 1 of the data set's"):
+        truth_on_test.evaluate(str(synthetic_data), str(broken), ["foreign"], reference=None)
+    _write_model(broken / "embeddings" / "extra", ids, [latents], rng)
+    extra = broken / "embeddings" / "extra" / "fold_00" / "test.npz"
+    save_embeddings(extra, ids + ["99999999"], np.vstack([latents, latents[:1]]).astype(np.float32))
+    with pytest.raises(truth_on_test.DataError, match=r"extra/fold_00/test.npz: 1 id\(s\) are not test videos of "
+                                                      r"the data set, first '99999999'"):
+        truth_on_test.evaluate(str(synthetic_data), str(broken), ["extra"], reference=None)
+    with pytest.raises(truth_on_test.DataError, match=r"fold_03/test.npz: no test embeddings of fold 3"):
+        truth_on_test.evaluate(str(synthetic_data), str(broken), ["oracle"], reference=None, folds=[0, 3])
+    (broken / "result.zip").unlink()
+    with pytest.raises(truth_on_test.DataError, match=r"result.zip: no submission"):
+        truth_on_test.evaluate(str(synthetic_data), str(broken), ["submission"], reference=None)
