@@ -357,7 +357,8 @@ def format_report(report: dict) -> str:
               f"{sample['label_noise']:.3g})"]
     short = [count for count in sample["per_bin"] if count < sample["pairs_per_bin"]]
     if short:
-        lines.append(f"{len(short)} of the {sample['bins']} bins hold fewer test pairs than asked (pairs per bin, "
+        verb = "holds" if len(short) == 1 else "hold"
+        lines.append(f"{len(short)} of the {sample['bins']} bins {verb} fewer test pairs than asked (pairs per bin, "
                      f"lowest true similarity first: {sample['per_bin']}): the sample is thinner than the labelled "
                      f"pairs where those bins are")
     lines.append("")
