@@ -509,6 +509,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
                          if auto_weights else None),
         "fit_on": fit_on if rule == "svd" else None, "dim": dim, "seed": seed, "folds": folds,
         "num_pairs": len(oof_pairs), "calibrate": calibrate, "align_folds": align_folds,
+        "synth_meta": os.path.abspath(synth_meta) if synth_meta else None,
         "fold_distances": {name: {str(fold): value for fold, value in per_fold.items()}
                            for name, per_fold in distances.items()},
         "rows": [row.to_dict() for row in rows],

@@ -1,7 +1,7 @@
 """The bar of issue 9 for runs already made: one verdict row per run directory of ``demo.sh``.
 
     python -m bench.verdict_table [NAME=]RUN [[NAME=]RUN ...] [--folds 0 1] [--draws 2000] [--markdown PATH]
-                                  [--ceiling C.json ...]
+                                  [--ceiling C.json ...] [--test-truth]
 
 ``bench.bench_quality`` runs the worlds and ends with this table; runs made by hand (``WORLD=W
 SEED=S RUN=R sh demo.sh``, as the sessions' reruns are) get the same verdicts here, from each run's
@@ -14,6 +14,11 @@ against its best member, the largest out-of-fold − mean-fold gap, and whether 
 ``--ceiling C.json`` (rows of ``python -m bench.bench_ceiling --json``, matched by world and seed)
 adds a second table: how much the inputs hold above the floor even for a reader that knows every
 word (``known:all`` − floor, the headroom) and the share of it the best single model takes.
+
+``--test-truth`` adds what the run *submits*, scored on the test videos against the synthetic truth
+(``bench.truth_on_test``; the data set is the ``synth_meta.json`` the run's ensemble report names):
+the best member's fold average and the submission against the floor's fold average, with a
+paired-bootstrap interval over the sampled test pairs, and the submission against its best member.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from collections.abc import Sequence
 
 from bench.bench_quality import verdict, verdict_interval, verdict_markdown
 from tfrecord_tools.atomic import write_text_atomic
+from tfrecord_tools.errors import DataError
 
 
 def parse_run(text: str) -> tuple[str, str, str]:
@@ -45,6 +51,46 @@ def run_verdict(world: str, seed: str, run: str, folds: Sequence[int], draws: in
     row["oracle"] = report.get("oracle_spearman")
     row["interval"] = verdict_interval(row, run, folds, draws=draws)
     return row
+
+
+def held_out_row(world: str, seed: str, run: str, draws: int = 1000) -> dict:
+    """The run's fold averages and submission on the test pairs (``bench.truth_on_test``) against the floor."""
+    from bench import truth_on_test
+
+    path = os.path.join(run, "ensemble_report.json")
+    with open(path, encoding="utf-8") as handle:
+        meta = json.load(handle).get("synth_meta")
+    if not meta:
+        raise ValueError(f"{path}: names no synth_meta.json (rerun ensemble_final.py with --synth-meta "
+                         f"DATA/synth_meta.json; --test-truth needs the synthetic data set)")
+    report = truth_on_test.evaluate(os.path.dirname(meta), run, reference=truth_on_test.DEFAULT_REFERENCE,
+                                    draws=draws)
+    systems = report["systems"]
+    reference = systems.pop(truth_on_test.DEFAULT_REFERENCE)
+    submission = systems.pop(truth_on_test.SUBMISSION, None)
+    if not systems or submission is None:
+        raise ValueError(f"{run}: --test-truth needs the run's models and its result.zip")
+    best = max(systems, key=lambda name: systems[name]["fold_average"]["labels"])
+    floor = reference["fold_average"]["labels"]
+    return {"world": world, "seed": seed, "oracle": report["sample"]["oracle"], "pairs": report["sample"]["pairs"],
+            "floor": floor, "best_member": best, "best_member_score": systems[best]["fold_average"]["labels"],
+            "submission": submission["fold_average"]["labels"], "submission_vs_floor": submission["vs_reference"],
+            "submission_truth": submission["fold_average"]["truth"], "floor_truth": reference["fold_average"]["truth"]}
+
+
+def held_out_markdown(rows: Sequence[dict]) -> str:
+    lines = ["| world | seed | test pairs (oracle) | floor: linear_metric (fold average) | best member (fold average) | "
+             "submission | submission − floor (90% interval) | submission − best member | "
+             "all test pairs vs truth: submission / floor |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for v in rows:
+        margin = v["submission_vs_floor"]
+        lines.append(f"| {v['world']} | {v['seed']} | {v['pairs']} ({v['oracle']:.4f}) | {v['floor']:.4f} | "
+                     f"{v['best_member']} {v['best_member_score']:.4f} | {v['submission']:.4f} | "
+                     f"{margin['difference']:+.4f} [{margin['low']:+.4f}, {margin['high']:+.4f}] | "
+                     f"{v['submission'] - v['best_member_score']:+.4f} | "
+                     f"{v['submission_truth']:.4f} / {v['floor_truth']:.4f} |")
+    return "\n".join(lines)
 
 
 def load_ceilings(paths: Sequence[str], folds: Sequence[int]) -> dict[tuple[str, str], dict]:
@@ -94,14 +140,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", help="also write the table(s) here")
     parser.add_argument("--ceiling", nargs="+", default=(), metavar="C.json",
                         help="rows of bench.bench_ceiling --json: add the headroom table")
+    parser.add_argument("--test-truth", action="store_true",
+                        help="add the submission scored on the test pairs against the synthetic truth "
+                             "(bench.truth_on_test)")
     args = parser.parse_args(argv)
-    rows = []
+    rows, truth_rows = [], []
     try:
         ceilings = load_ceilings(args.ceiling, args.folds)
         for text in args.runs:
             world, seed, run = parse_run(text)
             rows.append(run_verdict(world, seed, run, args.folds, args.draws))
-    except (FileNotFoundError, ValueError) as error:
+            if args.test_truth:
+                truth_rows.append(held_out_row(world, seed, run, args.draws))
+    except (FileNotFoundError, ValueError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     table = verdict_markdown(rows)
@@ -115,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with_room = [v for v in rows if "headroom" in v]
         if with_room:
             table += "\n\n" + headroom_markdown(with_room)
+    if truth_rows:
+        table += "\n\n" + held_out_markdown(truth_rows)
     print(table)
     if args.markdown:
         write_text_atomic(args.markdown, table + "\n")

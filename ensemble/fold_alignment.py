@@ -5,9 +5,11 @@ video. That is only meaningful when the fold models share one coordinate system,
 of the robust recipe do not: each fits its wide path (the linear-metric baseline, in-graph) on its
 own training pairs, and the PCA / LSA bases under it come out rotated and sign-flipped from fold
 to fold. Each fold model ranks pairs as well as the next (their test cosines correlate 0.93-0.97),
-but the same video's vectors from two fold models had cosine 0.38-0.87, and centred, -0.07-0.79;
-the raw average then mixes unrelated coordinates and scored 0.19-0.46 below a single fold model
-against the synthetic truth (docs/benchmarks.md, twenty-first session).
+but on twelve synthetic draws the same video's vectors from two fold models had cosine 0.23-0.87
+(centred, -0.48 to 0.79; after the best rotation, 0.96-0.99). The raw average mixes unrelated
+coordinates: on graph-like test pairs it scored below the fold models' mean on 18 of 24 models, by
+up to 0.26; the aligned average scored above it on all 24 (docs/benchmarks.md, twenty-first
+session, ``bench.truth_on_test``).
 
 The alignment is orthogonal Procrustes: fold k's unit vectors are rotated by the orthogonal
 matrix ``R_k`` that brings them closest (least squares) to the first fold's unit vectors of the same

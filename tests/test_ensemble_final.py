@@ -107,6 +107,7 @@ def test_cli_end_to_end(fake_run, capsys):
     report = json.loads((run / "ensemble_report.json").read_text())
     rows = {row["name"]: row for row in report["rows"]}
     assert report["weights"] == {"alpha": 1.0, "beta": 0.5} and report["num_pairs"] == 75
+    assert report["synth_meta"] == str(root / "synth_meta.json") and report["align_folds"] == "procrustes"
     assert rows["alpha"]["oof_spearman"] == pytest.approx(_oof_by_hand(run, "alpha"))
     assert rows["beta"]["oof_spearman"] == pytest.approx(_oof_by_hand(run, "beta"))
     assert rows["alpha"]["oof_spearman"] > rows["beta"]["oof_spearman"]  # less noise ranks better

@@ -1,6 +1,8 @@
 """verdict_table: the issue's bar for run directories already made, from their reports and embeddings."""
 import json
 
+import pytest
+
 from bench import verdict_table
 from tests.bench.test_margin_interval import _latent_and_fold_pairs, _write_system
 
@@ -58,3 +60,45 @@ def test_a_ceiling_adds_the_headroom_table_and_a_bad_one_is_named(tmp_path, caps
     ceiling.write_text(json.dumps([{key: value for key, value in row.items() if key != "known:all"}]))
     assert verdict_table.main([f"continuous:2={run}", "--ceiling", str(ceiling)]) == 2
     assert "lacks ['known:all']" in capsys.readouterr().err
+
+
+def test_test_truth_adds_the_submission_on_the_test_pairs(tmp_path, capsys, synthetic_data):
+    """--test-truth: the submission and the best member's fold average against the floor's on the test
+    pairs of the data set the report names (bench.truth_on_test), and a clear error without it."""
+    import zipfile
+
+    import numpy as np
+
+    from tests.bench.test_truth_on_test import _save, _write_model
+    from tfrecord_tools import synth
+
+    ids, latents = synth.true_latents("tiny", seed=0)["test"]
+    ids = list(ids)
+    rng = np.random.default_rng(3)
+    dim = latents.shape[1]
+    run = _run(tmp_path, 0.1, 2.0, 0.85, 0.60)
+    for name, noise in (("uniter", 0.3), ("cross_modal", 0.6)):
+        _write_model(run / "embeddings" / name, ids, [latents + rng.normal(0, noise / np.sqrt(dim), latents.shape)
+                                                      for _ in range(2)], rng)
+    for fold in range(2):
+        _save(run / "baselines" / "linear_metric" / f"fold_{fold:02d}" / "test.npz", ids,
+              latents + rng.normal(0, 1.0 / np.sqrt(dim), latents.shape), rng)
+    submitted = latents + rng.normal(0, 0.2 / np.sqrt(dim), latents.shape)
+    with zipfile.ZipFile(run / "result.zip", "w") as archive:
+        archive.writestr("result.json", json.dumps({i: v.tolist() for i, v in zip(ids, submitted)}))
+    report_path = run / "ensemble_report.json"
+    report = json.loads(report_path.read_text())
+    assert verdict_table.main([f"continuous:2={run}", "--draws", "100", "--test-truth"]) == 2
+    assert "names no synth_meta.json" in capsys.readouterr().err
+    report_path.write_text(json.dumps({**report, "synth_meta": str(synthetic_data / "synth_meta.json")}))
+
+    row = verdict_table.held_out_row("continuous", "2", str(run), draws=100)
+    assert row["best_member"] == "uniter" and row["best_member_score"] > row["floor"]
+    assert row["submission"] > row["best_member_score"]  # the least noisy vectors of the three
+    assert row["submission_vs_floor"]["difference"] == pytest.approx(row["submission"] - row["floor"])
+    assert row["submission_vs_floor"]["low"] > 0 and 0.5 < row["oracle"] < 1
+    assert verdict_table.main([f"continuous:2={run}", "--draws", "100", "--test-truth"]) == 0
+    printed = capsys.readouterr().out
+    assert "| submission − floor (90% interval) |" in printed
+    assert (f"| continuous | 2 | {row['pairs']} ({row['oracle']:.4f}) | {row['floor']:.4f} | "
+            f"uniter {row['best_member_score']:.4f} | {row['submission']:.4f} |") in printed
