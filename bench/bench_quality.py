@@ -9,13 +9,15 @@ between draws by more than most recipe changes move them), ``demo.sh`` runs the 
 folds, embeddings, ensemble) with ``DATA=OUT/<world>/data RUN=OUT/<world>/runs WORLD=<world>
 SEED=<seed>`` (``OUT/<world>_seed<seed>`` for a seed other than 0); its ``ensemble_report.json`` gives the
 table row: every model's out-of-fold and mean-fold Spearman, the ensemble's, the best strong
-baseline and the oracle. Recipes are chosen on validation folds only; nothing here looks at a test
-set. Finished worlds are reused (delete OUT/<world> to rerun one).
+baseline and the oracle. Recipes are chosen on validation folds only; the test set is only scored.
+Finished worlds are reused (delete OUT/<world> to rerun one).
 
 Prints a markdown table (one row per world x model), then one row per draw against the bar of
 issue 9 (the best single model above the best strong baseline, by >= 0.05 where that baseline is
 below 0.8 of the oracle; the ensemble above its best member; every out-of-fold Spearman within
-0.02 of its mean fold score), with the mean margin over the draws of each world, and writes
+0.02 of its mean fold score), with the mean margin over the draws of each world, then what each run
+submits scored on the test pairs against the synthetic truth (``bench.verdict_table --test-truth``:
+the submission and the best member's fold average against the floor's), and writes
 ``OUT/quality.json``.
 """
 from __future__ import annotations
@@ -187,7 +189,10 @@ def main(argv=None) -> int:
                         help="key=value pairs for pretraining and finetuning (e.g. min_tag_coverage=0.2)")
     parser.add_argument("--python", default=sys.executable)
     args = parser.parse_args(argv)
-    rows, reports, verdicts = [], {}, []
+    from bench.verdict_table import held_out_markdown, held_out_row
+    from tfrecord_tools.errors import DataError
+
+    rows, reports, verdicts, held_out = [], {}, [], []
     for world in args.worlds:
         for seed in args.seeds:
             name = world if seed == 0 else f"{world} (seed {seed})"
@@ -204,6 +209,11 @@ def main(argv=None) -> int:
             except (FileNotFoundError, ValueError) as error:
                 print(f"warning: no interval for {name}: {error}", file=sys.stderr)
             reports[world_dir(world, seed)]["verdict"] = verdicts[-1]
+            try:  # what the run submits, on the test pairs against the synthetic truth
+                held_out.append(held_out_row(world, str(seed), run_dir))
+                reports[world_dir(world, seed)]["held_out"] = held_out[-1]
+            except (FileNotFoundError, ValueError, DataError) as error:
+                print(f"warning: no test-pair row for {name}: {error}", file=sys.stderr)
             print(markdown(world_rows(name, report)), file=sys.stderr, flush=True)
     os.makedirs(args.out, exist_ok=True)
     with atomic_path(os.path.join(args.out, "quality.json")) as tmp, open(tmp, "w", encoding="utf-8") as handle:
@@ -212,6 +222,9 @@ def main(argv=None) -> int:
     print(markdown(rows))
     print()
     print(verdict_markdown(verdicts))
+    if held_out:
+        print()
+        print(held_out_markdown(held_out))
     return 0
 
 

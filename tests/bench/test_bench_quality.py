@@ -32,7 +32,10 @@ def test_every_world_runs_once_per_seed_in_its_own_directory(tmp_path, monkeypat
     assert [(c["WORLD"], c["SEED"]) for c in calls] == [("demo", "0"), ("demo", "2"), ("continuous", "0"),
                                                         ("continuous", "2")]
     assert calls[0]["DATA"] == f"{out}/demo/data" and calls[1]["RUN"] == f"{out}/demo_seed2/runs"
-    table = capsys.readouterr().out
+    captured = capsys.readouterr()
+    table = captured.out
+    # a report that names no synthetic data set gets no test-pair row, and says why
+    assert "no test-pair row for demo: " in captured.err and "names no synth_meta.json" in captured.err
     assert "| demo | uniter | 0.750 |" in table and "| continuous (seed 2) | uniter | 0.770 |" in table
     saved = json.loads((out / "quality.json").read_text())
     assert saved["seeds"] == [0, 2]
