@@ -89,7 +89,7 @@ def load_rotations(path: str, folds: list[int]) -> dict[int, np.ndarray]:
     if not os.path.isfile(path):
         raise DataError(path, None, "no fold rotations (ensemble_final.py writes them beside the fold average "
                                     "with --align-folds procrustes)")
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:
         missing = [fold for fold in folds if f"fold_{fold:02d}" not in data.files]
         if missing:
             raise DataError(path, None, f"no rotation for fold(s) {missing}; it holds {sorted(data.files)}")
