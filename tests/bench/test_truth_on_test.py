@@ -125,6 +125,35 @@ def test_resampled_spearman_is_exact_with_ties():
         truth_on_test.bootstrap_differences({"short": cosines[:3]}, cosines, labels)
 
 
+def test_the_video_bootstrap_weights_pairs_by_their_videos_draws_and_is_wider():
+    """Resampling videos: each pair counts (draws of its first video) x (draws of its second), and the
+    Spearman from those counts equals scipy's on the expanded resample. Errors that belong to a video
+    (shared by its pairs) make that interval wider than the pairs-only one."""
+    rng = np.random.default_rng(5)
+    videos = 60
+    first, second = np.triu_indices(videos, 1)
+    latent = rng.normal(size=(videos, 4))
+    truth = np.einsum("ij,ij->i", latent[first], latent[second])
+    labels = np.round(truth + rng.normal(0, 0.5, len(truth)), 1)
+    video_error = rng.normal(0, 1.0, videos)  # one error per video, shared by all its pairs
+    system = truth + video_error[first] + video_error[second]
+    reference = truth + rng.normal(0, 1.4, len(truth))
+    draws = rng.integers(0, videos, size=(3, videos))
+    video_counts = np.stack([np.bincount(d, minlength=videos) for d in draws]).astype(np.float64)
+    counts = video_counts[:, first] * video_counts[:, second]
+    label_ranks = truth_on_test._resample_ranks(counts, truth_on_test._tie_groups(labels))
+    got = truth_on_test._resample_spearman(
+        counts, truth_on_test._resample_ranks(counts, truth_on_test._tie_groups(system)), label_ranks)
+    for row, value in zip(counts.astype(int), got):
+        expanded = np.repeat(np.arange(len(labels)), row)
+        assert value == pytest.approx(scipy.stats.spearmanr(system[expanded], labels[expanded]).statistic, abs=1e-12)
+    by_videos = truth_on_test.bootstrap_differences({"s": system}, reference, labels, draws=300,
+                                                    pair_videos=(first, second))["s"]
+    by_pairs = truth_on_test.bootstrap_differences({"s": system}, reference, labels, draws=300)["s"]
+    assert by_videos["difference"] == by_pairs["difference"]
+    assert by_videos["high"] - by_videos["low"] > 1.5 * (by_pairs["high"] - by_pairs["low"])
+
+
 def test_main_prints_the_table_and_writes_the_json(synthetic_data, run, report, tmp_path, capsys):
     out = tmp_path / "out" / "truth.json"
     assert truth_on_test.main([str(run), "--data", str(synthetic_data), "--pairs-per-bin", "100",
