@@ -30,6 +30,17 @@ def _write_model(directory, ids, fold_vectors, rng, average=True):
         _save(directory / "avg" / "test.npz", ids, mean, rng)
 
 
+def write_floor_and_submission(run, ids, latents, rng, floor_noise, submission_noise):
+    """``baseline:linear_metric`` (two fold models) and ``result.zip``: the latents plus noise of these sizes."""
+    dim = latents.shape[1]
+    for fold in range(2):
+        _save(run / "baselines" / "linear_metric" / f"fold_{fold:02d}" / "test.npz", ids,
+              latents + rng.normal(0, floor_noise / np.sqrt(dim), latents.shape), rng)
+    submitted = latents + rng.normal(0, submission_noise / np.sqrt(dim), latents.shape)
+    with zipfile.ZipFile(run / "result.zip", "w") as archive:
+        archive.writestr("result.json", json.dumps({i: v.tolist() for i, v in zip(ids, submitted)}))
+
+
 @pytest.fixture(scope="module")
 def truth():
     ids, latents = synth.true_latents("tiny", seed=0)["test"]
@@ -49,12 +60,7 @@ def run(tmp_path_factory, truth):
     rotation = np.linalg.qr(rng.normal(size=(dim, dim)))[0]
     _write_model(out / "embeddings" / "rotated", ids, [noisy, noisy @ rotation], rng)
     _write_model(out / "embeddings" / "noise", ids, [rng.normal(size=latents.shape) for _ in range(2)], rng)
-    for fold in range(2):
-        _save(out / "baselines" / "linear_metric" / f"fold_{fold:02d}" / "test.npz", ids,
-              latents + rng.normal(0, 0.8 / np.sqrt(dim), latents.shape), rng)
-    submitted = latents + rng.normal(0, 0.3 / np.sqrt(dim), latents.shape)
-    with zipfile.ZipFile(out / "result.zip", "w") as archive:
-        archive.writestr("result.json", json.dumps({i: v.tolist() for i, v in zip(ids, submitted)}))
+    write_floor_and_submission(out, ids, latents, rng, floor_noise=0.8, submission_noise=0.3)
     return out
 
 

@@ -65,11 +65,9 @@ def test_a_ceiling_adds_the_headroom_table_and_a_bad_one_is_named(tmp_path, caps
 def test_test_truth_adds_the_submission_on_the_test_pairs(tmp_path, capsys, synthetic_data):
     """--test-truth: the submission and the best member's fold average against the floor's on the test
     pairs of the data set the report names (bench.truth_on_test), and a clear error without it."""
-    import zipfile
-
     import numpy as np
 
-    from tests.bench.test_truth_on_test import _save, _write_model
+    from tests.bench.test_truth_on_test import _write_model, write_floor_and_submission
     from tfrecord_tools import synth
 
     ids, latents = synth.true_latents("tiny", seed=0)["test"]
@@ -80,12 +78,7 @@ def test_test_truth_adds_the_submission_on_the_test_pairs(tmp_path, capsys, synt
     for name, noise in (("uniter", 0.3), ("cross_modal", 0.6)):
         _write_model(run / "embeddings" / name, ids, [latents + rng.normal(0, noise / np.sqrt(dim), latents.shape)
                                                       for _ in range(2)], rng)
-    for fold in range(2):
-        _save(run / "baselines" / "linear_metric" / f"fold_{fold:02d}" / "test.npz", ids,
-              latents + rng.normal(0, 1.0 / np.sqrt(dim), latents.shape), rng)
-    submitted = latents + rng.normal(0, 0.2 / np.sqrt(dim), latents.shape)
-    with zipfile.ZipFile(run / "result.zip", "w") as archive:
-        archive.writestr("result.json", json.dumps({i: v.tolist() for i, v in zip(ids, submitted)}))
+    write_floor_and_submission(run, ids, latents, rng, floor_noise=1.0, submission_noise=0.2)
     report_path = run / "ensemble_report.json"
     report = json.loads(report_path.read_text())
     assert verdict_table.main([f"continuous:2={run}", "--draws", "100", "--test-truth"]) == 2
