@@ -432,18 +432,24 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         fold_weights = {fold: [float(w) for w in chosen[fold]] for fold in folds}
         weights = rule_weights = [float(w) for w in final_weights]
 
-    # The fold models' coordinates lined up before their test vectors are averaged (one more pass).
-    rotations: dict[str, dict[int, np.ndarray]] = {}
-    if align_folds == "procrustes":
-        rotations = {model: fold_alignment.fold_rotations(fold_dirs[model]) for model in models}
-
     # One pass over the test files: fold averages, plus each fold's ensemble of val embeddings
     # (whose SVD, with --fit-on test, is fitted on the same fold models' test embeddings).
+    # Each fold model is rotated onto the first one's coordinates before it is averaged (the first
+    # fold's set is the reference, read in this same pass).
     averagers = {model: FoldAverager(name=f"{model} (fold average)") for model in models}
+    references: dict[str, EmbeddingSet] = {}
+    rotations: dict[str, dict[int, np.ndarray]] = {}
+    if align_folds == "procrustes":
+        rotations = {model: {} for model in models}
     ensemble_val: dict[int, EmbeddingSet] = {}
     for fold in tqdm(folds, desc="folds", unit="fold", file=sys.stderr):
         test_sets = [load_embedding_set(os.path.join(fold_dirs[model][fold], TEST_FILE)) for model in models]
         for model, test_set in zip(models, test_sets):
+            if model in rotations and model not in references:  # the first fold: the reference
+                references[model] = test_set
+                rotations[model][fold] = np.eye(test_set.dim)
+            elif model in rotations:
+                rotations[model][fold] = fold_alignment.rotation_onto(references[model], test_set)
             averagers[model].add(fold_alignment.rotate(test_set, rotations.get(model, {}).get(fold)))
         if calibrate == "distance":
             test_sets = [fold_calibration.calibrate_set(test_set, distances[model][fold],

@@ -11,7 +11,7 @@ coordinates: on graph-like test pairs it scored below the fold models' mean on 1
 up to 0.26; the aligned average scored above it on all 24 (docs/benchmarks.md, twenty-first
 session, ``bench.truth_on_test``).
 
-The alignment is orthogonal Procrustes: fold k's unit vectors are rotated by the orthogonal
+The alignment is orthogonal Procrustes (``scipy.linalg.orthogonal_procrustes``): fold k's unit vectors are rotated by the orthogonal
 matrix ``R_k`` that brings them closest (least squares) to the first fold's unit vectors of the same
 test videos; the first fold keeps the identity. A rotation changes no cosine within a fold, so each
 fold model's own ranking (and its validation score) is untouched; it only decides how the folds'
@@ -26,9 +26,9 @@ import os
 from typing import Mapping
 
 import numpy as np
+import scipy.linalg
 
-from infer.embeddings_io import EmbeddingSet, align_sets, l2_normalize, load_embedding_set
-from tfrecord_tools import layout
+from infer.embeddings_io import EmbeddingSet, align_sets, l2_normalize
 from tfrecord_tools.atomic import atomic_path
 from tfrecord_tools.errors import DataError
 
@@ -43,29 +43,17 @@ def procrustes_rotation(moving: np.ndarray, reference: np.ndarray) -> np.ndarray
     reference = np.asarray(reference, dtype=np.float64)
     if moving.shape != reference.shape or moving.ndim != 2:
         raise ValueError(f"Procrustes needs two [N, D] matrices of one shape, got {moving.shape} and {reference.shape}")
-    left, _, right = np.linalg.svd(l2_normalize(moving).T @ l2_normalize(reference))
-    return left @ right
+    return scipy.linalg.orthogonal_procrustes(l2_normalize(moving), l2_normalize(reference))[0]
 
 
-def fold_rotations(fold_dirs: Mapping[int, str], file_name: str = layout.TEST_EMBEDDINGS) -> dict[int, np.ndarray]:
-    """``{fold: R}`` aligning each fold directory's test embeddings to the first (smallest) fold's.
-
-    Reads the reference set once and the others one at a time (rows matched by id); DataError
-    naming the file when one is missing or the dimensions differ.
-    """
-    if not fold_dirs:
-        raise ValueError("fold_rotations: no folds given")
-    folds = sorted(fold_dirs)
-    reference = _load(fold_dirs[folds[0]], file_name)
-    rotations = {folds[0]: np.eye(reference.dim)}
-    for fold in folds[1:]:
-        moving = _load(fold_dirs[fold], file_name)
-        if moving.dim != reference.dim:
-            raise DataError(moving.name, None, f"dimension {moving.dim} differs from {reference.dim} of "
-                                               f"{reference.name}: fold models of one family cannot be aligned")
-        ref_matrix, moving_matrix = align_sets([reference, moving])[1]
-        rotations[fold] = procrustes_rotation(moving_matrix, ref_matrix)
-    return rotations
+def rotation_onto(reference: EmbeddingSet, fold_set: EmbeddingSet) -> np.ndarray:
+    """``R`` aligning ``fold_set`` to ``reference`` (the first fold model's set), rows matched by id;
+    DataError naming the set when the dimensions differ."""
+    if fold_set.dim != reference.dim:
+        raise DataError(fold_set.name, None, f"dimension {fold_set.dim} differs from {reference.dim} of "
+                                             f"{reference.name}: fold models of one family cannot be aligned")
+    ref_matrix, moving_matrix = align_sets([reference, fold_set])[1]
+    return procrustes_rotation(moving_matrix, ref_matrix)
 
 
 def rotate(fold_set: EmbeddingSet, rotation: np.ndarray | None) -> EmbeddingSet:
@@ -94,10 +82,3 @@ def load_rotations(path: str, folds: list[int]) -> dict[int, np.ndarray]:
         if missing:
             raise DataError(path, None, f"no rotation for fold(s) {missing}; it holds {sorted(data.files)}")
         return {fold: np.array(data[f"fold_{fold:02d}"]) for fold in folds}
-
-
-def _load(directory: str, file_name: str) -> EmbeddingSet:
-    path = os.path.join(directory, file_name)
-    if not os.path.isfile(path):
-        raise DataError(path, None, "missing: every fold model's test embeddings are needed to align the folds")
-    return load_embedding_set(path)

@@ -5,7 +5,7 @@ import scipy.stats
 
 from ensemble import fold_alignment
 from ensemble.fold_average import average_folds
-from infer.embeddings_io import EmbeddingSet, l2_normalize, save_embeddings
+from infer.embeddings_io import EmbeddingSet, l2_normalize
 from tfrecord_tools.errors import DataError
 
 
@@ -38,14 +38,10 @@ def test_aligned_fold_average_keeps_the_folds_geometry(tmp_path):
     latent = rng.normal(size=(200, 16))
     folds = {0: latent + rng.normal(0, 0.3, latent.shape),
              1: (latent + rng.normal(0, 0.3, latent.shape)) @ _orthogonal(rng, 16)}
-    order = rng.permutation(200)  # the second file lists the videos in another order
-    save_embeddings(tmp_path / "fold_00" / "test.npz", ids, folds[0].astype(np.float32))
-    save_embeddings(tmp_path / "fold_01" / "test.npz", ids[order], folds[1][order].astype(np.float32))
-    dirs = {k: str(tmp_path / f"fold_{k:02d}") for k in (0, 1)}
-    rotations = fold_alignment.fold_rotations(dirs)
-    np.testing.assert_array_equal(rotations[0], np.eye(16))
-
     sets = [EmbeddingSet.create(ids, folds[k], name=f"fold {k}") for k in (0, 1)]
+    order = rng.permutation(200)  # the second set lists the videos in another order
+    shuffled = EmbeddingSet.create(ids[order], folds[1][order], name="fold 1, shuffled")
+    rotations = {0: np.eye(16), 1: fold_alignment.rotation_onto(sets[0], shuffled)}
     aligned = average_folds(fold_alignment.rotate(s, rotations[k]) for k, s in enumerate(sets))
     raw = average_folds(sets)
     truth = l2_normalize(latent) @ l2_normalize(latent).T
@@ -68,10 +64,8 @@ def test_aligned_fold_average_keeps_the_folds_geometry(tmp_path):
         fold_alignment.load_rotations(str(tmp_path / "none.npz"), [0])
 
 
-def test_fold_rotations_errors_name_the_file(tmp_path):
-    save_embeddings(tmp_path / "fold_00" / "test.npz", ["1", "2", "3"], np.eye(3, dtype=np.float32))
-    save_embeddings(tmp_path / "fold_02" / "test.npz", ["1", "2", "3"], np.eye(3, dtype=np.float32)[:, :2])
-    with pytest.raises(DataError, match=r"fold_01/test.npz: missing"):
-        fold_alignment.fold_rotations({0: str(tmp_path / "fold_00"), 1: str(tmp_path / "fold_01")})
-    with pytest.raises(DataError, match="dimension 2 differs from 3"):
-        fold_alignment.fold_rotations({0: str(tmp_path / "fold_00"), 2: str(tmp_path / "fold_02")})
+def test_fold_models_of_other_widths_are_refused_by_name():
+    reference = EmbeddingSet.create(["1", "2", "3"], np.eye(3, dtype=np.float32), name="fold_00/test.npz")
+    narrow = EmbeddingSet.create(["1", "2", "3"], np.eye(3, dtype=np.float32)[:, :2], name="fold_02/test.npz")
+    with pytest.raises(DataError, match=r"fold_02/test.npz.*dimension 2 differs from 3"):
+        fold_alignment.rotation_onto(reference, narrow)
