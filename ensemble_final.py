@@ -262,13 +262,15 @@ def check_provenance(models: list[str], folds: list[int], fold_dirs: dict, val_s
                      folds_dir: str | None = None) -> dict:
     """Every embedding file of the ensemble must come from the same fold assignment, tag list and
     test files, and each fold's test.npz and val.npz from the same checkpoint (``provenance``
-    records written by infer.embed / embed_all); with ``folds_dir`` its folds.json must be that
-    assignment too. A mismatch is a ProvenanceError naming both files. Files without a record
-    (written before issue 10) are listed under ``unrecorded`` and skipped.
+    records written by infer.embed / embed_all), and a model's folds the same wide-path gate
+    (``train.wide_gate``); with ``folds_dir`` its folds.json must be that assignment too. A
+    mismatch is a ProvenanceError naming both files. Files without a record (written before
+    issue 10) are listed under ``unrecorded`` and skipped.
     """
     records: list[tuple[str, dict]] = []
     unrecorded: list[str] = []
     for model in models:
+        first_of_model = len(records)
         for fold in folds:
             val = val_sets[model][fold]
             test_path = os.path.join(fold_dirs[model][fold], TEST_FILE)
@@ -285,6 +287,17 @@ def check_provenance(models: list[str], folds: list[int], fold_dirs: dict, val_s
                 raise provenance.ProvenanceError(test_path, f"made from checkpoint {test.get('checkpoint')}, but "
                                                             f"{val.name} from {val.provenance.get('checkpoint')}: "
                                                             "rerun infer.embed_all")
+            if val.provenance and test and val.provenance.get("wide_gate") != test.get("wide_gate"):
+                raise provenance.ProvenanceError(test_path, f"made with wide-path gate {test.get('wide_gate')}, but "
+                                                            f"{val.name} with {val.provenance.get('wide_gate')}: "
+                                                            "rerun infer.embed_all")
+        gates = {record.get("wide_gate") for _, record in records[first_of_model:]}
+        if len(gates) > 1:
+            raise provenance.ProvenanceError(
+                os.path.dirname(fold_dirs[model][folds[0]]),
+                f"the fold models of {model} have different wide-path gates ({sorted(map(str, gates))}): their "
+                f"cosines are on different scales; rerun python -m train.wide_gate RUN/finetune/{model}, then "
+                "infer.embed_all")
     with_folds = [(path, record) for path, record in records if record.get("folds")]
     for path, record in with_folds[1:]:
         provenance.check_same_folds(with_folds[0][1]["folds"], record["folds"], with_folds[0][0], path,

@@ -10,6 +10,9 @@
 # FOLDS      folds to run (default: every fold of FOLDS_DIR/folds.json)
 # PRESET     model size preset for models without a pretrain run (default: full)
 # EXTRA      key=value overrides passed to every run (list them: python -m train.finetune --list-keys)
+# WIDE_GATE  choose (default): after a model's folds, its wide-path gate is chosen on the validation
+#            pairs of all its finished folds (python -m train.wide_gate; models without a wide path are
+#            skipped); trained: keep the trained gates (removes an earlier choice)
 # PYTHON     interpreter (default: .venv/bin/python if it exists, else python)
 # A model with a finished pretrain run (RUN/pretrain/<model>/final) starts from it (--pretrained).
 # Rerunning resumes unfinished runs from their last checkpoint.
@@ -30,6 +33,11 @@ FOLDS_DIR=${FOLDS_DIR:-$DATA/folds}
 MODELS=${MODELS:-"mix mix_asl mix_roformer uniter uniter_asl uniter_roformer"}
 PRESET=${PRESET:-full}
 EXTRA=${EXTRA:-}
+WIDE_GATE=${WIDE_GATE:-choose}
+case "$WIDE_GATE" in
+    choose|trained) ;;
+    *) echo "finetune_all.sh: WIDE_GATE must be choose or trained, got '$WIDE_GATE'" >&2; exit 2 ;;
+esac
 export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"
 # glibc malloc arenas otherwise let a long input pipeline's memory creep (docs/benchmarks.md, Scale)
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
@@ -56,4 +64,9 @@ for model in $MODELS; do
         "$PYTHON" -m train.finetune --model "$model" --folds-dir "$FOLDS_DIR" --fold "$fold" --out "$out" \
             "$@" $EXTRA
     done
+    if [ "$WIDE_GATE" = choose ]; then
+        "$PYTHON" -m train.wide_gate "$RUN/finetune/$model" --skip-without-wide
+    else
+        "$PYTHON" -m train.wide_gate "$RUN/finetune/$model" --reset
+    fi
 done

@@ -37,6 +37,7 @@ from tfrecord_tools import layout, provenance, reader, schema
 from tfrecord_tools.errors import DataError
 from tfrecord_tools.tokenization import load_tokenizer
 from train import checkpointing, stage
+from train import wide_gate as wide_gate_lib
 from train.config import TrainConfig, load_config
 from train.data import numeric_features
 
@@ -68,10 +69,12 @@ class LoadedRun:
         return cached
 
 
-def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedRun:
+def load_run(run_dir: str | os.PathLike, checkpoint: str = "best", wide_gate: bool = True) -> LoadedRun:
     """Rebuild the model of ``run_dir`` from its config.json and restore ``checkpoint``.
 
     ``checkpoint="best"`` falls back to ``final`` for runs without validation (pretrain runs).
+    ``wide_gate``: set the wide path's gate chosen by ``train.wide_gate`` (the run's
+    ``wide_gate.json``, if any); False keeps the checkpoint's trained gate.
     """
     run_dir = os.path.abspath(os.fspath(run_dir))
     if checkpoint not in CHECKPOINTS:
@@ -87,6 +90,8 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best") -> LoadedRun:
     if checkpoint == layout.BEST_DIR and tf.train.latest_checkpoint(directory) is None:
         directory = os.path.join(run_dir, checkpointing.FINAL_DIR)
     path = checkpointing.restore_model(model, directory)
+    if wide_gate:
+        wide_gate_lib.apply_gate(model, run_dir)
     decoder = reader.VideoDecoder(tokenizer=tokenizer, tag_vocab=None, frame_dim=config.model.frame_dim,
                                   max_frames=config.model.max_frames, title_len=config.model.title_len,
                                   text_source=config.model.text_source)
@@ -118,6 +123,7 @@ def run_identity(run_dir: str, checkpoint_path: str) -> dict:
         "fold": record.get("fold"),
         "tag_list_md5": provenance.file_md5(tag_list) if os.path.isfile(tag_list) else None,
         "tokenizer_sha256": provenance.tree_digest(os.path.join(run_dir, stage.TOKENIZER_DIR)),
+        "wide_gate": wide_gate_lib.read_gate(run_dir),  # None: the trained gate (train.wide_gate)
     }
 
 

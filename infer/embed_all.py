@@ -65,6 +65,11 @@ def _stale(path: str, identity: dict, inputs_match) -> str | None:
     if (record.get("checkpoint_md5") != identity["checkpoint_md5"]
             or os.path.basename(record.get("checkpoint") or "") != os.path.basename(identity["checkpoint"])):
         return f"made from checkpoint {record.get('checkpoint')}, the run's is now {identity['checkpoint']} (retrained?)"
+    if record.get("wide_gate") != identity.get("wide_gate"):
+        def gate(value):
+            return "the trained gate" if value is None else f"gate {value:.6g}"
+        return (f"made with the wide path at {gate(record.get('wide_gate'))}, the run's is now "
+                f"{gate(identity.get('wide_gate'))} (train.wide_gate)")
     return inputs_match(record)
 
 
