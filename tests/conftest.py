@@ -53,7 +53,7 @@ def folds_dir(synthetic_data) -> pathlib.Path:
 # ---------------------------------------------------------------------- the `slow` marker
 # `pytest -m "not slow"` runs the rest of the suite in about a minute. Slow: whatever trains a
 # model for more than a step, starts a Python process that imports TensorFlow, or kills one.
-SLOW_FIXTURES = {"pretrain_run", "finetune_run"}
+SLOW_FIXTURES = {"pretrain_run", "finetune_run", "gated_model"}
 SLOW_MODULES = {"test_faults.py", "test_multiworker.py", "test_resume.py", "test_loop.py", "test_pretrain.py",
                 "test_finetune.py", "test_embed.py",
                 # issue 11: exports loaded in fresh processes, text -> video through a trained run, distillation

@@ -173,6 +173,8 @@ def _fake_run(root, records: dict) -> None:
      r"beta/fold_01/test.npz: embeds the test files /data/test_b.tfrecords \(12 bytes.*but .*alpha/fold_00/test.npz "
      r"embeds /data/test_a.tfrecords"),
     ({"fold": 0}, r"beta/fold_01/val.npz: made by the run of fold 0"),
+    ({"wide_gate": 2.0}, r"embeddings/beta: the fold models of beta have different wide-path gates "
+                         r"\(\['2.0', 'None'\]\).*rerun python -m train.wide_gate RUN/finetune/beta"),
 ])
 def test_ensemble_refuses_embeddings_of_different_folds_tag_lists_or_test_sets(change, message, tmp_path, capsys):
     import ensemble_final
@@ -185,6 +187,9 @@ def test_ensemble_refuses_embeddings_of_different_folds_tag_lists_or_test_sets(c
     _fake_run(clean, {})
     assert ensemble_final.main(["--run", str(clean), "--rule", "mean", "--dim", "8"]) == 0
     assert json.loads((clean / "ensemble_report.json").read_text())["provenance"]["checked_files"] == 8
+    gated = tmp_path / "gated"  # one chosen gate on every fold of a model: accepted
+    _fake_run(gated, {("beta", 0): {"wide_gate": 2.0}, ("beta", 1): {"wide_gate": 2.0}})
+    assert ensemble_final.main(["--run", str(gated), "--rule", "mean", "--dim", "8"]) == 0
 
 
 # ------------------------------------------------------------------------------ shard integrity

@@ -39,11 +39,17 @@ def test_finetune_all_runs_every_fold_and_starts_from_finished_pretrain_runs(tmp
     assert calls == [
         *[f"-m train.finetune --model mix {folds} --fold {k} --out r/finetune/mix/fold_0{k} "
           f"--pretrained r/pretrain/mix epochs=2" for k in range(3)],
+        "-m train.wide_gate r/finetune/mix --skip-without-wide",  # after each model's folds
         *[f"-m train.finetune --model uniter {folds} --fold {k} --out r/finetune/uniter/fold_0{k} "
-          f"--preset full epochs=2" for k in range(3)]]
-    chosen = _run_script("finetune_all.sh", tmp_path, FOLDS_DIR=str(folds_dir), MODELS="uniter", FOLDS="10")
+          f"--preset full epochs=2" for k in range(3)],
+        "-m train.wide_gate r/finetune/uniter --skip-without-wide"]
+    chosen = _run_script("finetune_all.sh", tmp_path, FOLDS_DIR=str(folds_dir), MODELS="uniter", FOLDS="10",
+                         WIDE_GATE="trained")
     assert chosen == [f"-m train.finetune --model uniter {folds} --fold 10 --out runs/finetune/uniter/fold_10 "
-                      f"--preset full"]
+                      f"--preset full", "-m train.wide_gate runs/finetune/uniter --reset"]
+    wrong = subprocess.run(["sh", str(REPO_ROOT / "finetune_all.sh")], cwd=tmp_path, capture_output=True, text=True,
+                           env=dict(os.environ, PYTHON=sys.executable, FOLDS_DIR=str(folds_dir), WIDE_GATE="yes"))
+    assert wrong.returncode == 2 and "WIDE_GATE must be choose or trained, got 'yes'" in wrong.stderr
     missing = subprocess.run(["sh", str(REPO_ROOT / "finetune_all.sh")], cwd=tmp_path, capture_output=True, text=True,
                              env=dict(os.environ, PYTHON=sys.executable, DATA=str(tmp_path / "none")))
     assert missing.returncode == 1 and "folds.json not found" in missing.stderr
