@@ -43,51 +43,24 @@ def deep_shift(deep: list, wide: list, labels) -> dict:
 
 
 def parts_spearman(run_dir: str, batch_size: int = 128, gates=()) -> dict:
-    """``{"full", "wide path", "deep part", "deep centred": Spearman, "deep shift", "gate": trained
-    gate, "gate_scan": {g: Spearman}}``."""
-    import numpy as np
+    """``{"full", "wide path", "deep part", "deep centred": Spearman, "deep shift", "gate": the model's
+    gate (a ``train.wide_gate`` choice if the run has one), "gate_scan": {g: Spearman}}``."""
     import scipy.stats
 
-    from infer.embed import load_run, validation_shard
-    from infer.strong_baselines import l2n as unit
-    from tfrecord_tools import reader
-    from train.data import numeric_features
+    from infer.embed import load_run
+    from train.wide_gate import pair_parts
 
-    run = load_run(run_dir)
-    model = run.model
-    if model.wide_path is None:
-        raise ValueError(f"{run_dir}: the model has no wide path (model.wide.enabled=false)")
-    cosines: dict[str, list] = {"full": [], "wide path": [], "deep part": []}
-    scan: dict[float, list] = {float(g): [] for g in gates}
-    labels = []
-    batches = []  # per batch, the two sides' {"full", "wide path", "deep part"}
+    parts = pair_parts(load_run(run_dir), batch_size)
+    gate = parts.trained_gate
 
-    for batch in reader.read_pairs([validation_shard(run)], run.decoder, batch_size):
-        sides = []
-        for key in ("video_1", "video_2"):
-            features = numeric_features(batch[key])
-            full = model(features, training=False)["embedding"].numpy()
-            frames = model.standardized(features)["frames"]
-            wide = model.wide_path(frames, features["frame_mask"], features["input_ids"],
-                                   features["attention_mask"]).numpy()
-            sides.append({"full": full, "wide path": wide, "deep part": full - wide})
-        batches.append(sides)
-        for name in cosines:
-            cosines[name].append((unit(sides[0][name]) * unit(sides[1][name])).sum(axis=1))
-        for gate, values in scan.items():
-            mixed = [side["deep part"] + gate * unit(side["wide path"]) for side in sides]
-            values.append((unit(mixed[0]) * unit(mixed[1])).sum(axis=1))
-        labels.append(batch["sim"].numpy())
-    labels = np.concatenate(labels)
-    out = {name: float(scipy.stats.spearmanr(np.concatenate(values), labels).statistic)
-           for name, values in cosines.items()}
-    out["gate"] = float(model.wide_path.gate.numpy())
-    def both_sides(part):
-        return [np.concatenate([sides[index][part] for sides in batches]) for index in (0, 1)]
+    def spearman(cosines):
+        return float(scipy.stats.spearmanr(cosines, parts.labels).statistic)
 
-    out.update(deep_shift(both_sides("deep part"), both_sides("wide path"), labels))
-    out["gate_scan"] = {gate: float(scipy.stats.spearmanr(np.concatenate(values), labels).statistic)
-                        for gate, values in scan.items()}
+    wide_cosines = (parts.wide[0] * parts.wide[1]).sum(axis=1)
+    out = {"full": spearman(parts.cosines(gate)), "wide path": spearman(wide_cosines),
+           "deep part": spearman(parts.cosines(0.0)), "gate": gate}
+    out.update(deep_shift(list(parts.deep), [gate * w for w in parts.wide], parts.labels))
+    out["gate_scan"] = {float(g): spearman(parts.cosines(float(g))) for g in gates}
     return out
 
 
