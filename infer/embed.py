@@ -91,7 +91,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best", wide_gate: bo
         directory = os.path.join(run_dir, checkpointing.FINAL_DIR)
     path = checkpointing.restore_model(model, directory)
     if wide_gate:
-        wide_gate_lib.apply_gate(model, run_dir)
+        wide_gate_lib.apply_gate(model, run_dir, path)
     decoder = reader.VideoDecoder(tokenizer=tokenizer, tag_vocab=None, frame_dim=config.model.frame_dim,
                                   max_frames=config.model.max_frames, title_len=config.model.title_len,
                                   text_source=config.model.text_source)
@@ -123,7 +123,7 @@ def run_identity(run_dir: str, checkpoint_path: str) -> dict:
         "fold": record.get("fold"),
         "tag_list_md5": provenance.file_md5(tag_list) if os.path.isfile(tag_list) else None,
         "tokenizer_sha256": provenance.tree_digest(os.path.join(run_dir, stage.TOKENIZER_DIR)),
-        "wide_gate": wide_gate_lib.read_gate(run_dir),  # None: the trained gate (train.wide_gate)
+        "wide_gate": wide_gate_lib.read_gate(run_dir, checkpoint_path),  # None: the trained gate (train.wide_gate)
     }
 
 

@@ -118,8 +118,19 @@ def fold_runs(model_dir: str) -> list[str]:
     return runs
 
 
-def read_gate(run_dir: str) -> float | None:
-    """The chosen gate of a fold run (its ``wide_gate.json``), or None when it keeps its trained gate."""
+def checkpoint_md5(run_dir: str, checkpoint_path: str | None = None) -> str:
+    """md5 of the ``.index`` file of ``checkpoint_path`` (default: the one ``load_run`` restores,
+    ``best``): which weights a choice is for."""
+    from infer.embed import checkpoint_of
+    from tfrecord_tools import provenance
+
+    return provenance.file_md5((checkpoint_path or checkpoint_of(run_dir)) + ".index")
+
+
+def read_gate(run_dir: str, checkpoint_path: str | None = None) -> float | None:
+    """The chosen gate of a fold run (its ``wide_gate.json``), or None when it keeps its trained gate.
+    A choice made for other weights than ``checkpoint_path``'s (default: the run's best; the fold
+    finetuned again since, or another checkpoint loaded) is an error."""
     from tfrecord_tools.errors import DataError
 
     path = os.path.join(run_dir, GATE_FILE)
@@ -129,18 +140,24 @@ def read_gate(run_dir: str) -> float | None:
         with open(path, encoding="utf-8") as handle:
             record = json.load(handle)
         gate = float(record["gate"])
+        chosen_for = record["checkpoint_md5"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(path, "gate", f"not a readable gate choice ({error}); rerun python -m train.wide_gate") from None
     if not math.isfinite(gate) or gate <= 0:
         raise DataError(path, "gate", f"expected a positive finite number, got {gate}")
+    if chosen_for != checkpoint_md5(run_dir, checkpoint_path):
+        raise DataError(path, "checkpoint_md5", "chosen for other weights than the checkpoint loaded (the fold "
+                                                "finetuned again since?): rerun python -m train.wide_gate on the "
+                                                "model's finetune directory, or load with wide_gate=False")
     return gate
 
 
-def apply_gate(model, run_dir: str) -> float | None:
-    """Set ``model``'s wide-path gate from ``run_dir``'s ``wide_gate.json``; returns it (None: no file)."""
+def apply_gate(model, run_dir: str, checkpoint_path: str | None = None) -> float | None:
+    """Set ``model``'s wide-path gate (restored from ``checkpoint_path``) from ``run_dir``'s
+    ``wide_gate.json``; returns it (None: no file)."""
     from tfrecord_tools.errors import DataError
 
-    gate = read_gate(run_dir)
+    gate = read_gate(run_dir, checkpoint_path)
     if gate is None:
         return None
     if getattr(model, "wide_path", None) is None:
@@ -158,7 +175,8 @@ def write_choice(runs: Sequence[str], gate: float, scores: Mapping[float, float]
               "folds": [os.path.basename(run) for run in runs], "trained_gates": dict(trained),
               "val_spearman": {f"{g:.6g}": s for g, s in scores.items()}}
     for run in runs:
-        write_text_atomic(os.path.join(run, GATE_FILE), json.dumps(record, indent=2) + "\n")
+        text = json.dumps(dict(record, checkpoint_md5=checkpoint_md5(run)), indent=2) + "\n"
+        write_text_atomic(os.path.join(run, GATE_FILE), text)
 
 
 def reset(runs: Sequence[str]) -> list[str]:

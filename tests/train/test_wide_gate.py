@@ -48,7 +48,7 @@ def test_a_tie_keeps_the_smallest_gate_and_bad_grids_are_refused():
 
 def test_gate_files_are_validated(tmp_path):
     assert wide_gate.read_gate(str(tmp_path)) is None
-    (tmp_path / wide_gate.GATE_FILE).write_text('{"gate": -1}')
+    (tmp_path / wide_gate.GATE_FILE).write_text('{"gate": -1, "checkpoint_md5": "x"}')
     with pytest.raises(DataError, match=r"wide_gate.json.*gate.*positive finite number, got -1"):
         wide_gate.read_gate(str(tmp_path))
     (tmp_path / wide_gate.GATE_FILE).write_text("{not json")
@@ -92,7 +92,8 @@ def test_the_choice_is_written_to_every_fold_and_load_run_embeds_with_it(gated_m
     assert wide_gate.main([str(gated_model), "--grid", "0.5", "3"]) == 0
     out = capsys.readouterr().out
     records = [json.loads((gated_model / f"fold_0{k}" / wide_gate.GATE_FILE).read_text()) for k in (0, 1)]
-    assert records[0] == records[1] and records[0]["folds"] == ["fold_00", "fold_01"]
+    assert records[0]["folds"] == ["fold_00", "fold_01"] and records[0]["checkpoint_md5"] != records[1]["checkpoint_md5"]
+    assert {**records[0], "checkpoint_md5": ""} == {**records[1], "checkpoint_md5": ""}  # one choice, each fold's weights
     chosen = records[0]["gate"]
     assert chosen in (0.5, 3.0) and f"wide-path gate {chosen:.3g}" in out
     assert set(records[0]["val_spearman"]) == {"0.5", "3"}
@@ -113,6 +114,11 @@ def test_the_choice_is_written_to_every_fold_and_load_run_embeds_with_it(gated_m
     assert "the run's is now gate" in _stale_of(_stale, tmp=gated_model, record=then, identity=identity)
     assert _stale_of(_stale, tmp=gated_model, record=identity, identity=identity) is None
 
+    chosen_for = records[0]["checkpoint_md5"]  # the fold finetuned again: its choice no longer applies
+    (fold_0 / wide_gate.GATE_FILE).write_text(json.dumps(dict(records[0], checkpoint_md5="0" * 32)))
+    with pytest.raises(DataError, match=r"fold_00/wide_gate.json.*chosen for other weights than the checkpoint loaded.*rerun python -m train"):
+        load_run(fold_0)
+    (fold_0 / wide_gate.GATE_FILE).write_text(json.dumps(dict(records[0], checkpoint_md5=chosen_for)))
     assert wide_gate.main([str(gated_model), "--reset"]) == 0
     assert not list(gated_model.glob("fold_0*/" + wide_gate.GATE_FILE))
     assert float(load_run(fold_0).model.wide_path.gate.numpy()) == pytest.approx(parts.trained_gate)
