@@ -3,8 +3,8 @@
     python -m bench.eval_search --data DATA [--test NAME=test.npz ...] [--pairs NAME=pairwise.npz ...]
                                 [--text-run MIX_RUN] [--out bench/out/eval_search.json]
 
-* ``--test``: embeddings of the test_a videos (a model's ``avg/test.npz``, an ensemble's vectors,
-  ...; or an export directory, which embeds the test_a records itself). Recall@10 of the true 10 nearest neighbours: for every test video, the
+* ``--test``: embeddings of the test_a videos (a model's ``avg/test.npz``, a run's ``result.zip``, an
+  ensemble's vectors, ...; or an export directory, which embeds the test_a records itself). Recall@10 of the true 10 nearest neighbours: for every test video, the
   share of its 10 nearest videos by true latent cosine that a flat index of the embeddings returns
   in its top 10 (chance: 10 / N).
 * ``--pairs``: embeddings of the pairwise videos (the label graph, where near-duplicates exist), or
@@ -30,7 +30,8 @@ import numpy as np
 
 
 def load_set(spec: str, records: str):
-    """``NAME=FILE.npz`` (embeddings) or ``NAME=EXPORT_DIR`` (a SavedModel that embeds ``records``)."""
+    """``NAME=FILE.npz`` (embeddings), ``NAME=result.zip`` (a submission: ``result.json`` in a zip, or
+    the json itself) or ``NAME=EXPORT_DIR`` (a SavedModel that embeds ``records``)."""
     from infer.embeddings_io import EmbeddingSet, load_embedding_set
 
     name, _, path = spec.partition("=")
@@ -43,6 +44,10 @@ def load_set(spec: str, records: str):
         _, first = np.unique(ids, return_index=True)
         keep = np.sort(first)
         return name, EmbeddingSet(ids[keep], vectors[keep], None, path)
+    if path.endswith((".zip", ".json")):
+        from bench.truth_on_test import read_submission
+
+        return name, read_submission(path)
     return name, load_embedding_set(path)
 
 
