@@ -1,7 +1,8 @@
 #!/bin/sh
 # The whole pipeline on the built-in synthetic demo data (what `make demo` runs).
 #
-#   synthetic data -> fold shards -> raw baselines -> pretrain -> finetune (a few folds)
+#   synthetic data -> fold shards -> raw baselines -> pretrain -> finetune (a few folds; then the
+#   wide-path gate chosen on their validation pairs)
 #   -> embeddings -> ensemble -> RUN/result.zip and the table (+ RUN/ensemble_report.png)
 #
 # DATA    demo data directory (default: demo_data; generated once, then reused)
