@@ -37,7 +37,10 @@ model, one global Spearman), the mean of its per-fold Spearmans, the ensemble's 
 (per fold, the fold's validation embeddings of every model are ensembled with the same rule and
 weights; for ``svd`` the SVD is fitted on that fold's models' test embeddings with ``--fit-on
 test``, or on the fold's validation embeddings with ``--fit-on val``), and the oracle ceiling
-(``oracle_spearman`` of the synthetic data's ``synth_meta.json``) when given.
+(``oracle_spearman`` of the synthetic data's ``synth_meta.json``) when given. Under the table a
+``note:`` line says what the table shows went wrong (``ensemble.report.check_rows``, also
+``notes`` in the report): the ensemble below its best member, no model above the best strong
+baseline, a model whose out-of-fold score is more than 0.02 from its mean fold score.
 
 Fold calibration (``--calibrate distance``, the default; ``infer/fold_calibration.py``): before
 any pairs of different folds are pooled, each fold model's cosines are put on one scale by
@@ -79,7 +82,7 @@ from tqdm import tqdm
 
 from ensemble import fold_alignment
 from ensemble.fold_average import FoldAverager
-from ensemble.report import ReportRow, format_table, plot_table
+from ensemble.report import ReportRow, check_rows, format_table, plot_table
 from ensemble.rules import DEFAULT_DIM, RULES, apply_rule, concat_scaled
 from ensemble.weights import cross_fitted_weights, fold_cosines
 from infer.embeddings_io import EmbeddingSet, load_embedding_set, read_provenance, save_embeddings
@@ -533,6 +536,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
                            for name, per_fold in distances.items()},
         "rows": [row.to_dict() for row in rows],
         "oracle_spearman": oracle, "result": summary, "table": format_table(rows, markdown=True),
+        "notes": check_rows(rows),
         "provenance": provenance_summary,
     }
     report["report_path"] = report_path(out)
@@ -607,6 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report["calibrate"] == "distance":
         print("(out of fold: each fold model's cosines put on one scale by its mean distance between the test "
               "videos; --calibrate none pools them raw)")
+    for note in report["notes"]:
+        print(f"note: {note}")
     result = report["result"]
     print(f"\nwrote {result['path']} ({result['num_ids']} ids x {result['dim']} dims, validated) and "
           f"{report['report_path']}")

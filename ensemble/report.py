@@ -48,6 +48,48 @@ _COLUMNS = (
 )
 
 
+FOLD_GAP_LIMIT = 0.02  # |out-of-fold - mean fold| above this: the fold models' cosines are on different scales
+
+
+def _scored(rows: Sequence[ReportRow], kind: str) -> list[ReportRow]:
+    return [r for r in rows if r.kind == kind and r.oof_spearman is not None and not math.isnan(r.oof_spearman)]
+
+
+def check_rows(rows: Sequence[ReportRow], fold_gap_limit: float = FOLD_GAP_LIMIT) -> list[str]:
+    """Plain-language notes on what the table shows went wrong, out of fold; empty when nothing did.
+
+    Three checks, the ones a user would otherwise have to read off the table: the ensemble below its
+    best member (then that member alone would have scored higher on these pairs), no member above the
+    best strong baseline (the floor), and a model whose out-of-fold score is more than
+    ``fold_gap_limit`` from its mean fold score (its fold models rank on different cosine scales, so
+    the pooled score and the fold average are less than the folds are)."""
+    notes = []
+    members = _scored(rows, "model")
+    ensembles = _scored(rows, "ensemble")
+    baselines = _scored(rows, "baseline")
+    best = max(members, key=lambda r: r.oof_spearman) if members else None
+    if best is not None and len(members) > 1:
+        for ensemble in ensembles:
+            if ensemble.oof_spearman < best.oof_spearman:
+                notes.append(f"the {ensemble.name} is {best.oof_spearman - ensemble.oof_spearman:.4f} below its best "
+                             f"member {best.name} out of fold ({ensemble.oof_spearman:.4f} vs "
+                             f"{best.oof_spearman:.4f}); --models {best.name} submits that member alone")
+    if best is not None and baselines:
+        floor = max(baselines, key=lambda r: r.oof_spearman)
+        if best.oof_spearman <= floor.oof_spearman:
+            notes.append(f"no model beats the best strong baseline out of fold: {best.name} {best.oof_spearman:.4f} vs "
+                         f"{floor.name} {floor.oof_spearman:.4f}")
+    for row in members + ensembles:
+        if row.mean_fold_spearman is None or math.isnan(row.mean_fold_spearman):
+            continue
+        gap = row.oof_spearman - row.mean_fold_spearman
+        if abs(gap) > fold_gap_limit:
+            notes.append(f"{row.name}: out-of-fold Spearman {row.oof_spearman:.4f} is {gap:+.4f} from its mean fold "
+                         f"score {row.mean_fold_spearman:.4f} (more than {fold_gap_limit:g}): its fold models' "
+                         f"cosines are on different scales")
+    return notes
+
+
 def _fmt(value, pattern: str) -> str:
     if value is None:
         return "-"

@@ -115,6 +115,9 @@ def test_cli_end_to_end(fake_run, capsys):
     markdown = report["table"].splitlines()
     assert markdown[0].startswith("| model | weight |") and markdown[1].startswith("| --- |") and len(markdown) == 6
     assert rows["ensemble (svd, fit on test)"]["oof_spearman"] > 0.5
+    from ensemble.report import ReportRow, check_rows
+    assert report["notes"] == check_rows([ReportRow(**row) for row in report["rows"]])
+    assert [line for line in lines if line.startswith("note: ")] == [f"note: {n}" for n in report["notes"]]
     assert (run / "ensemble_report.png").stat().st_size > 1000
     avg = load_embedding_set(run / "embeddings" / "alpha" / "avg" / "test.npz")
     assert avg.ids.tolist() == test_ids and avg.dim == DIM
@@ -359,3 +362,19 @@ def test_fold_models_in_rotated_coordinates_are_aligned_before_the_fold_average(
     np.testing.assert_array_equal(rotations["fold_00"], np.eye(DIM))
     with zipfile.ZipFile(tmp_path / "aligned" / "result.zip") as a, zipfile.ZipFile(tmp_path / "raw" / "result.zip") as b:
         assert a.read("result.json") != b.read("result.json")
+
+
+def test_an_ensemble_below_its_best_member_gets_a_note(fake_run, tmp_path, capsys):
+    run, root, _ = fake_run
+    out = tmp_path / "weighted.zip"
+    code = ensemble_final.main(["--run", str(run), "--weights", "alpha=0.05,beta=1", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads((tmp_path / "ensemble_report.json").read_text())
+    rows = {row["name"]: row for row in report["rows"]}
+    ensemble, alpha = rows["ensemble (svd, fit on test)"]["oof_spearman"], rows["alpha"]["oof_spearman"]
+    assert ensemble < alpha  # mostly the noisier member
+    assert report["notes"][0] == (f"the ensemble (svd, fit on test) is {alpha - ensemble:.4f} below its best member "
+                                  f"alpha out of fold ({ensemble:.4f} vs {alpha:.4f}); --models alpha submits that "
+                                  f"member alone")
+    assert f"note: {report['notes'][0]}" in captured.out.splitlines()
