@@ -11,6 +11,7 @@ from threadpoolctl import threadpool_limits
 import scipy.stats
 
 import ensemble_final
+from ensemble.report import ReportRow, check_rows
 from infer.embeddings_io import EmbeddingSet, load_embedding_set, make_pairs, save_embeddings
 from infer.evaluate import pair_cosines
 from infer.submission import validate_result
@@ -115,7 +116,6 @@ def test_cli_end_to_end(fake_run, capsys):
     markdown = report["table"].splitlines()
     assert markdown[0].startswith("| model | weight |") and markdown[1].startswith("| --- |") and len(markdown) == 6
     assert rows["ensemble (svd, fit on test)"]["oof_spearman"] > 0.5
-    from ensemble.report import ReportRow, check_rows
     assert report["notes"] == check_rows([ReportRow(**row) for row in report["rows"]])
     assert [line for line in lines if line.startswith("note: ")] == [f"note: {n}" for n in report["notes"]]
     assert (run / "ensemble_report.png").stat().st_size > 1000
