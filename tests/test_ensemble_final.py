@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_limits
 import scipy.stats
 
 import ensemble_final
-from ensemble.report import ReportRow, check_rows
+from ensemble.report import MEMBER_ALONE_CAVEAT, ReportRow, check_rows
 from infer.embeddings_io import EmbeddingSet, load_embedding_set, make_pairs, save_embeddings
 from infer.evaluate import pair_cosines
 from infer.submission import validate_result
@@ -376,5 +376,5 @@ def test_an_ensemble_below_its_best_member_gets_a_note(fake_run, tmp_path, capsy
     assert ensemble < alpha  # mostly the noisier member
     assert report["notes"][0] == (f"the ensemble (svd, fit on test) is {alpha - ensemble:.4f} below its best member "
                                   f"alpha out of fold ({ensemble:.4f} vs {alpha:.4f}); --models alpha submits that "
-                                  f"member alone")
+                                  f"member alone, {MEMBER_ALONE_CAVEAT}")
     assert f"note: {report['notes'][0]}" in captured.out.splitlines()

@@ -1,7 +1,7 @@
 """ensemble.report.check_rows: the notes under the ensemble table."""
 import math
 
-from ensemble.report import ReportRow, check_rows
+from ensemble.report import MEMBER_ALONE_CAVEAT, ReportRow, check_rows
 
 
 def _rows(ensemble=0.81, alpha=0.80, beta=0.78, floor=0.75, alpha_mean=0.80):
@@ -16,10 +16,10 @@ def test_nothing_to_say_when_the_ensemble_leads_and_the_folds_agree():
     assert check_rows(_rows()) == []
 
 
-def test_an_ensemble_below_its_best_member_is_named_with_the_fix():
+def test_an_ensemble_below_its_best_member_is_named_with_the_fix_and_its_caveat():
     notes = check_rows(_rows(ensemble=0.7952, alpha=0.80))
     assert notes == ["the ensemble (svd, fit on test) is 0.0048 below its best member alpha out of fold "
-                     "(0.7952 vs 0.8000); --models alpha submits that member alone"]
+                     "(0.7952 vs 0.8000); --models alpha submits that member alone, " + MEMBER_ALONE_CAVEAT]
 
 
 def test_a_single_member_ensemble_is_not_compared_with_itself():
