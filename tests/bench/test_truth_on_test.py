@@ -216,3 +216,40 @@ def test_missing_fold_average_and_foreign_ids_are_named(synthetic_data, run, tru
     (broken / "result.zip").unlink()
     with pytest.raises(truth_on_test.DataError, match=r"result.zip: no submission"):
         truth_on_test.evaluate(str(synthetic_data), str(broken), ["submission"], reference=None)
+
+
+def test_sample_coverage_names_the_closest_bins_the_test_videos_could_not_fill():
+    """The top bins go short first (few near-duplicates among independent test videos): how many, from which
+    true similarity, and how many pairs they hold against those asked."""
+    edges = [-0.5, 0.0, 0.5]  # 4 bins
+    assert truth_on_test.sample_coverage([10, 10, 10, 10], edges, 10) is None
+    coverage = truth_on_test.sample_coverage([10, 10, 4, 0], edges, 10)
+    assert coverage == {"short_bins": 2, "closest_short_bins": 2, "closest_share": 0.5, "closest_above": 0.0,
+                        "closest_drawn": 4, "closest_asked": 20}
+    low_only = truth_on_test.sample_coverage([3, 10, 10, 10], edges, 10)  # a short low bin: not the closest pairs
+    assert low_only["short_bins"] == 1 and low_only["closest_short_bins"] == 0
+    every = truth_on_test.sample_coverage([1, 2, 3, 4], edges, 10)
+    assert every["closest_short_bins"] == 4 and every["closest_above"] is None and every["closest_drawn"] == 10
+
+
+def test_the_coverage_note_says_which_pairs_are_missing():
+    sample = {"bins": 4, "pairs_per_bin": 10, "per_bin": [10, 10, 4, 0], "edges": [-0.5, 0.0, 0.5]}
+    first, note = truth_on_test.coverage_note(sample)
+    assert first == "2 of the 4 bins hold fewer test pairs than asked (pairs per bin, lowest true similarity first: " \
+                    "[10, 10, 4, 0])"
+    assert note.startswith("note: the closest pairs are missing: above true similarity 0.000, the labelled pairs' "
+                           "top 50%, the sample holds 4 of the 20 pairs asked (the test videos hold few near-duplicates).")
+    assert "out-of-fold figures also rank the closest pairs" in note
+    low = truth_on_test.coverage_note({**sample, "per_bin": [3, 10, 10, 10]})
+    assert low == ["1 of the 4 bins holds fewer test pairs than asked (pairs per bin, lowest true similarity first: "
+                   "[3, 10, 10, 10]): the sample is thinner than the labelled pairs where those bins are"]
+    assert truth_on_test.coverage_note({**sample, "per_bin": [10, 10, 10, 10]}) == []
+
+
+def test_the_report_keeps_the_coverage_and_prints_its_lines(report):
+    sample = report["sample"]
+    assert sample["coverage"] == truth_on_test.sample_coverage(sample["per_bin"], sample["edges"],
+                                                               sample["pairs_per_bin"])
+    printed = truth_on_test.format_report(report)
+    for line in truth_on_test.coverage_note(sample):
+        assert line in printed

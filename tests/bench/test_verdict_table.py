@@ -93,5 +93,13 @@ def test_test_truth_adds_the_submission_on_the_test_pairs(tmp_path, capsys, synt
     assert verdict_table.main([f"continuous:2={run}", "--draws", "100", "--test-truth"]) == 0
     printed = capsys.readouterr().out
     assert "| submission − floor (90% interval) |" in printed
-    assert (f"| continuous | 2 | {row['pairs']} ({row['oracle']:.4f}) | {row['floor']:.4f} | "
-            f"uniter {row['best_member_score']:.4f} | {row['submission']:.4f} |") in printed
+    assert (f"| continuous | 2 | {row['pairs']} ({row['oracle']:.4f}) | {verdict_table.closest_pairs(row['coverage'])} | "
+            f"{row['floor']:.4f} | uniter {row['best_member_score']:.4f} | {row['submission']:.4f} |") in printed
+    assert "| closest pairs: drawn / asked |" in printed
+
+
+def test_closest_pairs_names_the_short_top_bins():
+    assert verdict_table.closest_pairs(None) == "all drawn"
+    assert verdict_table.closest_pairs({"closest_short_bins": 0, "short_bins": 1}) == "all drawn"
+    assert verdict_table.closest_pairs({"closest_short_bins": 8, "closest_share": 0.4, "closest_drawn": 1095,
+                                        "closest_asked": 8000}) == "top 40%: 1095 / 8000"
