@@ -66,6 +66,9 @@ class BaselineConfig:
     # under the metric: 0.734 / 0.768 / 0.766 / 0.762)
     metric_components_above: int = 1
     metric_batch: int = 512
+    # the grid of k for an optional fourth part of the metric, the mean frame read through the tags
+    # (`VideoTable.frame_tags`: the wide path's ``frame_tags_width``; the strong baselines have none)
+    frame_tags_components: tuple[int, ...] = (16, 32, 64, 128)
     seed: int = 0
     eps: float = 1e-6
 
@@ -201,6 +204,10 @@ class VideoTable:
     frame_whitener: Whitener
     title_whitener: Whitener
     asr_whitener: Whitener
+    # optional: the mean frames read through the tags [N, m] and their whitener (the wide path's
+    # ``frame_tags_width``); when set, `fold_baselines` adds them to the linear metric as a fourth part
+    frame_tags: np.ndarray | None = None
+    frame_tags_whitener: Whitener | None = None
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
         index = {key: i for i, key in enumerate(self.ids.tolist())}
@@ -230,13 +237,15 @@ def build_table(videos: Mapping[str, dict], unlabelled: Iterable[dict], config: 
 
 
 def table_of(ids: Sequence[str], mean_frames: np.ndarray, title: np.ndarray, asr: np.ndarray,
-             frame_moments: MomentAccumulator, eps: float) -> VideoTable:
+             frame_moments: MomentAccumulator, eps: float, frame_whitener: Whitener | None = None,
+             frame_tags: np.ndarray | None = None, frame_tags_whitener: Whitener | None = None) -> VideoTable:
     """A `VideoTable` of vectors already computed: the frame whitener from ``frame_moments`` (which
-    may have seen more videos), the text whiteners from the scored videos' own vectors."""
+    may have seen more videos) unless given, the text whiteners from the scored videos' own vectors."""
     return VideoTable(ids=np.asarray(ids, dtype=str), mean_frame=mean_frames, title=title, asr=asr,
-                      frame_whitener=Whitener.fit(*frame_moments.result(), eps),
+                      frame_whitener=frame_whitener or Whitener.fit(*frame_moments.result(), eps),
                       title_whitener=Whitener.fit(*moments(title), eps),
-                      asr_whitener=Whitener.fit(*moments(asr), eps))
+                      asr_whitener=Whitener.fit(*moments(asr), eps),
+                      frame_tags=frame_tags, frame_tags_whitener=frame_tags_whitener)
 
 
 def moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -255,7 +264,8 @@ class FoldBaselines:
     choices: dict[str, float]
     metric: np.ndarray | None = None  # the linear metric's W (``linear_metric = metric input @ metric``; the input is
     # ``combined`` with each part at its ``{name}_components``, the metric's k)
-    widths: dict[str, int] = dataclasses.field(default_factory=dict)  # of frame, title, asr in ``combined``
+    widths: dict[str, int] = dataclasses.field(default_factory=dict)  # of frame, title, asr (, frame_tags) in the
+    # metric input
 
 
 def _best(candidates: Mapping, score_fn) -> tuple:
@@ -424,6 +434,17 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
     out["combined"] = combined
 
     metric_input = np.concatenate([l2n(frame_metric), a * l2n(title_metric), b * l2n(asr_metric)], axis=1)
+    if table.frame_tags is not None:  # a fourth part: its best k alone, its weight beside the other three
+        whitener = table.frame_tags_whitener
+        grid = sorted({min(k, whitener.vectors.shape[1]) for k in config.frame_tags_components})
+        k, _ = _best({k: k for k in grid}, lambda k: score(whitener(table.frame_tags, k)))
+        choices["frame_tags_components"] = k
+        widths["frame_tags"] = max(grid)
+        frame_tags = l2n(whitener.centred(table.frame_tags) @ whitener.kernel(k, max(grid)))
+        g, _ = _best({w: w for w in config.text_weights},
+                     lambda w: score(np.concatenate([metric_input, w * frame_tags], axis=1)))
+        choices["frame_tags_weight"] = g
+        metric_input = np.concatenate([metric_input, g * frame_tags], axis=1)
     weights, steps = train_metric(metric_input, q, c, s, config)
     choices.update(steps)
     out["linear_metric"] = metric_input @ weights

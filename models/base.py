@@ -41,7 +41,8 @@ class VideoSimModel(keras.Model):
         self.frame_path = (layers.MeanFramePath(config.embedding_dim, name="frame_path")
                            if config.frames.path_rank > 0 else None)
         self.wide_path = (layers.WidePath(config.text.vocab_size, config.wide.frame_width, config.wide.text_width,
-                                          config.embedding_dim, name="wide_path")
+                                          config.embedding_dim, frame_tags_width=config.wide.frame_tags_width,
+                                          name="wide_path")
                           if config.wide.enabled else None)
 
     def with_frame_path(self, features: Mapping[str, tf.Tensor], embedding: tf.Tensor) -> tf.Tensor:

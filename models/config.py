@@ -224,9 +224,17 @@ class WideConfig(_Section):
     tag_ridge_alpha: float = 1.0  # L2 penalty of that ridge (rows of the TF-IDF are unit length)
     # the metric's diagonal stage before the full W (`infer.strong_baselines.train_metric`)
     metric_diagonal: bool = True
+    # > 0: a fourth part, the mean frame read through the tags (a ridge from the PCA-whitened mean
+    # frames to the videos' tag LSA, fitted on the unlabelled videos, whitened again; the fit chooses
+    # k <= this and its weight). 0: off (the default; docs/benchmarks.md, "frames read through the tags")
+    frame_tags_width: int = 0
+    frame_tags_alpha: float = 10.0  # L2 penalty of that ridge (its inputs are whitened)
 
     def _problems(self):
-        yield from _positive(self, ("lsa_dim", "frame_width", "text_width", "max_fit_videos", "tag_ridge_alpha"))
+        yield from _positive(self, ("lsa_dim", "frame_width", "text_width", "max_fit_videos", "tag_ridge_alpha",
+                                    "frame_tags_alpha"))
+        if self.frame_tags_width < 0:
+            yield f"frame_tags_width must be >= 0 (0: off), got {self.frame_tags_width}"
         if self.text_basis not in TEXT_BASES:
             yield f"text_basis must be one of {TEXT_BASES}, got {self.text_basis!r}"
 
@@ -428,10 +436,10 @@ class ModelConfig(_Section):
         yield from _fraction(self, "dropout")
         if self.tags.prior_positives >= self.num_tags:
             yield f"tags.prior_positives ({self.tags.prior_positives}) must be < num_tags ({self.num_tags})"
-        wide_width = self.wide.frame_width + 2 * self.wide.text_width
+        wide_width = self.wide.frame_width + 2 * self.wide.text_width + self.wide.frame_tags_width
         if self.wide.enabled and wide_width > self.embedding_dim:
-            yield (f"wide.frame_width + 2 * wide.text_width ({wide_width}) must be <= embedding_dim "
-                   f"({self.embedding_dim}): the wide path's metric maps onto the embedding without loss")
+            yield (f"wide.frame_width + 2 * wide.text_width + wide.frame_tags_width ({wide_width}) must be <= "
+                   f"embedding_dim ({self.embedding_dim}): the wide path's metric maps onto the embedding without loss")
         if self.text.max_position < self.title_len:
             yield f"text.max_position ({self.text.max_position}) must be >= title_len ({self.title_len})"
         if (self.frame_dim * self.nextvlad.expansion) % max(self.nextvlad.groups, 1):

@@ -323,18 +323,28 @@ class WidePath(keras.layers.Layer):
     split at the first ``sep_token_id``; special tokens have zero IDF, so they count for nothing.
     Title and ASR have their own IDF (as the baseline fits one TF-IDF per text).
     TF is sublinear (``1 + ln count``) and each TF-IDF row is L2-normalised, as in the baseline.
+    With ``frame_tags_width > 0`` a fourth part ``w_g l2n((mean frame - mean) @ frame_tags_kernel)``
+    reads the mean frame through the tags (`train.wide_path`: a ridge from the whitened mean frames to
+    the videos' tags, fitted on unlabelled videos, whitened again).
     """
 
     PARTS = ("frame", "title", "asr")
 
-    def __init__(self, vocab_size: int, frame_width: int, text_width: int, output_size: int, **kwargs: Any):
+    def __init__(self, vocab_size: int, frame_width: int, text_width: int, output_size: int,
+                 frame_tags_width: int = 0, **kwargs: Any):
         super().__init__(**kwargs)
         self.vocab_size, self.frame_width = int(vocab_size), int(frame_width)
         self.text_width, self.output_size = int(text_width), int(output_size)
+        self.frame_tags_width = int(frame_tags_width)
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The parts of ``combined``, in order (``frame_tags`` only when its width is > 0)."""
+        return self.PARTS + (("frame_tags",) if self.frame_tags_width > 0 else ())
 
     @property
     def combined_width(self) -> int:
-        return self.frame_width + 2 * self.text_width
+        return self.frame_width + 2 * self.text_width + self.frame_tags_width
 
     def build(self, input_shape: tf.TensorShape) -> None:
         dim = int(input_shape[-1])
@@ -350,7 +360,9 @@ class WidePath(keras.layers.Layer):
         self.title_bias = frozen("title_bias", [self.text_width])
         self.asr_kernel = frozen("asr_kernel", [self.vocab_size, self.text_width])
         self.asr_bias = frozen("asr_bias", [self.text_width])
-        self.part_weights = frozen("part_weights", [3])
+        if self.frame_tags_width > 0:
+            self.frame_tags_kernel = frozen("frame_tags_kernel", [dim, self.frame_tags_width])
+        self.part_weights = frozen("part_weights", [len(self.parts)])
         self.metric = frozen("metric", [self.combined_width, self.output_size])
         self.sep_token_id = frozen("sep_token_id", [], dtype="int32")
         self.gate = self.add_weight("gate", shape=[], initializer="ones", trainable=True)
@@ -383,11 +395,15 @@ class WidePath(keras.layers.Layer):
 
     def combined(self, frames, frame_mask, input_ids, attention_mask) -> tf.Tensor:
         """[B, combined_width]: the weighted, L2-normalised parts (the baseline's ``combined``)."""
-        frame = tf.matmul(self.mean_frame(frames, frame_mask) - self.frame_mean, self.frame_kernel)
+        centred = self.mean_frame(frames, frame_mask) - self.frame_mean
+        frame = tf.matmul(centred, self.frame_kernel)
         title_counts, asr_counts = self.token_counts(input_ids, attention_mask)
         title = tf.matmul(self.tfidf(title_counts, self.title_idf), self.title_kernel) + self.title_bias
         asr = tf.matmul(self.tfidf(asr_counts, self.asr_idf), self.asr_kernel) + self.asr_bias
-        parts = [tf.math.l2_normalize(part, axis=-1) * self.part_weights[i] for i, part in enumerate((frame, title, asr))]
+        values = [frame, title, asr]
+        if self.frame_tags_width > 0:
+            values.append(tf.matmul(centred, self.frame_tags_kernel))
+        parts = [tf.math.l2_normalize(part, axis=-1) * self.part_weights[i] for i, part in enumerate(values)]
         return tf.concat(parts, axis=-1)
 
     def call(self, frames, frame_mask, input_ids, attention_mask) -> tf.Tensor:
@@ -398,9 +414,14 @@ class WidePath(keras.layers.Layer):
         """Set the frozen weights from a mapping of their names (``train.wide_path`` writes one)."""
         if not self.built:
             self.build(tf.TensorShape([None, None, int(np.shape(values["frame_mean"])[-1])]))
-        for name in ("frame_mean", "frame_kernel", "title_idf", "asr_idf", "title_kernel", "title_bias", "asr_kernel",
-                     "asr_bias", "part_weights", "metric", "sep_token_id"):
+        names = ["frame_mean", "frame_kernel", "title_idf", "asr_idf", "title_kernel", "title_bias", "asr_kernel",
+                 "asr_bias", "part_weights", "metric", "sep_token_id"]
+        if self.frame_tags_width > 0:
+            names.append("frame_tags_kernel")
+        for name in names:
             variable = getattr(self, name)
+            if name not in values:
+                raise ValueError(f"wide path {name} is missing from the fit (frame_tags_width {self.frame_tags_width})")
             value = np.asarray(values[name])
             if value.shape != tuple(variable.shape):
                 raise ValueError(f"wide path {name} must be {tuple(variable.shape)}, got {value.shape}")
@@ -411,7 +432,7 @@ class WidePath(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(vocab_size=self.vocab_size, frame_width=self.frame_width, text_width=self.text_width,
-                      output_size=self.output_size)
+                      output_size=self.output_size, frame_tags_width=self.frame_tags_width)
         return config
 
 

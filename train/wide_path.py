@@ -184,6 +184,26 @@ def _tag_basis(fit_docs: scipy.sparse.csr_matrix, tags: scipy.sparse.csr_matrix,
     return Ridge(alpha=alpha).fit(fit_docs[usable], targets).coef_.astype(np.float64)
 
 
+def frame_tags_map(frames: np.ndarray, tags: scipy.sparse.csr_matrix, whitener: sb.Whitener, dim: int, seed: int,
+                   alpha: float, inputs: int = 256) -> np.ndarray | None:
+    """[D, k] linear map from a centred mean frame to its reading through the tags: a ridge from the
+    PCA-whitened mean frames (``inputs`` components) to the tags' standardised LSA (`_tag_targets`,
+    ``dim`` components), fitted on the rows of ``frames`` that have tags (no pair labels); None when
+    fewer than `MIN_TAGGED_VIDEOS` have them. The mean frame's counterpart of the ``tags`` text basis:
+    frame directions that predict the same tags count as alike (docs/benchmarks.md, "frames read
+    through the tags")."""
+    from sklearn.linear_model import Ridge
+
+    usable = np.diff(tags.indptr) > 0
+    if usable.sum() < MIN_TAGGED_VIDEOS:
+        return None
+    kernel = whitener.kernel(min(inputs, whitener.vectors.shape[1]))
+    whitened = whitener.centred(frames[usable]) @ kernel
+    targets = _tag_targets(tags[usable], dim, seed)
+    coef = Ridge(alpha=alpha).fit(whitened, targets).coef_  # [k, inputs]
+    return kernel @ coef.T
+
+
 def _joined(candidates: dict[str, np.ndarray], projected: dict[str, np.ndarray]
             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """One basis, ``both``: the tags basis and the LSA stacked, each scaled to unit total spread
@@ -229,10 +249,13 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
     config = dataclasses.replace(
         defaults, seed=seed, metric_diagonal=wide.metric_diagonal,
         frame_components=tuple(sorted({min(k, wide.frame_width) for k in defaults.frame_components})),
-        text_components=tuple(sorted({min(k, wide.text_width) for k in defaults.text_components})))
-    tags = None
-    if wide.text_basis in ("tags", "auto", "both") and unlabelled.tags is not None and scored.tags is not None:
-        tags = scipy.sparse.vstack([unlabelled.tags, scored.tags]).tocsr()
+        text_components=tuple(sorted({min(k, wide.text_width) for k in defaults.text_components})),
+        frame_tags_components=tuple(sorted({min(k, max(wide.frame_tags_width, 1))
+                                            for k in defaults.frame_tags_components})))
+    all_tags = None
+    if unlabelled.tags is not None and scored.tags is not None:
+        all_tags = scipy.sparse.vstack([unlabelled.tags, scored.tags]).tocsr()
+    tags = all_tags if wide.text_basis in ("tags", "auto", "both") else None
     parts, bases = {}, {}
     for name, fit_counts, counts in (("title", unlabelled.title_counts, scored.title_counts),
                                      ("asr", unlabelled.asr_counts, scored.asr_counts)):
@@ -258,27 +281,51 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
     moments = sb.MomentAccumulator(scored.mean_frames.shape[1])
     moments.add(unlabelled.mean_frames)
     moments.add(scored.mean_frames)
-    table = sb.table_of(scored.ids, scored.mean_frames, parts["title"][2], parts["asr"][2], moments, config.eps)
+    frame_mean, frame_cov = moments.result()
+    frame_whitener = sb.Whitener.fit(frame_mean, frame_cov, config.eps)
+    frame_tags = frame_tags_whitener = tags_map = None
+    if wide.frame_tags_width > 0:
+        if all_tags is None:
+            raise ValueError("model.wide.frame_tags_width > 0 reads the frames through the videos' tags, but the "
+                             "decoder gives none (no tag list): set it to 0")
+        tags_map = frame_tags_map(np.concatenate([unlabelled.mean_frames, scored.mean_frames]), all_tags,
+                                  frame_whitener, wide.lsa_dim, seed, wide.frame_tags_alpha)
+        if tags_map is not None:  # centred frames have mean 0 over the whitener's videos: so do these
+            frame_tags = frame_whitener.centred(scored.mean_frames) @ tags_map
+            frame_tags_whitener = sb.Whitener.fit(np.zeros(tags_map.shape[1]), tags_map.T @ frame_cov @ tags_map,
+                                                  config.eps)
+        bases["frame_tags"] = "tags" if tags_map is not None else f"off: fewer than {MIN_TAGGED_VIDEOS} videos with tags"
+    table = sb.table_of(scored.ids, scored.mean_frames, parts["title"][2], parts["asr"][2], moments, config.eps,
+                        frame_whitener, frame_tags, frame_tags_whitener)
     result = sb.fold_baselines(table, pairs, config)
     choices = dict(result.choices, **bases)
 
     # the baseline's combined layout [frame | title | asr] (each padded to result.widths) -> the
     # wide path's (padded to the configured widths, which the components never exceed)
     layer_widths = {"frame": wide.frame_width, "title": wide.text_width, "asr": wide.text_width}
+    if wide.frame_tags_width > 0:
+        layer_widths["frame_tags"] = wide.frame_tags_width
     metric = np.zeros((sum(layer_widths.values()), output_size))
     source = target = 0
-    for name in ("frame", "title", "asr"):
-        keep = min(result.widths[name], layer_widths[name])
+    for name, width in layer_widths.items():
+        keep = min(result.widths.get(name, 0), width)  # no frame_tags columns where the fit turned the part off
         metric[target:target + keep, :result.metric.shape[1]] = result.metric[source:source + keep]
-        source, target = source + result.widths[name], target + layer_widths[name]
+        source, target = source + result.widths.get(name, 0), target + width
 
+    part_weights = [1.0, choices["title_weight"], choices["asr_weight"]]
     weights = {
         "frame_mean": table.frame_whitener.mean,
         "frame_kernel": table.frame_whitener.kernel(int(choices["frame_components"]), wide.frame_width),
-        "part_weights": np.array([1.0, choices["title_weight"], choices["asr_weight"]]),
         "metric": metric,
         "sep_token_id": np.int32(sep_token_id),
     }
+    if wide.frame_tags_width > 0:
+        part_weights.append(choices.get("frame_tags_weight", 0.0))
+        kernel = np.zeros((table.mean_frame.shape[1], wide.frame_tags_width))
+        if tags_map is not None:
+            kernel = tags_map @ frame_tags_whitener.kernel(int(choices["frame_tags_components"]), wide.frame_tags_width)
+        weights["frame_tags_kernel"] = kernel
+    weights["part_weights"] = np.array(part_weights)
     for name in ("title", "asr"):
         idf, components, _ = parts[name]
         whitener = getattr(table, f"{name}_whitener")

@@ -28,3 +28,17 @@ def test_every_family_adds_the_wide_path(family):
     np.testing.assert_allclose(after, before + wide, atol=1e-4)
     assert type(model).from_config(model.get_config()).wide_path is not None
     assert build_model(ModelConfig.tiny(family, num_tags=8)).wide_path is None
+
+
+def test_a_model_builds_the_frames_through_the_tags_part_when_asked():
+    config = ModelConfig.tiny("uniter", num_tags=8, **{"wide.enabled": True, "wide.frame_width": 4,
+                                                       "wide.text_width": 2, "wide.frame_tags_width": 3})
+    model = build_model(config)
+    model(example_features(config))
+    path = model.wide_path
+    assert path.frame_tags_kernel.shape == (config.frame_dim, 3) and path.part_weights.shape == (4,)
+    assert path.metric.shape == (4 + 2 * 2 + 3, config.embedding_dim)
+    assert type(model).from_config(model.get_config()).wide_path.frame_tags_width == 3
+    plain = build_model(ModelConfig.tiny("uniter", num_tags=8, **{"wide.enabled": True}))
+    plain(example_features(plain.model_config))
+    assert not hasattr(plain.wide_path, "frame_tags_kernel") and plain.wide_path.part_weights.shape == (3,)

@@ -250,8 +250,15 @@ def test_unfitted_path_adds_nothing_and_config_validates():
     assert ModelConfig.tiny("uniter").wide.text_basis == "both"
     with pytest.raises(ValueError, match=r"text_basis must be one of \('both', 'auto', 'tags', 'lsa'\), got 'words'"):
         ModelConfig.tiny("uniter", **{"wide.text_basis": "words"})
-    with pytest.raises(ValueError, match=r"wide.frame_width \+ 2 \* wide.text_width \(384\) must be <= embedding_dim"):
+    with pytest.raises(ValueError, match=r"wide.frame_width \+ 2 \* wide.text_width \+ wide.frame_tags_width \(384\) "
+                                         r"must be <= embedding_dim"):
         ModelConfig.tiny("uniter", **{"wide.enabled": True, "wide.frame_width": 256})
+    assert ModelConfig.tiny("uniter").wide.frame_tags_width == 0  # off unless asked for
+    with pytest.raises(ValueError, match=r"\(144\) must be <= embedding_dim \(128\)"):
+        ModelConfig.tiny("uniter", **{"wide.enabled": True, "wide.frame_width": 64, "wide.text_width": 32,
+                                      "wide.frame_tags_width": 16, "embedding_dim": 128})
+    with pytest.raises(ValueError, match="frame_tags_width must be >= 0"):
+        ModelConfig.tiny("uniter", **{"wide.frame_tags_width": -1})
 
 
 def test_fit_needs_training_pairs(world):
@@ -297,3 +304,62 @@ def test_finetune_fits_saves_and_checkpoints_the_wide_path(synthetic_data, folds
     assert parts["gate_scan"][50.0] == pytest.approx(parts["wide path"], abs=0.02)  # wide path dominates
     assert 0.0 <= parts["deep shift"] <= 1.0 + 1e-6  # |mean deep part| / mean |deep part|
     assert -1.0 <= parts["deep centred"] <= 1.0
+
+
+def _frame_tags_layer():
+    layer = WidePath(VOCAB, frame_width=8, text_width=2, output_size=16, frame_tags_width=4)
+    layer.build(tf.TensorShape([None, None, DIM]))
+    layer.sep_token_id.assign(SEP)
+    return layer
+
+
+def test_frame_tags_map_reads_the_topics_the_tags_follow(world):
+    """The ridge from whitened mean frames to the tags, fitted without pair labels, keeps the frame
+    directions that follow the topics and drops the per-video nuisance the whitening blows up."""
+    import scipy.sparse
+
+    from infer import strong_baselines as sb
+
+    latent, frames, _, tags = world["unlabelled"]
+    all_frames = np.concatenate([world["unlabelled"][1], world["scored"][1]]).astype(np.float64)
+    whitener = sb.Whitener.fit(*sb.moments(all_frames), 1e-6)
+    mapping = wide_path.frame_tags_map(frames.astype(np.float64), scipy.sparse.csr_matrix(tags), whitener, 6, 0, 10.0)
+    assert mapping.shape[0] == DIM and 1 <= mapping.shape[1] <= 6
+    scored_latent, scored_frames = world["scored"][0], world["scored"][1].astype(np.float64)
+    truth = sb.l2n(scored_latent) @ sb.l2n(scored_latent).T
+    upper = np.triu_indices(len(scored_latent), 1)
+
+    def rank_truth(vectors):
+        unit = sb.l2n(vectors)
+        return scipy.stats.spearmanr((unit @ unit.T)[upper], truth[upper]).statistic
+
+    through_tags = rank_truth(whitener.centred(scored_frames) @ mapping)
+    whitened = rank_truth(whitener(scored_frames, DIM))
+    assert through_tags > whitened + 0.1, (through_tags, whitened)
+    few = scipy.sparse.csr_matrix(np.vstack([tags[:10], np.zeros((150, tags.shape[1]), np.float32)]))
+    assert wide_path.frame_tags_map(frames.astype(np.float64), few, whitener, 6, 0, 10.0) is None  # 10 tagged videos
+
+
+def test_wide_path_with_frames_through_the_tags_reproduces_the_fitted_metric(world):
+    layer = _frame_tags_layer()
+    scored = _collect(layer, *world["scored"][1:3], "v", world["scored"][3])
+    unlabelled = _collect(layer, *world["unlabelled"][1:3], "u", world["unlabelled"][3])
+    config = WideConfig(enabled=True, lsa_dim=6, frame_width=8, text_width=2, frame_tags_width=4)
+    weights, choices, reference = wide_path.fit_wide_path(scored, unlabelled, world["pairs"], config, 16,
+                                                          [PAD, CLS, SEP, MASK], SEP)
+    assert choices["frame_tags"] == "tags" and choices["frame_tags_components"] <= 4
+    assert weights["frame_tags_kernel"].shape == (DIM, 4) and weights["part_weights"].shape == (4,)
+    assert weights["part_weights"][3] == choices["frame_tags_weight"]
+    layer.set_weights_from(weights)
+    out = layer(*_inputs(world["scored"][1], world["scored"][2])).numpy()
+    unit = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    np.testing.assert_allclose(out @ out.T, unit @ unit.T, atol=2e-4)  # the fit's cosines, in-graph
+    rebuilt = WidePath.from_config(layer.get_config())
+    assert rebuilt.frame_tags_width == 4 and rebuilt.parts == ("frame", "title", "asr", "frame_tags")
+    assert _layer().parts == ("frame", "title", "asr")
+    with pytest.raises(ValueError, match="wide path frame_tags_kernel is missing from the fit"):
+        layer.set_weights_from({key: value for key, value in weights.items() if key != "frame_tags_kernel"})
+
+    without_tags = _collect(layer, *world["scored"][1:3], "v")
+    with pytest.raises(ValueError, match="frame_tags_width > 0 reads the frames through the videos' tags"):
+        wide_path.fit_wide_path(without_tags, unlabelled, world["pairs"], config, 16, [PAD, CLS, SEP, MASK], SEP)
