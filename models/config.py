@@ -225,8 +225,8 @@ class WideConfig(_Section):
     # the metric's diagonal stage before the full W (`infer.strong_baselines.train_metric`)
     metric_diagonal: bool = True
     # > 0: a fourth part, the mean frame read through the tags (a ridge from the PCA-whitened mean
-    # frames to the videos' tag LSA, fitted on the unlabelled videos, whitened again; the fit chooses
-    # k <= this and its weight). 0: off (the default; docs/benchmarks.md, "frames read through the tags")
+    # frames to the videos' tag LSA, fitted on the unlabelled and training-pair videos, whitened again; the fit chooses
+    # k <= this and its weight). 0: off (the default; docs/benchmarks.md, "The test pairs lack the closest pairs")
     frame_tags_width: int = 0
     frame_tags_alpha: float = 10.0  # L2 penalty of that ridge (its inputs are whitened)
 

@@ -16,7 +16,10 @@ each video's mean frame and title / ASR token counts; then, exactly as the basel
   default (``both``) the two are stacked, each scaled to unit spread, and the whitening and metric
   below take from each what ranks the training pairs; ``auto`` keeps, per text, the one whose
   whitened vectors rank them better (where tags are a uniform tail of noise, the LSA);
-* PCA whitening of the mean frames;
+* PCA whitening of the mean frames; with ``wide.frame_tags_width > 0`` (an option, off by default)
+  also a fourth part, the mean frame read through the tags (`frame_tags_map`: a ridge from the
+  whitened mean frames to the videos' tag LSA on the same videos), its k and weight chosen on the
+  training pairs;
 * components, title / ASR weights and the linear metric (a diagonal stage, then a full W:
   ``wide.metric_diagonal``) chosen or trained on the training pairs
   (`infer.strong_baselines.fold_baselines`), never on the validation shard.
@@ -190,8 +193,8 @@ def frame_tags_map(frames: np.ndarray, tags: scipy.sparse.csr_matrix, whitener: 
     PCA-whitened mean frames (``inputs`` components) to the tags' standardised LSA (`_tag_targets`,
     ``dim`` components), fitted on the rows of ``frames`` that have tags (no pair labels); None when
     fewer than `MIN_TAGGED_VIDEOS` have them. The mean frame's counterpart of the ``tags`` text basis:
-    frame directions that predict the same tags count as alike (docs/benchmarks.md, "frames read
-    through the tags")."""
+    frame directions that predict the same tags count as alike (docs/benchmarks.md, "The test pairs
+    lack the closest pairs, and frames read through the tags")."""
     from sklearn.linear_model import Ridge
 
     usable = np.diff(tags.indptr) > 0
