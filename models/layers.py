@@ -325,7 +325,7 @@ class WidePath(keras.layers.Layer):
     TF is sublinear (``1 + ln count``) and each TF-IDF row is L2-normalised, as in the baseline.
     With ``frame_tags_width > 0`` a fourth part ``w_g l2n((mean frame - mean) @ frame_tags_kernel)``
     reads the mean frame through the tags (`train.wide_path`: a ridge from the whitened mean frames to
-    the videos' tags, fitted on unlabelled videos, whitened again).
+    the videos' tags, fitted on the unlabelled and training-pair videos, whitened again).
     """
 
     PARTS = ("frame", "title", "asr")
