@@ -55,10 +55,10 @@ def _scored(rows: Sequence[ReportRow], kind: str) -> list[ReportRow]:
     return [r for r in rows if r.kind == kind and r.oof_spearman is not None and not math.isnan(r.oof_spearman)]
 
 
-# measured on fourteen synthetic draws held out from the recipe's development (docs/benchmarks.md,
-# "Twelve held-out draws" and "The test pairs lack the closest pairs"): on the five where the ensemble
-# trailed its best member out of fold, it still beat that member against the truth over all test pairs
-# (+0.0007 to +0.012)
+# measured on eighteen synthetic draws held out from the recipe's development (docs/benchmarks.md,
+# "Twelve held-out draws", "The test pairs lack the closest pairs" and "Frames through the tags on five
+# draws"): on the seven where the ensemble trailed its best member out of fold, it still beat that
+# member against the truth over all test pairs (+0.0007 to +0.012)
 MEMBER_ALONE_CAVEAT = ("but where this happened on held-out synthetic data the ensemble still ranked unseen "
                        "videos better (docs/benchmarks.md)")
 

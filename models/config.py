@@ -225,9 +225,9 @@ class WideConfig(_Section):
     # the metric's diagonal stage before the full W (`infer.strong_baselines.train_metric`)
     metric_diagonal: bool = True
     # > 0: a fourth part, the mean frame read through the tags (a ridge from the PCA-whitened mean
-    # frames to the videos' tag LSA, fitted on the unlabelled and training-pair videos, whitened again; the fit chooses
-    # k <= this and its weight). 0: off, the default: it lost on two of five held-out draws (docs/benchmarks.md,
-    # "Frames through the tags on five draws")
+    # frames to the videos' tag LSA, fitted on the unlabelled and training-pair videos, whitened
+    # again; the fit chooses k <= this and its weight). 0: off, the default: it lost on two of five
+    # held-out draws (docs/benchmarks.md, "Frames through the tags on five draws")
     frame_tags_width: int = 0
     frame_tags_alpha: float = 10.0  # L2 penalty of that ridge (its inputs are whitened)
 
