@@ -141,9 +141,8 @@ def measure(data_dir: str, folds_dir: str, folds: Sequence[int], frame_power: fl
 
     with open(os.path.join(data_dir, "synth_meta.json"), encoding="utf-8") as handle:
         meta = json.load(handle)
-    graph = meta.get("label_graph") or {}
     world = (meta.get("world") or {}).get("name", "demo")
-    truth = synth.true_latents(meta["preset"], meta["seed"], graph.get("path"), graph.get("limit_pairs"), world)
+    truth = synth.true_latents_of(meta)
     ids = list(truth["pairwise"][0]) + list(truth["test"][0])
     latents = np.concatenate([truth["pairwise"][1], truth["test"][1]]).astype(np.float64)
     labels = read_labels(os.path.join(data_dir, "pairwise", "label.tsv"))

@@ -174,9 +174,7 @@ def main(argv=None) -> int:
 
     with open(os.path.join(args.data, "synth_meta.json"), encoding="utf-8") as handle:
         meta = json.load(handle)
-    graph = meta.get("label_graph") or {}
-    world = (meta.get("world") or {}).get("name", "demo")
-    truth = synth.true_latents(meta["preset"], meta["seed"], graph.get("path"), graph.get("limit_pairs"), world)
+    truth = synth.true_latents_of(meta)
     test_ids, test_latents = truth["test"]
     pair_ids, pair_latents = truth["pairwise"]
     report = {"data": args.data, "test_videos": len(test_ids), "pairwise_videos": len(pair_ids),

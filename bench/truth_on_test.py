@@ -2,7 +2,8 @@
 
     python -m bench.truth_on_test --data DATA RUN [--systems NAME ...] [--reference baseline:linear_metric]
                                   [--folds 0 1] [--bins 20] [--pairs-per-bin 1000] [--seed 0]
-                                  [--draws 1000] [--level 0.9] [--max-videos 3000] [--json OUT]
+                                  [--draws 1000] [--level 0.9] [--max-videos 3000] [--sample auto|bins|graph]
+                                  [--json OUT]
 
 The out-of-fold validation pairs are few (638 in the demo); the test videos are many and their true
 latents are known (``tfrecord_tools.synth.true_latents``, preset, seed, world and label graph read
@@ -17,6 +18,10 @@ from ``DATA/synth_meta.json``). Two scores per system, both Spearman of its cosi
   go short (on the held-out synthetic draws, the labelled pairs' top 5-40%), and a ``note:`` line
   says so. Then these scores rank mostly moderately related videos, while the out-of-fold figures
   also rank the closest pairs (``sample.coverage`` in the JSON: `sample_coverage`).
+  Where the data set was generated with ``--test-graph`` (its test videos drawn along a label graph
+  of the labelled pairs' shape), the sample is that graph's edges instead (``--sample graph``, the
+  default there): the pairs a labeller would have been given, near-duplicates included, labelled
+  as the label file is, so the scores are the out-of-fold figures' exact counterpart on unseen videos.
 * ``truth``: vs the true similarity over every test pair (no label noise; the oracle is 1).
 
 Systems: a model ``NAME`` (``RUN/embeddings/NAME``: its fold models ``fold_XX/test.npz`` and the fold
@@ -55,6 +60,7 @@ SUBMISSION = "submission"
 DEFAULT_REFERENCE = BASELINE_PREFIX + "linear_metric"
 NO_REFERENCE = "none"
 RESAMPLE = ("videos", "pairs")
+SAMPLES = ("auto", "bins", "graph")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +72,7 @@ class TestTruth:
     labelled_similarity: np.ndarray
     label_noise: float
     meta: dict  # preset, seed, world, label graph of the data set
+    edges: tuple[np.ndarray, np.ndarray] | None = None  # the test videos' label graph (rows), if drawn along one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,13 +96,15 @@ def read_truth(data: str) -> TestTruth:
         meta = json.load(handle)
     graph = meta.get("label_graph") or {}
     world = (meta.get("world") or {}).get("name", "demo")
-    truth = synth.true_latents(meta["preset"], meta["seed"], graph.get("path"), graph.get("limit_pairs"), world)
+    truth = synth.true_latents_of(meta)
     preset = synth.world_spec(world).apply(synth.PRESETS[meta["preset"]])
     pairs = synth.pair_ground_truth(preset, meta["seed"], graph.get("path"), graph.get("limit_pairs"))
     ids, latents = truth["test"]
     return TestTruth(list(ids), np.asarray(latents, dtype=np.float64), np.asarray(pairs.similarity, dtype=np.float64),
                      float(preset.model.label_noise),
-                     {"preset": meta["preset"], "seed": meta["seed"], "world": world, "label_graph": graph or None})
+                     {"preset": meta["preset"], "seed": meta["seed"], "world": world, "label_graph": graph or None,
+                      "test_graph": bool(meta.get("test_graph", False))},
+                     truth.get("test_edges"))
 
 
 def choose_videos(count: int, max_videos: int, rng: np.random.Generator) -> np.ndarray:
@@ -121,6 +130,21 @@ def sample_pairs(similarity: np.ndarray, labelled: np.ndarray, bins: int, per_bi
         members = np.flatnonzero(which == number)
         chosen.append(rng.choice(members, min(len(members), per_bin), replace=False))
     return np.concatenate(chosen), [len(c) for c in chosen], edges.tolist()
+
+
+def graph_sample(edges: tuple[np.ndarray, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """Positions in `pair_cosines` order (over the test videos ``rows``, sorted) of the label graph's
+    ``edges`` (rows of the whole test set) whose two videos are both used, each pair once, in edge order."""
+    first, second = (np.asarray(e, dtype=np.int64) for e in edges)
+    count = len(rows)
+    keep = np.isin(first, rows) & np.isin(second, rows)
+    a, b = np.searchsorted(rows, first[keep]), np.searchsorted(rows, second[keep])
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    keep = low < high
+    low, high = low[keep], high[keep]
+    position = low * (2 * count - low - 1) // 2 + (high - low - 1)
+    _, first_seen = np.unique(position, return_index=True)
+    return position[np.sort(first_seen)]
 
 
 def fold_numbers(directory: str, folds: Sequence[int] | None) -> list[int]:
@@ -325,12 +349,17 @@ def bootstrap_differences(systems: Mapping[str, np.ndarray], reference: np.ndarr
 
 def evaluate(data: str, run: str, systems: Sequence[str] | None = None, reference: str | None = DEFAULT_REFERENCE,
              folds: Sequence[int] | None = None, bins: int = 20, pairs_per_bin: int = 1000, seed: int = 0,
-             draws: int = 1000, level: float = 0.9, max_videos: int = 3000, resample: str = "videos") -> dict:
+             draws: int = 1000, level: float = 0.9, max_videos: int = 3000, resample: str = "videos",
+             sample_kind: str = "auto") -> dict:
     """Every system's scores on the test pairs and its fold average's margin over ``reference``
     (None: no intervals; ``resample``: ``videos`` or ``pairs``, see `bootstrap_differences`).
-    ``systems``: None for `default_systems`."""
+    ``systems``: None for `default_systems`. ``sample_kind``: the labelled sample, ``bins`` (`sample_pairs`),
+    ``graph`` (the test videos' label graph, `graph_sample`; needs a data set made with ``--test-graph``)
+    or ``auto`` (graph where there is one)."""
     if resample not in RESAMPLE:
         raise ValueError(f"resample must be one of {list(RESAMPLE)}, got {resample!r}")
+    if sample_kind not in SAMPLES:
+        raise ValueError(f"sample must be one of {list(SAMPLES)}, got {sample_kind!r}")
     from tfrecord_tools import synth
 
     names = list(systems) if systems is not None else default_systems(run)
@@ -340,19 +369,33 @@ def evaluate(data: str, run: str, systems: Sequence[str] | None = None, referenc
         raise DataError(run, None, "no systems found (embeddings/<model>, baselines/linear_metric, result.zip)")
     loaded = [load_system(run, name, folds) for name in names]  # missing files: told before the slow part
     truth = read_truth(data)
+    if sample_kind == "graph" and truth.edges is None:
+        raise DataError(os.path.join(data, layout.SYNTH_META), "test_graph",
+                        "the test videos were drawn independently, not along a label graph (generate the data "
+                        "with --test-graph, or use --sample bins)")
+    use_graph = truth.edges is not None and sample_kind != "bins"
 
     rng = np.random.default_rng(seed)
     rows = choose_videos(len(truth.ids), max_videos, rng)
     true_similarity = pair_cosines(truth.latents[rows])
-    sample, per_bin, edges = sample_pairs(true_similarity, truth.labelled_similarity, bins, pairs_per_bin, rng)
+    if use_graph:
+        sample, per_bin, edges = graph_sample(truth.edges, rows), None, None
+        if len(sample) < 2:
+            raise DataError(data, None, f"only {len(sample)} of the test graph's pairs among the {len(rows)} test "
+                                        "videos used (raise --max-videos)")
+    else:
+        sample, per_bin, edges = sample_pairs(true_similarity, truth.labelled_similarity, bins, pairs_per_bin, rng)
     labels = synth.draw_labels(rng, true_similarity[sample], truth.label_noise)
     scorer = PairScorer(true_similarity, sample, labels)
 
     report = {"data": data, "run": run, **truth.meta, "test_videos": len(truth.ids), "videos_used": int(len(rows)),
               "subset": len(rows) < len(truth.ids), "all_pairs": int(len(true_similarity)),
-              "sample": {"pairs": int(len(sample)), "bins": bins, "pairs_per_bin": pairs_per_bin, "per_bin": per_bin,
-                         "edges": edges, "label_noise": truth.label_noise, "seed": seed, "oracle": scorer.oracle(),
-                         "coverage": sample_coverage(per_bin, edges, pairs_per_bin)},
+              "sample": ({"kind": "graph", "pairs": int(len(sample)), "graph_pairs": int(len(truth.edges[0])),
+                          "label_noise": truth.label_noise, "seed": seed, "oracle": scorer.oracle(), "coverage": None}
+                         if use_graph else
+                         {"kind": "bins", "pairs": int(len(sample)), "bins": bins, "pairs_per_bin": pairs_per_bin,
+                          "per_bin": per_bin, "edges": edges, "label_noise": truth.label_noise, "seed": seed,
+                          "oracle": scorer.oracle(), "coverage": sample_coverage(per_bin, edges, pairs_per_bin)}),
               "reference": reference, "draws": draws, "level": level, "resample": resample, "systems": {}}
     sampled = {}
     for system in loaded:
@@ -425,10 +468,14 @@ def format_report(report: dict) -> str:
     if report["subset"]:
         lines[0] += (f" (a random {report['videos_used']} of the {report['test_videos']} test videos, seed "
                      f"{sample['seed']}: --max-videos)")
-    lines += [f"labels drawn for a graph-like sample of {sample['pairs']} pairs ({sample['bins']} bins at the "
-              f"labelled pairs' true-similarity quantiles, up to {sample['pairs_per_bin']} each; label noise "
-              f"{sample['label_noise']:.3g})"]
-    lines += coverage_note(sample)
+    if sample.get("kind") == "graph":
+        lines += [f"labels drawn for the {sample['pairs']} pairs of the test videos' label graph (the labelled pairs' "
+                  f"shape, near-duplicates included: --test-graph; label noise {sample['label_noise']:.3g})"]
+    else:
+        lines += [f"labels drawn for a graph-like sample of {sample['pairs']} pairs ({sample['bins']} bins at the "
+                  f"labelled pairs' true-similarity quantiles, up to {sample['pairs_per_bin']} each; label noise "
+                  f"{sample['label_noise']:.3g})"]
+        lines += coverage_note(sample)
     lines.append("")
     margin_title = f"fold average − {reference} [{level} interval]" if reference else "fold average − reference"
     lines += [f"| system | mean fold (labels) | fold average (labels) | fold average (all pairs, truth) | {margin_title} |",
@@ -479,6 +526,10 @@ def main(argv=None) -> int:
     parser.add_argument("--resample", choices=RESAMPLE, default="videos",
                         help="what the bootstrap resamples: the test videos (pairs sharing a video share its "
                              "errors) or the sampled pairs alone")
+    parser.add_argument("--sample", choices=SAMPLES, default="auto",
+                        help="the labelled pairs: bins of all test pairs at the labelled pairs' similarity quantiles, "
+                             "or the test videos' label graph (data made with --test-graph); auto: the graph where "
+                             "there is one")
     parser.add_argument("--json", help="write the whole report here")
     args = parser.parse_args(argv)
     if args.systems:
@@ -486,7 +537,7 @@ def main(argv=None) -> int:
     try:
         report = evaluate(args.data, args.run, args.systems, resolve_reference(args.run, args.reference), args.folds,
                           args.bins, args.pairs_per_bin, args.seed, args.draws, args.level, args.max_videos,
-                          args.resample)
+                          args.resample, args.sample)
     except (FileNotFoundError, ValueError, DataError) as error:
         return cli.report_error("truth_on_test", error)
     print(format_report(report))

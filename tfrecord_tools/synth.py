@@ -1,7 +1,7 @@
 """Synthetic challenge data in the official layout, with a known ground truth.
 
     python -m tfrecord_tools.synth --out DIR --size tiny|demo|full [--world NAME] [--seed N] [--scale F]
-                                   [--pointwise-files N] [--label-graph PATH [--limit-pairs K]]
+                                   [--pointwise-files N] [--label-graph PATH [--limit-pairs K]] [--test-graph]
 
 writes under DIR::
 
@@ -131,6 +131,7 @@ TAG_LIST_SIZE = schema.NUM_TAGS
 
 _SPLIT_WORLD, _SPLIT_GRAPH, _SPLIT_PAIR_LATENT, _SPLIT_LABELS = 0, 1, 2, 3
 _SPLIT_POINTWISE, _SPLIT_PAIRWISE, _SPLIT_TEST = 10, 11, 12
+_SPLIT_TEST_GRAPH, _SPLIT_TEST_GRAPH_LATENT = 20, 21
 _MASK63 = np.uint64((1 << 63) - 1)
 _CJK = re.compile(r"^[\u4e00-\u9fff]+$")
 _CONTENT_POS = frozenset({"n", "nz", "ns", "nt", "nr", "nrt", "v", "vn", "a", "an", "l", "i"})
@@ -1220,10 +1221,48 @@ def pair_ground_truth(preset: str | Preset, seed: int = 0, label_graph: str | os
     return PairTruth(ids, queries, candidates, latents, similarity, labels, graph_info)
 
 
+def graph_test_preset(preset: Preset) -> Preset:
+    """``preset``'s label-graph shape scaled to its test videos: queries and pairs times
+    ``test_videos / pair_videos`` (at least the smallest graph `build_pair_graph` can form)."""
+    factor = preset.test_videos / preset.pair_videos
+    queries = max(12, int(round(preset.pair_queries * factor)))
+    pairs = max(int(round(preset.pairs * factor)), queries + 10)
+    return dataclasses.replace(preset, pair_queries=queries, pairs=pairs, pair_videos=preset.test_videos)
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphTestSet:
+    """The test videos drawn along a label graph (``test_graph=True``): latents and the graph's edges."""
+
+    latents: np.ndarray  # [test videos, LATENT_DIM] unit vectors, in test-file order
+    queries: np.ndarray  # [edges] rows of latents
+    candidates: np.ndarray
+
+
+def graph_test_latents(world: World, seed: int) -> GraphTestSet:
+    """Test latents along a label graph of the labelled pairs' shape (`graph_test_preset`), so the test
+    set holds near-duplicates and close pairs in the labelled pairs' proportions; videos in random order.
+
+    Independent test videos (the default) hold almost none, so the closest pairs go unmeasured there."""
+    shape = graph_test_preset(world.preset)
+    try:
+        queries, candidates = build_pair_graph(shape, _rng(seed, _SPLIT_TEST_GRAPH))
+    except ValueError as error:
+        raise ValueError(f"test_graph: {world.preset.test_videos} test videos cannot hold a label graph of "
+                         f"the labelled pairs' shape ({error})") from None
+    rng = _rng(seed, _SPLIT_TEST_GRAPH_LATENT)
+    position = rng.permutation(shape.pair_videos)  # node -> row of the test file
+    latents = np.empty((shape.pair_videos, LATENT_DIM))
+    latents[position] = graph_latents(world, rng, shape.pair_videos, queries, candidates)
+    return GraphTestSet(latents, position[queries], position[candidates])
+
+
 def true_latents(preset: str | Preset = "tiny", seed: int = 0, label_graph: str | os.PathLike | None = None,
-                 limit_pairs: int | None = None, world: str = "demo") -> dict[str, tuple[list[str], np.ndarray]]:
+                 limit_pairs: int | None = None, world: str = "demo",
+                 test_graph: bool = False) -> dict[str, tuple]:
     """``{"test": (ids, latents), "pairwise": (ids, latents)}``: the true latent of every test_a and
-    pairwise video ``generate`` writes with these arguments (re-drawn without rendering frames).
+    pairwise video ``generate`` writes with these arguments (re-drawn without rendering frames); with
+    ``test_graph`` also ``"test_edges": (queries, candidates)``, rows of the test latents.
 
     The truth behind search measurements: nearest neighbours, near-duplicates, text -> video.
     """
@@ -1231,14 +1270,30 @@ def true_latents(preset: str | Preset = "tiny", seed: int = 0, label_graph: str 
     drawn = build_world(preset, seed)
     truth = pair_ground_truth(preset, seed, label_graph, limit_pairs, world=drawn)
     test_ids = video_ids(seed, preset.pointwise_videos + preset.pair_videos, preset.test_videos)
-    chunks = [fresh_latents(drawn, _rng(seed, _SPLIT_TEST, number), len(test_ids[start:start + preset.chunk_size]))
-              for number, start in enumerate(range(0, len(test_ids), preset.chunk_size))]
-    return {"test": (test_ids, np.concatenate(chunks)), "pairwise": (list(truth.ids), truth.latents)}
+    out: dict[str, tuple] = {"pairwise": (list(truth.ids), truth.latents)}
+    if test_graph:
+        graph = graph_test_latents(drawn, seed)
+        out["test"] = (test_ids, graph.latents)
+        out["test_edges"] = (graph.queries, graph.candidates)
+    else:
+        chunks = [fresh_latents(drawn, _rng(seed, _SPLIT_TEST, number),
+                                len(test_ids[start:start + preset.chunk_size]))
+                  for number, start in enumerate(range(0, len(test_ids), preset.chunk_size))]
+        out["test"] = (test_ids, np.concatenate(chunks))
+    return out
+
+
+def true_latents_of(meta: dict) -> dict[str, tuple]:
+    """`true_latents` of the data set a ``synth_meta.json`` (loaded) describes."""
+    graph = meta.get("label_graph") or {}
+    world = (meta.get("world") or {}).get("name", "demo")
+    return true_latents(meta["preset"], meta["seed"], graph.get("path"), graph.get("limit_pairs"), world,
+                        test_graph=bool(meta.get("test_graph", False)))
 
 
 def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: int = 0,
              label_graph: str | os.PathLike | None = None, limit_pairs: int | None = None,
-             overwrite: bool = False, progress: bool = True, world: str = "demo") -> dict:
+             overwrite: bool = False, progress: bool = True, world: str = "demo", test_graph: bool = False) -> dict:
     """Write a synthetic data set in the official layout under ``out_dir``; returns the meta.
 
     ``world``: a name of ``WORLDS`` or ``random-<n>`` (`world_spec`) whose knobs are applied on top
@@ -1247,6 +1302,10 @@ def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: in
     ``label_graph``: take the pair structure (ids, query/candidate lists, line order) from an
     existing ``label.tsv`` (its first ``limit_pairs`` lines) and draw fresh scores for it; the
     pairwise file then holds a video for every id of those lines.
+
+    ``test_graph``: draw the test videos along a label graph of the labelled pairs' shape
+    (`graph_test_latents`) instead of independently, so that benchmarks on the test set
+    (``bench.truth_on_test``) see near-duplicates; the graph is not written, only its videos.
     """
     from tqdm import tqdm
 
@@ -1287,9 +1346,14 @@ def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: in
         os.path.join(out_dir, "pairwise/pairwise.tfrecords"), drawn, seed, _SPLIT_PAIRWISE,
         schema.RecordKind.PAIRWISE, pair_ids, lambda rng, start, n: pair_latents[start:start + n], bar, None)
     test_ids = video_ids(seed, preset.pointwise_videos + preset.pair_videos, preset.test_videos)
+    if test_graph:
+        test_latents = graph_test_latents(drawn, seed).latents
+        latents_for = lambda rng, start, n: test_latents[start:start + n]  # noqa: E731
+    else:
+        latents_for = lambda rng, start, n: fresh_latents(drawn, rng, n)  # noqa: E731
     files["test_a/test_a.tfrecords"] = _write_split(
         os.path.join(out_dir, "test_a/test_a.tfrecords"), drawn, seed, _SPLIT_TEST, schema.RecordKind.TEST,
-        test_ids, lambda rng, start, n: fresh_latents(drawn, rng, n), bar, None)
+        test_ids, latents_for, bar, None)
     bar.close()
 
     lines = [f"{pair_ids[q]}\t{pair_ids[c]}\t{synth_stats.format_score(s)}\n"
@@ -1313,6 +1377,7 @@ def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: in
         "latent": {"dim": LATENT_DIM, "blocks": {k: list(v) for k, v in BLOCKS.items()},
                    "views": dict(preset.model.views)},
         "label_graph": truth.graph_info,
+        "test_graph": bool(test_graph),
         "counts": {
             "pointwise_videos": preset.pointwise_videos,
             "pointwise_files": preset.pointwise_files,
@@ -1370,6 +1435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pointwise-files", type=int, help="split the pointwise videos into this many files")
     parser.add_argument("--label-graph", help="take the pair structure from this label.tsv")
     parser.add_argument("--limit-pairs", type=int, help="with --label-graph: use only its first K lines")
+    parser.add_argument("--test-graph", action="store_true",
+                        help="draw the test videos along a label graph of the labelled pairs' shape, so that they "
+                             "hold near-duplicates (bench.truth_on_test then scores the closest pairs too)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing synthetic data set")
     parser.add_argument("--no-progress", action="store_true")
     cli.add_verbose(parser)
@@ -1383,7 +1451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         preset = (scaled_preset(args.size, args.scale, args.pointwise_files)
                   if args.scale != 1.0 or args.pointwise_files else args.size)
         meta = generate(args.out, preset, args.seed, args.label_graph, args.limit_pairs,
-                        overwrite=args.overwrite, progress=not args.no_progress, world=args.world)
+                        overwrite=args.overwrite, progress=not args.no_progress, world=args.world,
+                        test_graph=args.test_graph)
     except (FileExistsError, ValueError) as error:  # bad input: a message, not a traceback
         parser.error(str(error))
     print(summary(meta, args.out))

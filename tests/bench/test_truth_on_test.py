@@ -253,3 +253,49 @@ def test_the_report_keeps_the_coverage_and_prints_its_lines(report):
     printed = truth_on_test.format_report(report)
     for line in truth_on_test.coverage_note(sample):
         assert line in printed
+
+
+def test_graph_sample_finds_each_edge_in_pair_order_once():
+    rows = np.array([0, 2, 3, 5, 6])  # the test videos used (sorted)
+    first, second = np.triu_indices(len(rows), 1)
+    edges = (np.array([5, 2, 6, 0, 1, 3]), np.array([2, 5, 0, 3, 2, 3]))  # a repeat, an unused video, a self-pair
+    positions = truth_on_test.graph_sample(edges, rows)
+    assert [(rows[first[p]], rows[second[p]]) for p in positions] == [(2, 5), (0, 6), (0, 3)]
+
+
+@pytest.fixture(scope="module")
+def graph_data(synthetic_data, tmp_path_factory):
+    """The tiny data set's meta, as if it had been generated with --test-graph (the tool reads only the meta)."""
+    out = tmp_path_factory.mktemp("graph") / "data"
+    out.mkdir()
+    meta = json.loads((synthetic_data / "synth_meta.json").read_text())
+    (out / "synth_meta.json").write_text(json.dumps({**meta, "test_graph": True}))
+    return out
+
+
+def test_with_a_test_graph_the_labelled_sample_is_its_edges(synthetic_data, graph_data, tmp_path, capsys):
+    truth = synth.true_latents("tiny", seed=0, test_graph=True)
+    ids, latents = truth["test"]
+    queries, candidates = truth["test_edges"]
+    rng = np.random.default_rng(0)
+    run = tmp_path / "run"
+    _write_model(run / "embeddings" / "oracle", ids, [latents, latents], rng)
+    write_floor_and_submission(run, ids, latents, rng, floor_noise=0.8, submission_noise=0.3)
+    report = truth_on_test.evaluate(str(graph_data), str(run), draws=DRAWS)
+    sample = report["sample"]
+    assert report["test_graph"] is True and sample["kind"] == "graph" and sample["coverage"] is None
+    assert sample["pairs"] == len({(min(q, c), max(q, c)) for q, c in zip(queries, candidates)}) == sample["graph_pairs"]
+    edge_similarity = np.einsum("nd,nd->n", latents[queries], latents[candidates])
+    assert sample["oracle"] > 0.6 and np.quantile(edge_similarity, 0.95) > 0.85  # near-duplicates are in the sample
+    assert report["systems"]["oracle"]["fold_average"]["labels"] == pytest.approx(sample["oracle"], abs=1e-6)
+    margin = report["systems"]["oracle"]["vs_reference"]
+    assert margin["difference"] > 0 and margin["share_ahead"] > 0.7  # 107 pairs: a wide interval
+    printed = truth_on_test.format_report(report)
+    assert f"labels drawn for the {sample['pairs']} pairs of the test videos' label graph" in printed
+    assert "note:" not in printed
+    # bins on request; a graph asked of independent test videos is an error naming the meta
+    bins = truth_on_test.evaluate(str(graph_data), str(run), reference=None, pairs_per_bin=50, sample_kind="bins")
+    assert bins["sample"]["kind"] == "bins" and sum(bins["sample"]["per_bin"]) == bins["sample"]["pairs"]
+    assert truth_on_test.main([str(run), "--data", str(synthetic_data), "--sample", "graph"]) == 2
+    err = capsys.readouterr().err
+    assert "synth_meta.json" in err and "the test videos were drawn independently, not along a label graph" in err

@@ -1,5 +1,8 @@
 """synth.true_latents: the latents really behind the written test and pairwise videos."""
+import json
+
 import numpy as np
+import pytest
 
 
 def test_true_latents_reproduce_the_written_records(synthetic_data):
@@ -22,3 +25,59 @@ def test_true_latents_reproduce_the_written_records(synthetic_data):
     assert [synth.serialize(v, schema.RecordKind.TEST) for v in videos[:3]] == written[:3]
     pair_ids, pair_latents = truth["pairwise"]
     assert len(pair_ids) == len(pair_latents) and len(set(pair_ids) & set(test_ids)) == 0
+
+
+def test_a_test_graph_changes_only_the_test_videos_and_gives_them_near_duplicates(synthetic_data, tmp_path):
+    """--test-graph: the test videos follow a label graph of the labelled pairs' shape; all else is unchanged."""
+    import hashlib
+
+    import tensorflow as tf
+
+    from tfrecord_tools import schema, synth
+
+    out = tmp_path / "graph"
+    meta = synth.generate(out, "tiny", seed=0, progress=False, test_graph=True)
+    assert meta["test_graph"] is True
+    assert json.loads((synthetic_data / "synth_meta.json").read_text())["test_graph"] is False
+
+    def md5(path):
+        return hashlib.md5(path.read_bytes()).hexdigest()
+
+    for name in ("pairwise/pairwise.tfrecords", "pairwise/label.tsv", "pointwise/pretrain_0.tfrecords", "tag_list.txt"):
+        assert md5(out / name) == md5(synthetic_data / name), name
+    assert md5(out / "test_a/test_a.tfrecords") != md5(synthetic_data / "test_a/test_a.tfrecords")
+
+    truth = synth.true_latents_of(meta)
+    test_ids, latents = truth["test"]
+    queries, candidates = truth["test_edges"]
+    shape = synth.graph_test_preset(synth.PRESETS["tiny"])
+    assert len(queries) == len(candidates) == shape.pairs and shape.pair_videos == len(test_ids) == 100
+    assert set(queries.tolist()) | set(candidates.tolist()) == set(range(100))  # every test video is on the graph
+    # the records are rendered from these latents
+    written = [r.numpy() for r in tf.data.TFRecordDataset(str(out / "test_a" / "test_a.tfrecords"))]
+    world = synth.build_world(synth.PRESETS["tiny"], 0)
+    videos, _ = synth.render_videos(world, synth._rng(0, synth._SPLIT_TEST, 0), latents[:100], test_ids[:100],
+                                    schema.RecordKind.TEST)
+    assert [synth.serialize(v, schema.RecordKind.TEST) for v in videos[:3]] == written[:3]
+    # the edges' true similarity is spread like the labelled pairs' (near-duplicates included);
+    # independent test videos hold almost no such pair
+    edge_similarity = np.einsum("nd,nd->n", latents[queries], latents[candidates])
+    labelled = synth.pair_ground_truth("tiny", 0).similarity
+    close = np.quantile(labelled, 0.9)
+    assert 0.05 < np.mean(edge_similarity > close) < 0.35  # 0.10 for the labelled pairs; 107 edges here
+    near_duplicate = np.quantile(labelled, 0.95)
+    fresh = synth.true_latents("tiny", seed=0)["test"][1]
+    fresh_pairs = (fresh @ fresh.T)[np.triu_indices(100, 1)]
+    assert np.sum(edge_similarity > near_duplicate) >= 5 and np.sum(fresh_pairs > near_duplicate) == 0
+
+
+def test_graph_test_preset_scales_the_label_graph_to_the_test_videos():
+    from tfrecord_tools import synth
+
+    demo = synth.PRESETS["demo"]
+    shape = synth.graph_test_preset(demo)
+    assert (shape.pair_videos, shape.pair_queries, shape.pairs) == (1_000, 469, 1_094)
+    assert shape.test_videos == demo.test_videos and shape.topics == demo.topics
+    too_few = synth.dataclasses.replace(synth.PRESETS["tiny"], test_videos=20)
+    with pytest.raises(ValueError, match="test_graph: 20 test videos cannot hold a label graph"):
+        synth.graph_test_latents(synth.build_world(too_few, 0), 0)
