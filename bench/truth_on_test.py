@@ -471,6 +471,9 @@ def format_report(report: dict) -> str:
     if sample.get("kind") == "graph":
         lines += [f"labels drawn for the {sample['pairs']} pairs of the test videos' label graph (the labelled pairs' "
                   f"shape, near-duplicates included: --test-graph; label noise {sample['label_noise']:.3g})"]
+        if sample["pairs"] < sample["graph_pairs"]:
+            lines[-1] += (f": those of its {sample['graph_pairs']} pairs whose two videos are among those used "
+                          "(raise --max-videos for all)")
     else:
         lines += [f"labels drawn for a graph-like sample of {sample['pairs']} pairs ({sample['bins']} bins at the "
                   f"labelled pairs' true-similarity quantiles, up to {sample['pairs_per_bin']} each; label noise "

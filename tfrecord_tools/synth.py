@@ -1,7 +1,8 @@
 """Synthetic challenge data in the official layout, with a known ground truth.
 
     python -m tfrecord_tools.synth --out DIR --size tiny|demo|full [--world NAME] [--seed N] [--scale F]
-                                   [--pointwise-files N] [--label-graph PATH [--limit-pairs K]] [--test-graph]
+                                   [--pointwise-files N] [--label-graph PATH [--limit-pairs K]]
+                                   [--test-graph] [--test-videos N]
 
 writes under DIR::
 
@@ -67,6 +68,12 @@ shares the parent's main topic (30%) or not. Pairs off the tree edges (chains th
 candidates) get whatever similarity results. Labels: ``sim + N(0, 0.13^2)`` ranked and
 quantile-mapped onto the real 21-point score distribution (exact up to rounding);
 ``synth_meta.json`` records the oracle Spearman (true similarity vs labels, ~0.90).
+
+Test videos are drawn independently (fresh latents), so they hold almost no near-duplicates.
+``--test-graph`` draws them along a label graph of the labelled pairs' shape instead
+(`graph_test_preset`: queries and pairs scaled to the test videos; the graph is not written), so that a
+benchmark on the test set (``bench.truth_on_test``) can label and score the closest pairs as well; it
+changes the test records only.
 
 Own label graphs copy the real shape: 79% of queries have one candidate (isolated pairs), the rest
 2-10 (mostly 6-10) from a shared pool where popular candidates are reused by many queries, and a few
@@ -1259,14 +1266,16 @@ def graph_test_latents(world: World, seed: int) -> GraphTestSet:
 
 def true_latents(preset: str | Preset = "tiny", seed: int = 0, label_graph: str | os.PathLike | None = None,
                  limit_pairs: int | None = None, world: str = "demo",
-                 test_graph: bool = False) -> dict[str, tuple]:
+                 test_graph: bool = False, test_videos: int | None = None) -> dict[str, tuple]:
     """``{"test": (ids, latents), "pairwise": (ids, latents)}``: the true latent of every test_a and
     pairwise video ``generate`` writes with these arguments (re-drawn without rendering frames); with
     ``test_graph`` also ``"test_edges": (queries, candidates)``, rows of the test latents.
+    ``test_videos`` overrides the preset's count, as ``generate`` does.
 
     The truth behind search measurements: nearest neighbours, near-duplicates, text -> video.
     """
-    preset = world_spec(world).apply(PRESETS[preset] if isinstance(preset, str) else preset)
+    preset = with_test_videos(world_spec(world).apply(PRESETS[preset] if isinstance(preset, str) else preset),
+                              test_videos)
     drawn = build_world(preset, seed)
     truth = pair_ground_truth(preset, seed, label_graph, limit_pairs, world=drawn)
     test_ids = video_ids(seed, preset.pointwise_videos + preset.pair_videos, preset.test_videos)
@@ -1288,12 +1297,20 @@ def true_latents_of(meta: dict) -> dict[str, tuple]:
     graph = meta.get("label_graph") or {}
     world = (meta.get("world") or {}).get("name", "demo")
     return true_latents(meta["preset"], meta["seed"], graph.get("path"), graph.get("limit_pairs"), world,
-                        test_graph=bool(meta.get("test_graph", False)))
+                        test_graph=bool(meta.get("test_graph", False)), test_videos=meta["counts"]["test_a_videos"])
+
+
+def with_test_videos(preset: Preset, test_videos: int | None) -> Preset:
+    """``preset`` with another number of test videos (None: unchanged); the rest of the data set stays."""
+    if test_videos is None or test_videos == preset.test_videos:
+        return preset
+    return dataclasses.replace(preset, test_videos=test_videos)  # __post_init__ checks it
 
 
 def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: int = 0,
              label_graph: str | os.PathLike | None = None, limit_pairs: int | None = None,
-             overwrite: bool = False, progress: bool = True, world: str = "demo", test_graph: bool = False) -> dict:
+             overwrite: bool = False, progress: bool = True, world: str = "demo", test_graph: bool = False,
+             test_videos: int | None = None) -> dict:
     """Write a synthetic data set in the official layout under ``out_dir``; returns the meta.
 
     ``world``: a name of ``WORLDS`` or ``random-<n>`` (`world_spec`) whose knobs are applied on top
@@ -1306,6 +1323,8 @@ def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: in
     ``test_graph``: draw the test videos along a label graph of the labelled pairs' shape
     (`graph_test_latents`) instead of independently, so that benchmarks on the test set
     (``bench.truth_on_test``) see near-duplicates; the graph is not written, only its videos.
+    ``test_videos``: that many test videos instead of the preset's (a sharper test benchmark; the
+    other files are unchanged).
     """
     from tqdm import tqdm
 
@@ -1316,7 +1335,7 @@ def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: in
     if not isinstance(preset, Preset):
         raise TypeError(f"preset must be a name or a Preset, got {type(preset).__name__}")
     spec, size_preset = world_spec(world), preset
-    preset = spec.apply(preset)
+    preset = with_test_videos(spec.apply(preset), test_videos)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     out_dir = os.fspath(out_dir)
@@ -1438,6 +1457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--test-graph", action="store_true",
                         help="draw the test videos along a label graph of the labelled pairs' shape, so that they "
                              "hold near-duplicates (bench.truth_on_test then scores the closest pairs too)")
+    parser.add_argument("--test-videos", type=int,
+                        help="this many test videos instead of the size's (the other files are unchanged)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing synthetic data set")
     parser.add_argument("--no-progress", action="store_true")
     cli.add_verbose(parser)
@@ -1452,7 +1473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   if args.scale != 1.0 or args.pointwise_files else args.size)
         meta = generate(args.out, preset, args.seed, args.label_graph, args.limit_pairs,
                         overwrite=args.overwrite, progress=not args.no_progress, world=args.world,
-                        test_graph=args.test_graph)
+                        test_graph=args.test_graph, test_videos=args.test_videos)
     except (FileExistsError, ValueError) as error:  # bad input: a message, not a traceback
         parser.error(str(error))
     print(summary(meta, args.out))

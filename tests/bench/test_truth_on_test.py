@@ -293,6 +293,10 @@ def test_with_a_test_graph_the_labelled_sample_is_its_edges(synthetic_data, grap
     printed = truth_on_test.format_report(report)
     assert f"labels drawn for the {sample['pairs']} pairs of the test videos' label graph" in printed
     assert "note:" not in printed
+    subset = truth_on_test.evaluate(str(graph_data), str(run), reference=None, max_videos=60)
+    assert subset["sample"]["graph_pairs"] == sample["graph_pairs"] > subset["sample"]["pairs"] > 0
+    assert f"those of its {sample['graph_pairs']} pairs whose two videos are among those used" in \
+        truth_on_test.format_report(subset)
     # bins on request; a graph asked of independent test videos is an error naming the meta
     bins = truth_on_test.evaluate(str(graph_data), str(run), reference=None, pairs_per_bin=50, sample_kind="bins")
     assert bins["sample"]["kind"] == "bins" and sum(bins["sample"]["per_bin"]) == bins["sample"]["pairs"]

@@ -28,7 +28,8 @@ def test_true_latents_reproduce_the_written_records(synthetic_data):
 
 
 def test_a_test_graph_changes_only_the_test_videos_and_gives_them_near_duplicates(synthetic_data, tmp_path):
-    """--test-graph: the test videos follow a label graph of the labelled pairs' shape; all else is unchanged."""
+    """--test-graph (here with --test-videos 150): the test videos follow a label graph of the labelled pairs'
+    shape; all else is unchanged."""
     import hashlib
 
     import tensorflow as tf
@@ -36,8 +37,8 @@ def test_a_test_graph_changes_only_the_test_videos_and_gives_them_near_duplicate
     from tfrecord_tools import schema, synth
 
     out = tmp_path / "graph"
-    meta = synth.generate(out, "tiny", seed=0, progress=False, test_graph=True)
-    assert meta["test_graph"] is True
+    meta = synth.generate(out, "tiny", seed=0, progress=False, test_graph=True, test_videos=150)
+    assert meta["test_graph"] is True and meta["counts"]["test_a_videos"] == 150
     assert json.loads((synthetic_data / "synth_meta.json").read_text())["test_graph"] is False
 
     def md5(path):
@@ -50,13 +51,14 @@ def test_a_test_graph_changes_only_the_test_videos_and_gives_them_near_duplicate
     truth = synth.true_latents_of(meta)
     test_ids, latents = truth["test"]
     queries, candidates = truth["test_edges"]
-    shape = synth.graph_test_preset(synth.PRESETS["tiny"])
-    assert len(queries) == len(candidates) == shape.pairs and shape.pair_videos == len(test_ids) == 100
-    assert set(queries.tolist()) | set(candidates.tolist()) == set(range(100))  # every test video is on the graph
+    shape = synth.graph_test_preset(synth.with_test_videos(synth.PRESETS["tiny"], 150))
+    assert len(queries) == len(candidates) == shape.pairs == 161 and shape.pair_videos == len(test_ids) == 150
+    assert set(queries.tolist()) | set(candidates.tolist()) == set(range(150))  # every test video is on the graph
     # the records are rendered from these latents
     written = [r.numpy() for r in tf.data.TFRecordDataset(str(out / "test_a" / "test_a.tfrecords"))]
+    assert len(written) == 150
     world = synth.build_world(synth.PRESETS["tiny"], 0)
-    videos, _ = synth.render_videos(world, synth._rng(0, synth._SPLIT_TEST, 0), latents[:100], test_ids[:100],
+    videos, _ = synth.render_videos(world, synth._rng(0, synth._SPLIT_TEST, 0), latents[:128], test_ids[:128],
                                     schema.RecordKind.TEST)
     assert [synth.serialize(v, schema.RecordKind.TEST) for v in videos[:3]] == written[:3]
     # the edges' true similarity is spread like the labelled pairs' (near-duplicates included);
@@ -64,10 +66,10 @@ def test_a_test_graph_changes_only_the_test_videos_and_gives_them_near_duplicate
     edge_similarity = np.einsum("nd,nd->n", latents[queries], latents[candidates])
     labelled = synth.pair_ground_truth("tiny", 0).similarity
     close = np.quantile(labelled, 0.9)
-    assert 0.05 < np.mean(edge_similarity > close) < 0.35  # 0.10 for the labelled pairs; 107 edges here
+    assert 0.05 < np.mean(edge_similarity > close) < 0.35  # 0.10 for the labelled pairs; 161 edges here
     near_duplicate = np.quantile(labelled, 0.95)
     fresh = synth.true_latents("tiny", seed=0)["test"][1]
-    fresh_pairs = (fresh @ fresh.T)[np.triu_indices(100, 1)]
+    fresh_pairs = (fresh @ fresh.T)[np.triu_indices(len(fresh), 1)]
     assert np.sum(edge_similarity > near_duplicate) >= 5 and np.sum(fresh_pairs > near_duplicate) == 0
 
 
@@ -78,6 +80,9 @@ def test_graph_test_preset_scales_the_label_graph_to_the_test_videos():
     shape = synth.graph_test_preset(demo)
     assert (shape.pair_videos, shape.pair_queries, shape.pairs) == (1_000, 469, 1_094)
     assert shape.test_videos == demo.test_videos and shape.topics == demo.topics
-    too_few = synth.dataclasses.replace(synth.PRESETS["tiny"], test_videos=20)
+    too_few = synth.with_test_videos(synth.PRESETS["tiny"], 20)
     with pytest.raises(ValueError, match="test_graph: 20 test videos cannot hold a label graph"):
         synth.graph_test_latents(synth.build_world(too_few, 0), 0)
+    assert synth.with_test_videos(demo, None) is demo
+    with pytest.raises(ValueError, match="test_videos must be a positive integer, got 0"):
+        synth.with_test_videos(demo, 0)
