@@ -2,7 +2,7 @@
 
     python -m bench.truth_on_test --data DATA RUN [--systems NAME ...] [--reference baseline:linear_metric]
                                   [--folds 0 1] [--bins 20] [--pairs-per-bin 1000] [--seed 0]
-                                  [--draws 1000] [--level 0.9] [--max-videos 3000] [--sample auto|bins|graph]
+                                  [--draws 1000] [--level 0.9] [--max-videos 5000] [--sample auto|bins|graph]
                                   [--json OUT]
 
 The out-of-fold validation pairs are few (638 in the demo); the test videos are many and their true
@@ -349,7 +349,7 @@ def bootstrap_differences(systems: Mapping[str, np.ndarray], reference: np.ndarr
 
 def evaluate(data: str, run: str, systems: Sequence[str] | None = None, reference: str | None = DEFAULT_REFERENCE,
              folds: Sequence[int] | None = None, bins: int = 20, pairs_per_bin: int = 1000, seed: int = 0,
-             draws: int = 1000, level: float = 0.9, max_videos: int = 3000, resample: str = "videos",
+             draws: int = 1000, level: float = 0.9, max_videos: int = 5000, resample: str = "videos",
              sample_kind: str = "auto") -> dict:
     """Every system's scores on the test pairs and its fold average's margin over ``reference``
     (None: no intervals; ``resample``: ``videos`` or ``pairs``, see `bootstrap_differences`).
@@ -525,7 +525,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--level", type=float, default=0.9)
-    parser.add_argument("--max-videos", type=int, default=3000)
+    parser.add_argument("--max-videos", type=int, default=5000,
+                        help="above this many test videos, score a seeded random subset (all pairs of N videos: N²/2)")
     parser.add_argument("--resample", choices=RESAMPLE, default="videos",
                         help="what the bootstrap resamples: the test videos (pairs sharing a video share its "
                              "errors) or the sampled pairs alone")

@@ -75,15 +75,17 @@ def held_out_row(world: str, seed: str, run: str, draws: int = 1000) -> dict:
     best = max(systems, key=lambda name: systems[name]["fold_average"]["labels"])
     floor = reference["fold_average"]["labels"]
     return {"world": world, "seed": seed, "oracle": report["sample"]["oracle"], "pairs": report["sample"]["pairs"],
-            "coverage": report["sample"].get("coverage"),
+            "coverage": report["sample"].get("coverage"), "sample_kind": report["sample"].get("kind", "bins"),
             "floor": floor, "best_member": best, "best_member_score": systems[best]["fold_average"]["labels"],
             "submission": submission["fold_average"]["labels"], "submission_vs_floor": submission["vs_reference"],
             "submission_truth": submission["fold_average"]["truth"], "floor_truth": reference["fold_average"]["truth"]}
 
 
-def closest_pairs(coverage: dict | None) -> str:
+def closest_pairs(coverage: dict | None, sample_kind: str = "bins") -> str:
     """The sample's closest labelled-pair bins that the test videos could not fill (``truth_on_test.sample_coverage``):
-    ``top 40%: 1095 / 8000``, or ``all drawn``."""
+    ``top 40%: 1095 / 8000``, or ``all drawn``; ``test graph`` where the sample is the test videos' label graph."""
+    if sample_kind == "graph":
+        return "test graph"
     if not coverage or not coverage.get("closest_short_bins"):
         return "all drawn"
     return (f"top {100 * coverage['closest_share']:.0f}%: {coverage['closest_drawn']} / "
@@ -97,7 +99,7 @@ def held_out_markdown(rows: Sequence[dict]) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for v in rows:
         margin = v["submission_vs_floor"]
-        lines.append(f"| {v['world']} | {v['seed']} | {v['pairs']} ({v['oracle']:.4f}) | {closest_pairs(v.get('coverage'))} | "
+        lines.append(f"| {v['world']} | {v['seed']} | {v['pairs']} ({v['oracle']:.4f}) | {closest_pairs(v.get('coverage'), v.get('sample_kind', 'bins'))} | "
                      f"{v['floor']:.4f} | "
                      f"{v['best_member']} {v['best_member_score']:.4f} | {v['submission']:.4f} | "
                      f"{margin['difference']:+.4f} [{margin['low']:+.4f}, {margin['high']:+.4f}] | "

@@ -103,3 +103,4 @@ def test_closest_pairs_names_the_short_top_bins():
     assert verdict_table.closest_pairs({"closest_short_bins": 0, "short_bins": 1}) == "all drawn"
     assert verdict_table.closest_pairs({"closest_short_bins": 8, "closest_share": 0.4, "closest_drawn": 1095,
                                         "closest_asked": 8000}) == "top 40%: 1095 / 8000"
+    assert verdict_table.closest_pairs(None, "graph") == "test graph"  # synth --test-graph: every edge labelled
