@@ -15,6 +15,10 @@
 # WORLD   synthetic world of tfrecord_tools.synth (default: demo; see --world there)
 # SEED    seed of the synthetic data (default: 0; another seed draws the same world afresh: judge a
 #         recipe on several draws, its margins move between them)
+# TEST_GRAPH  N > 0: N test videos drawn along a label graph of the labelled pairs' shape (synth
+#         --test-graph --test-videos N; default: empty, the size's independent test videos), so that
+#         python -m bench.truth_on_test --data DATA RUN scores labelled pairs of unseen videos,
+#         near-duplicates included (5000: 5,469 pairs); read only when the data is generated
 # RECIPE  key=value overrides for pretraining (model.* keys reach the finetune through the pretrain
 #         run's config); default: the robust recipe (title + ASR tokens, frames through a signed
 #         square root and standardised, the wide path: the linear-metric baseline in-graph, fitted
@@ -43,6 +47,7 @@ FOLDS=${FOLDS:-"0 1"}
 PRESET=${PRESET:-small}
 WORLD=${WORLD:-demo}
 SEED=${SEED:-0}
+TEST_GRAPH=${TEST_GRAPH:-}
 TRAIN_EXTRA=${TRAIN_EXTRA:-}
 RECIPE=${RECIPE:-"model.text_source=title+asr model.title_len=64 model.frames.power=0.5 model.frame_normalization=standardize model.wide.enabled=true"}
 export DATA RUN MODELS FOLDS PRESET
@@ -51,6 +56,12 @@ step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
 
 step "synthetic $WORLD data (seed $SEED) -> $DATA"
 if [ "$WORLD" = demo ]; then world_args=""; else world_args="--world $WORLD"; fi
+case "$TEST_GRAPH" in
+    "") ;;
+    *[!0-9]*|0) echo "$(basename "$0"): error: TEST_GRAPH must be a positive number of test videos, got '$TEST_GRAPH'" >&2
+                exit 2 ;;
+    *) world_args="$world_args --test-graph --test-videos $TEST_GRAPH" ;;
+esac
 [ -f "$DATA/synth_meta.json" ] || "$PYTHON" -m tfrecord_tools.synth --out "$DATA" --size demo --seed "$SEED" $world_args
 
 step "11 fold shards -> $DATA/folds"

@@ -86,3 +86,17 @@ def test_graph_test_preset_scales_the_label_graph_to_the_test_videos():
     assert synth.with_test_videos(demo, None) is demo
     with pytest.raises(ValueError, match="test_videos must be a positive integer, got 0"):
         synth.with_test_videos(demo, 0)
+
+
+def test_the_command_line_draws_a_test_graph_and_refuses_a_bad_count(tmp_path, capsys):
+    from tfrecord_tools import synth
+
+    assert synth.main(["--out", str(tmp_path / "d"), "--size", "tiny", "--test-graph", "--test-videos", "120",
+                       "--no-progress"]) == 0
+    meta = json.loads((tmp_path / "d" / "synth_meta.json").read_text())
+    assert meta["test_graph"] is True and meta["counts"]["test_a_videos"] == 120
+    assert "test_a 120 videos" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stopped:
+        synth.main(["--out", str(tmp_path / "e"), "--size", "tiny", "--test-videos", "0", "--no-progress"])
+    assert stopped.value.code == 2
+    assert "test_videos must be a positive integer, got 0" in capsys.readouterr().err

@@ -94,3 +94,18 @@ def test_demo_draws_its_synthetic_data_with_the_seed_asked_for(tmp_path):
     assert calls[0] == f"-m tfrecord_tools.synth --out {data} --size demo --seed 3 --world continuous"
     default = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(tmp_path / "r"), MODELS="uniter")
     assert default[0] == f"-m tfrecord_tools.synth --out {data} --size demo --seed 0"
+
+
+def test_demo_draws_a_test_graph_when_asked(tmp_path):
+    data = tmp_path / "d"
+    _finished_demo_data(data)
+    (data / "synth_meta.json").unlink()
+    calls = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(tmp_path / "r"), MODELS="uniter",
+                        WORLD="random-6", TEST_GRAPH="5000")
+    assert calls[0] == (f"-m tfrecord_tools.synth --out {data} --size demo --seed 0 --world random-6 "
+                        "--test-graph --test-videos 5000")
+    for bad in ("0", "many", "-3"):
+        wrong = subprocess.run(["sh", str(REPO_ROOT / "demo.sh")], cwd=tmp_path, capture_output=True, text=True,
+                               env=dict(os.environ, PYTHON=sys.executable, DATA=str(data), TEST_GRAPH=bad))
+        assert wrong.returncode == 2 and f"TEST_GRAPH must be a positive number of test videos, got '{bad}'" in \
+            wrong.stderr
