@@ -1230,11 +1230,10 @@ def pair_ground_truth(preset: str | Preset, seed: int = 0, label_graph: str | os
 
 def graph_test_preset(preset: Preset) -> Preset:
     """``preset``'s label-graph shape scaled to its test videos: queries and pairs times
-    ``test_videos / pair_videos`` (at least the smallest graph `build_pair_graph` can form)."""
+    ``test_videos / pair_videos`` (too few test videos for that shape: `build_pair_graph` says so)."""
     factor = preset.test_videos / preset.pair_videos
-    queries = max(12, int(round(preset.pair_queries * factor)))
-    pairs = max(int(round(preset.pairs * factor)), queries + 10)
-    return dataclasses.replace(preset, pair_queries=queries, pairs=pairs, pair_videos=preset.test_videos)
+    return dataclasses.replace(preset, pair_queries=max(1, round(preset.pair_queries * factor)),
+                               pairs=max(1, round(preset.pairs * factor)), pair_videos=preset.test_videos)
 
 
 @dataclasses.dataclass(frozen=True)
