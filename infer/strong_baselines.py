@@ -238,13 +238,15 @@ def build_table(videos: Mapping[str, dict], unlabelled: Iterable[dict], config: 
 
 def table_of(ids: Sequence[str], mean_frames: np.ndarray, title: np.ndarray, asr: np.ndarray,
              frame_moments: MomentAccumulator, eps: float, frame_whitener: Whitener | None = None,
-             frame_tags: np.ndarray | None = None, frame_tags_whitener: Whitener | None = None) -> VideoTable:
+             frame_tags: np.ndarray | None = None, frame_tags_whitener: Whitener | None = None,
+             title_whitener: Whitener | None = None, asr_whitener: Whitener | None = None) -> VideoTable:
     """A `VideoTable` of vectors already computed: the frame whitener from ``frame_moments`` (which
-    may have seen more videos) unless given, the text whiteners from the scored videos' own vectors."""
+    may have seen more videos) unless given, the text whiteners from the scored videos' own vectors
+    unless given."""
     return VideoTable(ids=np.asarray(ids, dtype=str), mean_frame=mean_frames, title=title, asr=asr,
                       frame_whitener=frame_whitener or Whitener.fit(*frame_moments.result(), eps),
-                      title_whitener=Whitener.fit(*moments(title), eps),
-                      asr_whitener=Whitener.fit(*moments(asr), eps),
+                      title_whitener=title_whitener or Whitener.fit(*moments(title), eps),
+                      asr_whitener=asr_whitener or Whitener.fit(*moments(asr), eps),
                       frame_tags=frame_tags, frame_tags_whitener=frame_tags_whitener)
 
 

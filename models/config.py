@@ -230,6 +230,10 @@ class WideConfig(_Section):
     # held-out draws (docs/benchmarks.md, "Frames through the tags on five draws")
     frame_tags_width: int = 0
     frame_tags_alpha: float = 10.0  # L2 penalty of that ridge (its inputs are whitened)
+    # also fit the unsupervised statistics (TF-IDF, LSA, whitening; never the tag ridge's targets or
+    # the metric) on the inputs of the videos the fold's model scores: its validation pairs and
+    # DATA/test_a, as the strong baseline does (at most max_fit_videos of the test videos)
+    transductive: bool = False
 
     def _problems(self):
         yield from _positive(self, ("lsa_dim", "frame_width", "text_width", "max_fit_videos", "tag_ridge_alpha",

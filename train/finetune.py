@@ -31,6 +31,7 @@ vocabulary is built from the training titles and the tag list is ``tag_list`` (d
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -222,10 +223,22 @@ class FinetuneSetup:
         return self.metrics.data
 
 
-def unlabelled_files(pretrain_config: TrainConfig | None) -> list[str]:
-    """The pointwise files of the pretrain run's data (unlabelled videos for the wide path's TF-IDF,
-    LSA and whitening); none without a pretrain run or when its data is gone (said on stderr)."""
-    data_dir = pretrain_config.data_dir if pretrain_config is not None else ""
+def wide_data_dir(config: TrainConfig, pretrain_config: TrainConfig | None) -> str:
+    """Where the wide path finds unlabelled and test videos: the finetune's own ``data_dir`` if set,
+    else the pretrain run's."""
+    return config.data_dir or (pretrain_config.data_dir if pretrain_config is not None else "")
+
+
+def test_files(data_dir: str) -> list[str]:
+    """``DATA/test_a/*.tfrecords`` (the videos a submission scores); none without a data directory."""
+    if not data_dir:
+        return []
+    return sorted(glob.glob(os.path.join(data_dir, layout.TEST_DIR, "*" + layout.RECORD_SUFFIX)))
+
+
+def unlabelled_files(data_dir: str) -> list[str]:
+    """The pointwise files of ``data_dir`` (unlabelled videos for the wide path's TF-IDF, LSA and
+    whitening); none without a data directory or when its data is gone (said on stderr)."""
     if not data_dir:
         return []
     try:
@@ -306,9 +319,10 @@ def prepare_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.
                            max_frames=model_config.max_frames, title_len=model_config.title_len,
                            text_source=model_config.text_source)
     if model_config.wide.enabled:
-        wide_path.prepare_wide_path(model, work_dir, train_files, unlabelled_files(pretrain_config),
+        data_dir = wide_data_dir(config, pretrain_config)
+        wide_path.prepare_wide_path(model, work_dir, train_files, unlabelled_files(data_dir),
                                     decoder, tokenizer, model_config, writes=chief, progress=config.progress,
-                                    seed=config.seed)
+                                    seed=config.seed, validation_files=[val_file], test_files=test_files(data_dir))
     stream = data_lib.TrainStream(tuple(train_files), records, decoder, config.batch_size, config.seed,
                                   config.shuffle_buffer, pairs=True,
                                   target_fn=make_target_fn(config, train_files))

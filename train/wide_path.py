@@ -114,17 +114,49 @@ def collect_pairs(model, files: Sequence[str], decoder, batch_size: int = 256,
 
 
 def collect_videos(model, files: Sequence[str], decoder, max_videos: int, batch_size: int = 256,
-                   progress: bool = True) -> VideoInputs:
-    """The first ``max_videos`` distinct videos of pointwise ``files`` (unlabelled)."""
+                   progress: bool = True, kind: schema.RecordKind = schema.RecordKind.POINTWISE,
+                   desc: str = "wide path: unlabelled") -> VideoInputs:
+    """The first ``max_videos`` distinct videos of ``files`` (records of ``kind``; no labels)."""
     collector = _Collector(model)
     if files and max_videos > 0:
-        dataset = reader.read_videos(list(files), schema.RecordKind.POINTWISE, decoder, batch_size)
+        dataset = reader.read_videos(list(files), kind, decoder, batch_size)
         with reader.record_errors():
-            for batch in tqdm(dataset, desc="wide path: unlabelled", unit="batch", disable=not progress):
+            for batch in tqdm(dataset, desc=desc, unit="batch", disable=not progress):
                 collector.add(batch)
                 if len(collector.ids) >= max_videos:
                     break
     return collector.result()
+
+
+def collect_scored(model, pair_files: Sequence[str], test_files: Sequence[str], decoder, max_videos: int,
+                   batch_size: int = 256, progress: bool = True) -> VideoInputs:
+    """The videos the fold's models will score, inputs only: both sides of the validation pairs
+    ``pair_files`` and the test videos of ``test_files`` (at most ``max_videos`` of these); their
+    tags are left out (test videos have none), so they feed only the unsupervised statistics."""
+    pairs, _ = collect_pairs(model, pair_files, decoder, batch_size, progress) if pair_files else (None, None)
+    tests = collect_videos(model, test_files, decoder, max_videos, batch_size, progress, schema.RecordKind.TEST,
+                           desc="wide path: test videos")
+    return merged(without_tags(pairs), without_tags(tests)) if pairs is not None else without_tags(tests)
+
+
+def without_tags(videos: VideoInputs) -> VideoInputs:
+    return dataclasses.replace(videos, tags=None)
+
+
+def merged(first: VideoInputs, second: VideoInputs, exclude: Iterable[str] = ()) -> VideoInputs:
+    """``first`` then the videos of ``second`` not in ``first`` or ``exclude``; tags stacked when
+    ``first`` has them (videos of ``second`` without tags get an empty row), else None."""
+    skip = set(first.ids) | set(exclude)
+    keep = np.array([key not in skip for key in second.ids], dtype=bool)
+    rows = np.flatnonzero(keep)
+    tags = None
+    if first.tags is not None:
+        extra = second.tags[rows] if second.tags is not None else scipy.sparse.csr_matrix((len(rows), first.tags.shape[1]))
+        tags = scipy.sparse.vstack([first.tags, extra]).tocsr()
+    return VideoInputs(first.ids + [second.ids[i] for i in rows],
+                       np.concatenate([first.mean_frames, second.mean_frames[rows]]),
+                       scipy.sparse.vstack([first.title_counts, second.title_counts[rows]]).tocsr(),
+                       scipy.sparse.vstack([first.asr_counts, second.asr_counts[rows]]).tocsr(), tags)
 
 
 # ----------------------------------------------------------------------------- the fit
@@ -238,16 +270,25 @@ def _choose_basis(candidates: dict[str, np.ndarray], ids: Sequence[str], pairs: 
 
 
 def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, wide, output_size: int,
-                  special_ids: Sequence[int], sep_token_id: int, seed: int = 0
-                  ) -> tuple[dict, dict, np.ndarray]:
+                  special_ids: Sequence[int], sep_token_id: int, seed: int = 0,
+                  transductive: VideoInputs | None = None) -> tuple[dict, dict, np.ndarray]:
     """The frozen weights of a `WidePath` (names as its variables), the choices made, and the
     baseline's own linear-metric embedding of the ``scored`` videos (what the path must reproduce).
 
     ``scored``: the training-pair videos (their labels choose components, weights and W);
-    ``unlabelled``: more videos for TF-IDF, LSA and the frame whitening (no labels).
+    ``unlabelled``: more videos for TF-IDF, LSA and the frame whitening (no labels);
+    ``transductive``: the videos to be scored (validation and test), inputs only: they join the
+    unlabelled videos (never the tag ridge's targets) and the text whitening, as in the strong
+    baseline, which fits its statistics on every video it scores.
     """
     if len(pairs.score) < 10:
         raise ValueError(f"the wide path needs training pairs to fit its metric, got {len(pairs.score)}")
+    extra_videos = 0
+    if transductive is not None:
+        before = len(unlabelled.ids)
+        unlabelled = merged(unlabelled, without_tags(transductive), exclude=scored.ids)
+        extra_videos = len(unlabelled.ids) - before
+    extra_rows = slice(len(unlabelled.ids) - extra_videos, len(unlabelled.ids))
     defaults = sb.BaselineConfig()
     config = dataclasses.replace(
         defaults, seed=seed, metric_diagonal=wide.metric_diagonal,
@@ -280,7 +321,9 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
             basis, scores = _choose_basis(projected, scored.ids, pairs, config)
             bases.update({f"{name}_{key}_score": value for key, value in scores.items()})
         bases[f"{name}_basis"] = basis
-        parts[name] = (idf, candidates[basis], projected[basis])
+        # the text whitening: over the training-pair videos and the transductive ones
+        extra = np.asarray(tfidf_rows(fit_counts[extra_rows], idf) @ candidates[basis].T)
+        parts[name] = (idf, candidates[basis], projected[basis], np.vstack([projected[basis], extra]))
     moments = sb.MomentAccumulator(scored.mean_frames.shape[1])
     moments.add(unlabelled.mean_frames)
     moments.add(scored.mean_frames)
@@ -299,7 +342,9 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
                                                   config.eps)
         bases["frame_tags"] = "tags" if tags_map is not None else f"off: fewer than {MIN_TAGGED_VIDEOS} videos with tags"
     table = sb.table_of(scored.ids, scored.mean_frames, parts["title"][2], parts["asr"][2], moments, config.eps,
-                        frame_whitener, frame_tags, frame_tags_whitener)
+                        frame_whitener, frame_tags, frame_tags_whitener,
+                        title_whitener=sb.Whitener.fit(*sb.moments(parts["title"][3]), config.eps),
+                        asr_whitener=sb.Whitener.fit(*sb.moments(parts["asr"][3]), config.eps))
     result = sb.fold_baselines(table, pairs, config)
     choices = dict(result.choices, **bases)
 
@@ -330,13 +375,14 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
         weights["frame_tags_kernel"] = kernel
     weights["part_weights"] = np.array(part_weights)
     for name in ("title", "asr"):
-        idf, components, _ = parts[name]
+        idf, components, _, _ = parts[name]
         whitener = getattr(table, f"{name}_whitener")
         projection = whitener.kernel(int(choices[f"{name}_components"]), wide.text_width)
         weights[f"{name}_idf"] = idf
         weights[f"{name}_kernel"] = components.T @ projection
         weights[f"{name}_bias"] = -whitener.mean @ projection
-    choices.update(videos=len(scored.ids), unlabelled_videos=len(unlabelled.ids), pairs=int(len(pairs.score)))
+    choices.update(videos=len(scored.ids), unlabelled_videos=len(unlabelled.ids) - extra_videos,
+                   transductive_videos=extra_videos, pairs=int(len(pairs.score)))
     return {key: np.asarray(value, dtype=np.int32 if key == "sep_token_id" else np.float32)
             for key, value in weights.items()}, choices, result.embeddings["linear_metric"]
 
@@ -355,8 +401,11 @@ def load_fit(path: str) -> tuple[dict, dict]:
 
 
 def prepare_wide_path(model, run_dir: str, train_files: Sequence[str], unlabelled_files: Sequence[str], decoder,
-                      tokenizer, model_config, writes: bool = True, progress: bool = True, seed: int = 0) -> dict:
-    """Fit (or read back from ``RUN/wide_path.npz``) and set ``model.wide_path``; returns the choices."""
+                      tokenizer, model_config, writes: bool = True, progress: bool = True, seed: int = 0,
+                      validation_files: Sequence[str] = (), test_files: Sequence[str] = ()) -> dict:
+    """Fit (or read back from ``RUN/wide_path.npz``) and set ``model.wide_path``; returns the choices.
+    With ``model.wide.transductive`` the videos of ``validation_files`` (pair shards) and
+    ``test_files`` (test records) join the unsupervised statistics, inputs only."""
     path = os.path.join(run_dir, WIDE_FILE)
     if os.path.isfile(path):
         weights, choices = load_fit(path)
@@ -368,8 +417,12 @@ def prepare_wide_path(model, run_dir: str, train_files: Sequence[str], unlabelle
         scored, pairs = collect_pairs(model, train_files, decoder, progress=progress)
         unlabelled = collect_videos(model, unlabelled_files, decoder, model_config.wide.max_fit_videos,
                                     progress=progress)
+        transductive = None
+        if model_config.wide.transductive:
+            transductive = collect_scored(model, validation_files, test_files, decoder,
+                                          model_config.wide.max_fit_videos, progress=progress)
         weights, choices, _ = fit_wide_path(scored, unlabelled, pairs, model_config.wide, model_config.embedding_dim,
-                                         model_config.text.special_token_ids, int(sep), seed)
+                                            model_config.text.special_token_ids, int(sep), seed, transductive)
         if writes:
             save_fit(path, weights, choices)
     model.wide_path.set_weights_from(weights)
