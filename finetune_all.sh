@@ -15,6 +15,8 @@
 #            skipped); trained: keep the trained gates (removes an earlier choice)
 # PYTHON     interpreter (default: .venv/bin/python if it exists, else python)
 # A model with a finished pretrain run (RUN/pretrain/<model>/final) starts from it (--pretrained).
+# An existing DATA reaches every run as data_dir: the wide path's unlabelled videos (DATA/pointwise)
+# and, with model.wide.transductive, the test videos (DATA/test_a); else the pretrain run's data.
 # Rerunning resumes unfinished runs from their last checkpoint.
 set -euf  # -f: no globbing, EXTRA may hold "*" (mse+0.5*kl)
 case "${1:-}" in  # settings are environment variables; --help prints the header above
@@ -59,6 +61,7 @@ for model in $MODELS; do
         else
             set -- --preset "$PRESET"
         fi
+        if [ -d "$DATA" ]; then set -- "$@" "data_dir=$(cd "$DATA" && pwd)"; fi
         echo "== finetune $model fold $fold -> $out"
         # shellcheck disable=SC2086  # EXTRA is a list of key=value words
         "$PYTHON" -m train.finetune --model "$model" --folds-dir "$FOLDS_DIR" --fold "$fold" --out "$out" \

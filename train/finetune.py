@@ -198,8 +198,15 @@ def _digest_or_none(run_dir: str) -> str | None:
     return provenance.record_digest(record) if record else None
 
 
+# model keys a finetune may set apart from its pretrain run: how the wide path is fitted when the
+# finetune starts (no variable shapes, nothing pretraining used)
+FINETUNE_ONLY_MODEL_KEYS = ("wide.transductive", "wide.max_fit_videos", "wide.text_basis", "wide.tag_ridge_alpha",
+                            "wide.metric_diagonal", "wide.frame_tags_alpha", "wide.lsa_dim")
+
+
 def check_pretrained_model(pretrained: TrainConfig, model: ModelConfig, run: str) -> None:
-    differences = config_differences(pretrained.model, model)
+    differences = [d for d in config_differences(pretrained.model, model)
+                   if d.split(":")[0] not in FINETUNE_ONLY_MODEL_KEYS]
     if differences:
         raise ValueError(f"the finetune model config differs from the pretrain run {run}: {'; '.join(differences)}")
 
@@ -293,7 +300,9 @@ def prepare_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.
     if config.pretrained:
         check_pretrained_model(pretrain_config, model_config, config.pretrained)
     config = config.replace(model=model_config, tag_list=os.path.abspath(tag_list) if tag_list else "")
-    stage.check_resumable(config, run_dir)
+    # data_dir feeds only the wide path's fit: once that is saved, a run may go on without it or with another
+    fitted = os.path.isfile(os.path.join(run_dir, wide_path.WIDE_FILE)) or not model_config.wide.enabled
+    stage.check_resumable(config, run_dir, also_allowed=("data_dir",) if fitted else ())
     tag_summary = data_lib.input_summary(train_files, tags, os.path.join(work_dir, stage.TAG_LIST), pairs=True,
                                          cache_path=os.path.join(work_dir, TAGS_FILE),
                                          min_coverage=config.min_tag_coverage)["tags"]

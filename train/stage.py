@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import tf_keras as keras
 
@@ -112,13 +112,14 @@ def prepare_tags(tag_list: str, run_dir: str) -> TagVocab:
 
 
 # ---------------------------------------------------------------------- run directory
-def check_resumable(config: TrainConfig, run_dir: str) -> None:
-    """Refuse to continue a run directory that holds a run with another config."""
+def check_resumable(config: TrainConfig, run_dir: str, also_allowed: Sequence[str] = ()) -> None:
+    """Refuse to continue a run directory that holds a run with another config (``also_allowed``:
+    keys that may change too, beside `RESUMABLE_CHANGES`)."""
     if not os.path.isfile(config_path(run_dir)):
         return
     saved = load_config(run_dir)
     changes = [line for line in config_differences(saved, config)
-               if line.split(":", 1)[0] not in RESUMABLE_CHANGES]
+               if line.split(":", 1)[0] not in (*RESUMABLE_CHANGES, *also_allowed)]
     if changes:
         raise ValueError(f"{run_dir} holds a run with another config ({'; '.join(changes)}); "
                          f"use another --out, or delete the directory to start over")

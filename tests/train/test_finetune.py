@@ -112,3 +112,17 @@ def test_family_recipe_applies_before_user_overrides():
     assert (dual.target_transform, dual.finetune_losses) == ("sigmoid", "tag+mse+mae")
     plain = TrainConfig(model=ModelConfig.tiny("uniter"), stage="finetune")
     assert with_recipe(plain, []) == plain
+
+
+def test_finetune_may_change_only_how_the_wide_path_is_fitted():
+    from train.finetune import FINETUNE_ONLY_MODEL_KEYS, check_pretrained_model
+
+    pretrained = apply_overrides(TrainConfig(), ["model.wide.enabled=true"])
+    fitted = apply_overrides(pretrained, ["model.wide.transductive=true", "model.wide.max_fit_videos=10",
+                                          "model.wide.text_basis=lsa"]).model
+    check_pretrained_model(pretrained, fitted, "PRE")  # the fit's settings: allowed
+    assert "wide.transductive" in FINETUNE_ONLY_MODEL_KEYS
+    for change in ("model.wide.enabled=false", "model.wide.frame_width=8", "model.embedding_dim=512"):
+        changed = apply_overrides(pretrained, ["model.wide.transductive=true", change]).model
+        with pytest.raises(ValueError, match=r"differs from the pretrain run PRE: " + change.split("=")[0][6:]):
+            check_pretrained_model(pretrained, changed, "PRE")

@@ -47,6 +47,11 @@ def test_finetune_all_runs_every_fold_and_starts_from_finished_pretrain_runs(tmp
                          WIDE_GATE="trained")
     assert chosen == [f"-m train.finetune --model uniter {folds} --fold 10 --out runs/finetune/uniter/fold_10 "
                       f"--preset full", "-m train.wide_gate runs/finetune/uniter --reset"]
+    (tmp_path / "my data").mkdir()  # an existing DATA: each run's data_dir (absolute), before EXTRA
+    with_data = _run_script("finetune_all.sh", tmp_path, FOLDS_DIR=str(folds_dir), MODELS="uniter", FOLDS="1",
+                            DATA="my data", EXTRA="epochs=2")
+    assert with_data[0] == (f"-m train.finetune --model uniter {folds} --fold 1 --out runs/finetune/uniter/fold_01 "
+                            f"--preset full data_dir={tmp_path / 'my data'} epochs=2")
     wrong = subprocess.run(["sh", str(REPO_ROOT / "finetune_all.sh")], cwd=tmp_path, capture_output=True, text=True,
                            env=dict(os.environ, PYTHON=sys.executable, FOLDS_DIR=str(folds_dir), WIDE_GATE="yes"))
     assert wrong.returncode == 2 and "WIDE_GATE must be choose or trained, got 'yes'" in wrong.stderr

@@ -261,6 +261,41 @@ def test_unfitted_path_adds_nothing_and_config_validates():
         ModelConfig.tiny("uniter", **{"wide.frame_tags_width": -1})
 
 
+def test_transductive_videos_join_the_unsupervised_statistics_without_their_tags(world):
+    import scipy.sparse
+
+    layer = _layer()
+    scored = _collect(layer, *world["scored"][1:3], "v", world["scored"][3])
+    frames, ids, tags = world["unlabelled"][1:]
+    unlabelled = _collect(layer, frames[:100], ids[:100], "u", tags[:100])
+    extra = _collect(layer, frames[100:], ids[100:], "t", tags[100:])
+    # two of them are training-pair videos already (same id): not counted twice
+    extra = wide_path.merged(extra, dataclasses.replace(_collect(layer, *world["scored"][1:3], "v", world["scored"][3]),
+                                                        ids=[f"v{i}" for i in range(240)]))
+    extra = dataclasses.replace(extra, ids=extra.ids[:62], mean_frames=extra.mean_frames[:62],
+                                title_counts=extra.title_counts[:62], asr_counts=extra.asr_counts[:62],
+                                tags=extra.tags[:62])
+    assert extra.ids[60:] == ["v0", "v1"]
+    config = WideConfig(enabled=True, lsa_dim=6, frame_width=8, text_width=4, text_basis="both")
+    args = (world["pairs"], config, 16, [PAD, CLS, SEP, MASK], SEP)
+    plain, plain_choices, _ = wide_path.fit_wide_path(scored, unlabelled, *args)
+    weights, choices, _ = wide_path.fit_wide_path(scored, unlabelled, *args, transductive=extra)
+    assert plain_choices["transductive_videos"] == 0
+    assert choices["transductive_videos"] == 60 and choices["unlabelled_videos"] == 100 and choices["videos"] == 240
+    everything = np.concatenate([scored.mean_frames, unlabelled.mean_frames, extra.mean_frames[:60]])
+    np.testing.assert_allclose(weights["frame_mean"], everything.mean(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(plain["frame_mean"], everything[:340].mean(axis=0), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(weights["title_bias"], plain["title_bias"])  # the text whitening saw them too
+    # their tags are never read: the same fit with the tags removed
+    untagged, _, _ = wide_path.fit_wide_path(scored, unlabelled, *args, transductive=wide_path.without_tags(extra))
+    for key in weights:
+        np.testing.assert_array_equal(weights[key], untagged[key], err_msg=key)
+    # videos the fit cannot tell from tag-less ones: an empty tag row where the others have tags
+    joined = wide_path.merged(unlabelled, wide_path.without_tags(extra), exclude=scored.ids)
+    assert joined.tags.shape == (160, 20) and joined.tags[100:].nnz == 0
+    assert isinstance(joined.title_counts, scipy.sparse.csr_matrix) and joined.ids[-1] == "t59"
+
+
 def test_fit_needs_training_pairs(world):
     layer = _layer()
     scored = _collect(layer, world["scored"][1][:5], world["scored"][2][:5], "v")
@@ -294,6 +329,27 @@ def test_finetune_fits_saves_and_checkpoints_the_wide_path(synthetic_data, folds
     assert int(model.wide_path.sep_token_id.numpy()) == int(weights["sep_token_id"]) > 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(metrics["epochs"][0]["val_spearman"])
+    # the same finetune with the validation and test videos in the unsupervised statistics: a
+    # finetune-only key (the pretrain run had it off), the test videos found in data_dir
+    transductive = tmp_path / "fold_00_transductive"
+    assert finetune(["--model", "uniter", "--folds-dir", str(folds_dir), "--fold", "0", "--out", str(transductive),
+                     "--pretrained", str(pre), "epochs=1", "steps_per_epoch=3", *TINY_RUN,
+                     "model.wide.transductive=true", f"data_dir={synthetic_data}"]) == 0
+    _, with_scored = wide_path.load_fit(str(transductive / wide_path.WIDE_FILE))
+    # the first run, its wide path fitted, goes on with a data_dir it did not have (finetune_all.sh now passes one)
+    assert finetune(["--model", "uniter", "--folds-dir", str(folds_dir), "--fold", "0", "--out", str(out),
+                     "--pretrained", str(pre), "epochs=1", "steps_per_epoch=3", *TINY_RUN,
+                     f"data_dir={synthetic_data}"]) == 0
+    assert wide_path.load_fit(str(out / wide_path.WIDE_FILE))[1] == choices
+    from train import data as data_lib
+    from train.finetune import test_files
+
+    tests = test_files(str(synthetic_data))
+    assert len(tests) == 1 and tests[0].endswith("test_a/test_a.tfrecords")
+    # every test video (none is a training or unlabelled video) and the validation videos not seen in training
+    assert choices["transductive_videos"] == 0
+    assert with_scored["transductive_videos"] > sum(data_lib.record_counts(tests)) > 0
+    assert with_scored["unlabelled_videos"] == choices["unlabelled_videos"]
     from bench.bench_wide_parts import parts_spearman  # the diagnosis tool on the same run
 
     gate = float(model.wide_path.gate.numpy())
