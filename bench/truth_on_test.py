@@ -347,6 +347,47 @@ def bootstrap_differences(systems: Mapping[str, np.ndarray], reference: np.ndarr
 # ---------------------------------------------------------------------- the whole evaluation
 
 
+@dataclasses.dataclass(frozen=True)
+class LabelledSample:
+    """The test videos used, the labelled pairs among them and their drawn labels, and a scorer."""
+
+    truth: TestTruth
+    rows: np.ndarray  # test videos used (rows of truth.ids, sorted)
+    sample: np.ndarray  # positions of the labelled pairs in `pair_cosines` order over rows
+    labels: np.ndarray
+    scorer: PairScorer
+    graph: bool  # the sample is the test graph's edges (else bins of true similarity)
+    per_bin: list | None = None
+    edges: list | None = None
+
+
+def labelled_sample(data: str, max_videos: int = 5000, seed: int = 0, sample_kind: str = "auto", bins: int = 20,
+                    pairs_per_bin: int = 1000) -> LabelledSample:
+    """The labelled test pairs of `evaluate` (same seed, same pairs, same labels), for any tool that
+    scores embeddings of ``DATA``'s test videos against them."""
+    from tfrecord_tools import synth
+
+    truth = read_truth(data)
+    if sample_kind == "graph" and truth.edges is None:
+        raise DataError(os.path.join(data, layout.SYNTH_META), "test_graph",
+                        "the test videos were drawn independently, not along a label graph (generate the data "
+                        "with --test-graph, or use --sample bins)")
+    use_graph = truth.edges is not None and sample_kind != "bins"
+    rng = np.random.default_rng(seed)
+    rows = choose_videos(len(truth.ids), max_videos, rng)
+    true_similarity = pair_cosines(truth.latents[rows])
+    if use_graph:
+        sample, per_bin, edges = graph_sample(truth.edges, rows), None, None
+        if len(sample) < 2:
+            raise DataError(data, None, f"only {len(sample)} of the test graph's pairs among the {len(rows)} test "
+                                        "videos used (raise --max-videos)")
+    else:
+        sample, per_bin, edges = sample_pairs(true_similarity, truth.labelled_similarity, bins, pairs_per_bin, rng)
+    labels = synth.draw_labels(rng, true_similarity[sample], truth.label_noise)
+    return LabelledSample(truth, rows, sample, labels, PairScorer(true_similarity, sample, labels), use_graph,
+                          per_bin, edges)
+
+
 def evaluate(data: str, run: str, systems: Sequence[str] | None = None, reference: str | None = DEFAULT_REFERENCE,
              folds: Sequence[int] | None = None, bins: int = 20, pairs_per_bin: int = 1000, seed: int = 0,
              draws: int = 1000, level: float = 0.9, max_videos: int = 5000, resample: str = "videos",
@@ -360,36 +401,18 @@ def evaluate(data: str, run: str, systems: Sequence[str] | None = None, referenc
         raise ValueError(f"resample must be one of {list(RESAMPLE)}, got {resample!r}")
     if sample_kind not in SAMPLES:
         raise ValueError(f"sample must be one of {list(SAMPLES)}, got {sample_kind!r}")
-    from tfrecord_tools import synth
-
     names = list(systems) if systems is not None else default_systems(run)
     if reference is not None and reference not in names:
         names.append(reference)
     if not names:
         raise DataError(run, None, "no systems found (embeddings/<model>, baselines/linear_metric, result.zip)")
     loaded = [load_system(run, name, folds) for name in names]  # missing files: told before the slow part
-    truth = read_truth(data)
-    if sample_kind == "graph" and truth.edges is None:
-        raise DataError(os.path.join(data, layout.SYNTH_META), "test_graph",
-                        "the test videos were drawn independently, not along a label graph (generate the data "
-                        "with --test-graph, or use --sample bins)")
-    use_graph = truth.edges is not None and sample_kind != "bins"
-
-    rng = np.random.default_rng(seed)
-    rows = choose_videos(len(truth.ids), max_videos, rng)
-    true_similarity = pair_cosines(truth.latents[rows])
-    if use_graph:
-        sample, per_bin, edges = graph_sample(truth.edges, rows), None, None
-        if len(sample) < 2:
-            raise DataError(data, None, f"only {len(sample)} of the test graph's pairs among the {len(rows)} test "
-                                        "videos used (raise --max-videos)")
-    else:
-        sample, per_bin, edges = sample_pairs(true_similarity, truth.labelled_similarity, bins, pairs_per_bin, rng)
-    labels = synth.draw_labels(rng, true_similarity[sample], truth.label_noise)
-    scorer = PairScorer(true_similarity, sample, labels)
+    drawn = labelled_sample(data, max_videos, seed, sample_kind, bins, pairs_per_bin)
+    truth, rows, sample, labels, scorer = drawn.truth, drawn.rows, drawn.sample, drawn.labels, drawn.scorer
+    use_graph, per_bin, edges = drawn.graph, drawn.per_bin, drawn.edges
 
     report = {"data": data, "run": run, **truth.meta, "test_videos": len(truth.ids), "videos_used": int(len(rows)),
-              "subset": len(rows) < len(truth.ids), "all_pairs": int(len(true_similarity)),
+              "subset": len(rows) < len(truth.ids), "all_pairs": int(len(scorer.truth)),
               "sample": ({"kind": "graph", "pairs": int(len(sample)), "graph_pairs": int(len(truth.edges[0])),
                           "label_noise": truth.label_noise, "seed": seed, "oracle": scorer.oracle(), "coverage": None}
                          if use_graph else

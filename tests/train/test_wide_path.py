@@ -361,6 +361,25 @@ def test_finetune_fits_saves_and_checkpoints_the_wide_path(synthetic_data, folds
     assert 0.0 <= parts["deep shift"] <= 1.0 + 1e-6  # |mean deep part| / mean |deep part|
     assert -1.0 <= parts["deep centred"] <= 1.0
 
+    # the same parts on the labelled test pairs of the synthetic data (bench.truth_on_test's sample)
+    from bench import truth_on_test
+    from bench.bench_wide_parts import test_parts
+    from infer.embed import embed_videos, load_run
+    from infer.strong_baselines import l2n
+
+    on_test = test_parts(str(out), str(synthetic_data), max_videos=200, gates=[gate, 50.0])
+    drawn = truth_on_test.labelled_sample(str(synthetic_data), max_videos=200)
+    ids, embedded = embed_videos(load_run(str(out)), str(synthetic_data / "test_a" / "test_a.tfrecords"), "test",
+                                 progress=False)
+    row = {key: i for i, key in enumerate(ids)}
+    vectors = l2n(embedded[[row[key] for key in drawn.truth.ids]][drawn.rows].astype(np.float64))
+    expected = drawn.scorer.scores(vectors)[0]  # what truth_on_test gives the model's own embedding
+    assert on_test["full"]["labels"] == pytest.approx(expected["labels"], abs=1e-5)
+    assert on_test["full"]["truth"] == pytest.approx(expected["truth"], abs=1e-5)
+    assert on_test["gate_scan"][gate] == pytest.approx(on_test["full"], abs=1e-9)
+    assert on_test["gate_scan"][50.0]["labels"] == pytest.approx(on_test["wide path"]["labels"], abs=0.02)
+    assert on_test["sample"] == "bins" and on_test["labelled_pairs"] == len(drawn.sample) > 0
+
 
 def _frame_tags_layer():
     layer = WidePath(VOCAB, frame_width=8, text_width=2, output_size=16, frame_tags_width=4)
