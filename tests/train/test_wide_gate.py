@@ -148,3 +148,31 @@ def test_a_model_without_a_wide_path_is_skipped_or_refused(gated_model, tmp_path
     assert not (plain / "fold_00" / wide_gate.GATE_FILE).exists()
     assert wide_gate.main([str(tmp_path / "missing")]) == 2
     assert "expected RUN/finetune/<model> with fold_XX runs" in capsys.readouterr().err
+
+
+def test_the_one_se_rule_leans_on_the_wide_path_only_within_the_noise():
+    rng = np.random.default_rng(2)
+    parts = _parts(rng, "wide")
+    flat = wide_gate.PairParts(tuple(np.zeros_like(d) for d in parts.deep), parts.wide, parts.labels, 1.0)
+    # every gate alike (no deep part): "best" keeps the smallest, "one-se" the largest
+    assert wide_gate.choose_gate({"f": flat})[0] == 1.0
+    assert wide_gate.choose_gate({"f": flat}, rule="one-se")[0] == 4.0
+    # a deep part that carries the labels: far more than one standard error, so the rule keeps it
+    deep = {"a": _parts(rng, "deep"), "b": _parts(rng, "deep")}
+    gate, scores = wide_gate.choose_gate(deep, rule="one-se")
+    errors = wide_gate.difference_errors(deep, sorted(scores), 1.0, draws=200, seed=0)
+    assert gate == 1.0 and errors[1.0] == 0.0
+    assert all(scores[1.0] - scores[g] > errors[g] > 0 for g in scores if g > 1.0)
+    # within the noise: labels from the wide path plus a trace of the deep part
+    mixed = {}
+    for name in ("a", "b"):
+        p = _parts(rng, "wide", pairs=150)
+        unit = [d / np.linalg.norm(d, axis=1, keepdims=True) for d in p.deep]
+        labels = p.labels + 0.02 * (unit[0] * unit[1]).sum(axis=1)
+        mixed[name] = wide_gate.PairParts(p.deep, p.wide, labels, 1.0)
+    best, scores = wide_gate.choose_gate(mixed, grid=[1.0, 2.0, 4.0, 1000.0])
+    chosen, _ = wide_gate.choose_gate(mixed, grid=[1.0, 2.0, 4.0, 1000.0], rule="one-se")
+    errors = wide_gate.difference_errors(mixed, [1.0, 2.0, 4.0, 1000.0], best, draws=200, seed=0)
+    assert chosen >= best and scores[chosen] >= scores[best] - errors[chosen]
+    with pytest.raises(ValueError, match="rule must be one of"):
+        wide_gate.choose_gate(deep, rule="median")
