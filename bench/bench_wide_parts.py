@@ -79,6 +79,7 @@ def test_video_parts(run, files, batch_size: int = 128) -> tuple[list[str], np.n
     `train.wide_gate.pair_parts`."""
     from tfrecord_tools import reader, schema
     from train.data import numeric_features
+    from train.wide_gate import embedding_parts
 
     model = run.model
     if getattr(model, "wide_path", None) is None:
@@ -87,13 +88,9 @@ def test_video_parts(run, files, batch_size: int = 128) -> tuple[list[str], np.n
     ids, deep, wide = [], [], []
     for batch in reader.iterate_checked(reader.read_videos(list(files), schema.RecordKind.TEST, run.decoder,
                                                            batch_size)):
-        features = numeric_features(batch)
-        full = model(features, training=False)["embedding"].numpy().astype(np.float64)
-        standardized = model.standardized(features)
-        unit_wide = (model.wide_path(standardized["frames"], features["frame_mask"], features["input_ids"],
-                                     features["attention_mask"]).numpy().astype(np.float64) / gate)
+        deep_part, unit_wide = embedding_parts(model, numeric_features(batch), gate)
         ids += [v.decode("utf-8") for v in batch[schema.KEY_ID].numpy()]
-        deep.append(full - gate * unit_wide)
+        deep.append(deep_part)
         wide.append(unit_wide)
     return ids, np.concatenate(deep), np.concatenate(wide)
 

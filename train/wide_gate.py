@@ -64,6 +64,15 @@ def _unit(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
 
 
+def embedding_parts(model, features, gate: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(deep part, unit wide path)`` of a batch's embeddings, ``embedding = deep + gate * wide``."""
+    full = model(features, training=False)["embedding"].numpy().astype(np.float64)
+    standardized = model.standardized(features)
+    unit_wide = (model.wide_path(standardized["frames"], features["frame_mask"], features["input_ids"],
+                                 features["attention_mask"]).numpy().astype(np.float64) / gate)
+    return full - gate * unit_wide, unit_wide
+
+
 def pair_parts(run, batch_size: int = 128) -> PairParts:
     """The validation pairs of a loaded finetune run (``infer.embed.load_run``), split into parts."""
     from infer.embed import validation_shard
@@ -79,12 +88,8 @@ def pair_parts(run, batch_size: int = 128) -> PairParts:
     labels = []
     for batch in reader.iterate_checked(reader.read_pairs([validation_shard(run)], run.decoder, batch_size)):
         for side, key in enumerate(("video_1", "video_2")):
-            features = numeric_features(batch[key])
-            full = model(features, training=False)["embedding"].numpy().astype(np.float64)
-            standardized = model.standardized(features)
-            unit_wide = (model.wide_path(standardized["frames"], features["frame_mask"], features["input_ids"],
-                                         features["attention_mask"]).numpy().astype(np.float64) / gate)
-            deep[side].append(full - gate * unit_wide)
+            deep_part, unit_wide = embedding_parts(model, numeric_features(batch[key]), gate)
+            deep[side].append(deep_part)
             wide[side].append(unit_wide)
         labels.append(batch["sim"].numpy())
     if not labels:

@@ -322,7 +322,7 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
             bases.update({f"{name}_{key}_score": value for key, value in scores.items()})
         bases[f"{name}_basis"] = basis
         # the text whitening: over the training-pair videos and the transductive ones
-        extra = np.asarray(tfidf_rows(fit_counts[extra_rows], idf) @ candidates[basis].T)
+        extra = np.asarray(fit_docs[extra_rows] @ candidates[basis].T)  # fit_docs starts with the unlabelled rows
         parts[name] = (idf, candidates[basis], projected[basis], np.vstack([projected[basis], extra]))
     moments = sb.MomentAccumulator(scored.mean_frames.shape[1])
     moments.add(unlabelled.mean_frames)
