@@ -23,10 +23,13 @@ def _parts(rng, labels_from: str, pairs: int = 200, dim: int = 6, gate: float = 
 
 def test_the_gate_goes_where_the_labels_are():
     rng = np.random.default_rng(0)
-    gate, scores = wide_gate.choose_gate({"fold_00": _parts(rng, "wide"), "fold_01": _parts(rng, "wide")})
-    assert gate == 4.0 and list(scores) == sorted(scores) and scores[4.0] > scores[1.0]
-    gate, scores = wide_gate.choose_gate({"fold_00": _parts(rng, "deep")})
-    assert gate == 1.0 and scores[1.0] > scores[4.0]
+    wide = {"fold_00": _parts(rng, "wide"), "fold_01": _parts(rng, "wide")}
+    for rule in wide_gate.RULES:
+        gate, scores = wide_gate.choose_gate(wide, rule=rule)
+        assert gate == wide_gate.WIDE_ALONE and list(scores) == sorted(scores) and scores[4.0] > scores[1.0]
+        gate, scores = wide_gate.choose_gate({"fold_00": _parts(rng, "deep")}, rule=rule)
+        assert gate == 1.0 and scores[1.0] > scores[4.0] > scores[wide_gate.WIDE_ALONE]
+    assert wide_gate.DEFAULT_RULE == "one-se" and wide_gate.DEFAULT_GRID[-1] == wide_gate.WIDE_ALONE
     # the score is the mean over the folds of each fold's own Spearman
     a, b = _parts(rng, "deep"), _parts(rng, "wide")
     _, scores = wide_gate.choose_gate({"a": a, "b": b}, grid=[2.0])
@@ -37,7 +40,7 @@ def test_a_tie_keeps_the_smallest_gate_and_bad_grids_are_refused():
     rng = np.random.default_rng(1)
     parts = _parts(rng, "wide")
     flat = wide_gate.PairParts(tuple(np.zeros_like(d) for d in parts.deep), parts.wide, parts.labels, 1.0)
-    gate, scores = wide_gate.choose_gate({"f": flat})  # no deep part: every gate gives the same cosines
+    gate, scores = wide_gate.choose_gate({"f": flat}, rule="best")  # no deep part: every gate gives the same cosines
     assert gate == 1.0 and len(set(round(s, 12) for s in scores.values())) == 1
     for grid in ([], [0.0, 1.0], [float("nan")], [-2.0]):
         with pytest.raises(ValueError, match="positive finite gates"):
@@ -95,7 +98,8 @@ def test_the_choice_is_written_to_every_fold_and_load_run_embeds_with_it(gated_m
     assert records[0]["folds"] == ["fold_00", "fold_01"] and records[0]["checkpoint_md5"] != records[1]["checkpoint_md5"]
     assert {**records[0], "checkpoint_md5": ""} == {**records[1], "checkpoint_md5": ""}  # one choice, each fold's weights
     chosen = records[0]["gate"]
-    assert chosen in (0.5, 3.0) and f"wide-path gate {chosen:.3g}" in out
+    assert chosen in (0.5, 3.0) and f"wide-path gate {chosen:.3g} by the one-se rule" in out
+    assert records[0]["chosen_by"] == wide_gate.RULES["one-se"]
     assert set(records[0]["val_spearman"]) == {"0.5", "3"}
 
     gated = load_run(fold_0)
@@ -155,8 +159,9 @@ def test_the_one_se_rule_leans_on_the_wide_path_only_within_the_noise():
     parts = _parts(rng, "wide")
     flat = wide_gate.PairParts(tuple(np.zeros_like(d) for d in parts.deep), parts.wide, parts.labels, 1.0)
     # every gate alike (no deep part): "best" keeps the smallest, "one-se" the largest
-    assert wide_gate.choose_gate({"f": flat})[0] == 1.0
-    assert wide_gate.choose_gate({"f": flat}, rule="one-se")[0] == 4.0
+    assert wide_gate.choose_gate({"f": flat}, rule="best")[0] == 1.0
+    assert wide_gate.choose_gate({"f": flat}, rule="one-se")[0] == wide_gate.WIDE_ALONE
+    assert wide_gate.gate_name(wide_gate.WIDE_ALONE) == "wide alone" and wide_gate.gate_name(2 ** 0.5) == "1.41"
     # a deep part that carries the labels: far more than one standard error, so the rule keeps it
     deep = {"a": _parts(rng, "deep"), "b": _parts(rng, "deep")}
     gate, scores = wide_gate.choose_gate(deep, rule="one-se")
