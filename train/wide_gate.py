@@ -222,7 +222,7 @@ def apply_gate(model, run_dir: str, checkpoint_path: str | None = None) -> float
 
 
 def write_choice(runs: Sequence[str], gate: float, scores: Mapping[float, float], trained: Mapping[str, float],
-                 rule: str = "best") -> None:
+                 rule: str = DEFAULT_RULE) -> None:
     """Write the same choice as ``wide_gate.json`` into every fold run (atomically, each)."""
     from tfrecord_tools.atomic import write_text_atomic
 
