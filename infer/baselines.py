@@ -8,10 +8,10 @@ layout of a model's embeddings::
 
     RUN/baselines/<baseline>/fold_XX/val.npz    the fold's validation-pair videos (+ its pairs)
     RUN/baselines/<baseline>/fold_XX/test.npz   every test video
-    RUN/baselines/choices.json                  what each fold chose (components, weights, steps)
+    RUN/baselines/choices.json                  what each fold chose (frame space, components, weights, steps)
 
-Every choice that looks at labels (PCA components, modality weights, the linear metric) is made on
-the fold's training pairs only. ``ensemble_final.py --baselines-dir RUN/baselines`` scores them out
+Every choice that looks at labels (the frame space, PCA components, modality weights, the linear
+metric) is made on the fold's training pairs only. ``ensemble_final.py --baselines-dir RUN/baselines`` scores them out
 of fold next to the models. See `infer.strong_baselines` for the baselines themselves.
 """
 from __future__ import annotations
@@ -32,7 +32,8 @@ import numpy as np
 from tqdm import tqdm
 
 from infer.embeddings_io import save_embeddings
-from infer.strong_baselines import BASELINES, BaselineConfig, MomentAccumulator, build_table, fold_baselines
+from infer.strong_baselines import (BASELINES, FRAME_SPACES, BaselineConfig, MomentAccumulator, build_table,
+                                    fold_baselines)
 from models.layers import signed_power
 from tfrecord_tools import schema
 from tfrecord_tools.ids import UniqueIds
@@ -138,13 +139,27 @@ def write_strong_baselines(data_dir: str, folds_dir: str, out_dir: str, folds: S
 def main(argv: Sequence[str] | None = None) -> int:
     args = cli.baselines_parser().parse_args(argv)
     try:
-        config = BaselineConfig(frame_power=args.frame_power)
+        spaces = FRAME_SPACES if args.frame_space == "auto" else (args.frame_space,)
+        config = BaselineConfig(frame_power=args.frame_power, frame_spaces=spaces)
         choices = write_strong_baselines(args.data, args.folds_dir, args.out, args.folds, config,
                                          progress=not args.quiet)
     except (DataError, ValueError, FileNotFoundError) as error:
         return common.report_error("python -m infer.baselines", error)
     print(f"wrote {', '.join(BASELINES)} for folds {sorted(int(f) for f in choices['folds'])} under {args.out}")
+    for line in frame_space_lines(choices):
+        print(line)
     return 0
+
+
+def frame_space_lines(choices: dict) -> list[str]:
+    """What each fold whitened its frames in, and a note where folds differ: their fold average then
+    adds vectors whose frame coordinates are of two different PCAs."""
+    spaces = {fold: chosen.get("frame_space") for fold, chosen in choices["folds"].items()}
+    lines = [f"frame space: {', '.join(f'fold {fold} {space}' for fold, space in sorted(spaces.items()))}"]
+    if len(set(spaces.values())) > 1:
+        lines.append("note: the folds chose different frame spaces, so an average of their test embeddings mixes "
+                     "two frame bases; rerun with --frame-space covariance or standardised for one")
+    return lines
 
 
 if __name__ == "__main__":

@@ -51,6 +51,10 @@ def baselines_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frame-power", type=_power, default=0.5,
                         help="signed power of every frame value before the mean frame, in (0, 1] (default 0.5: "
                              "the signed square root, as the robust recipe's model.frames.power; 1: raw frames)")
+    parser.add_argument("--frame-space", choices=("auto", "covariance", "standardised"), default="auto",
+                        help="the space the mean frame is whitened in: covariance PCA, standardised (each feature "
+                             "divided by its spread first: correlation PCA) or auto (default: per fold, the one "
+                             "whose whitened frame ranks the training pairs better)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return common.add_verbose(parser)
 

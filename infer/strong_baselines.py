@@ -6,7 +6,9 @@ what no similarity judgement cares about, without deep learning:
 
 ``mean_frame``      raw mean (officially sampled) frame feature (kept for reference)
 ``centred_frame``   mean frame minus the data set's mean frame
-``whitened_frame``  mean frame PCA-whitened, ``k`` components (``k`` chosen on the training pairs)
+``whitened_frame``  mean frame PCA-whitened, ``k`` components (``k`` chosen on the training pairs),
+                    in the frame space chosen likewise: covariance PCA, or each feature first
+                    divided by its standard deviation (correlation PCA)
 ``title_lsa``       title TF-IDF over jieba words -> LSA, centred and whitened (``k`` chosen likewise)
 ``combined``        √-weighted concat of the L2-normalised whitened frame, title and ASR vectors
                     (weights chosen on the training pairs)
@@ -32,6 +34,8 @@ import scipy.stats
 from tfrecord_tools.labels import Labels
 
 FRAME_BASELINES = ("mean_frame", "centred_frame", "whitened_frame")
+# the spaces the frame part may be whitened in (`frame_whiteners`)
+FRAME_SPACES = ("covariance", "standardised")
 BASELINES = (*FRAME_BASELINES, "title_lsa", "combined", "linear_metric")
 
 
@@ -42,6 +46,13 @@ class BaselineConfig:
     # signed power sign(x) |x|^p of every frame value before the mean frame (0.5: the signed square
     # root, as the robust recipe's model.frames.power; 1: raw frames)
     frame_power: float = 0.5
+    # the spaces the whitened frame may take, chosen per fold on the training pairs as k is (the whitened
+    # frame alone at its best k, in sample): "covariance" PCA, or "standardised" (each feature divided by
+    # its standard deviation first: correlation PCA, as the models' in-graph standardiser does). Neither
+    # wins everywhere: the standardised frames lead by up to +0.03 on unseen pairs of seven held-out draws,
+    # covariance PCA by +0.014 on another, and the training pairs pick the better one on each
+    # (docs/benchmarks.md, "The floor chooses its frame space")
+    frame_spaces: tuple[str, ...] = FRAME_SPACES
     frame_components: tuple[int, ...] = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
     lsa_dim: int = 128
     text_components: tuple[int, ...] = (16, 32, 64, 128)
@@ -73,6 +84,9 @@ class BaselineConfig:
     eps: float = 1e-6
 
     def __post_init__(self):
+        unknown = [name for name in self.frame_spaces if name not in FRAME_SPACES]
+        if unknown or not self.frame_spaces:
+            raise ValueError(f"frame_spaces must be a non-empty subset of {FRAME_SPACES}, got {self.frame_spaces}")
         if self.metric_splits < 1:
             raise ValueError(f"metric_splits must be >= 1 (1: one random 20% held out), got {self.metric_splits}")
 
@@ -149,6 +163,15 @@ class Whitener:
         scale = max(float(values.max()), 1e-12)
         return cls(mean, vectors[:, order], np.maximum(values[order], 0.0), eps * scale)
 
+    @classmethod
+    def fit_transformed(cls, mean: np.ndarray, cov: np.ndarray, transform: np.ndarray, eps: float,
+                        keep: int = 512) -> "Whitener":
+        """The whitening of ``(x - mean) @ transform`` as a map of ``x``: V and λ of the covariance
+        ``transformᵀ cov transform``, ``vectors`` = ``transform @ V`` (no longer orthonormal)."""
+        transform = np.asarray(transform, dtype=np.float64)
+        inner = cls.fit(np.zeros(transform.shape[1]), transform.T @ cov @ transform, eps, keep)
+        return cls(np.asarray(mean, dtype=np.float64), transform @ inner.vectors, inner.values, inner.eps)
+
     def centred(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x, dtype=np.float64) - self.mean
 
@@ -164,6 +187,21 @@ class Whitener:
 
     def __call__(self, x: np.ndarray, k: int) -> np.ndarray:
         return self.centred(x) @ self.kernel(k)
+
+
+def standardising_transform(cov: np.ndarray) -> np.ndarray:
+    """diag(1 / σ) of the features' standard deviations in ``cov`` (σ floored at 1e-3 × its median, as
+    the models' in-graph standardiser floors it)."""
+    std = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    return np.diag(1.0 / np.maximum(std, max(float(np.median(std)) * 1e-3, 1e-12)))
+
+
+def frame_whiteners(mean: np.ndarray, cov: np.ndarray, eps: float,
+                    spaces: Sequence[str] = FRAME_SPACES) -> dict[str, Whitener]:
+    """The mean frames' whitener in each of ``spaces`` (`FRAME_SPACES`), from their mean and covariance."""
+    makers = {"covariance": lambda: Whitener.fit(mean, cov, eps),
+              "standardised": lambda: Whitener.fit_transformed(mean, cov, standardising_transform(cov), eps)}
+    return {name: makers[name]() for name in spaces}
 
 
 def word_tokens(text: str) -> list[str]:
@@ -195,7 +233,10 @@ def text_lsa(fit_texts: Iterable[str], texts: Sequence[str], dim: int, seed: int
 # ----------------------------------------------------------------------------- the features
 @dataclasses.dataclass
 class VideoTable:
-    """The scored videos (pairwise + test): ids, mean frames, title and ASR LSA vectors."""
+    """The scored videos (pairwise + test): ids, mean frames, title and ASR LSA vectors.
+
+    ``frame_whitener`` centres the frames (``centred_frame``); ``frame_whiteners`` are the whitenings the
+    frame part chooses from per fold, by `FRAME_SPACES` name (default: ``frame_whitener`` as covariance)."""
 
     ids: np.ndarray
     mean_frame: np.ndarray  # [N, D]
@@ -208,6 +249,11 @@ class VideoTable:
     # ``frame_tags_width``); when set, `fold_baselines` adds them to the linear metric as a fourth part
     frame_tags: np.ndarray | None = None
     frame_tags_whitener: Whitener | None = None
+    frame_whiteners: dict[str, Whitener] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.frame_whiteners:
+            self.frame_whiteners = {"covariance": self.frame_whitener}
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
         index = {key: i for i, key in enumerate(self.ids.tolist())}
@@ -239,15 +285,27 @@ def build_table(videos: Mapping[str, dict], unlabelled: Iterable[dict], config: 
 def table_of(ids: Sequence[str], mean_frames: np.ndarray, title: np.ndarray, asr: np.ndarray,
              frame_moments: MomentAccumulator, eps: float, frame_whitener: Whitener | None = None,
              frame_tags: np.ndarray | None = None, frame_tags_whitener: Whitener | None = None,
-             title_whitener: Whitener | None = None, asr_whitener: Whitener | None = None) -> VideoTable:
-    """A `VideoTable` of vectors already computed: the frame whitener from ``frame_moments`` (which
-    may have seen more videos) unless given, the text whiteners from the scored videos' own vectors
-    unless given."""
+             title_whitener: Whitener | None = None, asr_whitener: Whitener | None = None,
+             frame_whiteners: Mapping[str, Whitener] | None = None) -> VideoTable:
+    """A `VideoTable` of vectors already computed: the frame whiteners of every `FRAME_SPACES` from
+    ``frame_moments`` (which may have seen more videos) unless given (``frame_whitener``: only the
+    covariance one), the text whiteners from the scored videos' own vectors unless given."""
+    if frame_whiteners is None:
+        frame_whiteners = ({"covariance": frame_whitener} if frame_whitener is not None
+                           else frame_whiteners_of(frame_moments, eps))
+    frame_whiteners = dict(frame_whiteners)
     return VideoTable(ids=np.asarray(ids, dtype=str), mean_frame=mean_frames, title=title, asr=asr,
-                      frame_whitener=frame_whitener or Whitener.fit(*frame_moments.result(), eps),
+                      frame_whitener=frame_whitener or frame_whiteners.get("covariance")
+                      or next(iter(frame_whiteners.values())),
                       title_whitener=title_whitener or Whitener.fit(*moments(title), eps),
                       asr_whitener=asr_whitener or Whitener.fit(*moments(asr), eps),
-                      frame_tags=frame_tags, frame_tags_whitener=frame_tags_whitener)
+                      frame_tags=frame_tags, frame_tags_whitener=frame_tags_whitener,
+                      frame_whiteners=frame_whiteners)
+
+
+def frame_whiteners_of(frame_moments: MomentAccumulator, eps: float) -> dict[str, Whitener]:
+    mean, cov = frame_moments.result()
+    return frame_whiteners(mean, cov, eps)
 
 
 def moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -266,6 +324,7 @@ class FoldBaselines:
     choices: dict[str, float]
     metric: np.ndarray | None = None  # the linear metric's W (``linear_metric = metric input @ metric``; the input is
     # ``combined`` with each part at its ``{name}_components``, the metric's k)
+    frame_whitener: Whitener | None = None  # the frame part's, in the chosen space (``choices["frame_space"]``)
     widths: dict[str, int] = dataclasses.field(default_factory=dict)  # of frame, title, asr (, frame_tags) in the
     # metric input
 
@@ -422,7 +481,24 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
         alone = centred @ whitener.kernel(k, max(grid))
         return alone, (alone if k_metric == k else centred @ whitener.kernel(k_metric, max(grid)))
 
-    frame, frame_metric = choose_k(table.frame_whitener, table.mean_frame, config.frame_components, "frame")
+    # the frame space, among those of config.frame_spaces the table holds (a table made with one frame
+    # whitener has one): the whitened frame alone at its best k, in sample, as k is chosen
+    spaces = [name for name in config.frame_spaces if name in table.frame_whiteners]
+    if not spaces:
+        raise ValueError(f"frame_spaces {list(config.frame_spaces)}: the table has none of them "
+                         f"(it has {sorted(table.frame_whiteners)})")
+    space_scores = {}
+    for name in spaces:
+        whitener = table.frame_whiteners[name]
+        space_grid = sorted({min(k, whitener.vectors.shape[1]) for k in config.frame_components})
+        space_scores[name] = _best({k: k for k in space_grid},
+                                   lambda k, whitener=whitener: score(whitener(table.mean_frame, k)))[1]
+    frame_space = max(space_scores, key=space_scores.get)  # the first of equals, in config order
+    choices["frame_space"] = frame_space
+    if len(space_scores) > 1:
+        choices.update({f"frame_{name}_score": value for name, value in space_scores.items()})
+    frame_whitener = table.frame_whiteners[frame_space]
+    frame, frame_metric = choose_k(frame_whitener, table.mean_frame, config.frame_components, "frame")
     title, title_metric = choose_k(table.title_whitener, table.title, config.text_components, "title")
     asr, asr_metric = choose_k(table.asr_whitener, table.asr, config.text_components, "asr")
     out["whitened_frame"] = frame
@@ -450,4 +526,4 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
     weights, steps = train_metric(metric_input, q, c, s, config)
     choices.update(steps)
     out["linear_metric"] = metric_input @ weights
-    return FoldBaselines(out, choices, weights, widths)
+    return FoldBaselines(out, choices, weights, frame_whitener, widths)

@@ -197,6 +197,7 @@ class FramesConfig(_Section):
 
 
 TEXT_BASES = ("both", "auto", "tags", "lsa")
+WIDE_FRAME_SPACES = ("auto", "standardised", "covariance")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +222,12 @@ class WideConfig(_Section):
     # tags, LSA where too few videos have tags), "lsa" (the strong baseline's own) or "auto" (per
     # fold and text, the one of tags / lsa that ranks the training pairs better)
     text_basis: str = "both"
+    # the space the mean frame is whitened in: "standardised" (the frames as the model's standardiser
+    # gives them), "covariance" (that standardisation undone: covariance PCA of the powered frames, as
+    # the strong baseline's) or "auto" (per fold, the one whose whitened frame alone ranks the training
+    # pairs better, as the strong baseline chooses; it picked the better one on unseen pairs of eight
+    # held-out draws: docs/benchmarks.md, "The floor chooses its frame space")
+    frame_space: str = "auto"
     tag_ridge_alpha: float = 1.0  # L2 penalty of that ridge (rows of the TF-IDF are unit length)
     # the metric's diagonal stage before the full W (`infer.strong_baselines.train_metric`)
     metric_diagonal: bool = True
@@ -242,6 +249,8 @@ class WideConfig(_Section):
             yield f"frame_tags_width must be >= 0 (0: off), got {self.frame_tags_width}"
         if self.text_basis not in TEXT_BASES:
             yield f"text_basis must be one of {TEXT_BASES}, got {self.text_basis!r}"
+        if self.frame_space not in WIDE_FRAME_SPACES:
+            yield f"frame_space must be one of {WIDE_FRAME_SPACES}, got {self.frame_space!r}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -271,7 +271,8 @@ def _choose_basis(candidates: dict[str, np.ndarray], ids: Sequence[str], pairs: 
 
 def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, wide, output_size: int,
                   special_ids: Sequence[int], sep_token_id: int, seed: int = 0,
-                  transductive: VideoInputs | None = None) -> tuple[dict, dict, np.ndarray]:
+                  transductive: VideoInputs | None = None,
+                  frame_transform: np.ndarray | None = None) -> tuple[dict, dict, np.ndarray]:
     """The frozen weights of a `WidePath` (names as its variables), the choices made, and the
     baseline's own linear-metric embedding of the ``scored`` videos (what the path must reproduce).
 
@@ -280,6 +281,9 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
     ``transductive``: the videos to be scored (validation and test), inputs only: they join the
     unlabelled videos (never the tag ridge's targets) and the text whitening, as in the strong
     baseline, which fits its statistics on every video it scores.
+    ``frame_transform``: the model's frame standardiser's [D, D] transform (the mean frames here are
+    standardised by it); the ``covariance`` frame space undoes it (``wide.frame_space``), so without it
+    only the frames as given (``standardised``) are whitened.
     """
     if len(pairs.score) < 10:
         raise ValueError(f"the wide path needs training pairs to fit its metric, got {len(pairs.score)}")
@@ -290,8 +294,17 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
         extra_videos = len(unlabelled.ids) - before
     extra_rows = slice(len(unlabelled.ids) - extra_videos, len(unlabelled.ids))
     defaults = sb.BaselineConfig()
+    spaces = {"auto": ("standardised", "covariance"), "standardised": ("standardised",),
+              "covariance": ("covariance",)}[wide.frame_space]
+    if frame_transform is not None and np.allclose(frame_transform, np.eye(len(frame_transform))):
+        frame_transform = None  # no standardisation to undo: the two spaces are one
+    if frame_transform is None:
+        if wide.frame_space == "covariance":
+            raise ValueError("model.wide.frame_space=covariance undoes the model's frame standardisation, but the "
+                             "model has none (model.frame_normalization none): use standardised or auto")
+        spaces = ("standardised",)
     config = dataclasses.replace(
-        defaults, seed=seed, metric_diagonal=wide.metric_diagonal,
+        defaults, seed=seed, metric_diagonal=wide.metric_diagonal, frame_spaces=spaces,
         frame_components=tuple(sorted({min(k, wide.frame_width) for k in defaults.frame_components})),
         text_components=tuple(sorted({min(k, wide.text_width) for k in defaults.text_components})),
         frame_tags_components=tuple(sorted({min(k, max(wide.frame_tags_width, 1))
@@ -329,6 +342,10 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
     moments.add(scored.mean_frames)
     frame_mean, frame_cov = moments.result()
     frame_whitener = sb.Whitener.fit(frame_mean, frame_cov, config.eps)
+    frame_whiteners = {"standardised": frame_whitener}
+    if "covariance" in spaces:  # the standardiser undone: (z - mean) @ T⁻¹ = the powered frames, centred
+        frame_whiteners["covariance"] = sb.Whitener.fit_transformed(
+            frame_mean, frame_cov, np.linalg.pinv(np.asarray(frame_transform, dtype=np.float64)), config.eps)
     frame_tags = frame_tags_whitener = tags_map = None
     if wide.frame_tags_width > 0:
         if all_tags is None:
@@ -344,7 +361,8 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
     table = sb.table_of(scored.ids, scored.mean_frames, parts["title"][2], parts["asr"][2], moments, config.eps,
                         frame_whitener, frame_tags, frame_tags_whitener,
                         title_whitener=sb.Whitener.fit(*sb.moments(parts["title"][3]), config.eps),
-                        asr_whitener=sb.Whitener.fit(*sb.moments(parts["asr"][3]), config.eps))
+                        asr_whitener=sb.Whitener.fit(*sb.moments(parts["asr"][3]), config.eps),
+                        frame_whiteners=frame_whiteners)
     result = sb.fold_baselines(table, pairs, config)
     choices = dict(result.choices, **bases)
 
@@ -362,8 +380,8 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
 
     part_weights = [1.0, choices["title_weight"], choices["asr_weight"]]
     weights = {
-        "frame_mean": table.frame_whitener.mean,
-        "frame_kernel": table.frame_whitener.kernel(int(choices["frame_components"]), wide.frame_width),
+        "frame_mean": result.frame_whitener.mean,
+        "frame_kernel": result.frame_whitener.kernel(int(choices["frame_components"]), wide.frame_width),
         "metric": metric,
         "sep_token_id": np.int32(sep_token_id),
     }
@@ -422,7 +440,8 @@ def prepare_wide_path(model, run_dir: str, train_files: Sequence[str], unlabelle
             transductive = collect_scored(model, validation_files, test_files, decoder,
                                           model_config.wide.max_fit_videos, progress=progress)
         weights, choices, _ = fit_wide_path(scored, unlabelled, pairs, model_config.wide, model_config.embedding_dim,
-                                            model_config.text.special_token_ids, int(sep), seed, transductive)
+                                            model_config.text.special_token_ids, int(sep), seed, transductive,
+                                            model.frame_standardizer.transform.numpy())
         if writes:
             save_fit(path, weights, choices)
     model.wide_path.set_weights_from(weights)

@@ -58,6 +58,70 @@ def test_pair_spearman_is_the_scipy_statistic():
     assert np.isnan(sb.pair_spearman(np.ones((40, 5)), q, c, s))
 
 
+def test_fit_transformed_whitens_the_standardised_features():
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=(600, 5)) @ rng.normal(size=(5, 5)) + 3.0) * np.array([1.0, 10.0, 100.0, 0.1, 1.0])
+    mean, cov = sb.moments(x)
+    transform = sb.standardising_transform(cov)
+    np.testing.assert_allclose(np.diag(transform), 1.0 / x.std(0), rtol=1e-9)
+    spaces = sb.frame_whiteners(mean, cov, eps=1e-12)
+    assert set(spaces) == set(sb.FRAME_SPACES)
+    white = spaces["standardised"](x, 5)
+    np.testing.assert_allclose(np.cov(white.T, bias=True), np.eye(5), atol=1e-6)
+    # the same PCA as whitening the standardised features themselves (columns up to sign)
+    z = (x - x.mean(0)) / x.std(0)
+    direct = sb.Whitener.fit(np.zeros(5), np.cov(z.T, bias=True), eps=1e-12)(z, 2)
+    np.testing.assert_allclose(np.abs(white[:, :2]), np.abs(direct), atol=1e-6)
+    np.testing.assert_allclose(spaces["covariance"](x, 3), sb.Whitener.fit(mean, cov, 1e-12)(x, 3), atol=1e-9)
+    with pytest.raises(ValueError, match="frame_spaces"):
+        sb.BaselineConfig(frame_spaces=("correlation",))
+
+
+def _frame_space_world(signal_loud: bool, n: int = 400, seed: int = 5):
+    """30 frame features: a 2-d similarity latent in one block, a nuisance in the other. ``signal_loud``:
+    the latent in 2 loud features, the rest 28 quiet copies of one nuisance (standardising them makes the
+    nuisance the top component); else the latent spread over 6 quiet correlated features beside 24 loud
+    independent noise features (covariance PCA keeps the noise first)."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, 2))
+    if signal_loud:
+        nuisance = rng.normal(size=(n, 1))
+        quiet = (nuisance + rng.normal(size=(n, 28)) * 0.05) * 0.01
+        frames = np.concatenate([latent * 3.0, quiet], 1)
+    else:
+        block = (latent @ rng.normal(size=(2, 6)) + rng.normal(size=(n, 6)) * 0.1) * 0.05
+        frames = np.concatenate([block, rng.normal(size=(n, 24))], 1)
+    frames = frames + 7.0
+    ids = np.array([f"v{i}" for i in range(n)])
+    q, c = rng.integers(0, n, 1500), rng.integers(0, n, 1500)
+    unit = latent / np.linalg.norm(latent, axis=1, keepdims=True)
+    score = (np.sum(unit[q] * unit[c], 1) + rng.normal(size=len(q)) * 0.1).astype(np.float32)
+    moments = sb.MomentAccumulator(frames.shape[1])
+    moments.add(frames)
+    table = sb.table_of(ids, frames, np.zeros((n, 1)), np.zeros((n, 1)), moments, 1e-6,
+                        title_whitener=sb.Whitener(np.zeros(1), np.eye(1), np.ones(1), 1e-6),
+                        asr_whitener=sb.Whitener(np.zeros(1), np.eye(1), np.ones(1), 1e-6))
+    return table, Labels("<test>", ids[q].astype(object), ids[c].astype(object), score)
+
+
+@pytest.mark.parametrize("signal_loud, expected", [(True, "covariance"), (False, "standardised")])
+def test_fold_baselines_choose_the_frame_space_on_training_pairs(signal_loud, expected):
+    table, labels = _frame_space_world(signal_loud)
+    assert set(table.frame_whiteners) == set(sb.FRAME_SPACES)
+    train = Labels("<train>", labels.query[:1000], labels.candidate[:1000], labels.score[:1000])
+    held = (table.rows(labels.query[1000:].tolist()), table.rows(labels.candidate[1000:].tolist()), labels.score[1000:])
+    config = sb.BaselineConfig(frame_components=(2, 4, 8), text_components=(1,), text_weights=(0.0,), metric_steps=0)
+    result = sb.fold_baselines(table, train, config)
+    assert result.choices["frame_space"] == expected
+    assert result.frame_whitener is table.frame_whiteners[expected]
+    other = next(name for name in sb.FRAME_SPACES if name != expected)
+    assert result.choices[f"frame_{expected}_score"] > result.choices[f"frame_{other}_score"]
+    forced = sb.fold_baselines(table, train, dataclasses.replace(config, frame_spaces=(other,)))
+    assert forced.choices["frame_space"] == other and f"frame_{other}_score" not in forced.choices
+    chosen_held = sb.pair_spearman(result.embeddings["whitened_frame"], *held)
+    assert chosen_held > sb.pair_spearman(forced.embeddings["whitened_frame"], *held) + 0.1
+
+
 def _hidden_signal_table(n=300, dim=64, seed=0):
     """Videos whose frames hide a 4-d similarity signal under a huge shared offset and loud
     nuisance directions; titles carry a weaker copy of the signal."""
@@ -218,6 +282,12 @@ def test_cli_writes_per_fold_baselines_scored_by_ensemble_final(synthetic_data, 
     choices = json.loads((out / "choices.json").read_text())
     assert sorted(choices["folds"]) == ["0", "1"]
     assert choices["config"]["frame_power"] == 0.5  # the signed square root, as the robust recipe
+    assert choices["config"]["frame_spaces"] == list(sb.FRAME_SPACES)  # auto: chosen per fold
+    for chosen in choices["folds"].values():
+        scores = {space: chosen[f"frame_{space}_score"] for space in sb.FRAME_SPACES}
+        assert chosen["frame_space"] == max(scores, key=scores.get)
+    printed = capsys.readouterr().out
+    assert f"frame space: fold 0 {choices['folds']['0']['frame_space']}, fold 1" in printed
     for name in sb.BASELINES:
         for fold in (0, 1):
             assert (out / name / f"fold_{fold:02d}" / "val.npz").is_file()
@@ -253,6 +323,22 @@ def test_cli_refuses_folds_of_another_label_file(synthetic_data, folds_dir, tmp_
     (data / "pairwise" / "label.tsv").write_text("\n".join(lines[:-5]) + "\n")
     assert cli.main(["--data", str(data), "--folds-dir", str(folds_dir), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "written from another label file" in capsys.readouterr().err
+
+
+def test_cli_fixes_the_frame_space_and_notes_folds_that_differ(synthetic_data, folds_dir, tmp_path, capsys):
+    out = tmp_path / "covariance"
+    assert cli.main(["--data", str(synthetic_data), "--folds-dir", str(folds_dir), "--out", str(out),
+                     "--folds", "0", "--frame-space", "covariance", "--quiet"]) == 0
+    choices = json.loads((out / "choices.json").read_text())
+    assert choices["config"]["frame_spaces"] == ["covariance"]
+    assert choices["folds"]["0"]["frame_space"] == "covariance" and "frame_covariance_score" not in choices["folds"]["0"]
+    assert "note:" not in capsys.readouterr().out
+    lines = cli.frame_space_lines({"folds": {"0": {"frame_space": "covariance"}, "1": {"frame_space": "standardised"}}})
+    assert lines[0] == "frame space: fold 0 covariance, fold 1 standardised"
+    assert "mixes two frame bases" in lines[1] and "--frame-space" in lines[1]
+    with pytest.raises(SystemExit):
+        cli.main(["--data", "d", "--folds-dir", "f", "--out", "o", "--frame-space", "correlation"])
+    assert "invalid choice: 'correlation'" in capsys.readouterr().err
 
 
 def test_every_fold_gives_the_same_width(synthetic_data, folds_dir, tmp_path):

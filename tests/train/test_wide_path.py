@@ -88,6 +88,59 @@ def _collect(layer, frames, ids, prefix, tags=None):
                                  None if tags is None else scipy.sparse.csr_matrix(tags))
 
 
+def test_frame_space_undoes_the_models_standardiser(world):
+    """The model's standardiser divides every feature by its spread; the covariance space reads the
+    frames as the strong baseline whitens them, the standardised one as they come, auto takes the one
+    whose whitened frame ranks the training pairs better, and the path reproduces the fit in each."""
+    from infer import strong_baselines as sb
+
+    layer = _layer()
+    scale = np.geomspace(0.05, 20.0, DIM)  # features of wildly different spread, as CNN activations
+    raw = {name: world[name][1] * scale for name in ("scored", "unlabelled")}
+    mean = raw["unlabelled"].mean(0)
+    transform = np.diag(1.0 / raw["unlabelled"].std(0))
+    standardised = {name: ((value - mean) @ transform).astype(np.float32) for name, value in raw.items()}
+    scored = _collect(layer, standardised["scored"], world["scored"][2], "v", world["scored"][3])
+    unlabelled = _collect(layer, standardised["unlabelled"], world["unlabelled"][2], "u", world["unlabelled"][3])
+    config = WideConfig(enabled=True, lsa_dim=6, frame_width=8, text_width=4)
+    assert config.frame_space == "auto"
+    fits = {space: wide_path.fit_wide_path(scored, unlabelled, world["pairs"],
+                                           dataclasses.replace(config, frame_space=space), 16, [PAD, CLS, SEP, MASK],
+                                           SEP, frame_transform=transform)
+            for space in ("standardised", "covariance", "auto")}
+    # the covariance space's frame part is the covariance PCA of the raw frames, read from the standardised ones
+    weights, choices, reference = fits["covariance"]
+    assert choices["frame_space"] == "covariance" and "frame_standardised_score" not in choices
+    k = int(choices["frame_components"])
+    moments = sb.MomentAccumulator(DIM)
+    for value in (raw["unlabelled"], raw["scored"]):
+        moments.add(value.astype(np.float32).astype(np.float64))
+    expected = sb.Whitener.fit(*moments.result(), 1e-6)(raw["scored"], k)
+    got = (scored.mean_frames - weights["frame_mean"]) @ weights["frame_kernel"][:, :k]
+    np.testing.assert_allclose(np.abs(got), np.abs(expected), rtol=1e-3, atol=1e-3)  # columns up to sign
+    assert fits["standardised"][1]["frame_space"] == "standardised"
+    assert not np.allclose(fits["standardised"][0]["frame_kernel"], weights["frame_kernel"])
+    auto = fits["auto"][1]
+    scores = {space: auto[f"frame_{space}_score"] for space in ("standardised", "covariance")}
+    assert auto["frame_space"] == max(scores, key=scores.get)
+    np.testing.assert_allclose(fits["auto"][0]["frame_kernel"], fits[auto["frame_space"]][0]["frame_kernel"])
+    for weights, _, reference in fits.values():  # in-graph, each fit gives the baseline's cosines
+        layer.set_weights_from(weights)
+        out = layer(*_inputs(standardised["scored"], world["scored"][2])).numpy()
+        unit = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+        np.testing.assert_allclose(out @ out.T, unit @ unit.T, atol=2e-4)
+    # nothing to undo (no transform, or the identity): one space; covariance is then an error
+    for given in (None, np.eye(DIM)):
+        _, plain, _ = wide_path.fit_wide_path(scored, unlabelled, world["pairs"], config, 16, [PAD, CLS, SEP, MASK],
+                                              SEP, frame_transform=given)
+        assert plain["frame_space"] == "standardised" and "frame_covariance_score" not in plain
+    with pytest.raises(ValueError, match="frame_space=covariance undoes"):
+        wide_path.fit_wide_path(scored, unlabelled, world["pairs"], dataclasses.replace(config, frame_space="covariance"),
+                                16, [PAD, CLS, SEP, MASK], SEP)
+    with pytest.raises(ValueError, match="frame_space must be one of"):
+        WideConfig(frame_space="correlation")
+
+
 def test_token_counts_split_title_and_asr_at_the_first_sep():
     layer = _layer()
     ids = tf.constant([[CLS, 5, 5, 7, SEP, 9, 5, SEP, PAD, PAD]])
