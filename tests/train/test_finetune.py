@@ -119,7 +119,7 @@ def test_finetune_may_change_only_how_the_wide_path_is_fitted():
 
     pretrained = apply_overrides(TrainConfig(), ["model.wide.enabled=true"])
     fitted = apply_overrides(pretrained, ["model.wide.transductive=true", "model.wide.max_fit_videos=10",
-                                          "model.wide.text_basis=lsa"]).model
+                                          "model.wide.text_basis=lsa", "model.wide.frame_space=covariance"]).model
     check_pretrained_model(pretrained, fitted, "PRE")  # the fit's settings: allowed
     assert "wide.transductive" in FINETUNE_ONLY_MODEL_KEYS
     for change in ("model.wide.enabled=false", "model.wide.frame_width=8", "model.embedding_dim=512"):
