@@ -224,9 +224,9 @@ class WideConfig(_Section):
     text_basis: str = "both"
     # the space the mean frame is whitened in: "standardised" (the frames as the model's standardiser
     # gives them), "covariance" (that standardisation undone: covariance PCA of the powered frames, as
-    # the strong baseline's) or "auto" (per fold, the one whose whitened frame alone ranks the training
-    # pairs better, as the strong baseline chooses; it picked the better one on unseen pairs of eight
-    # held-out draws: docs/benchmarks.md, "The floor chooses its frame space")
+    # the strong baseline's) or "auto" (per fold, as the strong baseline chooses: standardised unless the
+    # covariance space's whitened frame alone ranks the training pairs better by more than 0.01;
+    # docs/benchmarks.md, "The floor chooses its frame space")
     frame_space: str = "auto"
     tag_ridge_alpha: float = 1.0  # L2 penalty of that ridge (rows of the TF-IDF are unit length)
     # the metric's diagonal stage before the full W (`infer.strong_baselines.train_metric`)
