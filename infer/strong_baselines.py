@@ -297,7 +297,7 @@ def table_of(ids: Sequence[str], mean_frames: np.ndarray, title: np.ndarray, asr
     covariance one), the text whiteners from the scored videos' own vectors unless given."""
     if frame_whiteners is None:
         frame_whiteners = ({"covariance": frame_whitener} if frame_whitener is not None
-                           else frame_whiteners_of(frame_moments, eps))
+                           else _spaces_of(frame_moments, eps))
     frame_whiteners = dict(frame_whiteners)
     return VideoTable(ids=np.asarray(ids, dtype=str), mean_frame=mean_frames, title=title, asr=asr,
                       frame_whitener=frame_whitener or frame_whiteners.get("covariance")
@@ -308,9 +308,9 @@ def table_of(ids: Sequence[str], mean_frames: np.ndarray, title: np.ndarray, asr
                       frame_whiteners=frame_whiteners)
 
 
-def frame_whiteners_of(frame_moments: MomentAccumulator, eps: float) -> dict[str, Whitener]:
-    mean, cov = frame_moments.result()
-    return frame_whiteners(mean, cov, eps)
+def _spaces_of(frame_moments: MomentAccumulator, eps: float) -> dict[str, Whitener]:
+    # `frame_whiteners` under another name: `table_of`'s argument of that name hides it there
+    return frame_whiteners(*frame_moments.result(), eps)
 
 
 def moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -472,13 +472,20 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
 
     above = config.metric_components_above if config.metric_diagonal else 0
 
-    def choose_k(whitener: Whitener, x: np.ndarray, grid: Sequence[int], name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Whitened with the best k, and with the metric's k (``above`` grid steps more), each
+    def best_k(whitener: Whitener, x: np.ndarray, grid: Sequence[int]) -> tuple[list[int], int, float]:
+        """The grid capped at the whitener's rank, its in-sample best k and that k's score."""
+        grid = sorted({min(k, whitener.vectors.shape[1]) for k in grid})
+        k, best = _best({k: k for k in grid}, lambda k: score(whitener(x, k)))
+        return grid, k, best
+
+    def choose_k(whitener: Whitener, x: np.ndarray, grid: Sequence[int], name: str,
+                 found: tuple[list[int], int, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Whitened with the best k (``found``: `best_k`'s answer, already computed), and with the
+        metric's k (``above`` grid steps more), each
         zero-padded to the grid's largest k: every fold's vectors have the same width and share the
         leading (fold-independent PCA) coordinates, so test embeddings of different folds can be
         averaged. ``{name}_components`` records the metric's k (the wide path's)."""
-        grid = sorted({min(k, whitener.vectors.shape[1]) for k in grid})
-        k, _ = _best({k: k for k in grid}, lambda k: score(whitener(x, k)))
+        grid, k, _ = found or best_k(whitener, x, grid)
         k_metric = grid[min(grid.index(k) + above, len(grid) - 1)]
         choices[f"{name}_components_alone"], choices[f"{name}_components"] = k, k_metric
         widths[name] = max(grid)
@@ -492,12 +499,8 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
     if not spaces:
         raise ValueError(f"frame_spaces {list(config.frame_spaces)}: the table has none of them "
                          f"(it has {sorted(table.frame_whiteners)})")
-    space_scores: dict[str, float] = {}
-    for name in spaces:
-        whitener = table.frame_whiteners[name]
-        space_grid = sorted({min(k, whitener.vectors.shape[1]) for k in config.frame_components})
-        space_scores[name] = _best({k: k for k in space_grid},
-                                   lambda k, whitener=whitener: score(whitener(table.mean_frame, k)))[1]
+    found = {name: best_k(table.frame_whiteners[name], table.mean_frame, config.frame_components) for name in spaces}
+    space_scores = {name: value[2] for name, value in found.items()}
     frame_space = max(space_scores, key=space_scores.get)
     if space_scores[frame_space] <= space_scores[spaces[0]] + config.frame_space_margin:
         frame_space = spaces[0]  # the preferred space, unless another is clearly better in sample
@@ -505,7 +508,8 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
     if len(space_scores) > 1:
         choices.update({f"frame_{name}_score": value for name, value in space_scores.items()})
     frame_whitener = table.frame_whiteners[frame_space]
-    frame, frame_metric = choose_k(frame_whitener, table.mean_frame, config.frame_components, "frame")
+    frame, frame_metric = choose_k(frame_whitener, table.mean_frame, config.frame_components, "frame",
+                                   found[frame_space])
     title, title_metric = choose_k(table.title_whitener, table.title, config.text_components, "title")
     asr, asr_metric = choose_k(table.asr_whitener, table.asr, config.text_components, "asr")
     out["whitened_frame"] = frame
