@@ -525,8 +525,7 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
     metric_input = np.concatenate([l2n(frame_metric), a * l2n(title_metric), b * l2n(asr_metric)], axis=1)
     if table.frame_tags is not None:  # a fourth part: its best k alone, its weight beside the other three
         whitener = table.frame_tags_whitener
-        grid = sorted({min(k, whitener.vectors.shape[1]) for k in config.frame_tags_components})
-        k, _ = _best({k: k for k in grid}, lambda k: score(whitener(table.frame_tags, k)))
+        grid, k, _ = best_k(whitener, table.frame_tags, config.frame_tags_components)
         choices["frame_tags_components"] = k
         widths["frame_tags"] = max(grid)
         frame_tags = l2n(whitener.centred(table.frame_tags) @ whitener.kernel(k, max(grid)))
