@@ -40,7 +40,11 @@ test``, or on the fold's validation embeddings with ``--fit-on val``), and the o
 (``oracle_spearman`` of the synthetic data's ``synth_meta.json``) when given. Under the table a
 ``note:`` line says what the table shows went wrong (``ensemble.report.check_rows``, also
 ``notes`` in the report): the ensemble below its best member, no model above the best strong
-baseline, a model whose out-of-fold score is more than 0.02 from its mean fold score.
+baseline, a model whose out-of-fold score is more than 0.02 from its mean fold score. Above the
+notes, with two or more members, a ``member agreement`` line (``headroom`` in the report;
+``ensemble/headroom.py``): how alike the members rank the validation pairs, and what the best
+weights chosen on those very pairs would score over the best member, the most any ``--weights``
+could give there.
 
 Fold calibration (``--calibrate distance``, the default; ``infer/fold_calibration.py``): before
 any pairs of different folds are pooled, each fold model's cosines are put on one scale by
@@ -84,6 +88,7 @@ from ensemble import fold_alignment
 from ensemble.fold_average import FoldAverager
 from ensemble.report import ReportRow, check_rows, format_table, plot_table
 from ensemble.rules import DEFAULT_DIM, RULES, apply_rule, concat_scaled
+from ensemble.headroom import Headroom, member_headroom
 from ensemble.weights import cross_fitted_weights, fold_cosines
 from infer.embeddings_io import EmbeddingSet, load_embedding_set, read_provenance, save_embeddings
 from infer import fold_calibration
@@ -438,13 +443,17 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
             distances[model] = fold_calibration.fold_distances(fold_dirs[model])
             val_sets[model] = fold_calibration.calibrate_folds(val_sets[model], distances[model])
     fold_weights = {fold: rule_weights for fold in folds}
+    member_cosines = fold_cosines(val_sets, models, folds) if (auto_weights or len(models) > 1) else None
+    headroom = (member_headroom(np.concatenate([member_cosines[f][0] for f in folds]),
+                                np.concatenate([member_cosines[f][1] for f in folds]), models)
+                if len(models) > 1 else None)
     if auto_weights:
         if len(folds) < AUTO_MIN_FOLDS:
             print(f"warning: --weights auto with {len(folds)} fold(s): each fold's weights are chosen on "
                   f"{len(folds) - 1} other fold(s)' pairs only, which is noisy (with 2 folds it cost up to 0.008 "
                   f"out of fold against equal weights on a synthetic world; docs/benchmarks.md); use it with "
                   f"{AUTO_MIN_FOLDS}+ folds", file=sys.stderr)
-        chosen, final_weights = cross_fitted_weights(fold_cosines(val_sets, models, folds))
+        chosen, final_weights = cross_fitted_weights(member_cosines)
         fold_weights = {fold: [float(w) for w in chosen[fold]] for fold in folds}
         weights = rule_weights = [float(w) for w in final_weights]
 
@@ -537,6 +546,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
         "rows": [row.to_dict() for row in rows],
         "oracle_spearman": oracle, "result": summary, "table": format_table(rows, markdown=True),
         "notes": check_rows(rows),
+        "headroom": headroom.to_dict() if headroom is not None else None,
         "provenance": provenance_summary,
     }
     report["report_path"] = report_path(out)
@@ -611,6 +621,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report["calibrate"] == "distance":
         print("(out of fold: each fold model's cosines put on one scale by its mean distance between the test "
               "videos; --calibrate none pools them raw)")
+    if report["headroom"] is not None:
+        print(Headroom(**{k: v for k, v in report["headroom"].items() if k != "gain"}).describe())
     for note in report["notes"]:
         print(f"note: {note}")
     result = report["result"]

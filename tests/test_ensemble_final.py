@@ -119,6 +119,13 @@ def test_cli_end_to_end(fake_run, capsys):
     assert report["notes"] == check_rows([ReportRow(**row) for row in report["rows"]])
     assert [line for line in lines if line.startswith("note: ")] == [f"note: {n}" for n in report["notes"]]
     assert (run / "ensemble_report.png").stat().st_size > 1000
+    headroom = report["headroom"]  # agreement and the best in-sample weights, on the same pooled cosines
+    assert headroom["best_member"] == "alpha"
+    assert headroom["best_member_spearman"] == pytest.approx(rows["alpha"]["oof_spearman"])
+    assert headroom["best_spearman"] >= headroom["best_member_spearman"] and headroom["gain"] >= 0
+    assert 0 < headroom["agreement"]["alpha ~ beta"] < 0.99  # beta's large noise: they rank pairs differently
+    member_lines = [line for line in lines if line.startswith("member agreement")]
+    assert len(member_lines) == 1 and f"alpha ~ beta {headroom['agreement']['alpha ~ beta']:.4f}" in member_lines[0]
     avg = load_embedding_set(run / "embeddings" / "alpha" / "avg" / "test.npz")
     assert avg.ids.tolist() == test_ids and avg.dim == DIM
 
@@ -160,6 +167,13 @@ def test_weighted_rule_ensemble_oof_matches_manual(fake_run, capsys):
     assert ensemble_row["name"] == "ensemble (weighted)"
     assert ensemble_row["oof_spearman"] == pytest.approx(expected, abs=1e-6)
     assert validate_result(out, test_ids)["dim"] == DIM  # weighted sum keeps the models' dimension
+
+
+def test_one_member_has_no_headroom_line(fake_run, tmp_path, capsys):
+    run, _, _ = fake_run
+    assert ensemble_final.main(["--run", str(run), "--models", "alpha", "--out", str(tmp_path / "one.zip")]) == 0
+    assert "member agreement" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "ensemble_report.json").read_text())["headroom"] is None
 
 
 def test_fit_on_val_and_subprocess(fake_run):
