@@ -88,7 +88,7 @@ from ensemble import fold_alignment
 from ensemble.fold_average import FoldAverager
 from ensemble.report import ReportRow, check_rows, format_table, plot_table
 from ensemble.rules import DEFAULT_DIM, RULES, apply_rule, concat_scaled
-from ensemble.headroom import Headroom, member_headroom
+from ensemble.headroom import member_headroom
 from ensemble.weights import cross_fitted_weights, fold_cosines
 from infer.embeddings_io import EmbeddingSet, load_embedding_set, read_provenance, save_embeddings
 from infer import fold_calibration
@@ -622,7 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("(out of fold: each fold model's cosines put on one scale by its mean distance between the test "
               "videos; --calibrate none pools them raw)")
     if report["headroom"] is not None:
-        print(Headroom(**{k: v for k, v in report["headroom"].items() if k != "gain"}).describe())
+        print(report["headroom"]["line"])
     for note in report["notes"]:
         print(f"note: {note}")
     result = report["result"]

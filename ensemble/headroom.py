@@ -21,6 +21,7 @@ pairs differently (another family, other inputs) is what could.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 import numpy as np
@@ -45,7 +46,15 @@ class Headroom:
         return self.best_spearman - self.best_member_spearman
 
     def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "gain": self.gain}
+        """JSON-ready: the fields, the gain and the report line; a score that is not a number (a member whose
+        cosines are all equal has no ranking) becomes None."""
+        def clean(value):
+            return value if not isinstance(value, float) or math.isfinite(value) else None
+
+        fields = {**dataclasses.asdict(self), "gain": self.gain}
+        fields = {key: ({k: clean(v) for k, v in value.items()} if isinstance(value, dict) else clean(value))
+                  for key, value in fields.items()}
+        return {**fields, "line": self.describe()}
 
     def describe(self) -> str:
         """One line for the report: the agreement, then the best weights and their gain."""
@@ -65,7 +74,8 @@ def member_headroom(cosines: np.ndarray, scores: np.ndarray, models: Sequence[st
     if len(models) < 2:
         raise ValueError(f"headroom needs at least two members, got {list(models)}")
     ranks = scipy.stats.rankdata(cosines, axis=0)
-    correlation = np.corrcoef(ranks, rowvar=False)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant column: NaN, reported as None
+        correlation = np.corrcoef(ranks, rowvar=False)
     agreement = {f"{models[i]} ~ {models[j]}": float(correlation[i, j])
                  for i in range(len(models)) for j in range(i + 1, len(models))}
     grid = simplex_grid(len(models), step)

@@ -1,4 +1,6 @@
 """ensemble.headroom: member agreement and the best in-sample weights."""
+import json
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -46,8 +48,19 @@ def test_describe_and_round_trip():
     assert line.startswith("member agreement (Spearman between their out-of-fold cosines): a ~ b ")
     assert f"would score {headroom.best_spearman:.4f}, {headroom.gain:+.4f} over {headroom.best_member} alone" in line
     as_dict = headroom.to_dict()
-    assert as_dict["gain"] == pytest.approx(headroom.gain)
-    assert Headroom(**{k: v for k, v in as_dict.items() if k != "gain"}) == headroom
+    assert as_dict["gain"] == pytest.approx(headroom.gain) and as_dict["line"] == line
+    assert Headroom(**{k: v for k, v in as_dict.items() if k not in ("gain", "line")}) == headroom
+    assert json.loads(json.dumps(as_dict, allow_nan=False)) == as_dict
+
+
+def test_a_member_without_a_ranking_gives_none_not_nan():
+    _, scores, good, _ = _members()
+    headroom = member_headroom(np.stack([good, np.zeros_like(good)], 1), scores, ["good", "flat"])
+    assert headroom.best_member == "good" and headroom.gain == pytest.approx(0.0, abs=1e-12)
+    as_dict = headroom.to_dict()
+    assert as_dict["agreement"] == {"good ~ flat": None}
+    json.dumps(as_dict, allow_nan=False)  # strict JSON: no NaN
+    assert "good ~ flat nan" in as_dict["line"]
 
 
 def test_bad_shapes_are_refused():
