@@ -3,7 +3,8 @@
     python -m infer.baselines --data DATA --folds-dir DATA/folds --out RUN/baselines [--folds 0 1 2]
 
 reads every video of ``DATA`` (pointwise and test videos only for unsupervised statistics: mean,
-covariance, TF-IDF, LSA; no labels) and, for each fold, writes one directory per baseline in the
+covariance, TF-IDF, LSA; no labels; ``--without-test-videos`` leaves the test videos out of those fits too,
+as the models' wide path does) and, for each fold, writes one directory per baseline in the
 layout of a model's embeddings::
 
     RUN/baselines/<baseline>/fold_XX/val.npz    the fold's validation-pair videos (+ its pairs)
@@ -106,7 +107,8 @@ def write_strong_baselines(data_dir: str, folds_dir: str, out_dir: str, folds: S
             for index, video in enumerate(summarise(path, kind, progress, frame_power=config.frame_power)):
                 seen.add(video["id"], path, index)
                 scored[video["id"]] = video
-                moments.add(video["mean_frame"])
+                if name != "test_a" or config.fit_test_videos:
+                    moments.add(video["mean_frame"])
                 if name == "test_a":
                     test_ids.append(video["id"])
 
@@ -116,7 +118,7 @@ def write_strong_baselines(data_dir: str, folds_dir: str, out_dir: str, folds: S
                 moments.add(video["mean_frame"])
                 yield video
 
-    table = build_table(scored, unlabelled(), config, moments)
+    table = build_table(scored, unlabelled(), config, moments, unfitted=() if config.fit_test_videos else test_ids)
     choices = {"config": config.to_dict(), "folds": {}}
     for fold in tqdm(folds, desc="baseline folds", unit="fold", disable=not progress, file=sys.stderr):
         # validation pairs in the order of the fold's shard, as a model's val.npz holds them
@@ -140,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = cli.baselines_parser().parse_args(argv)
     try:
         spaces = FRAME_SPACES if args.frame_space == "auto" else (args.frame_space,)
-        config = BaselineConfig(frame_power=args.frame_power, frame_spaces=spaces)
+        config = BaselineConfig(frame_power=args.frame_power, frame_spaces=spaces,
+                                fit_test_videos=not args.without_test_videos)
         choices = write_strong_baselines(args.data, args.folds_dir, args.out, args.folds, config,
                                          progress=not args.quiet)
     except (DataError, ValueError, FileNotFoundError) as error:

@@ -51,6 +51,10 @@ def baselines_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frame-power", type=_power, default=0.5,
                         help="signed power of every frame value before the mean frame, in (0, 1] (default 0.5: "
                              "the signed square root, as the robust recipe's model.frames.power; 1: raw frames)")
+    parser.add_argument("--without-test-videos", action="store_true",
+                        help="fit the unsupervised statistics (frame moments, TF-IDF, LSA, text whitening) on the "
+                             "unlabelled and labelled-pair videos only and just map the test videos through them, "
+                             "as the models' wide path does (default: the test videos join those fits)")
     parser.add_argument("--frame-space", choices=("auto", "covariance", "standardised"), default="auto",
                         help="the space the mean frame is whitened in: covariance PCA, standardised (each feature "
                              "divided by its spread first: correlation PCA) or auto (default: per fold, the one "

@@ -374,3 +374,35 @@ def test_summarise_takes_the_signed_power_of_every_frame_value(synthetic_data, c
     with pytest.raises(SystemExit):
         cli.main(["--data", "d", "--folds-dir", "f", "--out", "o", "--frame-power", "0"])
     assert "expected a number in (0, 1], got '0'" in capsys.readouterr().err
+
+
+
+def test_without_test_videos_the_test_set_changes_nothing_the_pairs_get(synthetic_data, folds_dir, tmp_path):
+    """--without-test-videos: the statistics are fitted on the pointwise and pair videos only, so the
+    validation pairs' embeddings are the same with or without a test set beside them (byte for byte),
+    and the test videos are still embedded; by default the test videos join the fits and move them."""
+    from infer.embeddings_io import load_embedding_set
+    from infer.cli import baselines_parser
+
+    no_test = tmp_path / "no_test"  # the same data without test_a/
+    no_test.mkdir()
+    for name in ("pairwise", "pointwise"):
+        os.symlink(synthetic_data / name, no_test / name)
+    small = dict(frame_components=(2, 64), text_components=(2, 16), metric_steps=20)
+    outputs = {}
+    for label, data, fit_test in (("inductive", synthetic_data, False), ("inductive_no_test", no_test, False),
+                                  ("transductive", synthetic_data, True)):
+        outputs[label] = tmp_path / label
+        cli.write_strong_baselines(str(data), str(folds_dir), str(outputs[label]), folds=[0],
+                                   config=sb.BaselineConfig(fit_test_videos=fit_test, **small), progress=False)
+    assert json.loads((outputs["inductive"] / "choices.json").read_text())["config"]["fit_test_videos"] is False
+    assert not (outputs["inductive_no_test"] / "combined" / "fold_00" / "test.npz").exists()
+    for name in ("centred_frame", "whitened_frame", "title_lsa", "combined", "linear_metric"):
+        val = {label: load_embedding_set(out / name / "fold_00" / "val.npz") for label, out in outputs.items()}
+        np.testing.assert_array_equal(val["inductive"].embeddings, val["inductive_no_test"].embeddings)
+        assert not np.allclose(val["inductive"].embeddings, val["transductive"].embeddings), name
+        test = load_embedding_set(outputs["inductive"] / name / "fold_00" / "test.npz")
+        assert len(test.ids) > 0 and np.isfinite(test.embeddings).all()
+    assert baselines_parser().parse_args(["--data", "d", "--folds-dir", "f", "--out", "o",
+                                          "--without-test-videos"]).without_test_videos is True
+    assert baselines_parser().parse_args(["--data", "d", "--folds-dir", "f", "--out", "o"]).without_test_videos is False
