@@ -443,7 +443,7 @@ def run_ensemble(run: str, models: list[str], weights: list[float], rule: str = 
             distances[model] = fold_calibration.fold_distances(fold_dirs[model])
             val_sets[model] = fold_calibration.calibrate_folds(val_sets[model], distances[model])
     fold_weights = {fold: rule_weights for fold in folds}
-    member_cosines = fold_cosines(val_sets, models, folds) if (auto_weights or len(models) > 1) else None
+    member_cosines = fold_cosines(val_sets, models, folds)  # the validation pairs only: cheap
     headroom = (member_headroom(np.concatenate([member_cosines[f][0] for f in folds]),
                                 np.concatenate([member_cosines[f][1] for f in folds]), models)
                 if len(models) > 1 else None)
