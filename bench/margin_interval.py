@@ -29,11 +29,12 @@ from tfrecord_tools.errors import DataError
 BASELINE_PREFIX = "baseline:"
 
 
-def system_dir(run: str, name: str) -> str:
-    """Where a system's per-fold embeddings are: a model under embeddings/, a baseline under baselines/."""
+def system_dir(run: str, name: str, baselines: str | None = None) -> str:
+    """Where a system's per-fold embeddings are: a model under embeddings/, a baseline under baselines/
+    (or under ``baselines``, another `infer.baselines --out` directory, where given)."""
     name = name.replace("baseline: ", BASELINE_PREFIX)
     if name.startswith(BASELINE_PREFIX):
-        return os.path.join(run, "baselines", name[len(BASELINE_PREFIX):])
+        return os.path.join(baselines or os.path.join(run, "baselines"), name[len(BASELINE_PREFIX):])
     return os.path.join(run, "embeddings", name)
 
 

@@ -166,14 +166,15 @@ def read_submission(path: str) -> EmbeddingSet:
     return EmbeddingSet(source.ids, matrix, None, path)
 
 
-def load_system(run: str, name: str, folds: Sequence[int] | None = None) -> SystemSets:
-    """A model's, a baseline's (``baseline:NAME``) or the submission's test embeddings in ``run``."""
+def load_system(run: str, name: str, folds: Sequence[int] | None = None, baselines: str | None = None) -> SystemSets:
+    """A model's, a baseline's (``baseline:NAME``) or the submission's test embeddings in ``run``
+    (a baseline's in ``baselines`` where given: another `infer.baselines --out` directory)."""
     if name == SUBMISSION:
         path = os.path.join(run, layout.RESULT_ZIP)
         if not os.path.isfile(path):
             raise DataError(path, None, "no submission (ensemble_final.py writes it)")
         return SystemSets(name, {}, read_submission(path), path)
-    directory = system_dir(run, name)
+    directory = system_dir(run, name, baselines)
     if not os.path.isdir(directory):
         raise DataError(directory, None, f"no such system {name!r} (a model of {layout.EMBEDDINGS_DIR}/, "
                                          f"baseline:<name> of {layout.BASELINES_DIR}/ or {SUBMISSION!r})")
@@ -194,12 +195,13 @@ def load_system(run: str, name: str, folds: Sequence[int] | None = None) -> Syst
     return SystemSets(name, fold_sets, load_embedding_set(path), path)
 
 
-def default_systems(run: str) -> list[str]:
-    """Every model under ``RUN/embeddings``, ``baseline:linear_metric`` and ``submission``, where present."""
+def default_systems(run: str, baselines: str | None = None) -> list[str]:
+    """Every model under ``RUN/embeddings``, ``baseline:linear_metric`` (of ``baselines`` where given)
+    and ``submission``, where present."""
     models_dir = os.path.join(run, layout.EMBEDDINGS_DIR)
     names = sorted(n for n in os.listdir(models_dir) if os.path.isdir(os.path.join(models_dir, n))) \
         if os.path.isdir(models_dir) else []
-    if os.path.isdir(system_dir(run, DEFAULT_REFERENCE)):
+    if os.path.isdir(system_dir(run, DEFAULT_REFERENCE, baselines)):
         names.append(DEFAULT_REFERENCE)
     if os.path.isfile(os.path.join(run, layout.RESULT_ZIP)):
         names.append(SUBMISSION)
@@ -391,27 +393,31 @@ def labelled_sample(data: str, max_videos: int = 5000, seed: int = 0, sample_kin
 def evaluate(data: str, run: str, systems: Sequence[str] | None = None, reference: str | None = DEFAULT_REFERENCE,
              folds: Sequence[int] | None = None, bins: int = 20, pairs_per_bin: int = 1000, seed: int = 0,
              draws: int = 1000, level: float = 0.9, max_videos: int = 5000, resample: str = "videos",
-             sample_kind: str = "auto") -> dict:
+             sample_kind: str = "auto", baselines: str | None = None) -> dict:
     """Every system's scores on the test pairs and its fold average's margin over ``reference``
     (None: no intervals; ``resample``: ``videos`` or ``pairs``, see `bootstrap_differences`).
     ``systems``: None for `default_systems`. ``sample_kind``: the labelled sample, ``bins`` (`sample_pairs`),
     ``graph`` (the test videos' label graph, `graph_sample`; needs a data set made with ``--test-graph``)
-    or ``auto`` (graph where there is one)."""
+    or ``auto`` (graph where there is one). ``baselines``: read ``baseline:<name>`` systems from this
+    `infer.baselines --out` directory instead of ``RUN/baselines`` (e.g. the floor fitted
+    ``--without-test-videos``)."""
     if resample not in RESAMPLE:
         raise ValueError(f"resample must be one of {list(RESAMPLE)}, got {resample!r}")
     if sample_kind not in SAMPLES:
         raise ValueError(f"sample must be one of {list(SAMPLES)}, got {sample_kind!r}")
-    names = list(systems) if systems is not None else default_systems(run)
+    if baselines is not None and not os.path.isdir(baselines):
+        raise DataError(baselines, None, "no such baselines directory (python -m infer.baselines --out writes one)")
+    names = list(systems) if systems is not None else default_systems(run, baselines)
     if reference is not None and reference not in names:
         names.append(reference)
     if not names:
         raise DataError(run, None, "no systems found (embeddings/<model>, baselines/linear_metric, result.zip)")
-    loaded = [load_system(run, name, folds) for name in names]  # missing files: told before the slow part
+    loaded = [load_system(run, name, folds, baselines) for name in names]  # missing files: told before the slow part
     drawn = labelled_sample(data, max_videos, seed, sample_kind, bins, pairs_per_bin)
     truth, rows, sample, labels, scorer = drawn.truth, drawn.rows, drawn.sample, drawn.labels, drawn.scorer
     use_graph, per_bin, edges = drawn.graph, drawn.per_bin, drawn.edges
 
-    report = {"data": data, "run": run, **truth.meta, "test_videos": len(truth.ids), "videos_used": int(len(rows)),
+    report = {"data": data, "run": run, "baselines": baselines or os.path.join(run, layout.BASELINES_DIR), **truth.meta, "test_videos": len(truth.ids), "videos_used": int(len(rows)),
               "subset": len(rows) < len(truth.ids), "all_pairs": int(len(scorer.truth)),
               "sample": ({"kind": "graph", "pairs": int(len(sample)), "graph_pairs": int(len(truth.edges[0])),
                           "label_noise": truth.label_noise, "seed": seed, "oracle": scorer.oracle(), "coverage": None}
@@ -491,6 +497,9 @@ def format_report(report: dict) -> str:
     if report["subset"]:
         lines[0] += (f" (a random {report['videos_used']} of the {report['test_videos']} test videos, seed "
                      f"{sample['seed']}: --max-videos)")
+    baselines = report.get("baselines")
+    if baselines and os.path.normpath(baselines) != os.path.normpath(os.path.join(report["run"], layout.BASELINES_DIR)):
+        lines.append(f"baseline:<name> systems read from {baselines} (--baselines)")
     if sample.get("kind") == "graph":
         lines += [f"labels drawn for the {sample['pairs']} pairs of the test videos' label graph (the labelled pairs' "
                   f"shape, near-duplicates included: --test-graph; label noise {sample['label_noise']:.3g})"]
@@ -528,10 +537,11 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def resolve_reference(run: str, reference: str | None) -> str | None:
-    """``--reference``: None means ``baseline:linear_metric`` where the run has it; ``none``: no intervals."""
+def resolve_reference(run: str, reference: str | None, baselines: str | None = None) -> str | None:
+    """``--reference``: None means ``baseline:linear_metric`` where the run (or ``baselines``) has it;
+    ``none``: no intervals."""
     if reference is None:
-        return DEFAULT_REFERENCE if os.path.isdir(system_dir(run, DEFAULT_REFERENCE)) else None
+        return DEFAULT_REFERENCE if os.path.isdir(system_dir(run, DEFAULT_REFERENCE, baselines)) else None
     return None if reference == NO_REFERENCE else reference.replace("baseline: ", BASELINE_PREFIX)
 
 
@@ -557,14 +567,18 @@ def main(argv=None) -> int:
                         help="the labelled pairs: bins of all test pairs at the labelled pairs' similarity quantiles, "
                              "or the test videos' label graph (data made with --test-graph); auto: the graph where "
                              "there is one")
+    parser.add_argument("--baselines", metavar="DIR",
+                        help="read baseline:<name> systems from this infer.baselines --out directory instead of "
+                             "RUN/baselines, e.g. the floor fitted --without-test-videos (the models' footing)")
     parser.add_argument("--json", help="write the whole report here")
     args = parser.parse_args(argv)
     if args.systems:
         args.systems = [s.replace("baseline: ", BASELINE_PREFIX) for s in args.systems]
     try:
-        report = evaluate(args.data, args.run, args.systems, resolve_reference(args.run, args.reference), args.folds,
+        report = evaluate(args.data, args.run, args.systems,
+                          resolve_reference(args.run, args.reference, args.baselines), args.folds,
                           args.bins, args.pairs_per_bin, args.seed, args.draws, args.level, args.max_videos,
-                          args.resample, args.sample)
+                          args.resample, args.sample, args.baselines)
     except (FileNotFoundError, ValueError, DataError) as error:
         return cli.report_error("truth_on_test", error)
     print(format_report(report))

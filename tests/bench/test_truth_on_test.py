@@ -187,6 +187,29 @@ def test_a_subset_of_the_videos_and_a_chosen_system_list(synthetic_data, run, ca
     assert "baseline:linear_metric" not in printed and "| rotated |" not in printed
 
 
+def test_baselines_from_another_directory_are_the_reference(synthetic_data, run, truth, report, tmp_path, capsys):
+    """--baselines: the floor read from another infer.baselines --out directory (e.g. fitted without the
+    test videos), the models and the submission still from the run."""
+    ids, latents = truth
+    other = tmp_path / "baselines_inductive"
+    rng = np.random.default_rng(2)
+    for fold in range(2):  # a floor as good as the truth: every margin over it is negative now
+        _save(other / "linear_metric" / f"fold_{fold:02d}" / "test.npz", ids, latents, rng)
+    assert truth_on_test.main([str(run), "--data", str(synthetic_data), "--systems", "submission", "--baselines",
+                               str(other), "--pairs-per-bin", "100", "--draws", str(DRAWS)]) == 0
+    printed = capsys.readouterr().out
+    assert f"baseline:<name> systems read from {other} (--baselines)" in printed
+    oracle = report["sample"]["oracle"]
+    assert f"| baseline:linear_metric | {oracle:.4f} | {oracle:.4f} | 1.0000 | (reference) |" in printed
+    moved = truth_on_test.evaluate(str(synthetic_data), str(run), ["submission"], pairs_per_bin=100, draws=DRAWS,
+                                   baselines=str(other))
+    own = report["systems"]["submission"]["vs_reference"]
+    assert moved["baselines"] == str(other) and moved["systems"]["submission"]["vs_reference"]["high"] < 0 < own["low"]
+    assert moved["systems"]["submission"]["fold_average"] == report["systems"]["submission"]["fold_average"]
+    assert truth_on_test.main([str(run), "--data", str(synthetic_data), "--baselines", str(tmp_path / "none")]) == 2
+    assert "none: no such baselines directory (python -m infer.baselines --out writes one)" in capsys.readouterr().err
+
+
 def test_missing_fold_average_and_foreign_ids_are_named(synthetic_data, run, truth, tmp_path, capsys):
     ids, latents = truth
     broken = tmp_path / "run"
