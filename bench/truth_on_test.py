@@ -417,7 +417,8 @@ def evaluate(data: str, run: str, systems: Sequence[str] | None = None, referenc
     truth, rows, sample, labels, scorer = drawn.truth, drawn.rows, drawn.sample, drawn.labels, drawn.scorer
     use_graph, per_bin, edges = drawn.graph, drawn.per_bin, drawn.edges
 
-    report = {"data": data, "run": run, "baselines": baselines or os.path.join(run, layout.BASELINES_DIR), **truth.meta, "test_videos": len(truth.ids), "videos_used": int(len(rows)),
+    report = {"data": data, "run": run, "baselines": baselines, **truth.meta,  # baselines None: RUN/baselines
+              "test_videos": len(truth.ids), "videos_used": int(len(rows)),
               "subset": len(rows) < len(truth.ids), "all_pairs": int(len(scorer.truth)),
               "sample": ({"kind": "graph", "pairs": int(len(sample)), "graph_pairs": int(len(truth.edges[0])),
                           "label_noise": truth.label_noise, "seed": seed, "oracle": scorer.oracle(), "coverage": None}
@@ -497,9 +498,8 @@ def format_report(report: dict) -> str:
     if report["subset"]:
         lines[0] += (f" (a random {report['videos_used']} of the {report['test_videos']} test videos, seed "
                      f"{sample['seed']}: --max-videos)")
-    baselines = report.get("baselines")
-    if baselines and os.path.normpath(baselines) != os.path.normpath(os.path.join(report["run"], layout.BASELINES_DIR)):
-        lines.append(f"baseline:<name> systems read from {baselines} (--baselines)")
+    if report.get("baselines"):
+        lines.append(f"baseline:<name> systems read from {report['baselines']} (--baselines)")
     if sample.get("kind") == "graph":
         lines += [f"labels drawn for the {sample['pairs']} pairs of the test videos' label graph (the labelled pairs' "
                   f"shape, near-duplicates included: --test-graph; label noise {sample['label_noise']:.3g})"]

@@ -376,7 +376,6 @@ def test_summarise_takes_the_signed_power_of_every_frame_value(synthetic_data, c
     assert "expected a number in (0, 1], got '0'" in capsys.readouterr().err
 
 
-
 def test_without_test_videos_the_test_set_changes_nothing_the_pairs_get(synthetic_data, folds_dir, tmp_path):
     """--without-test-videos: the statistics are fitted on the pointwise and pair videos only, so the
     validation pairs' embeddings are the same with or without a test set beside them (byte for byte),
