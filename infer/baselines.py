@@ -33,8 +33,8 @@ import numpy as np
 from tqdm import tqdm
 
 from infer.embeddings_io import save_embeddings
-from infer.strong_baselines import (BASELINES, FRAME_SPACES, BaselineConfig, MomentAccumulator, build_table,
-                                    fold_baselines)
+from infer.strong_baselines import (BASELINES, FRAME_SPACES, BaselineConfig, MomentAccumulator, WithinVideoSpread,
+                                    build_table, fold_baselines, video_squares)
 from models.layers import signed_power
 from tfrecord_tools import schema
 from tfrecord_tools.ids import UniqueIds
@@ -49,12 +49,14 @@ CHOICES_FILE = "choices.json"
 def summarise(path: str, kind: schema.RecordKind, progress: bool, max_frames: int = schema.MAX_FRAMES,
               frame_power: float = 1.0) -> Iterator[dict]:
     """id, mean of the officially sampled frames (each value first raised to the signed
-    ``frame_power``), title and ASR of every video in ``path``."""
+    ``frame_power``), title and ASR of every video in ``path``, and the sampled frames' squared
+    deviations from that mean (``frame_squares`` [D], over ``frames`` frames: the spread within videos)."""
     for video in tqdm(read_raw_videos(path, kind), desc=os.path.basename(path), unit="video",
                       disable=not progress, file=sys.stderr):
         frames = signed_power(np.asarray(video["frames"], dtype=np.float32), frame_power)
-        yield {"id": video["id"], "mean_frame": frames[sample_frame_indices(len(frames), max_frames)].mean(axis=0),
-               "title": video["title"], "asr_text": video["asr_text"]}
+        sampled = frames[sample_frame_indices(len(frames), max_frames)].astype(np.float64)
+        yield {"id": video["id"], "mean_frame": sampled.mean(axis=0), "title": video["title"],
+               "asr_text": video["asr_text"], "frame_squares": video_squares(sampled), "frames": len(sampled)}
 
 
 def data_files(data_dir: str) -> dict[str, list[str]]:
@@ -99,6 +101,12 @@ def write_strong_baselines(data_dir: str, folds_dir: str, out_dir: str, folds: S
         raise ValueError(f"folds {bad} outside 0..{num_folds - 1}")
 
     moments = MomentAccumulator(schema.FRAME_DIM)
+    spread = WithinVideoSpread(schema.FRAME_DIM)  # for the "within" frame space
+
+    def fitted(video: dict) -> None:
+        moments.add(video["mean_frame"])
+        spread.add(video["frame_squares"], video["frames"] - 1)
+
     scored: dict[str, dict] = {}
     test_ids: list[str] = []
     seen = UniqueIds()  # an id twice would keep one of its videos: refused, naming both records
@@ -106,19 +114,21 @@ def write_strong_baselines(data_dir: str, folds_dir: str, out_dir: str, folds: S
         for path in files[name]:
             for index, video in enumerate(summarise(path, kind, progress, frame_power=config.frame_power)):
                 seen.add(video["id"], path, index)
-                scored[video["id"]] = video
                 if name != "test_a" or config.fit_test_videos:
-                    moments.add(video["mean_frame"])
+                    fitted(video)
+                del video["frame_squares"]  # [D] per video: kept only as the sums above
+                scored[video["id"]] = video
                 if name == "test_a":
                     test_ids.append(video["id"])
 
     def unlabelled():
         for path in files["pointwise"]:
             for video in summarise(path, schema.RecordKind.POINTWISE, progress, frame_power=config.frame_power):
-                moments.add(video["mean_frame"])
+                fitted(video)
                 yield video
 
-    table = build_table(scored, unlabelled(), config, moments, unfitted=() if config.fit_test_videos else test_ids)
+    table = build_table(scored, unlabelled(), config, moments, unfitted=() if config.fit_test_videos else test_ids,
+                        frame_spread=spread)
     choices = {"config": config.to_dict(), "folds": {}}
     for fold in tqdm(folds, desc="baseline folds", unit="fold", disable=not progress, file=sys.stderr):
         # validation pairs in the order of the fold's shard, as a model's val.npz holds them
@@ -161,7 +171,7 @@ def frame_space_lines(choices: dict) -> list[str]:
     lines = [f"frame space: {', '.join(f'fold {fold} {space}' for fold, space in sorted(spaces.items()))}"]
     if len(set(spaces.values())) > 1:
         lines.append("note: the folds chose different frame spaces, so an average of their test embeddings mixes "
-                     "two frame bases; rerun with --frame-space covariance or standardised for one")
+                     "two frame bases; rerun with --frame-space set to one space for one")
     return lines
 
 

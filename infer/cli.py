@@ -55,10 +55,10 @@ def baselines_parser() -> argparse.ArgumentParser:
                         help="fit the unsupervised statistics (frame moments, TF-IDF, LSA, text whitening) on the "
                              "unlabelled and labelled-pair videos only and just map the test videos through them, "
                              "as the models' wide path does (default: the test videos join those fits)")
-    parser.add_argument("--frame-space", choices=("auto", "covariance", "standardised"), default="auto",
+    parser.add_argument("--frame-space", choices=("auto", "covariance", "standardised", "within"), default="auto",
                         help="the space the mean frame is whitened in: covariance PCA, standardised (each feature "
-                             "divided by its spread first: correlation PCA) or auto (default: per fold, the one "
-                             "whose whitened frame ranks the training pairs better)")
+                             "divided by its spread first: correlation PCA), within (each feature divided by its "
+                             "spread within videos first) or auto (default: per fold, chosen on the training pairs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return common.add_verbose(parser)
 

@@ -7,8 +7,10 @@ what no similarity judgement cares about, without deep learning:
 ``mean_frame``      raw mean (officially sampled) frame feature (kept for reference)
 ``centred_frame``   mean frame minus the data set's mean frame
 ``whitened_frame``  mean frame PCA-whitened, ``k`` components (``k`` chosen on the training pairs),
-                    in the frame space chosen likewise: covariance PCA, or each feature first
-                    divided by its standard deviation (correlation PCA)
+                    in the frame space chosen likewise: covariance PCA, each feature first divided
+                    by its standard deviation (correlation PCA), or by its spread within videos
+                    (how much it moves between the frames of one video: directions that change
+                    inside a video say less about what the video is)
 ``title_lsa``       title TF-IDF over jieba words -> LSA, centred and whitened (``k`` chosen likewise)
 ``combined``        √-weighted concat of the L2-normalised whitened frame, title and ASR vectors
                     (weights chosen on the training pairs)
@@ -35,7 +37,7 @@ from tfrecord_tools.labels import Labels
 
 FRAME_BASELINES = ("mean_frame", "centred_frame", "whitened_frame")
 # the spaces the frame part may be whitened in (`frame_whiteners`), the preferred one first
-FRAME_SPACES = ("standardised", "covariance")
+FRAME_SPACES = ("standardised", "covariance", "within")
 BASELINES = (*FRAME_BASELINES, "title_lsa", "combined", "linear_metric")
 
 
@@ -200,19 +202,60 @@ class Whitener:
         return self.centred(x) @ self.kernel(k)
 
 
+def scaling_transform(spread: np.ndarray) -> np.ndarray:
+    """diag(1 / σ) of per-feature spreads σ (floored at 1e-3 × their median, as the models' in-graph
+    standardiser floors them)."""
+    spread = np.asarray(spread, dtype=np.float64)
+    return np.diag(1.0 / np.maximum(spread, max(float(np.median(spread)) * 1e-3, 1e-12)))
+
+
 def standardising_transform(cov: np.ndarray) -> np.ndarray:
-    """diag(1 / σ) of the features' standard deviations in ``cov`` (σ floored at 1e-3 × its median, as
-    the models' in-graph standardiser floors it)."""
-    std = np.sqrt(np.maximum(np.diag(cov), 0.0))
-    return np.diag(1.0 / np.maximum(std, max(float(np.median(std)) * 1e-3, 1e-12)))
+    """diag(1 / σ) of the features' standard deviations in ``cov`` (`scaling_transform`)."""
+    return scaling_transform(np.sqrt(np.maximum(np.diag(cov), 0.0)))
 
 
-def frame_whiteners(mean: np.ndarray, cov: np.ndarray, eps: float,
-                    spaces: Sequence[str] = FRAME_SPACES) -> dict[str, Whitener]:
-    """The mean frames' whitener in each of ``spaces`` (`FRAME_SPACES`), from their mean and covariance."""
+class WithinVideoSpread:
+    """Streaming per-feature spread of frames around their own video's mean frame (pooled over videos:
+    ``sqrt(Σ_videos Σ_frames (x - x̄_video)² / Σ_videos (frames - 1))``); memory: two [D] vectors.
+
+    It measures how much a feature moves *inside* one video (shots, motion), which says little about what
+    the video is; the ``within`` frame space divides each feature by it before PCA whitening (the diagonal
+    of within-class covariance normalisation)."""
+
+    def __init__(self, dim: int):
+        self.squares = np.zeros(dim, dtype=np.float64)
+        self.count = 0
+
+    def add_video(self, frames: np.ndarray) -> None:
+        """One video's frames [n, D] (the frames its mean frame is taken over)."""
+        frames = np.asarray(frames, dtype=np.float64)
+        self.add(video_squares(frames), len(frames) - 1)
+
+    def add(self, squares: np.ndarray, count: int) -> None:
+        """Sums already taken (`video_squares` of one or more videos, and their frames minus videos)."""
+        self.squares += squares
+        self.count += int(count)
+
+    def std(self) -> np.ndarray:
+        if self.count < 1:
+            raise ValueError("no video has two frames or more: no spread within videos to scale the frames by")
+        return np.sqrt(self.squares / self.count)
+
+
+def video_squares(frames: np.ndarray) -> np.ndarray:
+    """[D] squared deviations of one video's frames [n, D] from their mean, summed over its frames."""
+    frames = np.asarray(frames, dtype=np.float64)
+    return ((frames - frames.mean(axis=0)) ** 2).sum(axis=0)
+
+
+def frame_whiteners(mean: np.ndarray, cov: np.ndarray, eps: float, spaces: Sequence[str] = FRAME_SPACES,
+                    within_std: np.ndarray | None = None) -> dict[str, Whitener]:
+    """The mean frames' whitener in each of ``spaces`` (`FRAME_SPACES`), from their mean and covariance;
+    ``within`` only where the frames' spread within videos (`WithinVideoSpread.std`) is given."""
     makers = {"covariance": lambda: Whitener.fit(mean, cov, eps),
-              "standardised": lambda: Whitener.fit_transformed(mean, cov, standardising_transform(cov), eps)}
-    return {name: makers[name]() for name in spaces}
+              "standardised": lambda: Whitener.fit_transformed(mean, cov, standardising_transform(cov), eps),
+              "within": lambda: Whitener.fit_transformed(mean, cov, scaling_transform(within_std), eps)}
+    return {name: makers[name]() for name in spaces if name != "within" or within_std is not None}
 
 
 def word_tokens(text: str) -> list[str]:
@@ -275,11 +318,13 @@ class VideoTable:
 
 
 def build_table(videos: Mapping[str, dict], unlabelled: Iterable[dict], config: BaselineConfig,
-                frame_moments: MomentAccumulator, unfitted: Collection[str] = ()) -> VideoTable:
+                frame_moments: MomentAccumulator, unfitted: Collection[str] = (),
+                frame_spread: WithinVideoSpread | None = None) -> VideoTable:
     """``videos``: id -> {"mean_frame", "title", "asr_text"} of the scored videos; ``unlabelled``:
-    further videos (same keys, any number) for the TF-IDF fit; ``frame_moments`` has seen the mean
-    frames of every video that the statistics are fitted on. ``unfitted``: scored videos left out of
-    the text fits (TF-IDF, LSA, text whitening), only mapped through them (``fit_test_videos=False``)."""
+    further videos (same keys, any number) for the TF-IDF fit; ``frame_moments`` (and ``frame_spread``,
+    for the ``within`` frame space) have seen the frames of every video that the statistics are fitted
+    on once ``unlabelled`` is consumed. ``unfitted``: scored videos left out of the text fits (TF-IDF,
+    LSA, text whitening), only mapped through them (``fit_test_videos=False``)."""
     ids = list(videos)
     fit_titles, fit_asr = [], []
     for video in unlabelled:
@@ -298,20 +343,23 @@ def build_table(videos: Mapping[str, dict], unlabelled: Iterable[dict], config: 
     mean_frames = np.stack([videos[key]["mean_frame"] for key in ids]).astype(np.float64)
     return table_of(ids, mean_frames, title_vectors, asr_vectors, frame_moments, config.eps,
                     title_whitener=Whitener.fit(*moments(title_vectors[fitted_rows]), config.eps),
-                    asr_whitener=Whitener.fit(*moments(asr_vectors[fitted_rows]), config.eps))
+                    asr_whitener=Whitener.fit(*moments(asr_vectors[fitted_rows]), config.eps),
+                    frame_spread=frame_spread)
 
 
 def table_of(ids: Sequence[str], mean_frames: np.ndarray, title: np.ndarray, asr: np.ndarray,
              frame_moments: MomentAccumulator, eps: float, frame_whitener: Whitener | None = None,
              frame_tags: np.ndarray | None = None, frame_tags_whitener: Whitener | None = None,
              title_whitener: Whitener | None = None, asr_whitener: Whitener | None = None,
-             frame_whiteners: Mapping[str, Whitener] | None = None) -> VideoTable:
+             frame_whiteners: Mapping[str, Whitener] | None = None,
+             frame_spread: WithinVideoSpread | None = None) -> VideoTable:
     """A `VideoTable` of vectors already computed: the frame whiteners of every `FRAME_SPACES` from
-    ``frame_moments`` (which may have seen more videos) unless given (``frame_whitener``: only the
-    covariance one), the text whiteners from the scored videos' own vectors unless given."""
+    ``frame_moments`` (which may have seen more videos; ``within`` only with ``frame_spread``) unless given
+    (``frame_whitener``: only the covariance one), the text whiteners from the scored videos' own vectors
+    unless given."""
     if frame_whiteners is None:
         frame_whiteners = ({"covariance": frame_whitener} if frame_whitener is not None
-                           else _spaces_of(frame_moments, eps))
+                           else _spaces_of(frame_moments, eps, frame_spread))
     frame_whiteners = dict(frame_whiteners)
     return VideoTable(ids=np.asarray(ids, dtype=str), mean_frame=mean_frames, title=title, asr=asr,
                       frame_whitener=frame_whitener or frame_whiteners.get("covariance")
@@ -322,9 +370,11 @@ def table_of(ids: Sequence[str], mean_frames: np.ndarray, title: np.ndarray, asr
                       frame_whiteners=frame_whiteners)
 
 
-def _spaces_of(frame_moments: MomentAccumulator, eps: float) -> dict[str, Whitener]:
+def _spaces_of(frame_moments: MomentAccumulator, eps: float,
+               frame_spread: WithinVideoSpread | None) -> dict[str, Whitener]:
     # `frame_whiteners` under another name: `table_of`'s argument of that name hides it there
-    return frame_whiteners(*frame_moments.result(), eps)
+    within = frame_spread.std() if frame_spread is not None and frame_spread.count else None
+    return frame_whiteners(*frame_moments.result(), eps, within_std=within)
 
 
 def moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

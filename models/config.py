@@ -197,7 +197,7 @@ class FramesConfig(_Section):
 
 
 TEXT_BASES = ("both", "auto", "tags", "lsa")
-WIDE_FRAME_SPACES = ("auto", "standardised", "covariance")
+WIDE_FRAME_SPACES = ("auto", "standardised", "covariance", "within")
 
 
 @dataclasses.dataclass(frozen=True)

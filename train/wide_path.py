@@ -55,6 +55,11 @@ class VideoInputs:
     title_counts: scipy.sparse.csr_matrix  # [N, vocab]
     asr_counts: scipy.sparse.csr_matrix  # [N, vocab]
     tags: scipy.sparse.csr_matrix | None = None  # [N, tag vocab] multi-hot (None: not collected)
+    # the (standardised) frames' squared deviations from their own video's mean frame, summed over the
+    # videos' real frames, and those frames' count less one per video: the spread within videos, for
+    # the ``within`` frame space (`infer.strong_baselines.WithinVideoSpread`); None: not collected
+    frame_squares: np.ndarray | None = None
+    frame_count: int = 0
 
 
 class _Collector:
@@ -66,6 +71,7 @@ class _Collector:
         self.title: list[scipy.sparse.csr_matrix] = []
         self.asr: list[scipy.sparse.csr_matrix] = []
         self.tags: list[scipy.sparse.csr_matrix] = []
+        self.spread = sb.WithinVideoSpread(int(self.layer.frame_mean.shape[0]))
 
     def add(self, videos: dict) -> None:
         ids = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in videos["id"].numpy()]
@@ -74,6 +80,9 @@ class _Collector:
             return
         frames = self.model.frame_standardizer(videos["frames"], videos["frame_mask"])
         means = self.layer.mean_frame(frames, videos["frame_mask"]).numpy().astype(np.float64)
+        mask = videos["frame_mask"].numpy()[new] > 0
+        deviations = (frames.numpy()[new].astype(np.float64) - means[new][:, None, :]) * mask[..., None]
+        self.spread.add((deviations ** 2).sum(axis=(0, 1)), int(np.maximum(mask.sum(axis=1) - 1, 0).sum()))
         title, asr = self.layer.token_counts(videos["input_ids"], videos["attention_mask"])
         for key, is_new in zip(ids, new):
             if is_new:
@@ -89,10 +98,10 @@ class _Collector:
         dim, vocab = int(self.layer.frame_mean.shape[0]), self.layer.vocab_size
         if not self.ids:
             return VideoInputs([], np.zeros((0, dim)), scipy.sparse.csr_matrix((0, vocab)),
-                               scipy.sparse.csr_matrix((0, vocab)))
+                               scipy.sparse.csr_matrix((0, vocab)), frame_squares=np.zeros(dim))
         tags = scipy.sparse.vstack(self.tags).tocsr() if len(self.tags) == len(self.title) else None
         return VideoInputs(list(self.ids), np.concatenate(self.frames), scipy.sparse.vstack(self.title).tocsr(),
-                           scipy.sparse.vstack(self.asr).tocsr(), tags)
+                           scipy.sparse.vstack(self.asr).tocsr(), tags, self.spread.squares, self.spread.count)
 
 
 def collect_pairs(model, files: Sequence[str], decoder, batch_size: int = 256,
@@ -145,7 +154,9 @@ def without_tags(videos: VideoInputs) -> VideoInputs:
 
 def merged(first: VideoInputs, second: VideoInputs, exclude: Iterable[str] = ()) -> VideoInputs:
     """``first`` then the videos of ``second`` not in ``first`` or ``exclude``; tags stacked when
-    ``first`` has them (videos of ``second`` without tags get an empty row), else None."""
+    ``first`` has them (videos of ``second`` without tags get an empty row), else None. The spread
+    within videos adds both sets' sums (a video of both counts twice there: a statistic of frames, not
+    a list of videos), None where either has none."""
     skip = set(first.ids) | set(exclude)
     keep = np.array([key not in skip for key in second.ids], dtype=bool)
     rows = np.flatnonzero(keep)
@@ -153,10 +164,14 @@ def merged(first: VideoInputs, second: VideoInputs, exclude: Iterable[str] = ())
     if first.tags is not None:
         extra = second.tags[rows] if second.tags is not None else scipy.sparse.csr_matrix((len(rows), first.tags.shape[1]))
         tags = scipy.sparse.vstack([first.tags, extra]).tocsr()
+    squares = None
+    if first.frame_squares is not None and second.frame_squares is not None:
+        squares = first.frame_squares + second.frame_squares
     return VideoInputs(first.ids + [second.ids[i] for i in rows],
                        np.concatenate([first.mean_frames, second.mean_frames[rows]]),
                        scipy.sparse.vstack([first.title_counts, second.title_counts[rows]]).tocsr(),
-                       scipy.sparse.vstack([first.asr_counts, second.asr_counts[rows]]).tocsr(), tags)
+                       scipy.sparse.vstack([first.asr_counts, second.asr_counts[rows]]).tocsr(), tags,
+                       squares, first.frame_count + second.frame_count if squares is not None else 0)
 
 
 # ----------------------------------------------------------------------------- the fit
@@ -283,7 +298,9 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
     baseline, which fits its statistics on every video it scores.
     ``frame_transform``: the model's frame standardiser's [D, D] transform (the mean frames here are
     standardised by it); the ``covariance`` frame space undoes it (``wide.frame_space``), so without it
-    only the frames as given (``standardised``) are whitened.
+    only the frames as given (``standardised``) or scaled by their spread within videos (``within``,
+    from the inputs' ``frame_squares``) are whitened. With the ``standardize`` normalisation, ``within``
+    is the strong baseline's: each feature of the powered frames divided by its spread within videos.
     """
     if len(pairs.score) < 10:
         raise ValueError(f"the wide path needs training pairs to fit its metric, got {len(pairs.score)}")
@@ -294,15 +311,23 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
         extra_videos = len(unlabelled.ids) - before
     extra_rows = slice(len(unlabelled.ids) - extra_videos, len(unlabelled.ids))
     defaults = sb.BaselineConfig()
-    spaces = {"auto": ("standardised", "covariance"), "standardised": ("standardised",),
-              "covariance": ("covariance",)}[wide.frame_space]
+    spaces = sb.FRAME_SPACES if wide.frame_space == "auto" else (wide.frame_space,)
     if frame_transform is not None and np.allclose(frame_transform, np.eye(len(frame_transform))):
         frame_transform = None  # no standardisation to undo: the two spaces are one
     if frame_transform is None:
         if wide.frame_space == "covariance":
             raise ValueError("model.wide.frame_space=covariance undoes the model's frame standardisation, but the "
-                             "model has none (model.frame_normalization none): use standardised or auto")
-        spaces = ("standardised",)
+                             "model has none (model.frame_normalization none): use standardised, within or auto")
+        spaces = tuple(name for name in spaces if name != "covariance")
+    spread = sb.WithinVideoSpread(scored.mean_frames.shape[1])
+    for videos in (unlabelled, scored):
+        if videos.frame_squares is not None:
+            spread.add(videos.frame_squares, videos.frame_count)
+    if "within" in spaces and not spread.count:
+        if wide.frame_space == "within":
+            raise ValueError("model.wide.frame_space=within scales the frames by their spread within videos, but no "
+                             "video has two real frames or more: use standardised or auto")
+        spaces = tuple(name for name in spaces if name != "within")
     config = dataclasses.replace(
         defaults, seed=seed, metric_diagonal=wide.metric_diagonal, frame_spaces=spaces,
         frame_components=tuple(sorted({min(k, wide.frame_width) for k in defaults.frame_components})),
@@ -346,6 +371,9 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
     if "covariance" in spaces:  # the standardiser undone: (z - mean) @ T⁻¹ = the powered frames, centred
         frame_whiteners["covariance"] = sb.Whitener.fit_transformed(
             frame_mean, frame_cov, np.linalg.pinv(np.asarray(frame_transform, dtype=np.float64)), config.eps)
+    if "within" in spaces:  # z / σ_within(z) = (x - mean) / σ_within(x) under a diagonal standardiser
+        frame_whiteners["within"] = sb.Whitener.fit_transformed(frame_mean, frame_cov,
+                                                                sb.scaling_transform(spread.std()), config.eps)
     frame_tags = frame_tags_whitener = tags_map = None
     if wide.frame_tags_width > 0:
         if all_tags is None:

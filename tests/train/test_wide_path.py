@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 
 import numpy as np
@@ -491,3 +492,72 @@ def test_wide_path_with_frames_through_the_tags_reproduces_the_fitted_metric(wor
     without_tags = _collect(layer, *world["scored"][1:3], "v")
     with pytest.raises(ValueError, match="frame_tags_width > 0 reads the frames through the videos' tags"):
         wide_path.fit_wide_path(without_tags, unlabelled, world["pairs"], config, 16, [PAD, CLS, SEP, MASK], SEP)
+
+
+def test_within_space_scales_the_frames_by_their_spread_within_videos(world):
+    """The collector sums each video's (standardised) frames' squared deviations from its mean frame; the
+    ``within`` space divides every feature by that pooled spread before the PCA, and reads the raw frames
+    exactly as the strong baseline's ``within`` space does when the standardiser is diagonal."""
+    import types
+
+    from infer import strong_baselines as sb
+
+    layer = _layer()
+    rng = np.random.default_rng(3)
+    moving = np.geomspace(0.1, 10.0, DIM)  # how much each feature moves inside a video
+    scale = np.geomspace(0.05, 20.0, DIM)
+    raw = {}
+    for name in ("scored", "unlabelled"):
+        means = world[name][1].astype(np.float64)
+        offsets = rng.normal(size=(len(means), 3, DIM)) * moving
+        raw[name] = (means[:, None, :] + offsets - offsets.mean(axis=1, keepdims=True)) * scale  # [n, 3, D]
+    everything = np.concatenate([raw["unlabelled"], raw["scored"]]).reshape(-1, DIM)
+    mean, std = everything.mean(0), everything.std(0)
+    model = types.SimpleNamespace(wide_path=layer, frame_standardizer=lambda frames, mask: (frames - mean) / std)
+    inputs = {}
+    for name, prefix in (("scored", "v"), ("unlabelled", "u")):
+        ids = world[name][2]
+        frames = np.concatenate([raw[name], np.zeros((len(ids), 1, DIM))], axis=1)  # a padded fourth frame
+        collector = wide_path._Collector(model)
+        for rows in (slice(0, 100), slice(0, 150), slice(150, None)):  # a video seen twice counts once
+            collector.add({"id": tf.constant([f"{prefix}{i}" for i in range(len(ids))][rows]),
+                           "frames": tf.constant(frames[rows]), "frame_mask": tf.constant([[1.0, 1.0, 1.0, 0.0]] * len(ids[rows])),
+                           "input_ids": tf.constant(ids[rows]), "attention_mask": tf.constant((ids[rows] != PAD).astype(np.int32)),
+                           "tags": tf.constant(world[name][3][rows])})
+        inputs[name] = collector.result()
+        z = (raw[name] - mean) / std
+        np.testing.assert_allclose(inputs[name].frame_squares, ((z - z.mean(1, keepdims=True)) ** 2).sum((0, 1)), rtol=1e-6)
+        assert inputs[name].frame_count == 2 * len(ids)
+    joined = wide_path.merged(inputs["unlabelled"], inputs["scored"])
+    np.testing.assert_allclose(joined.frame_squares, inputs["unlabelled"].frame_squares + inputs["scored"].frame_squares)
+    config = WideConfig(enabled=True, lsa_dim=6, frame_width=8, text_width=4, frame_space="within")
+    fit = functools.partial(wide_path.fit_wide_path, inputs["scored"], inputs["unlabelled"], world["pairs"],
+                            output_size=16, special_ids=[PAD, CLS, SEP, MASK], sep_token_id=SEP,
+                            frame_transform=np.diag(1.0 / std))
+    weights, choices, reference = fit(config)
+    assert choices["frame_space"] == "within"
+    k = int(choices["frame_components"])
+    # the strong baseline's within space on the raw frames: the same components (up to sign)
+    moments, spread = sb.MomentAccumulator(DIM), sb.WithinVideoSpread(DIM)
+    for name in ("unlabelled", "scored"):
+        moments.add(raw[name].mean(1))
+        for video in raw[name]:
+            spread.add_video(video)
+    expected = sb.frame_whiteners(*moments.result(), 1e-6, ("within",), spread.std())["within"](raw["scored"].mean(1), k)
+    got = (inputs["scored"].mean_frames - weights["frame_mean"]) @ weights["frame_kernel"][:, :k]
+    np.testing.assert_allclose(np.abs(got), np.abs(expected), rtol=1e-3, atol=1e-3)
+    layer.set_weights_from(weights)  # and in-graph the path gives the fit's cosines
+    out = layer(*_inputs(inputs["scored"].mean_frames.astype(np.float32), world["scored"][2])).numpy()
+    unit = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    np.testing.assert_allclose(out @ out.T, unit @ unit.T, atol=2e-4)
+    # auto weighs all three; without the spread (inputs from before it) auto skips within, forcing it is an error
+    auto = fit(dataclasses.replace(config, frame_space="auto"))[1]
+    assert {"frame_within_score", "frame_standardised_score", "frame_covariance_score"} <= set(auto)
+    bare = {name: dataclasses.replace(value, frame_squares=None, frame_count=0) for name, value in inputs.items()}
+    plain = wide_path.fit_wide_path(bare["scored"], bare["unlabelled"], world["pairs"],
+                                    dataclasses.replace(config, frame_space="auto"), 16, [PAD, CLS, SEP, MASK], SEP,
+                                    frame_transform=np.diag(1.0 / std))[1]
+    assert "frame_within_score" not in plain and "frame_covariance_score" in plain
+    with pytest.raises(ValueError, match="frame_space=within scales the frames"):
+        wide_path.fit_wide_path(bare["scored"], bare["unlabelled"], world["pairs"], config, 16, [PAD, CLS, SEP, MASK],
+                                SEP, frame_transform=np.diag(1.0 / std))
