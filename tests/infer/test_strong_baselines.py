@@ -160,7 +160,7 @@ def test_fold_baselines_choose_the_frame_space_on_training_pairs(kind, expected)
         assert chosen_held > sb.pair_spearman(forced.embeddings["whitened_frame"], *held) + 0.1
     # the first space is kept unless another is better in sample by more than the margin
     cautious = sb.fold_baselines(table, train, dataclasses.replace(config, frame_space_margin=1.0))
-    assert cautious.choices["frame_space"] == sb.FRAME_SPACES[0] == "standardised"
+    assert cautious.choices["frame_space"] == sb.FRAME_SPACES[0] == "within"
     with pytest.raises(ValueError, match="frame_space_margin"):
         sb.BaselineConfig(frame_space_margin=-0.1)
 
