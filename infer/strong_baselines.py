@@ -239,6 +239,14 @@ class WithinVideoSpread:
         self.squares += squares
         self.count += int(count)
 
+    @classmethod
+    def pooled(cls, dim: int, spreads: Iterable["WithinVideoSpread"]) -> "WithinVideoSpread":
+        """One spread of the frames of all ``spreads`` (sums added)."""
+        out = cls(dim)
+        for spread in spreads:
+            out.add(spread.squares, spread.count)
+        return out
+
     def std(self) -> np.ndarray:
         if self.count < 1:
             raise ValueError("no video has two frames or more: no spread within videos to scale the frames by")

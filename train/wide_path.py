@@ -55,11 +55,9 @@ class VideoInputs:
     title_counts: scipy.sparse.csr_matrix  # [N, vocab]
     asr_counts: scipy.sparse.csr_matrix  # [N, vocab]
     tags: scipy.sparse.csr_matrix | None = None  # [N, tag vocab] multi-hot (None: not collected)
-    # the (standardised) frames' squared deviations from their own video's mean frame, summed over the
-    # videos' real frames, and those frames' count less one per video: the spread within videos, for
-    # the ``within`` frame space (`infer.strong_baselines.WithinVideoSpread`); None: not collected
-    frame_squares: np.ndarray | None = None
-    frame_count: int = 0
+    # the (standardised) frames' spread within videos, over the videos' real frames, for the ``within``
+    # frame space; None: not collected
+    frame_spread: sb.WithinVideoSpread | None = None
 
 
 class _Collector:
@@ -98,10 +96,10 @@ class _Collector:
         dim, vocab = int(self.layer.frame_mean.shape[0]), self.layer.vocab_size
         if not self.ids:
             return VideoInputs([], np.zeros((0, dim)), scipy.sparse.csr_matrix((0, vocab)),
-                               scipy.sparse.csr_matrix((0, vocab)), frame_squares=np.zeros(dim))
+                               scipy.sparse.csr_matrix((0, vocab)), frame_spread=self.spread)
         tags = scipy.sparse.vstack(self.tags).tocsr() if len(self.tags) == len(self.title) else None
         return VideoInputs(list(self.ids), np.concatenate(self.frames), scipy.sparse.vstack(self.title).tocsr(),
-                           scipy.sparse.vstack(self.asr).tocsr(), tags, self.spread.squares, self.spread.count)
+                           scipy.sparse.vstack(self.asr).tocsr(), tags, self.spread)
 
 
 def collect_pairs(model, files: Sequence[str], decoder, batch_size: int = 256,
@@ -164,14 +162,13 @@ def merged(first: VideoInputs, second: VideoInputs, exclude: Iterable[str] = ())
     if first.tags is not None:
         extra = second.tags[rows] if second.tags is not None else scipy.sparse.csr_matrix((len(rows), first.tags.shape[1]))
         tags = scipy.sparse.vstack([first.tags, extra]).tocsr()
-    squares = None
-    if first.frame_squares is not None and second.frame_squares is not None:
-        squares = first.frame_squares + second.frame_squares
+    spread = None
+    if first.frame_spread is not None and second.frame_spread is not None:
+        spread = sb.WithinVideoSpread.pooled(len(first.frame_spread.squares), (first.frame_spread, second.frame_spread))
     return VideoInputs(first.ids + [second.ids[i] for i in rows],
                        np.concatenate([first.mean_frames, second.mean_frames[rows]]),
                        scipy.sparse.vstack([first.title_counts, second.title_counts[rows]]).tocsr(),
-                       scipy.sparse.vstack([first.asr_counts, second.asr_counts[rows]]).tocsr(), tags,
-                       squares, first.frame_count + second.frame_count if squares is not None else 0)
+                       scipy.sparse.vstack([first.asr_counts, second.asr_counts[rows]]).tocsr(), tags, spread)
 
 
 # ----------------------------------------------------------------------------- the fit
@@ -299,7 +296,7 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
     ``frame_transform``: the model's frame standardiser's [D, D] transform (the mean frames here are
     standardised by it); the ``covariance`` frame space undoes it (``wide.frame_space``), so without it
     only the frames as given (``standardised``) or scaled by their spread within videos (``within``,
-    from the inputs' ``frame_squares``) are whitened. With the ``standardize`` normalisation, ``within``
+    from the inputs' ``frame_spread``) are whitened. With the ``standardize`` normalisation, ``within``
     is the strong baseline's: each feature of the powered frames divided by its spread within videos.
     """
     if len(pairs.score) < 10:
@@ -319,10 +316,8 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
             raise ValueError("model.wide.frame_space=covariance undoes the model's frame standardisation, but the "
                              "model has none (model.frame_normalization none): use standardised, within or auto")
         spaces = tuple(name for name in spaces if name != "covariance")
-    spread = sb.WithinVideoSpread(scored.mean_frames.shape[1])
-    for videos in (unlabelled, scored):
-        if videos.frame_squares is not None:
-            spread.add(videos.frame_squares, videos.frame_count)
+    spread = sb.WithinVideoSpread.pooled(scored.mean_frames.shape[1], (
+        videos.frame_spread for videos in (unlabelled, scored) if videos.frame_spread is not None))
     if "within" in spaces and not spread.count:
         if wide.frame_space == "within":
             raise ValueError("model.wide.frame_space=within scales the frames by their spread within videos, but no "

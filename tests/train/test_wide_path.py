@@ -526,10 +526,12 @@ def test_within_space_scales_the_frames_by_their_spread_within_videos(world):
                            "tags": tf.constant(world[name][3][rows])})
         inputs[name] = collector.result()
         z = (raw[name] - mean) / std
-        np.testing.assert_allclose(inputs[name].frame_squares, ((z - z.mean(1, keepdims=True)) ** 2).sum((0, 1)), rtol=1e-6)
-        assert inputs[name].frame_count == 2 * len(ids)
+        np.testing.assert_allclose(inputs[name].frame_spread.squares, ((z - z.mean(1, keepdims=True)) ** 2).sum((0, 1)),
+                                   rtol=1e-6)
+        assert inputs[name].frame_spread.count == 2 * len(ids)
     joined = wide_path.merged(inputs["unlabelled"], inputs["scored"])
-    np.testing.assert_allclose(joined.frame_squares, inputs["unlabelled"].frame_squares + inputs["scored"].frame_squares)
+    np.testing.assert_allclose(joined.frame_spread.squares,
+                               inputs["unlabelled"].frame_spread.squares + inputs["scored"].frame_spread.squares)
     config = WideConfig(enabled=True, lsa_dim=6, frame_width=8, text_width=4, frame_space="within")
     fit = functools.partial(wide_path.fit_wide_path, inputs["scored"], inputs["unlabelled"], world["pairs"],
                             output_size=16, special_ids=[PAD, CLS, SEP, MASK], sep_token_id=SEP,
@@ -553,7 +555,7 @@ def test_within_space_scales_the_frames_by_their_spread_within_videos(world):
     # auto weighs all three; without the spread (inputs from before it) auto skips within, forcing it is an error
     auto = fit(dataclasses.replace(config, frame_space="auto"))[1]
     assert {"frame_within_score", "frame_standardised_score", "frame_covariance_score"} <= set(auto)
-    bare = {name: dataclasses.replace(value, frame_squares=None, frame_count=0) for name, value in inputs.items()}
+    bare = {name: dataclasses.replace(value, frame_spread=None) for name, value in inputs.items()}
     plain = wide_path.fit_wide_path(bare["scored"], bare["unlabelled"], world["pairs"],
                                     dataclasses.replace(config, frame_space="auto"), 16, [PAD, CLS, SEP, MASK], SEP,
                                     frame_transform=np.diag(1.0 / std))[1]
