@@ -27,6 +27,10 @@
 #         RECIPE=" " runs the published recipes unchanged
 # TRAIN_EXTRA  key=value overrides for both pretraining and finetuning (e.g. min_tag_coverage=0.2)
 # PYTHON  interpreter (default: .venv/bin/python if it exists, else python)
+# TF_CPU_ALLOCATOR_USE_BFC  TensorFlow's pooling host allocator (default here: true; about a third
+#         faster on 2 cores, the same table; the training commands alone keep TensorFlow's default,
+#         malloc, under which a run killed and resumed was shown bit-identical to an uninterrupted one;
+#         docs/benchmarks.md, "The host memory allocator")
 set -eu
 case "${1:-}" in  # settings are environment variables; --help prints the header above
     "") ;;
@@ -40,6 +44,8 @@ if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
 fi
 export PYTHON
+TF_CPU_ALLOCATOR_USE_BFC=${TF_CPU_ALLOCATOR_USE_BFC:-true}
+export TF_CPU_ALLOCATOR_USE_BFC
 DATA=${DATA:-demo_data}
 RUN=${RUN:-demo_runs}
 MODELS=${MODELS:-"uniter uniter_roformer"}

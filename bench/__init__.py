@@ -3,4 +3,3 @@ import os as _os
 
 _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")  # see models/__init__.py

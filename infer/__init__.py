@@ -5,4 +5,3 @@ import os as _os
 # model silently tracks none of the transformers TF BERT variables.
 _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")  # see models/__init__.py

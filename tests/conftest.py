@@ -5,7 +5,6 @@ import pathlib
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")  # see models/__init__.py
 # One BLAS thread: on 2 shared cores, threaded small SVDs are ~30x slower, not faster.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
