@@ -1,11 +1,12 @@
 """The host allocator: TensorFlow's default (malloc) unless asked, and its pooling (BFC) allocator where
 `TF_CPU_ALLOCATOR_USE_BFC=true` asks for it, as demo.sh does."""
-import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
+
+from tests.train.helpers import subprocess_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 KEY = "TF_CPU_ALLOCATOR_USE_BFC"
@@ -22,8 +23,9 @@ except ValueError:  # allocator statistics exist only for a pooling allocator
 
 
 def _run(code: str, **env_overrides) -> str:
-    env = {key: value for key, value in os.environ.items() if key != KEY}
-    env.update(PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2", **env_overrides)
+    env = subprocess_env(**env_overrides)
+    if KEY not in env_overrides:
+        env.pop(KEY, None)
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -32,8 +34,8 @@ def _run(code: str, **env_overrides) -> str:
 
 @pytest.mark.slow
 def test_the_training_code_keeps_malloc_and_the_demo_setting_selects_the_pooling_allocator():
-    # malloc by default: a killed and resumed run is bit-identical to an uninterrupted one only there
-    # (tests/train/test_resume.py); the pooling allocator is the demo's speed setting
+    # malloc by default, under which a killed and resumed run is shown bit-identical to an uninterrupted
+    # one (tests/train/test_resume.py); the pooling allocator is the demo's speed setting
     assert _run(_ALLOCATOR) == "malloc"
     assert _run(_ALLOCATOR, **{KEY: "true"}) == "pooled True"
 
