@@ -37,7 +37,9 @@ class VideoSimModel(keras.Model):
         self.text_config = config.text
         self.tag_loss_config = config.tags
         # identity until the trainer sets the training data's statistics (the robust recipe)
-        self.frame_standardizer = layers.FrameStandardizer(config.frames.power, name="frame_standardizer")
+        self.frame_standardizer = layers.FrameStandardizer(config.frames.power,
+                                                           diagonal=config.frames.normalization != "zca",
+                                                           name="frame_standardizer")
         self.frame_path = (layers.MeanFramePath(config.embedding_dim, name="frame_path")
                            if config.frames.path_rank > 0 else None)
         self.wide_path = (layers.WidePath(config.text.vocab_size, config.wide.frame_width, config.wide.text_width,

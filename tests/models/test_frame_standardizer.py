@@ -65,6 +65,27 @@ def test_transforms():
         FrameStandardizer().set_statistics(np.array([0.0, np.nan]), np.eye(2))
 
 
+def test_the_diagonal_path_gives_the_matmul_numbers_to_the_bit_and_refuses_off_diagonal_transforms():
+    rng = np.random.default_rng(3)
+    frames = tf.constant(rng.normal(size=(3, 5, 64)) * 7.0, tf.float32)
+    mask = tf.constant([[1, 1, 1, 0, 0], [1] * 5, [1, 0, 0, 0, 0]], tf.float32)
+    mean, scale = rng.normal(size=64), np.diag(1.0 / rng.uniform(0.1, 3.0, size=64))
+    full, diagonal = FrameStandardizer(power=0.5), FrameStandardizer(power=0.5, diagonal=True)
+    for layer in (full, diagonal):
+        layer.set_statistics(mean, scale)
+    np.testing.assert_array_equal(diagonal(frames, mask).numpy(), full(frames, mask).numpy())
+    assert FrameStandardizer.from_config(diagonal.get_config()).diagonal is True
+    with pytest.raises(ValueError, match="diagonal .* off-diagonal entries"):
+        diagonal.set_statistics(mean, scale + 1e-3)
+    full.set_statistics(mean, scale + 1e-3)  # the full transform takes any matrix
+    # the model builds the diagonal kind for every normalisation but ZCA
+    assert build_model(ModelConfig.tiny("uniter", num_tags=8, frame_normalization="standardize")
+                       ).frame_standardizer.diagonal
+    assert build_model(ModelConfig.tiny("uniter", num_tags=8)).frame_standardizer.diagonal
+    assert not build_model(ModelConfig.tiny("uniter", num_tags=8, frame_normalization="zca")
+                           ).frame_standardizer.diagonal
+
+
 @pytest.mark.parametrize("name", ["uniter", "baseline"])
 def test_family_call_uses_the_statistics_and_checkpoints_carry_them(name, tmp_path):
     config = ModelConfig.tiny(name, frame_dim=16, num_tags=8, max_frames=4, title_len=8)
