@@ -8,7 +8,8 @@ batch tokenisation) and `read_pairs` (validation), with an input order that is a
     -> the stream of all epochs -> skip the records the first ``start_step`` steps consumed
        (whole epochs are skipped without reading them; only the records of the current epoch are
        read again, undecoded)
-    -> global batches of ``global_batch`` records (drop_remainder)
+    -> global batches of ``global_batch`` records (drop_remainder), ending after the run's last step
+       (``stop_step``) so that no reader runs ahead into an epoch no step uses
     -> this input pipeline's slice of every global batch -> decode -> per-replica batches.
 
 Every worker reads the same serialized stream and decodes only its own slice: the records that
@@ -312,6 +313,10 @@ class TrainStream:
 
     ``pairs``: fold-shard pair records (``{"video_1", "video_2", "sim", "target"}``) instead of
     single videos. ``target_fn`` maps the label ``sim`` [B] to the training target (pairs only).
+    ``stop_step``: the stream ends after this global batch (the run's total steps; None: never).
+    Without an end, the input pipeline's readers run ahead into the next epoch at the last step,
+    and the iterator's destructor waits for that shuffle buffer to fill: 10-50 s at the end of
+    every demo run on 2 cores (docs/benchmarks.md, "The training stream ends with the run").
     """
 
     files: tuple[str, ...]
@@ -322,6 +327,7 @@ class TrainStream:
     shuffle_buffer: int = 1024
     pairs: bool = False
     target_fn: Callable[[tf.Tensor], tf.Tensor] | None = None
+    stop_step: int | None = None
 
     def __post_init__(self):
         if self.records_per_epoch < self.global_batch:
@@ -329,14 +335,18 @@ class TrainStream:
                              f"{self.global_batch} (files: {', '.join(self.files)})")
 
     def serialized(self, start_step: int = 0) -> tf.data.Dataset:
-        """Global batches of ``(path, index, record)`` from step ``start_step`` on, forever."""
+        """Global batches of ``(path, index, record)`` from step ``start_step`` on, up to ``stop_step``
+        (forever without it)."""
         start_record = int(start_step) * self.global_batch
         first_epoch, offset = divmod(start_record, self.records_per_epoch)
         files = tf.constant(list(self.files))
         sizes = tf.constant([os.path.getsize(path) for path in self.files], tf.int64)
         epochs = tf.data.Dataset.counter(first_epoch)
         stream = epochs.flat_map(lambda epoch: _epoch_records(files, sizes, epoch, self.seed, self.shuffle_buffer))
-        return stream.skip(offset).batch(self.global_batch, drop_remainder=True)
+        batches = stream.skip(offset).batch(self.global_batch, drop_remainder=True)
+        if self.stop_step is not None:
+            batches = batches.take(max(int(self.stop_step) - int(start_step), 0))
+        return batches
 
     def dataset(self, start_step: int = 0, input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
         """Decoded per-replica batches for ``input_context`` (whole global batches without one)."""

@@ -332,11 +332,11 @@ def prepare_finetune(config: TrainConfig, run_dir: str, strategy: tf.distribute.
         wide_path.prepare_wide_path(model, work_dir, train_files, unlabelled_files(data_dir),
                                     decoder, tokenizer, model_config, writes=chief, progress=config.progress,
                                     seed=config.seed, validation_files=[val_file], test_files=test_files(data_dir))
-    stream = data_lib.TrainStream(tuple(train_files), records, decoder, config.batch_size, config.seed,
-                                  config.shuffle_buffer, pairs=True,
-                                  target_fn=make_target_fn(config, train_files))
     steps_per_epoch = config.steps_per_epoch or records // config.batch_size
     total_steps = config.max_steps or config.epochs * steps_per_epoch
+    stream = data_lib.TrainStream(tuple(train_files), records, decoder, config.batch_size, config.seed,
+                                  config.shuffle_buffer, pairs=True,
+                                  target_fn=make_target_fn(config, train_files), stop_step=total_steps)
     validator = Validator(model, val_file, decoder, config.eval_batch_size)
     # Every worker reads the chief's metrics (the best so far decides the collective best/ save).
     metrics = EpochMetrics(run_dir, config.fold, config.model.name, writes=chief)

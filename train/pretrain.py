@@ -101,10 +101,10 @@ def prepare_pretrain(config: TrainConfig, run_dir: str, strategy: tf.distribute.
     decoder = VideoDecoder(tokenizer=tokenizer, tag_vocab=tags, frame_dim=model_config.frame_dim,
                            max_frames=model_config.max_frames, title_len=model_config.title_len,
                            text_source=model_config.text_source)
-    stream = data_lib.TrainStream(tuple(files), sum(counts), decoder, config.batch_size, config.seed,
-                                  config.shuffle_buffer)
     steps_per_epoch = config.steps_per_epoch or sum(counts) // config.batch_size
     total_steps = config.max_steps or config.epochs * steps_per_epoch
+    stream = data_lib.TrainStream(tuple(files), sum(counts), decoder, config.batch_size, config.seed,
+                                  config.shuffle_buffer, stop_step=total_steps)
     build_batch = data_lib.numeric_features(example_features(model_config))
     with strategy.scope():
         trainer = Trainer(config=config, strategy=strategy, model=model, loss_fn=pretrain_loss, run_dir=run_dir,

@@ -39,6 +39,15 @@ def test_stream_order_is_a_function_of_seed_and_step(synthetic_data, synthetic_s
     other_seed = data.TrainStream(tuple(files), total, VideoDecoder(), global_batch=64, seed=4, shuffle_buffer=100)
     assert _keys(other_seed.serialized(0).take(1).as_numpy_iterator()) != full[:1]
 
+    # stop_step (the run's total steps) ends the same stream there, from any start, so no reader runs ahead
+    stopping = data.TrainStream(tuple(files), total, VideoDecoder(), global_batch=64, seed=3, shuffle_buffer=100,
+                                stop_step=13)
+    assert _keys(stopping.serialized(0).as_numpy_iterator()) == full[:13]
+    assert _keys(stopping.serialized(9).as_numpy_iterator()) == full[9:13]
+    assert list(stopping.serialized(13).as_numpy_iterator()) == []
+    decoded = [batch["frames"].shape[0] for batch in stopping.dataset(11)]
+    assert decoded == [64, 64]
+
 
 @pytest.mark.parametrize("stream_seed", [0, 3])
 def test_stream_order_does_not_depend_on_the_global_seed(synthetic_data, stream_seed):
