@@ -26,6 +26,10 @@
 #         deep model);
 #         RECIPE=" " runs the published recipes unchanged
 # TRAIN_EXTRA  key=value overrides for both pretraining and finetuning (e.g. min_tag_coverage=0.2)
+# JOBS    training runs at once (default here: 2: the two models' pretraining, then each model's two
+#         folds; each run's output in RUN/logs/, printed when the pair ends; on 2 CPU cores two demo
+#         folds finished 21% sooner together, the same weights to the bit; JOBS=1: one after another,
+#         with live output; docs/benchmarks.md, "Two runs at once")
 # PYTHON  interpreter (default: .venv/bin/python if it exists, else python)
 # TF_CPU_ALLOCATOR_USE_BFC  TensorFlow's pooling host allocator (default here: true; about a third
 #         faster on 2 cores, the same table; the training commands alone keep TensorFlow's default,
@@ -56,7 +60,8 @@ SEED=${SEED:-0}
 TEST_GRAPH=${TEST_GRAPH:-}
 TRAIN_EXTRA=${TRAIN_EXTRA:-}
 RECIPE=${RECIPE:-"model.text_source=title+asr model.title_len=64 model.frames.power=0.5 model.frame_normalization=standardize model.wide.enabled=true"}
-export DATA RUN MODELS FOLDS PRESET
+JOBS=${JOBS:-2}
+export DATA RUN MODELS FOLDS PRESET JOBS
 start=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
 

@@ -13,6 +13,10 @@
 # WIDE_GATE  choose (default): after a model's folds, its wide-path gate is chosen on the validation
 #            pairs of all its finished folds (python -m train.wide_gate; models without a wide path are
 #            skipped); trained: keep the trained gates (removes an earlier choice)
+# JOBS       runs at once (default: 1); with more, a model's folds run in groups of JOBS, each run's
+#            output in RUN/logs/finetune_<model>_fold_XX.log, printed when the group ends (on 2 CPU cores
+#            JOBS=2 finished two demo folds 21% sooner, the same weights; docs/benchmarks.md, "Two runs at
+#            once"); TF_FORCE_GPU_ALLOW_GROWTH defaults to true then, so that runs can share a GPU
 # PYTHON     interpreter (default: .venv/bin/python if it exists, else python)
 # A model with a finished pretrain run (RUN/pretrain/<model>/final) starts from it (--pretrained).
 # An existing DATA reaches every run as data_dir: the wide path's unlabelled videos (DATA/pointwise)
@@ -40,6 +44,8 @@ case "$WIDE_GATE" in
     choose|trained) ;;
     *) echo "finetune_all.sh: WIDE_GATE must be choose or trained, got '$WIDE_GATE'" >&2; exit 2 ;;
 esac
+. "$HERE/train/jobs.sh"
+jobs_init finetune_all.sh "$RUN/logs"
 export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"
 # glibc malloc arenas otherwise let a long input pipeline's memory creep (docs/benchmarks.md, Scale)
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
@@ -62,11 +68,14 @@ for model in $MODELS; do
             set -- --preset "$PRESET"
         fi
         if [ -d "$DATA" ]; then set -- "$@" "data_dir=$(cd "$DATA" && pwd)"; fi
+        jobs_room
         echo "== finetune $model fold $fold -> $out"
         # shellcheck disable=SC2086  # EXTRA is a list of key=value words
-        "$PYTHON" -m train.finetune --model "$model" --folds-dir "$FOLDS_DIR" --fold "$fold" --out "$out" \
+        jobs_run "finetune_${model}_fold_$(printf %02d "$fold")" \
+            "$PYTHON" -m train.finetune --model "$model" --folds-dir "$FOLDS_DIR" --fold "$fold" --out "$out" \
             "$@" $EXTRA
     done
+    jobs_wait
     if [ "$WIDE_GATE" = choose ]; then
         "$PYTHON" -m train.wide_gate "$RUN/finetune/$model" --skip-without-wide
     else

@@ -9,6 +9,8 @@
 # MODELS  models to pretrain (default: the six ensemble variants)
 # PRESET  model size preset tiny|small|full|large (default: full)
 # EXTRA   key=value overrides passed to every run (list them: python -m train.pretrain --list-keys)
+# JOBS    runs at once (default: 1); with more, the models run in groups of JOBS, each run's output in
+#         RUN/logs/pretrain_<model>.log, printed when the group ends (see finetune_all.sh)
 # PYTHON  interpreter (default: .venv/bin/python if it exists, else python)
 # Rerunning resumes unfinished runs from their last checkpoint; finished runs are left as they are.
 set -euf  # -f: no globbing, EXTRA may hold "*" (mse+0.5*kl)
@@ -27,13 +29,17 @@ RUN=${RUN:-runs}
 MODELS=${MODELS:-"mix mix_asl mix_roformer uniter uniter_asl uniter_roformer"}
 PRESET=${PRESET:-full}
 EXTRA=${EXTRA:-}
+. "$HERE/train/jobs.sh"
+jobs_init pretrain_all.sh "$RUN/logs"
 export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"
 # glibc malloc arenas otherwise let a long input pipeline's memory creep (docs/benchmarks.md, Scale)
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 
 for model in $MODELS; do
+    jobs_room
     echo "== pretrain $model -> $RUN/pretrain/$model"
     # shellcheck disable=SC2086  # EXTRA is a list of key=value words
-    "$PYTHON" -m train.pretrain --model "$model" --data "$DATA" --out "$RUN/pretrain/$model" \
-        --preset "$PRESET" $EXTRA
+    jobs_run "pretrain_$model" "$PYTHON" -m train.pretrain --model "$model" --data "$DATA" \
+        --out "$RUN/pretrain/$model" --preset "$PRESET" $EXTRA
 done
+jobs_wait

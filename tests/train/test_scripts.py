@@ -86,8 +86,67 @@ def test_demo_reuses_the_baselines_only_when_they_hold_every_fold_asked_for(tmp_
 
 def test_demo_trains_uniter_and_uniter_roformer_by_default(tmp_path):
     _finished_demo_data(tmp_path / "demo_data")
-    calls = _run_script("demo.sh", tmp_path)
-    assert [call.split()[3] for call in calls if call.startswith("-m train.pretrain")] == ["uniter", "uniter_roformer"]
+    env = {"DATA": str(tmp_path / "demo_data"), "RUN": str(tmp_path / "demo_runs")}  # demo.sh runs in the repository
+    calls = _run_script("demo.sh", tmp_path, **env)  # two runs at once (JOBS=2): in either order
+    assert sorted(call.split()[3] for call in calls if call.startswith("-m train.pretrain")) == [
+        "uniter", "uniter_roformer"]
+    assert (tmp_path / "demo_runs" / "logs" / "pretrain_uniter_roformer.log").is_file()
+
+
+def _slow_recorder(tmp_path):
+    """A PYTHON that records when each run starts and ends (1.5 s apart) and fails fold 1 when FAIL is set."""
+    recorder = tmp_path / "python"
+    recorder.write_text(f'#!/bin/sh\nif [ "$1" = "-c" ]; then exec "{sys.executable}" "$@"; fi\n'
+                        f'echo "start $*" >> "{tmp_path}/calls.txt"; echo "output of $*"; sleep 1.5\n'
+                        f'echo "end $*" >> "{tmp_path}/calls.txt"\n'
+                        'case "$*" in *"--fold 1 "*) [ -z "${FAIL:-}" ] || exit 3 ;; esac\n')
+    recorder.chmod(0o755)
+    return recorder
+
+
+def _events(tmp_path):
+    return [(line.split()[0], line.split()[2], line.split()[line.split().index("--out") + 1])
+            for line in (tmp_path / "calls.txt").read_text().splitlines() if "--out" in line]
+
+
+def test_jobs_runs_groups_at_once_prints_their_output_and_stops_on_a_failure(tmp_path, folds_dir):
+    env = dict(os.environ, PYTHON=str(_slow_recorder(tmp_path)), FOLDS_DIR=str(folds_dir), MODELS="uniter",
+               FOLDS="0 1 2", JOBS="2")
+    done = subprocess.run(["sh", str(REPO_ROOT / "finetune_all.sh")], cwd=tmp_path, capture_output=True, text=True,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    out = [f"runs/finetune/uniter/fold_0{k}" for k in range(3)]
+    # folds 0 and 1 run together, fold 2 after both; the gate step after every fold
+    assert _events(tmp_path)[:2] == [("start", "train.finetune", out[0]), ("start", "train.finetune", out[1])]
+    assert _events(tmp_path)[4:] == [("start", "train.finetune", out[2]), ("end", "train.finetune", out[2])]
+    assert (tmp_path / "calls.txt").read_text().splitlines()[-2].startswith("start -m train.wide_gate")
+    logs = tmp_path / "runs" / "logs"
+    assert sorted(path.name for path in logs.iterdir()) == [f"finetune_uniter_fold_0{k}.log" for k in range(3)]
+    printed = [line for line in done.stdout.splitlines() if line.startswith("output of")]
+    assert [line.split("--out ")[1].split()[0] for line in printed[:3]] == out  # in the order the runs started
+
+    (tmp_path / "calls.txt").unlink()
+    failed = subprocess.run(["sh", str(REPO_ROOT / "finetune_all.sh")], cwd=tmp_path, capture_output=True,
+                            text=True, env=dict(env, FAIL="1"))
+    assert failed.returncode == 1
+    assert ("finetune_all.sh: finetune_uniter_fold_01 failed (exit status 3); its output: "
+            "runs/logs/finetune_uniter_fold_01.log") in failed.stderr
+    assert [event[2] for event in _events(tmp_path) if event[0] == "start"] == out[:2]  # nothing after the group
+    assert "fold 2" not in failed.stdout
+
+    for bad in ("0", "two", "-1"):
+        wrong = subprocess.run(["sh", str(REPO_ROOT / "pretrain_all.sh")], cwd=tmp_path, capture_output=True,
+                               text=True, env=dict(env, JOBS=bad))
+        assert wrong.returncode == 2 and f"JOBS must be a positive number of runs at once, got '{bad}'" in wrong.stderr
+
+
+def test_one_job_runs_in_the_foreground_without_logs(tmp_path):
+    env = dict(os.environ, PYTHON=str(_slow_recorder(tmp_path)), MODELS="mix uniter", RUN="r")
+    env.pop("JOBS", None)
+    done = subprocess.run(["sh", str(REPO_ROOT / "pretrain_all.sh")], cwd=tmp_path, capture_output=True, text=True,
+                          env=env, check=True)
+    assert [event[:2] for event in _events(tmp_path)] == [("start", "train.pretrain"), ("end", "train.pretrain")] * 2
+    assert not (tmp_path / "r" / "logs").exists() and done.stdout.count("output of") == 2
 
 
 def test_demo_draws_its_synthetic_data_with_the_seed_asked_for(tmp_path):
