@@ -314,9 +314,9 @@ class TrainStream:
     ``pairs``: fold-shard pair records (``{"video_1", "video_2", "sim", "target"}``) instead of
     single videos. ``target_fn`` maps the label ``sim`` [B] to the training target (pairs only).
     ``stop_step``: the stream ends after this global batch (the run's total steps; None: never).
-    Without an end, the input pipeline's readers run ahead into the next epoch at the last step,
-    and the iterator's destructor waits for that shuffle buffer to fill: 10-50 s at the end of
-    every demo run on 2 cores (docs/benchmarks.md, "The training stream ends with the run").
+    Without an end the readers run ahead into an epoch no step uses, and when the run ended the
+    iterator's destructor waited for them (14-20 s in two finetunes on 2 cores, seen with py-spy;
+    docs/benchmarks.md, "Pauses at the end of a training run").
     """
 
     files: tuple[str, ...]
