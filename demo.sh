@@ -31,10 +31,9 @@
 #         folds finished 21% sooner together, the same weights to the bit; JOBS=1: one after another,
 #         with live output; docs/benchmarks.md, "Two runs at once")
 # PYTHON  interpreter (default: .venv/bin/python if it exists, else python)
-# TF_CPU_ALLOCATOR_USE_BFC  TensorFlow's pooling host allocator (default here: true; about a third
-#         faster on 2 cores, the same table; the training commands alone keep TensorFlow's default,
-#         malloc, under which a run killed and resumed was shown bit-identical to an uninterrupted one;
-#         docs/benchmarks.md, "The host memory allocator")
+# TF_CPU_ALLOCATOR_USE_BFC  TensorFlow's pooling host allocator (default here and in the stage scripts:
+#         true; about a third faster on 2 cores, the same table; `python -m train.*` alone keeps
+#         TensorFlow's default, malloc; docs/benchmarks.md, "The host memory allocator")
 set -eu
 case "${1:-}" in  # settings are environment variables; --help prints the header above
     "") ;;

@@ -140,6 +140,21 @@ def test_jobs_runs_groups_at_once_prints_their_output_and_stops_on_a_failure(tmp
         assert wrong.returncode == 2 and f"JOBS must be a positive number of runs at once, got '{bad}'" in wrong.stderr
 
 
+def test_stage_scripts_select_the_pooling_host_allocator_unless_told_otherwise(tmp_path):
+    recorder = tmp_path / "python"
+    recorder.write_text(f'#!/bin/sh\necho "$TF_CPU_ALLOCATOR_USE_BFC" >> "{tmp_path}/calls.txt"\n')
+    recorder.chmod(0o755)
+    for script in ("pretrain_all.sh", "finetune_all.sh"):
+        for given, expected in ((None, "true"), ("false", "false")):
+            env = dict(os.environ, PYTHON=str(recorder), MODELS="uniter", FOLDS="0", WIDE_GATE="trained")
+            env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
+            if given is not None:
+                env["TF_CPU_ALLOCATOR_USE_BFC"] = given
+            (tmp_path / "calls.txt").unlink(missing_ok=True)
+            subprocess.run(["sh", str(REPO_ROOT / script)], cwd=tmp_path, env=env, check=True, capture_output=True)
+            assert set((tmp_path / "calls.txt").read_text().split()) == {expected}, (script, given)
+
+
 def test_one_job_runs_in_the_foreground_without_logs(tmp_path):
     env = dict(os.environ, PYTHON=str(_slow_recorder(tmp_path)), MODELS="mix uniter", RUN="r")
     env.pop("JOBS", None)
