@@ -51,8 +51,10 @@ jobs_run() {
 }
 
 jobs_room() {
-    # shellcheck disable=SC2086  # count the words of the list
-    if [ "$JOBS" -gt 1 ] && [ "$(echo $_jobs_pids | wc -w)" -ge "$JOBS" ]; then jobs_wait; fi
+    [ "$JOBS" -gt 1 ] || return 0
+    # shellcheck disable=SC2086  # the list of process ids, counted as this function's arguments
+    set -- $_jobs_pids
+    if [ "$#" -ge "$JOBS" ]; then jobs_wait; fi
 }
 
 jobs_wait() {
