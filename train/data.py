@@ -313,10 +313,10 @@ class TrainStream:
 
     ``pairs``: fold-shard pair records (``{"video_1", "video_2", "sim", "target"}``) instead of
     single videos. ``target_fn`` maps the label ``sim`` [B] to the training target (pairs only).
-    ``stop_step``: the stream ends after this global batch (the run's total steps; None: never).
-    Without an end the readers run ahead into an epoch no step uses, and when the run ended the
-    iterator's destructor waited for them (14-20 s in two finetunes on 2 cores, seen with py-spy;
-    docs/benchmarks.md, "Pauses at the end of a training run").
+    ``stop_step``: the stream ends after this global batch (the run's total steps; None: never), so
+    that no reader runs ahead into an epoch no step uses. (It does not remove the pauses of up to a
+    minute in the iterator's destructor at the end of some runs: docs/benchmarks.md, "Pauses at the
+    end of a training run".)
     """
 
     files: tuple[str, ...]
