@@ -375,6 +375,10 @@ class TrainStream:
         # The slicing above already shards the stream: no automatic sharding on top.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         options.deterministic = True
+        # No autotuning thread: TensorFlow 2.21 lets the iterator's deletion at the end of a run wait for
+        # it to sleep out its optimisation period (up to 60 s). The AUTOTUNE values above then mean
+        # min(16, cores) parallel calls, and prefetch's buffer still grows as needed (the same steps/s on 2 cores).
+        options.autotune.enabled = False
         return dataset.with_options(options).prefetch(AUTOTUNE)
 
     # ---------------------------------------------------------------- decoding

@@ -77,6 +77,26 @@ class NonFiniteLossError(FloatingPointError):
                          f"Lower the learning rates, check the data, or resume from the checkpoint.")
 
 
+def input_options(strategy: tf.distribute.Strategy) -> tf.distribute.InputOptions | None:
+    """How the strategy feeds the batches: a plain dataset iterator for one replica on the host CPU.
+
+    By default every strategy reads through a multi-device iterator (per-device generator datasets
+    that prefetch to the devices). When that iterator is deleted at the end of a run, TensorFlow
+    2.21 waits for an autotuning thread of those datasets to sleep out its optimisation period
+    (up to 60 s): measured on 2 CPU cores, half the finetunes paused 46-52 s after their last step
+    (docs/benchmarks.md, "Pauses at the end of a training run"). With a single CPU replica there is
+    no device to prefetch to, so the plain iterator reads the same batches without it. Several
+    replicas, GPUs and clusters keep TensorFlow's default (None).
+    """
+    devices = strategy.extended.worker_devices
+    if strategy.num_replicas_in_sync != 1 or len(devices) != 1:
+        return None
+    if tf.DeviceSpec.from_string(devices[0]).device_type != "CPU":
+        return None
+    return tf.distribute.InputOptions(experimental_fetch_to_device=False,
+                                      experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA)
+
+
 class Trainer:
     """Runs ``total_steps`` steps of ``loss_fn`` on a model under ``strategy`` (see the module docstring).
 
@@ -166,7 +186,7 @@ class Trainer:
     def iterator(self, start_step: int = 0):
         """An iterator over the distributed training batches from ``start_step`` on."""
         return iter(self.strategy.distribute_datasets_from_function(
-            lambda context: self.dataset_fn(start_step, context)))
+            lambda context: self.dataset_fn(start_step, context), options=input_options(self.strategy)))
 
     def train_step(self, iterator) -> dict[str, float]:
         """Run one training step; returns the global-batch mean losses and the gradient norm."""

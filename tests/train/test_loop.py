@@ -1,5 +1,6 @@
-"""The training loop on a minimal contract model: NaN guard, exact in-process resume, XLA and mixed precision."""
+"""The training loop on a minimal contract model: NaN guard, exact resume, XLA, mixed precision, the input iterator."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import tf_keras as keras
 
 from train import randomness
 from train.config import TrainConfig
-from train.loop import LOG_FILE, NonFiniteLossError, Trainer
+from train.loop import LOG_FILE, NonFiniteLossError, Trainer, input_options
 
 
 class ContractModel(keras.Model):
@@ -135,3 +136,30 @@ def test_several_steps_per_loop_are_bit_identical_and_still_name_the_bad_step(tm
     for a, b in zip(one.model.weights, resumed.model.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert resumed_values == values
+
+
+def test_one_cpu_replica_reads_through_a_plain_iterator_and_others_keep_the_default():
+    options = input_options(tf.distribute.MirroredStrategy(["/cpu:0"]))
+    assert options.experimental_fetch_to_device is False
+    assert options.experimental_replication_mode == tf.distribute.InputReplicationMode.PER_REPLICA
+
+    def fake(replicas, *devices):
+        return SimpleNamespace(num_replicas_in_sync=replicas, extended=SimpleNamespace(worker_devices=devices))
+    assert input_options(fake(2, "/job:localhost/replica:0/task:0/device:CPU:0")) is None  # two workers
+    assert input_options(fake(2, "/device:GPU:0", "/device:GPU:1")) is None
+    assert input_options(fake(1, "/job:localhost/replica:0/task:0/device:GPU:0")) is None
+
+
+def test_the_plain_iterator_gives_the_batches_of_the_default_one(tmp_path):
+    trainer, _ = _train(tmp_path, total_steps=2)
+    plain = trainer.iterator(start_step=3)
+    assert "MultiDevice" not in type(plain._iterators[0]._iterator).__name__
+    default = iter(trainer.strategy.distribute_datasets_from_function(lambda context: trainer.dataset_fn(3, context)))
+    assert "MultiDevice" in type(default._iterators[0]._iterator).__name__
+    dataset_fn, _ = _dataset()
+    expected = iter(dataset_fn(3, None))
+    for _ in range(3):
+        a, b, want = next(plain), next(default), next(expected)
+        for key in want:
+            np.testing.assert_array_equal(a[key].numpy(), want[key].numpy())
+            np.testing.assert_array_equal(b[key].numpy(), want[key].numpy())
