@@ -314,9 +314,8 @@ class TrainStream:
     ``pairs``: fold-shard pair records (``{"video_1", "video_2", "sim", "target"}``) instead of
     single videos. ``target_fn`` maps the label ``sim`` [B] to the training target (pairs only).
     ``stop_step``: the stream ends after this global batch (the run's total steps; None: never), so
-    that no reader runs ahead into an epoch no step uses. (It does not remove the pauses of up to a
-    minute in the iterator's destructor at the end of some runs: docs/benchmarks.md, "Pauses at the
-    end of a training run".)
+    that no reader runs ahead into an epoch no step uses. (The pauses of up to a minute at the end of
+    some runs had another cause, tf.data's autotuning threads: `train.loop.input_options`.)
     """
 
     files: tuple[str, ...]
@@ -375,10 +374,6 @@ class TrainStream:
         # The slicing above already shards the stream: no automatic sharding on top.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         options.deterministic = True
-        # No autotuning thread: TensorFlow 2.21 lets the iterator's deletion at the end of a run wait for
-        # it to sleep out its optimisation period (up to 60 s). The AUTOTUNE values above then mean
-        # min(16, cores) parallel calls, and prefetch's buffer still grows as needed (the same steps/s on 2 cores).
-        options.autotune.enabled = False
         return dataset.with_options(options).prefetch(AUTOTUNE)
 
     # ---------------------------------------------------------------- decoding

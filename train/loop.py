@@ -80,13 +80,14 @@ class NonFiniteLossError(FloatingPointError):
 def input_options(strategy: tf.distribute.Strategy) -> tf.distribute.InputOptions | None:
     """How the strategy feeds the batches: a plain dataset iterator for one replica on the host CPU.
 
-    By default every strategy reads through a multi-device iterator (per-device generator datasets
-    that prefetch to the devices). When that iterator is deleted at the end of a run, TensorFlow
-    2.21 waits for an autotuning thread of those datasets to sleep out its optimisation period
-    (up to 60 s): measured on 2 CPU cores, half the finetunes paused 46-52 s after their last step
-    (docs/benchmarks.md, "Pauses at the end of a training run"). With a single CPU replica there is
-    no device to prefetch to, so the plain iterator reads the same batches without it. Several
-    replicas, GPUs and clusters keep TensorFlow's default (None).
+    When a training iterator is deleted at the end of a run, TensorFlow 2.21 waits for each tf.data
+    autotuning thread under it to sleep out its optimisation period (up to 60 s): on 2 CPU cores
+    some finetunes paused 46-58 s after their last step (docs/benchmarks.md, "Pauses at the end of a
+    training run"). `Trainer.iterator` turns autotuning off in the training dataset itself; by
+    default every strategy also reads through a multi-device iterator whose per-device datasets
+    autotune out of our reach. With a single CPU replica there is no device to prefetch to, so the
+    plain iterator reads the same batches without them. Several replicas, GPUs and clusters keep
+    TensorFlow's default (None).
     """
     devices = strategy.extended.worker_devices
     if strategy.num_replicas_in_sync != 1 or len(devices) != 1:
@@ -183,10 +184,18 @@ class Trainer:
         return results, done, finite
 
     # ---------------------------------------------------------------- the loop
+    def training_dataset(self, start_step: int, context=None) -> tf.data.Dataset:
+        """``dataset_fn``'s batches from ``start_step`` on, without tf.data autotuning (see
+        `input_options`): its AUTOTUNE values then mean min(16, cores) parallel calls, and prefetch
+        buffers still grow as needed (the same steps/s on 2 cores)."""
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        return self.dataset_fn(start_step, context).with_options(options)
+
     def iterator(self, start_step: int = 0):
         """An iterator over the distributed training batches from ``start_step`` on."""
         return iter(self.strategy.distribute_datasets_from_function(
-            lambda context: self.dataset_fn(start_step, context), options=input_options(self.strategy)))
+            lambda context: self.training_dataset(start_step, context), options=input_options(self.strategy)))
 
     def train_step(self, iterator) -> dict[str, float]:
         """Run one training step; returns the global-batch mean losses and the gradient norm."""

@@ -152,6 +152,8 @@ def test_one_cpu_replica_reads_through_a_plain_iterator_and_others_keep_the_defa
 
 def test_the_plain_iterator_gives_the_batches_of_the_default_one(tmp_path):
     trainer, _ = _train(tmp_path, total_steps=2)
+    # no autotuning thread whose end the run's last step would wait for (input_options)
+    assert trainer.training_dataset(3).options().autotune.enabled is False
     plain = trainer.iterator(start_step=3)
     assert "MultiDevice" not in type(plain._iterators[0]._iterator).__name__
     default = iter(trainer.strategy.distribute_datasets_from_function(lambda context: trainer.dataset_fn(3, context)))
