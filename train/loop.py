@@ -83,7 +83,7 @@ def input_options(strategy: tf.distribute.Strategy) -> tf.distribute.InputOption
     When a training iterator is deleted at the end of a run, TensorFlow 2.21 waits for each tf.data
     autotuning thread under it to sleep out its optimisation period (up to 60 s): on 2 CPU cores
     some finetunes paused 46-58 s after their last step (docs/benchmarks.md, "Pauses at the end of a
-    training run"). `Trainer.iterator` turns autotuning off in the training dataset itself; by
+    training run"). `Trainer.training_dataset` turns autotuning off in the dataset itself; by
     default every strategy also reads through a multi-device iterator whose per-device datasets
     autotune out of our reach. With a single CPU replica there is no device to prefetch to, so the
     plain iterator reads the same batches without them. Several replicas, GPUs and clusters keep
