@@ -5,7 +5,9 @@
 #   wide-path gate chosen on their validation pairs)
 #   -> embeddings -> ensemble -> RUN/result.zip and the table (+ RUN/ensemble_report.png)
 #
-# DATA    demo data directory (default: demo_data; generated once, then reused)
+# DATA    demo data directory (default: demo_data; generated once, then reused); a directory that
+#         already holds a data set in the official layout (pairwise/label.tsv, no synth_meta.json:
+#         your own, or python -m bench.foreign_world's) is used as it is
 # RUN     run directory (default: demo_runs; rerunning resumes / skips finished work)
 # MODELS  models (default: uniter uniter_roformer: character and jieba-word tokens; an ensemble
 #         with uniter_roformer exports embed_tokens only, so for a graph that tokenises raw
@@ -72,7 +74,13 @@ case "$TEST_GRAPH" in
                 exit 2 ;;
     *) world_args="$world_args --test-graph --test-videos $TEST_GRAPH" ;;
 esac
-[ -f "$DATA/synth_meta.json" ] || "$PYTHON" -m tfrecord_tools.synth --out "$DATA" --size demo --seed "$SEED" $world_args
+if [ -f "$DATA/synth_meta.json" ]; then
+    echo "reusing the synthetic data in $DATA"
+elif [ -f "$DATA/pairwise/label.tsv" ]; then  # a data set of your own (or bench.foreign_world's): used as it is
+    echo "$DATA holds a data set in the official layout and no synth_meta.json: used as it is (WORLD, SEED and TEST_GRAPH do not apply; no oracle in the table)"
+else
+    "$PYTHON" -m tfrecord_tools.synth --out "$DATA" --size demo --seed "$SEED" $world_args
+fi
 
 step "11 fold shards -> $DATA/folds"
 [ -f "$DATA/folds/folds.json" ] || "$PYTHON" write_tfrecord.py --data "$DATA" --out "$DATA/folds" --folds 11 --seed 42
@@ -98,7 +106,8 @@ step "ensemble -> $RUN/result.zip"
 # the models only: with the robust recipe each already holds the linear-metric baseline (its wide
 # path); with RECIPE=" " add it yourself with --models ...,baseline:linear_metric
 members="$(echo $MODELS | tr ' ' ',')"
+oracle_args=""  # the oracle column: only synthetic data knows its truth
+[ ! -f "$DATA/synth_meta.json" ] || oracle_args="--synth-meta $DATA/synth_meta.json"
 "$PYTHON" ensemble_final.py --run "$RUN" --models "$members" --labels "$DATA/pairwise/label.tsv" --folds-dir "$DATA/folds" \
-    --partial-folds --synth-meta "$DATA/synth_meta.json" --baselines-dir "$RUN/baselines" \
-    --png "$RUN/ensemble_report.png"
+    --partial-folds $oracle_args --baselines-dir "$RUN/baselines" --png "$RUN/ensemble_report.png"
 step "done"

@@ -175,6 +175,21 @@ def test_demo_draws_its_synthetic_data_with_the_seed_asked_for(tmp_path):
     assert default[0] == f"-m tfrecord_tools.synth --out {data} --size demo --seed 0"
 
 
+def test_demo_uses_a_data_set_of_the_official_layout_as_it_is(tmp_path):
+    data = tmp_path / "d"
+    _finished_demo_data(data)
+    (data / "synth_meta.json").unlink()
+    (data / "pairwise").mkdir()
+    (data / "pairwise" / "label.tsv").write_text("1\t2\t0.5\n")
+    calls = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(tmp_path / "r"), MODELS="uniter")
+    assert not [call for call in calls if "tfrecord_tools.synth" in call]  # nothing drawn over a user's data
+    ensemble = [call for call in calls if call.startswith("ensemble_final.py")]
+    assert len(ensemble) == 1 and "--synth-meta" not in ensemble[0]
+    (data / "synth_meta.json").write_text("{}")  # synthetic data: its oracle is read
+    calls = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(tmp_path / "r"), MODELS="uniter")
+    assert f"--synth-meta {data}/synth_meta.json" in [call for call in calls if call.startswith("ensemble_final.py")][0]
+
+
 def test_demo_draws_a_test_graph_when_asked(tmp_path):
     data = tmp_path / "d"
     _finished_demo_data(data)
