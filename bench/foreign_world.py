@@ -347,6 +347,7 @@ def draw_graph(world: World, rng: np.random.Generator, queries: int, pairs: int,
     domain_members = [np.flatnonzero(world.genre_domain[world.entity_genre] == d) for d in range(world.sizes.domains)]
     for q in range(queries):
         query = add(int(rng.choice(n_entities, p=world.entity_p)), -1)
+        chosen: set[int] = set()  # a pair is listed once
         for _ in range(counts[q]):
             relation = RELATIONS[rng.choice(len(RELATIONS), p=RELATION_P)]
             e = entity[query]
@@ -366,8 +367,9 @@ def draw_graph(world: World, rng: np.random.Generator, queries: int, pairs: int,
                     e2 = int(rng.choice(domain_members[world.genre_domain[world.entity_genre[e]]]))
                 else:
                     e2 = int(rng.choice(n_entities, p=world.entity_p))
-                earlier = [v for v in by_entity.get(e2, []) if v != query]
+                earlier = [v for v in by_entity.get(e2, []) if v != query and v not in chosen]
                 candidate = int(rng.choice(earlier)) if earlier and rng.random() < 0.33 else add(e2, -1)
+            chosen.add(candidate)
             q_rows.append(query)
             c_rows.append(candidate)
     n = len(entity)
@@ -412,6 +414,11 @@ def generate(out_dir: str, seed: int = 0, sizes: Sizes = Sizes(), overwrite: boo
 
     if os.path.exists(os.path.join(out_dir, layout.PAIRWISE_DIR, layout.LABEL_FILE)) and not overwrite:
         raise FileExistsError(f"{out_dir} already holds a data set; pass --overwrite to replace it")
+    pointwise_dir = os.path.join(out_dir, layout.POINTWISE_DIR)
+    if os.path.isdir(pointwise_dir):  # another size may write fewer files: none of the old ones may stay
+        for name in os.listdir(pointwise_dir):
+            if name.startswith("pretrain_") and name.endswith(layout.RECORD_SUFFIX):
+                os.remove(os.path.join(pointwise_dir, name))
     world = build_world(sizes, seed)
     rng = np.random.default_rng([seed, 7002])
     taken: set = set()
