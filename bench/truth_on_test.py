@@ -37,6 +37,16 @@ video share its errors (somewhat conservative); ``pairs`` resamples the pairs al
 wide on 1,000 videos, too narrow for that reason).
 
 Above ``--max-videos`` test videos a seeded random subset of them is used (said in the output).
+
+A generator whose truth cannot be re-drawn from a ``synth_meta.json`` stores it in ``DATA/test_truth.npz``
+(``STORED_TRUTH``, ``np.savez``; read first where present): ``ids`` (str [n], the test videos), ``latents``
+(float64 [n, d], unit rows: a pair's true similarity is their dot product), the test videos' label graph
+``edge_first`` / ``edge_second`` (int64 [m], rows of ``ids``) with the label each edge was given,
+``edge_labels`` (float64 [m], scores like label.tsv's), ``labelled_similarity`` (float64 [k], the
+labelled training pairs' true similarity) and ``meta`` (a 0-d str array: a JSON object with at least
+``generator`` and ``seed``). The ``labels`` sample is then that graph's edges with their stored labels
+(``--sample graph``, auto's choice; ``bins`` needs a label model the file does not hold, an error) and
+the report's ``label_noise`` is null.
 """
 from __future__ import annotations
 
@@ -61,6 +71,9 @@ DEFAULT_REFERENCE = BASELINE_PREFIX + "linear_metric"
 NO_REFERENCE = "none"
 RESAMPLE = ("videos", "pairs")
 SAMPLES = ("auto", "bins", "graph")
+STORED_TRUTH = "test_truth.npz"  # DATA/test_truth.npz: a generator's stored truth (see the module docstring)
+STORED_KEYS = ("ids", "latents", "edge_first", "edge_second", "edge_labels", "labelled_similarity", "meta")
+UNIT_TOLERANCE = 1e-6  # how far a stored latent's norm may be from 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +83,15 @@ class TestTruth:
     ids: list[str]
     latents: np.ndarray
     labelled_similarity: np.ndarray
-    label_noise: float
-    meta: dict  # preset, seed, world, label graph of the data set
+    label_noise: float | None  # None: a stored truth (its labels are stored, no noise to draw them with)
+    meta: dict  # preset, seed, world, label graph of the data set (a stored truth: its own meta)
     edges: tuple[np.ndarray, np.ndarray] | None = None  # the test videos' label graph (rows), if drawn along one
+    edge_labels: np.ndarray | None = None  # a stored truth's label of each edge (else labels are drawn)
+
+    @property
+    def stored(self) -> bool:
+        """Read from ``DATA/test_truth.npz`` (labels stored with the graph), not re-drawn from the meta."""
+        return self.edge_labels is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,12 +105,18 @@ class SystemSets:
 
 
 def read_truth(data: str) -> TestTruth:
-    """The ground truth behind ``DATA`` (its ``synth_meta.json``), re-drawn without rendering."""
+    """The ground truth behind ``DATA``: its stored ``test_truth.npz`` where there is one (`read_stored_truth`),
+    else re-drawn without rendering from its ``synth_meta.json``."""
+    stored = os.path.join(data, STORED_TRUTH)
+    if os.path.isfile(stored):
+        return read_stored_truth(stored)
     from tfrecord_tools import synth
 
     path = os.path.join(data, layout.SYNTH_META)
     if not os.path.isfile(path):
-        raise DataError(path, None, "not found: DATA must be a synthetic data set (tfrecord_tools.synth writes it)")
+        raise DataError(path, None, f"not found, nor {STORED_TRUTH}: DATA must be a synthetic data set "
+                                    f"(tfrecord_tools.synth writes {layout.SYNTH_META}; a generator whose truth "
+                                    f"cannot be re-drawn stores it in {STORED_TRUTH})")
     with open(path, encoding="utf-8") as handle:
         meta = json.load(handle)
     graph = meta.get("label_graph") or {}
@@ -105,6 +130,82 @@ def read_truth(data: str) -> TestTruth:
                      {"preset": meta["preset"], "seed": meta["seed"], "world": world, "label_graph": graph or None,
                       "test_graph": bool(meta.get("test_graph", False))},
                      truth.get("test_edges"))
+
+
+def _stored_array(path: str, arrays: Mapping, key: str, ndim: int, kinds: str, what: str) -> np.ndarray:
+    """``arrays[key]`` checked for its number of dimensions and dtype kind; DataError naming the field."""
+    value = arrays[key]
+    if value.ndim != ndim or value.dtype.kind not in kinds:
+        raise DataError(path, key, f"expected {what}, got {value.dtype} of shape {value.shape}")
+    return value
+
+
+def _finite(path: str, key: str, value: np.ndarray) -> np.ndarray:
+    """``value`` as float64; DataError naming the field where one is NaN or infinite."""
+    value = value.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(value.reshape(len(value), -1)).all(axis=1)) if value.size else []
+    if len(bad):
+        raise DataError(path, key, f"{len(bad)} row(s) not finite, first row {bad[0]}")
+    return value
+
+
+def read_stored_truth(path: str) -> TestTruth:
+    """A generator's stored truth (``DATA/test_truth.npz``, see the module docstring), checked: every key
+    present, shapes consistent, edges rows of ``ids``, latents finite unit rows; a DataError naming the
+    file and the field otherwise. Its meta is the file's (``generator``, ``seed``, ...) and ``test_graph``."""
+    import zipfile
+
+    from infer.embeddings_io import as_id_array, check_unique_ids
+
+    try:
+        with np.load(path, allow_pickle=False) as handle:
+            missing = [key for key in STORED_KEYS if key not in handle.files]
+            if missing:
+                raise DataError(path, missing[0], f"missing ({len(missing)} key(s) missing: {missing}; "
+                                                  f"{STORED_TRUTH} holds {list(STORED_KEYS)})")
+            arrays = {key: handle[key] for key in STORED_KEYS}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(path, None, f"not a readable .npz of arrays ({error})") from error
+    ids = as_id_array(_stored_array(path, arrays, "ids", 1, "U", "a 1-D array of str ids"), path, "ids")
+    check_unique_ids(ids, path, "ids")
+    count = len(ids)
+    latents = _stored_array(path, arrays, "latents", 2, "fiu", "a 2-D float array [n, d]")
+    if latents.shape[0] != count or latents.shape[1] < 1:
+        raise DataError(path, "latents", f"shape {latents.shape}, expected ({count}, d >= 1): one row per id")
+    latents = _finite(path, "latents", latents)
+    off = np.flatnonzero(np.abs(np.linalg.norm(latents, axis=1) - 1) > UNIT_TOLERANCE)
+    if len(off):
+        raise DataError(path, "latents", f"{len(off)} row(s) not of unit norm, first row {off[0]} "
+                                         f"(norm {np.linalg.norm(latents[off[0]]):.6g})")
+    first = _stored_array(path, arrays, "edge_first", 1, "iu", "a 1-D int array of rows of ids")
+    second = _stored_array(path, arrays, "edge_second", 1, "iu", "a 1-D int array of rows of ids")
+    labels = _stored_array(path, arrays, "edge_labels", 1, "fiu", "a 1-D float array, one label per edge")
+    for key, value in (("edge_second", second), ("edge_labels", labels)):
+        if len(value) != len(first):
+            raise DataError(path, key, f"{len(value)} entries for the {len(first)} edges of edge_first")
+    for key, value in (("edge_first", first), ("edge_second", second)):
+        out = np.flatnonzero((value < 0) | (value >= count))
+        if len(out):
+            raise DataError(path, key, f"{len(out)} edge(s) out of range, first edge {out[0]}: row {value[out[0]]} "
+                                       f"of {count} ids")
+    labels = _finite(path, "edge_labels", labels)
+    labelled = _finite(path, "labelled_similarity", _stored_array(
+        path, arrays, "labelled_similarity", 1, "fiu", "a 1-D float array"))
+    meta_text = _stored_array(path, arrays, "meta", 0, "U", "a 0-d str array holding a JSON object")
+    try:
+        meta = json.loads(str(meta_text))
+    except json.JSONDecodeError as error:
+        raise DataError(path, "meta", f"not JSON ({error})") from error
+    if not isinstance(meta, dict):
+        raise DataError(path, "meta", f"expected a JSON object, got {type(meta).__name__}")
+    lacking = [key for key in ("generator", "seed") if key not in meta]
+    if lacking:
+        raise DataError(path, "meta", f"lacks {lacking} (a stored truth's meta names at least its generator "
+                                      "and seed)")
+    return TestTruth(ids.tolist(), latents, labelled, None, {**meta, "test_graph": True},
+                     (first.astype(np.int64), second.astype(np.int64)), labels)
 
 
 def choose_videos(count: int, max_videos: int, rng: np.random.Generator) -> np.ndarray:
@@ -135,16 +236,25 @@ def sample_pairs(similarity: np.ndarray, labelled: np.ndarray, bins: int, per_bi
 def graph_sample(edges: tuple[np.ndarray, np.ndarray], rows: np.ndarray) -> np.ndarray:
     """Positions in `pair_cosines` order (over the test videos ``rows``, sorted) of the label graph's
     ``edges`` (rows of the whole test set) whose two videos are both used, each pair once, in edge order."""
+    return graph_sample_edges(edges, rows)[0]
+
+
+def graph_sample_edges(edges: tuple[np.ndarray, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`graph_sample`'s positions and, aligned with them, the indices of the edges they come from: edges
+    whose videos are not both among ``rows`` and self pairs are dropped, a repeated pair (either way round)
+    keeps its first edge."""
     first, second = (np.asarray(e, dtype=np.int64) for e in edges)
     count = len(rows)
     keep = np.isin(first, rows) & np.isin(second, rows)
+    index = np.flatnonzero(keep)
     a, b = np.searchsorted(rows, first[keep]), np.searchsorted(rows, second[keep])
     low, high = np.minimum(a, b), np.maximum(a, b)
     keep = low < high
-    low, high = low[keep], high[keep]
+    low, high, index = low[keep], high[keep], index[keep]
     position = low * (2 * count - low - 1) // 2 + (high - low - 1)
     _, first_seen = np.unique(position, return_index=True)
-    return position[np.sort(first_seen)]
+    order = np.sort(first_seen)
+    return position[order], index[order]
 
 
 def fold_numbers(directory: str, folds: Sequence[int] | None) -> list[int]:
@@ -361,15 +471,19 @@ class LabelledSample:
     graph: bool  # the sample is the test graph's edges (else bins of true similarity)
     per_bin: list | None = None
     edges: list | None = None
+    graph_edges: np.ndarray | None = None  # the graph sample's edge of each pair (indices into truth.edges)
 
 
 def labelled_sample(data: str, max_videos: int = 5000, seed: int = 0, sample_kind: str = "auto", bins: int = 20,
                     pairs_per_bin: int = 1000) -> LabelledSample:
     """The labelled test pairs of `evaluate` (same seed, same pairs, same labels), for any tool that
-    scores embeddings of ``DATA``'s test videos against them."""
-    from tfrecord_tools import synth
-
+    scores embeddings of ``DATA``'s test videos against them. A stored truth (``test_truth.npz``): the
+    graph's edges among the videos used with their stored labels; no bins sample (no label model)."""
     truth = read_truth(data)
+    if truth.stored and sample_kind == "bins":
+        raise DataError(os.path.join(data, STORED_TRUTH), None,
+                        "the stored truth has no label model to draw labels for a bins sample: use --sample graph "
+                        "(or auto), its label graph's edges with their stored labels")
     if sample_kind == "graph" and truth.edges is None:
         raise DataError(os.path.join(data, layout.SYNTH_META), "test_graph",
                         "the test videos were drawn independently, not along a label graph (generate the data "
@@ -378,16 +492,22 @@ def labelled_sample(data: str, max_videos: int = 5000, seed: int = 0, sample_kin
     rng = np.random.default_rng(seed)
     rows = choose_videos(len(truth.ids), max_videos, rng)
     true_similarity = pair_cosines(truth.latents[rows])
+    kept = None
     if use_graph:
-        sample, per_bin, edges = graph_sample(truth.edges, rows), None, None
+        (sample, kept), per_bin, edges = graph_sample_edges(truth.edges, rows), None, None
         if len(sample) < 2:
             raise DataError(data, None, f"only {len(sample)} of the test graph's pairs among the {len(rows)} test "
                                         "videos used (raise --max-videos)")
     else:
         sample, per_bin, edges = sample_pairs(true_similarity, truth.labelled_similarity, bins, pairs_per_bin, rng)
-    labels = synth.draw_labels(rng, true_similarity[sample], truth.label_noise)
+    if truth.stored:
+        labels = truth.edge_labels[kept]
+    else:
+        from tfrecord_tools import synth
+
+        labels = synth.draw_labels(rng, true_similarity[sample], truth.label_noise)
     return LabelledSample(truth, rows, sample, labels, PairScorer(true_similarity, sample, labels), use_graph,
-                          per_bin, edges)
+                          per_bin, edges, kept)
 
 
 def evaluate(data: str, run: str, systems: Sequence[str] | None = None, reference: str | None = DEFAULT_REFERENCE,
@@ -397,10 +517,10 @@ def evaluate(data: str, run: str, systems: Sequence[str] | None = None, referenc
     """Every system's scores on the test pairs and its fold average's margin over ``reference``
     (None: no intervals; ``resample``: ``videos`` or ``pairs``, see `bootstrap_differences`).
     ``systems``: None for `default_systems`. ``sample_kind``: the labelled sample, ``bins`` (`sample_pairs`),
-    ``graph`` (the test videos' label graph, `graph_sample`; needs a data set made with ``--test-graph``)
-    or ``auto`` (graph where there is one). ``baselines``: read ``baseline:<name>`` systems from this
-    `infer.baselines --out` directory instead of ``RUN/baselines`` (e.g. the floor fitted
-    ``--without-test-videos``)."""
+    ``graph`` (the test videos' label graph, `graph_sample`; needs a data set made with ``--test-graph``
+    or a stored ``test_truth.npz``, whose stored labels it takes) or ``auto`` (graph where there is one).
+    ``baselines``: read ``baseline:<name>`` systems from this `infer.baselines --out` directory instead of
+    ``RUN/baselines`` (e.g. the floor fitted ``--without-test-videos``)."""
     if resample not in RESAMPLE:
         raise ValueError(f"resample must be one of {list(RESAMPLE)}, got {resample!r}")
     if sample_kind not in SAMPLES:
@@ -418,15 +538,18 @@ def evaluate(data: str, run: str, systems: Sequence[str] | None = None, referenc
     use_graph, per_bin, edges = drawn.graph, drawn.per_bin, drawn.edges
 
     report = {"data": data, "run": run, "baselines": baselines, **truth.meta,  # baselines None: RUN/baselines
+              "truth_file": os.path.join(data, STORED_TRUTH if truth.stored else layout.SYNTH_META),
               "test_videos": len(truth.ids), "videos_used": int(len(rows)),
               "subset": len(rows) < len(truth.ids), "all_pairs": int(len(scorer.truth)),
               "sample": ({"kind": "graph", "pairs": int(len(sample)), "graph_pairs": int(len(truth.edges[0])),
+                          "labels": "stored" if truth.stored else "drawn",
                           "label_noise": truth.label_noise, "seed": seed, "oracle": scorer.oracle(), "coverage": None}
                          if use_graph else
                          {"kind": "bins", "pairs": int(len(sample)), "bins": bins, "pairs_per_bin": pairs_per_bin,
                           "per_bin": per_bin, "edges": edges, "label_noise": truth.label_noise, "seed": seed,
                           "oracle": scorer.oracle(), "coverage": sample_coverage(per_bin, edges, pairs_per_bin)}),
               "reference": reference, "draws": draws, "level": level, "resample": resample, "systems": {}}
+    report.update(data=data, run=run, baselines=baselines)  # a stored meta's keys never stand for the report's own
     sampled = {}
     for system in loaded:
         fold_scores = {fold: scorer.scores(aligned_vectors(s, truth.ids)[rows])[0] for fold, s in system.folds.items()}
@@ -493,16 +616,23 @@ def format_report(report: dict) -> str:
     reference = report["reference"]
     level = f"{100 * report['level']:.0f}%"
     sample = report["sample"]
-    lines = [f"Test pairs of {report['data']} (world {report['world']}, preset {report['preset']}, seed "
-             f"{report['seed']}), run {report['run']}: {report['videos_used']} test videos, {report['all_pairs']} pairs"]
+    stored = sample.get("labels") == "stored"
+    source = (f"generator {report.get('generator')}, seed {report.get('seed')}: {report.get('truth_file')}" if stored
+              else f"world {report['world']}, preset {report['preset']}, seed {report['seed']}")
+    lines = [f"Test pairs of {report['data']} ({source}), run {report['run']}: {report['videos_used']} test videos, "
+             f"{report['all_pairs']} pairs"]
     if report["subset"]:
         lines[0] += (f" (a random {report['videos_used']} of the {report['test_videos']} test videos, seed "
                      f"{sample['seed']}: --max-videos)")
     if report.get("baselines"):
         lines.append(f"baseline:<name> systems read from {report['baselines']} (--baselines)")
-    if sample.get("kind") == "graph":
+    if sample.get("kind") == "graph" and stored:
+        lines += [f"the stored labels of the {sample['pairs']} pairs of the test videos' label graph (the pairs a "
+                  f"labeller was given, as the generator stored them)"]
+    elif sample.get("kind") == "graph":
         lines += [f"labels drawn for the {sample['pairs']} pairs of the test videos' label graph (the labelled pairs' "
                   f"shape, near-duplicates included: --test-graph; label noise {sample['label_noise']:.3g})"]
+    if sample.get("kind") == "graph":
         if sample["pairs"] < sample["graph_pairs"]:
             lines[-1] += (f": those of its {sample['graph_pairs']} pairs whose two videos are among those used "
                           "(raise --max-videos for all)")
@@ -526,8 +656,9 @@ def format_report(report: dict) -> str:
             margin = "–"
         lines.append(f"| {name} | {mean_fold} | {row['fold_average']['labels']:.4f} | "
                      f"{row['fold_average']['truth']:.4f} | {margin} |")
-    lines += ["", f"oracle (true similarity vs the drawn labels, same {sample['pairs']} pairs): {sample['oracle']:.4f}; "
-                  f"vs the truth on all pairs: 1"]
+    labels = "stored" if stored else "drawn"
+    lines += ["", f"oracle (true similarity vs the {labels} labels, same {sample['pairs']} pairs): "
+                  f"{sample['oracle']:.4f}; vs the truth on all pairs: 1"]
     if reference is None:
         lines.append("no reference: no intervals")
     else:
@@ -548,7 +679,8 @@ def resolve_reference(run: str, reference: str | None, baselines: str | None = N
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.truth_on_test", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="run directory (embeddings/<model>/..., baselines/<name>/..., result.zip)")
-    parser.add_argument("--data", required=True, help="the synthetic data directory the run was trained on")
+    parser.add_argument("--data", required=True, help="the synthetic data directory the run was trained on "
+                                                     f"(its {layout.SYNTH_META}, or {STORED_TRUTH} where present)")
     parser.add_argument("--systems", nargs="+", help="model names, baseline:<name>, submission (default: all found)")
     parser.add_argument("--reference", help=f"the system the others are compared with (default {DEFAULT_REFERENCE} "
                                             f"where present; '{NO_REFERENCE}': no intervals)")
@@ -565,8 +697,8 @@ def main(argv=None) -> int:
                              "errors) or the sampled pairs alone")
     parser.add_argument("--sample", choices=SAMPLES, default="auto",
                         help="the labelled pairs: bins of all test pairs at the labelled pairs' similarity quantiles, "
-                             "or the test videos' label graph (data made with --test-graph); auto: the graph where "
-                             "there is one")
+                             "or the test videos' label graph (data made with --test-graph, or a stored "
+                             f"{STORED_TRUTH}: its stored labels, graph only); auto: the graph where there is one")
     parser.add_argument("--baselines", metavar="DIR",
                         help="read baseline:<name> systems from this infer.baselines --out directory instead of "
                              "RUN/baselines, e.g. the floor fitted --without-test-videos (the models' footing)")

@@ -326,3 +326,205 @@ def test_with_a_test_graph_the_labelled_sample_is_its_edges(synthetic_data, grap
     assert truth_on_test.main([str(run), "--data", str(synthetic_data), "--sample", "graph"]) == 2
     err = capsys.readouterr().err
     assert "synth_meta.json" in err and "the test videos were drawn independently, not along a label graph" in err
+
+
+# ---------------------------------------------------------------------- a stored truth (DATA/test_truth.npz)
+
+STORED_VIDEOS, STORED_DIM = 40, 8
+
+
+def _monotone_label(similarity):
+    """A label that is a strictly increasing function of the true similarity, in [0, 1]."""
+    return ((np.asarray(similarity) + 1) / 2) ** 2
+
+
+@pytest.fixture(scope="module")
+def stored_arrays():
+    """A foreign generator's truth: 40 test videos, 8-d unit latents, a 60-edge label graph (52 distinct pairs,
+    6 repeats of them, either way round, labelled wrongly so that keeping one would show, and 2 self pairs),
+    each first edge of a pair labelled by a monotone function of its true similarity."""
+    rng = np.random.default_rng(11)
+    latents = rng.normal(size=(STORED_VIDEOS, STORED_DIM))
+    latents /= np.linalg.norm(latents, axis=1, keepdims=True)
+    upper = np.stack(np.triu_indices(STORED_VIDEOS, 1), axis=1)
+    pairs = upper[rng.choice(len(upper), 52, replace=False)]
+    pairs = np.where(rng.random((52, 1)) < 0.5, pairs, pairs[:, ::-1])  # either way round
+    repeats = pairs[rng.choice(52, 6, replace=False)]
+    repeats[:4] = repeats[:4, ::-1]
+    edges = np.concatenate([pairs, repeats, [[3, 3], [17, 17]]])
+    edges = edges[np.concatenate([rng.permutation(52), 52 + rng.permutation(8)])]  # repeats after their first edge
+    edges[[10, 55]] = edges[[55, 10]]  # a self pair among the first edges, a first edge among the last
+    first, second = edges[:, 0].astype(np.int64), edges[:, 1].astype(np.int64)
+    similarity = np.einsum("nd,nd->n", latents[first], latents[second])
+    labels, seen = np.empty(len(first)), set()
+    for edge, (a, b) in enumerate(zip(first, second)):
+        pair = (min(a, b), max(a, b))
+        labels[edge] = 0.5 if a == b else (1 - _monotone_label(similarity[edge]) if pair in seen
+                                           else _monotone_label(similarity[edge]))
+        seen.add(pair)
+    return {"ids": np.array([str(10_000 + i) for i in range(STORED_VIDEOS)]), "latents": latents,
+            "edge_first": first, "edge_second": second, "edge_labels": labels,
+            "labelled_similarity": rng.uniform(-0.2, 1, 300),
+            "meta": np.array(json.dumps({"generator": "foreign_world", "seed": 7}))}
+
+
+def _write_stored(directory, arrays, **changes):
+    """``directory/test_truth.npz`` of ``arrays`` with ``changes`` (None: the key left out)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    merged = {key: value for key, value in {**arrays, **changes}.items() if value is not None}
+    np.savez(directory / truth_on_test.STORED_TRUTH, **merged)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def stored_data(tmp_path_factory, stored_arrays):
+    """A data directory holding only the stored truth, and a synth_meta.json it would fail on if it were read."""
+    out = _write_stored(tmp_path_factory.mktemp("stored") / "data", stored_arrays)
+    (out / "synth_meta.json").write_text("{}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory, stored_arrays):
+    """The true latents (oracle), pure noise, a noisy floor and a submission, as infer.embeddings_io writes them."""
+    ids, latents = stored_arrays["ids"].tolist(), stored_arrays["latents"]
+    rng = np.random.default_rng(4)
+    out = tmp_path_factory.mktemp("stored_run") / "run"
+    _write_model(out / "embeddings" / "oracle", ids, [latents, latents], rng)
+    _write_model(out / "embeddings" / "noise", ids, [rng.normal(size=latents.shape) for _ in range(2)], rng)
+    write_floor_and_submission(out, ids, latents, rng, floor_noise=1.5, submission_noise=0.2)
+    return out
+
+
+def _kept_edges(arrays, rows):
+    """The edges a graph sample over ``rows`` keeps, by hand: both videos used, no self pair, a pair's first edge."""
+    used, seen, kept = set(rows.tolist()), set(), []
+    for edge, (a, b) in enumerate(zip(arrays["edge_first"].tolist(), arrays["edge_second"].tolist())):
+        pair = (min(a, b), max(a, b))
+        if a in used and b in used and a != b and pair not in seen:
+            kept.append(edge)
+        seen.add(pair)
+    return kept
+
+
+def test_a_stored_truth_is_read_before_the_meta(stored_data, stored_arrays):
+    truth = truth_on_test.read_truth(str(stored_data))
+    assert truth.stored and truth.label_noise is None
+    assert truth.ids == stored_arrays["ids"].tolist() and all(isinstance(i, str) for i in truth.ids)
+    assert truth.latents.dtype == np.float64 and np.array_equal(truth.latents, stored_arrays["latents"])
+    assert np.array_equal(truth.edges[0], stored_arrays["edge_first"])
+    assert np.array_equal(truth.edges[1], stored_arrays["edge_second"])
+    assert np.array_equal(truth.edge_labels, stored_arrays["edge_labels"])
+    assert np.array_equal(truth.labelled_similarity, stored_arrays["labelled_similarity"])
+    assert truth.meta == {"generator": "foreign_world", "seed": 7, "test_graph": True}
+
+
+def test_graph_sample_edges_names_the_edge_behind_each_position():
+    rows = np.array([0, 2, 3, 5, 6])
+    edges = (np.array([5, 2, 6, 0, 1, 3]), np.array([2, 5, 0, 3, 2, 3]))  # a repeat, an unused video, a self-pair
+    positions, kept = truth_on_test.graph_sample_edges(edges, rows)
+    assert np.array_equal(positions, truth_on_test.graph_sample(edges, rows)) and kept.tolist() == [0, 2, 3]
+
+
+@pytest.mark.parametrize("max_videos", [STORED_VIDEOS, 25])
+def test_the_stored_labels_follow_the_edges_the_sample_keeps(stored_data, stored_arrays, max_videos):
+    """Each sampled pair carries the stored label of the very edge it came from: repeats, self pairs and
+    (on a subset) edges to unused videos are dropped, and the labels stay aligned with the pairs kept."""
+    drawn = truth_on_test.labelled_sample(str(stored_data), max_videos=max_videos, seed=3)
+    assert drawn.graph and len(drawn.rows) == max_videos
+    kept = _kept_edges(stored_arrays, drawn.rows)
+    assert drawn.graph_edges.tolist() == kept and len(drawn.sample) == len(drawn.labels) == len(kept)
+    assert len(kept) < (52 if max_videos < STORED_VIDEOS else 53) and len(kept) >= 10
+    if max_videos == STORED_VIDEOS:
+        assert len(kept) == 52  # every distinct pair, no repeat, no self pair
+    first, second = np.triu_indices(len(drawn.rows), 1)
+    for position, label, edge in zip(drawn.sample, drawn.labels, kept):
+        a, b = stored_arrays["edge_first"][edge], stored_arrays["edge_second"][edge]
+        assert (drawn.rows[first[position]], drawn.rows[second[position]]) == (min(a, b), max(a, b))
+        assert label == stored_arrays["edge_labels"][edge]
+        similarity = stored_arrays["latents"][a] @ stored_arrays["latents"][b]
+        assert label == pytest.approx(_monotone_label(similarity))  # a first edge's label, never a repeat's
+    assert drawn.scorer.oracle() == pytest.approx(1.0, abs=1e-12)
+    auto = truth_on_test.labelled_sample(str(stored_data), max_videos=max_videos, seed=3, sample_kind="auto")
+    assert np.array_equal(auto.sample, drawn.sample) and np.array_equal(auto.labels, drawn.labels)
+
+
+def test_a_stored_truth_scores_the_true_latents_as_the_oracle(stored_data, stored_run, stored_arrays, tmp_path,
+                                                            capsys):
+    report = truth_on_test.evaluate(str(stored_data), str(stored_run), draws=DRAWS)
+    sample = report["sample"]
+    assert report["generator"] == "foreign_world" and report["seed"] == 7 and report["test_graph"] is True
+    assert report["truth_file"] == str(stored_data / truth_on_test.STORED_TRUTH)
+    assert sample["kind"] == "graph" and sample["labels"] == "stored" and sample["label_noise"] is None
+    assert sample["pairs"] == 52 and sample["graph_pairs"] == 60 and sample["oracle"] == pytest.approx(1.0)
+    oracle = report["systems"]["oracle"]
+    for part in ("mean_fold", "fold_average"):
+        assert oracle[part]["labels"] == pytest.approx(1.0, abs=1e-9)
+        assert oracle[part]["truth"] == pytest.approx(1.0, abs=1e-6)
+    assert abs(report["systems"]["noise"]["fold_average"]["labels"]) < 0.5
+    assert oracle["vs_reference"]["low"] > 0 and report["systems"]["noise"]["vs_reference"]["high"] < 0
+
+    out = tmp_path / "stored.json"
+    assert truth_on_test.main([str(stored_run), "--data", str(stored_data), "--draws", str(DRAWS),
+                               "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (f"Test pairs of {stored_data} (generator foreign_world, seed 7: {stored_data / 'test_truth.npz'}), "
+            f"run {stored_run}: 40 test videos, 780 pairs") in printed
+    assert "the stored labels of the 52 pairs of the test videos' label graph" in printed
+    assert "oracle (true similarity vs the stored labels, same 52 pairs): 1.0000" in printed
+    assert "| oracle | 1.0000 | 1.0000 | 1.0000 | +" in printed
+
+    def no_constants(name):
+        raise AssertionError(f"{name} in the JSON report")
+
+    written = json.loads(out.read_text(), parse_constant=no_constants)  # valid JSON: no NaN
+    assert written["sample"]["label_noise"] is None and written["systems"] == report["systems"]
+    subset = truth_on_test.evaluate(str(stored_data), str(stored_run), ["oracle"], reference=None, max_videos=25)
+    assert subset["subset"] and subset["sample"]["pairs"] < subset["sample"]["graph_pairs"]
+    assert subset["systems"]["oracle"]["fold_average"]["labels"] == pytest.approx(1.0, abs=1e-9)
+    assert "those of its 60 pairs whose two videos are among those used" in truth_on_test.format_report(subset)
+
+
+def test_a_stored_truth_has_no_bins_sample(stored_data, stored_run, capsys):
+    with pytest.raises(truth_on_test.DataError, match=r"test_truth.npz: the stored truth has no label model .* "
+                                                      r"use --sample graph \(or auto\)"):
+        truth_on_test.labelled_sample(str(stored_data), sample_kind="bins")
+    assert truth_on_test.main([str(stored_run), "--data", str(stored_data), "--sample", "bins"]) == 2
+    assert "use --sample graph (or auto)" in capsys.readouterr().err
+
+
+def test_without_either_truth_file_both_are_named(tmp_path):
+    with pytest.raises(truth_on_test.DataError, match=r"synth_meta.json: not found, nor test_truth.npz"):
+        truth_on_test.read_truth(str(tmp_path))
+
+
+@pytest.mark.parametrize("changes, field, problem", [
+    ({"edge_labels": None}, "edge_labels", "missing"),
+    ({"meta": None, "ids": None}, "ids", r"missing \(2 key\(s\) missing"),
+    ({"edge_second": np.where(np.arange(60) == 7, STORED_VIDEOS, 1)}, "edge_second",
+     "1 edge\\(s\\) out of range, first edge 7: row 40 of 40 ids"),
+    ({"edge_first": -np.ones(60, dtype=np.int64)}, "edge_first", "60 edge\\(s\\) out of range"),
+    ({"edge_first": np.zeros(60)}, "edge_first", "expected a 1-D int array"),
+    ({"edge_labels": np.ones(59)}, "edge_labels", "59 entries for the 60 edges"),
+    ({"edge_labels": np.where(np.arange(60) == 2, np.nan, 0.5)}, "edge_labels", "1 row\\(s\\) not finite, first row 2"),
+    ({"latents": np.ones((39, STORED_DIM)) / np.sqrt(STORED_DIM)}, "latents", r"shape \(39, 8\), expected \(40, d"),
+    ({"latents": np.full((STORED_VIDEOS, STORED_DIM), np.inf)}, "latents", "40 row\\(s\\) not finite"),
+    ({"latents": np.ones((STORED_VIDEOS, STORED_DIM))}, "latents",
+     "40 row\\(s\\) not of unit norm, first row 0 \\(norm 2.828"),
+    ({"ids": np.arange(STORED_VIDEOS)}, "ids", "expected a 1-D array of str ids"),
+    ({"ids": np.array(["1"] * STORED_VIDEOS)}, "ids", "1 duplicated id"),
+    ({"labelled_similarity": np.ones((2, 2))}, "labelled_similarity", "expected a 1-D float array"),
+    ({"meta": np.array("{")}, "meta", "not JSON"),
+    ({"meta": np.array(json.dumps({"seed": 1}))}, "meta", r"lacks \['generator'\]"),
+    ({"meta": np.array(["{}"])}, "meta", "expected a 0-d str array"),
+])
+def test_a_malformed_stored_truth_names_the_field(tmp_path, stored_arrays, changes, field, problem):
+    data = _write_stored(tmp_path / "data", stored_arrays, **changes)
+    with pytest.raises(truth_on_test.DataError, match=rf"test_truth.npz, {field}: {problem}"):
+        truth_on_test.read_truth(str(data))
+
+
+def test_an_unreadable_stored_truth_is_named(tmp_path):
+    (tmp_path / truth_on_test.STORED_TRUTH).write_text("not a zip")
+    with pytest.raises(truth_on_test.DataError, match=r"test_truth.npz: not a readable .npz"):
+        truth_on_test.read_truth(str(tmp_path))
