@@ -66,7 +66,6 @@ export DATA RUN MODELS FOLDS PRESET JOBS
 start=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
 
-step "synthetic $WORLD data (seed $SEED) -> $DATA"
 if [ "$WORLD" = demo ]; then world_args=""; else world_args="--world $WORLD"; fi
 case "$TEST_GRAPH" in
     "") ;;
@@ -75,10 +74,11 @@ case "$TEST_GRAPH" in
     *) world_args="$world_args --test-graph --test-videos $TEST_GRAPH" ;;
 esac
 if [ -f "$DATA/synth_meta.json" ]; then
-    echo "reusing the synthetic data in $DATA"
+    step "synthetic data: $DATA (reused)"
 elif [ -f "$DATA/pairwise/label.tsv" ]; then  # a data set of your own (or bench.foreign_world's): used as it is
-    echo "$DATA holds a data set in the official layout and no synth_meta.json: used as it is (WORLD, SEED and TEST_GRAPH do not apply; no oracle in the table)"
+    step "data: $DATA (the official layout, no synth_meta.json: used as it is; WORLD, SEED and TEST_GRAPH do not apply, and the table has no oracle)"
 else
+    step "synthetic $WORLD data (seed $SEED) -> $DATA"
     "$PYTHON" -m tfrecord_tools.synth --out "$DATA" --size demo --seed "$SEED" $world_args
 fi
 
