@@ -106,8 +106,10 @@ step "ensemble -> $RUN/result.zip"
 # the models only: with the robust recipe each already holds the linear-metric baseline (its wide
 # path); with RECIPE=" " add it yourself with --models ...,baseline:linear_metric
 members="$(echo $MODELS | tr ' ' ',')"
-oracle_args=""  # the oracle column: only synthetic data knows its truth
-[ ! -f "$DATA/synth_meta.json" ] || oracle_args="--synth-meta $DATA/synth_meta.json"
+oracle_args=""  # the oracle column: only generated data knows its truth
+for meta in "$DATA/synth_meta.json" "$DATA/foreign_meta.json"; do
+    if [ -z "$oracle_args" ] && [ -f "$meta" ]; then oracle_args="--synth-meta $meta"; fi
+done
 "$PYTHON" ensemble_final.py --run "$RUN" --models "$members" --labels "$DATA/pairwise/label.tsv" --folds-dir "$DATA/folds" \
     --partial-folds $oracle_args --baselines-dir "$RUN/baselines" --png "$RUN/ensemble_report.png"
 step "done"

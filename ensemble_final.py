@@ -37,7 +37,8 @@ model, one global Spearman), the mean of its per-fold Spearmans, the ensemble's 
 (per fold, the fold's validation embeddings of every model are ensembled with the same rule and
 weights; for ``svd`` the SVD is fitted on that fold's models' test embeddings with ``--fit-on
 test``, or on the fold's validation embeddings with ``--fit-on val``), and the oracle ceiling
-(``oracle_spearman`` of the synthetic data's ``synth_meta.json``) when given. Under the table a
+(``oracle_spearman`` of the synthetic data's ``synth_meta.json``, or of ``bench.foreign_world``'s
+``foreign_meta.json``) when given. Under the table a
 ``note:`` line says what the table shows went wrong (``ensemble.report.check_rows``, also
 ``notes`` in the report): the ensemble below its best member, no model above the best strong
 baseline, a model whose out-of-fold score is more than 0.02 from its mean fold score. Above the
@@ -586,7 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--folds-dir", help="fold shards directory: check its folds.json matches the val pairs")
     parser.add_argument("--test-ids", help="expected test ids (text file or .npz) the submission must hold")
     parser.add_argument("--out", help="submission zip (default RUN/result.zip); the report goes beside it")
-    parser.add_argument("--synth-meta", help="synth_meta.json with the oracle Spearman")
+    parser.add_argument("--synth-meta", help="a generated data set's meta with its oracle Spearman "
+                                                 "(synth_meta.json, or bench.foreign_world's foreign_meta.json)")
     parser.add_argument("--baselines", nargs="*", default=(),
                         help="raw-baseline .npz files (python -m infer.baselines) to score on the same pairs")
     parser.add_argument("--baselines-dir", help="per-fold baselines (python -m infer.baselines --out DIR) to score "

@@ -7,7 +7,8 @@ For every world (and every seed of its synthetic data: the margins over the stro
 between draws by more than most recipe changes move them), ``demo.sh`` runs the whole pipeline
 (synthetic data of that world, fold shards, strong baselines, pretraining, finetuning on the given
 folds, embeddings, ensemble) with ``DATA=OUT/<world>/data RUN=OUT/<world>/runs WORLD=<world>
-SEED=<seed>`` (``OUT/<world>_seed<seed>`` for a seed other than 0); its ``ensemble_report.json`` gives the
+SEED=<seed>`` (``OUT/<world>_seed<seed>`` for a seed other than 0; the world ``foreign`` is data of
+``bench.foreign_world``, another generator, drawn with that seed, then taken by ``demo.sh`` as it is); its ``ensemble_report.json`` gives the
 table row: every model's out-of-fold and mean-fold Spearman, the ensemble's, the best strong
 baseline and the oracle. Recipes are chosen on validation folds only; the test set is only scored.
 Finished worlds are reused (delete OUT/<world> to rerun one).
@@ -40,6 +41,14 @@ DEFAULT_WORLDS = ("demo", "continuous", "offset_frames", "sparse_tags", "weak_ti
                   "many_unlabelled")
 
 
+FOREIGN = "foreign"  # bench.foreign_world's data instead of a world of tfrecord_tools.synth
+
+
+def world_name(world: str) -> str:
+    """``world`` checked for the command line: ``foreign`` or a world of ``tfrecord_tools.synth``."""
+    return world if world == FOREIGN else synth.world_argument(world)
+
+
 def world_dir(world: str, seed: int) -> str:
     """The directory name of one draw of a world under OUT (seed 0 keeps the plain name)."""
     return world if seed == 0 else f"{world}_seed{seed}"
@@ -52,6 +61,11 @@ def run_world(world: str, out: str, models: str, folds: str, extra: str, python:
     report_path = os.path.join(run, "ensemble_report.json")
     started = time.time()
     if not os.path.isfile(report_path):
+        if world == FOREIGN and not os.path.isfile(os.path.join(data, "pairwise", "label.tsv")):
+            code = subprocess.call([python, "-m", "bench.foreign_world", "--out", data, "--seed", str(seed), "--quiet"],
+                                   cwd=HERE)
+            if code != 0:
+                raise RuntimeError(f"bench.foreign_world failed for seed {seed} (exit {code})")
         env = dict(os.environ, DATA=data, RUN=run, WORLD=world, MODELS=models, FOLDS=folds, PYTHON=python,
                    SEED=str(seed))
         if extra:
@@ -178,8 +192,9 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_quality", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--worlds", nargs="*", default=list(DEFAULT_WORLDS), type=synth.world_argument,
-                        help="worlds of tfrecord_tools.synth (random-<n>: a world with every knob drawn at random)")
+    parser.add_argument("--worlds", nargs="*", default=list(DEFAULT_WORLDS), type=world_name,
+                        help="worlds of tfrecord_tools.synth (random-<n>: a world with every knob drawn at random), "
+                             "or foreign: data of bench.foreign_world, an independent generator")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0],
                         help="seeds of the synthetic data: each world is drawn and run once per seed")
     parser.add_argument("--models", default="uniter uniter_roformer")

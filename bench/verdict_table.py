@@ -64,7 +64,7 @@ def held_out_row(world: str, seed: str, run: str, draws: int = 1000) -> dict:
         meta = json.load(handle).get("synth_meta")
     if not meta:
         raise ValueError(f"{path}: names no synth_meta.json (rerun ensemble_final.py with --synth-meta "
-                         f"DATA/synth_meta.json; --test-truth needs the synthetic data set)")
+                         f"DATA/synth_meta.json, or DATA/foreign_meta.json; --test-truth needs the generated data set)")
     report = truth_on_test.evaluate(os.path.dirname(meta), run, reference=truth_on_test.DEFAULT_REFERENCE,
                                     draws=draws)
     systems = report["systems"]

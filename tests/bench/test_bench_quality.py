@@ -47,6 +47,30 @@ def test_every_world_runs_once_per_seed_in_its_own_directory(tmp_path, monkeypat
     assert calls == []
 
 
+def test_the_foreign_world_is_generated_by_the_other_generator_then_run_as_a_users_data(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_call(command, env=None, stdout=None, stderr=None, cwd=None):
+        calls.append(command[1:] if env is None else ["demo.sh", env["DATA"], env["SEED"]])
+        if env is None:  # python -m bench.foreign_world --out DATA ...: what demo.sh will find
+            data = command[command.index("--out") + 1]
+            os.makedirs(os.path.join(data, "pairwise"))
+            open(os.path.join(data, "pairwise", "label.tsv"), "w").close()
+        else:
+            os.makedirs(env["RUN"], exist_ok=True)
+            with open(os.path.join(env["RUN"], "ensemble_report.json"), "w") as handle:
+                json.dump(_report(0.75), handle)
+        return 0
+
+    monkeypatch.setattr(bench_quality.subprocess, "call", fake_call)
+    out = tmp_path / "q"
+    assert bench_quality.main(["--worlds", "foreign", "--seeds", "3", "--out", str(out)]) == 0
+    data = f"{out}/foreign_seed3/data"
+    assert calls == [["-m", "bench.foreign_world", "--out", data, "--seed", "3", "--quiet"], ["demo.sh", data, "3"]]
+    with pytest.raises(SystemExit):  # neither foreign nor a world of the synthetic generator
+        bench_quality.main(["--worlds", "elsewhere", "--out", str(out)])
+
+
 def _full_report(single, other, ensemble, floor, oracle, fold_gap=0.001):
     return {"rows": [
         {"name": "uniter", "kind": "model", "oof_spearman": single, "mean_fold_spearman": single - fold_gap},

@@ -185,6 +185,10 @@ def test_demo_uses_a_data_set_of_the_official_layout_as_it_is(tmp_path):
     assert not [call for call in calls if "tfrecord_tools.synth" in call]  # nothing drawn over a user's data
     ensemble = [call for call in calls if call.startswith("ensemble_final.py")]
     assert len(ensemble) == 1 and "--synth-meta" not in ensemble[0]
+    (data / "foreign_meta.json").write_text("{}")  # bench.foreign_world's data: its oracle is read
+    calls = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(tmp_path / "r"), MODELS="uniter")
+    assert not [call for call in calls if "tfrecord_tools.synth" in call]
+    assert f"--synth-meta {data}/foreign_meta.json" in [c for c in calls if c.startswith("ensemble_final.py")][0]
     (data / "synth_meta.json").write_text("{}")  # synthetic data: its oracle is read
     calls = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(tmp_path / "r"), MODELS="uniter")
     assert f"--synth-meta {data}/synth_meta.json" in [call for call in calls if call.startswith("ensemble_final.py")][0]
