@@ -138,6 +138,8 @@ class World:
 
 
 def build_world(sizes: Sizes, seed: int) -> World:
+    """The concept tree (domains > genres > Zipf-popular entities), its words, tags, visual prototypes and
+    the frame features' projection, all from ``seed``."""
     rng = np.random.default_rng([seed, 7001])
     genres_per_domain = rng.integers(sizes.genres_per_domain[0], sizes.genres_per_domain[1] + 1, sizes.domains)
     genre_domain = np.repeat(np.arange(sizes.domains), genres_per_domain)
@@ -205,6 +207,7 @@ class Videos:
 
 
 def draw_videos(world: World, rng: np.random.Generator, n: int, entity: np.ndarray | None = None) -> Videos:
+    """``n`` unrelated videos (popular entities more often), none a re-upload: the pretraining videos."""
     entity = rng.choice(len(world.entity_genre), n, p=world.entity_p) if entity is None else entity
     fmt = rng.integers(0, FORMATS, n)
     return Videos(entity, fmt, _unit(rng, n, STYLE_DIM), np.full(n, -1), {})
@@ -226,6 +229,8 @@ def latents(world: World, videos: Videos, rng: np.random.Generator) -> np.ndarra
 
 
 def render_frames(world: World, rng: np.random.Generator, videos: Videos, row: int) -> np.ndarray:
+    """float16 ``[frames, FRAME_DIM]`` of one video: its shots in order, motion, per-video nuisance,
+    then the sparse projection and ReLU (re-uploads of one clip share its shots)."""
     count = int(max(5, round(rng.choice(_FRAME_COUNTS, p=_FRAME_P) * world.sizes.frame_scale)))
     entity = int(videos.entity[row])
     source = int(videos.clip[row])
@@ -259,6 +264,7 @@ _FRAME_P /= _FRAME_P.sum()
 
 
 def render_text(world: World, rng: np.random.Generator, videos: Videos, row: int) -> tuple[str, str]:
+    """``(title, asr_text)`` of one video (the ASR is ``nan`` for 40% of videos)."""
     entity = int(videos.entity[row])
     genre = int(world.entity_genre[entity])
     fmt = int(videos.fmt[row])
@@ -290,6 +296,7 @@ def render_text(world: World, rng: np.random.Generator, videos: Videos, row: int
 
 
 def render_tags(world: World, rng: np.random.Generator, videos: Videos, row: int) -> tuple[list[int], int]:
+    """``(sorted tag ids, category id)`` of one video: genre, entity and format tags among tail tags."""
     entity = int(videos.entity[row])
     genre = int(world.entity_genre[entity])
     tags = []
@@ -306,6 +313,7 @@ def render_tags(world: World, rng: np.random.Generator, videos: Videos, row: int
 
 def write_videos(path: str, world: World, rng: np.random.Generator, videos: Videos, ids: Sequence[str],
                  kind: schema.RecordKind, tag_counts: dict | None, bar) -> None:
+    """One TFRecord file of ``videos`` (atomically); counts the tags into ``tag_counts`` when given."""
     from tfrecord_tools.writer import AtomicRecordWriter, serialize_video
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -325,10 +333,10 @@ def write_videos(path: str, world: World, rng: np.random.Generator, videos: Vide
 def draw_graph(world: World, rng: np.random.Generator, queries: int, pairs: int,
                first_clip: int) -> tuple[Videos, np.ndarray, np.ndarray]:
     """Videos and (query, candidate) rows of a label graph: each query gets at least one candidate,
-    the rest spread geometrically; a candidate is a new video of the drawn relation or, a third of the
+    the rest spread unevenly (`_skewed`); a candidate is a new video of the drawn relation or, a third of the
     time, an earlier video of that relation."""
     counts = np.ones(queries, dtype=np.int64)
-    np.add.at(counts, rng.choice(queries, pairs - queries, p=_geometric(rng, queries)), 1)
+    np.add.at(counts, rng.choice(queries, pairs - queries, p=_skewed(rng, queries)), 1)
     entity, fmt, clip = [], [], []
     clip_vectors = {}
     by_entity: dict[int, list[int]] = {}
@@ -382,7 +390,8 @@ def draw_graph(world: World, rng: np.random.Generator, queries: int, pairs: int,
     return videos, np.array(q_rows), np.array(c_rows)
 
 
-def _geometric(rng: np.random.Generator, n: int) -> np.ndarray:
+def _skewed(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Skewed weights over the queries: a few get many candidates, most get one or two."""
     weights = rng.exponential(1.0, n) ** 2
     return weights / weights.sum()
 
@@ -398,6 +407,7 @@ def draw_labels(rng: np.random.Generator, similarity: np.ndarray, queries: np.nd
 
 
 def video_ids(rng: np.random.Generator, n: int, taken: set) -> list[str]:
+    """``n`` new decimal ids of 18-19 digits, none in ``taken`` (which they join)."""
     out = []
     while len(out) < n:
         value = str(int(rng.integers(10**17, 9 * 10**18)))
