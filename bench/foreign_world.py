@@ -41,12 +41,13 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.stats
 
 from tfrecord_tools import layout, schema, synth_stats
 from tfrecord_tools.atomic import write_text_atomic
 
 FOREIGN_META = "foreign_meta.json"
-STORED_TRUTH = "test_truth.npz"
+STORED_TRUTH = layout.TEST_TRUTH  # read by bench.truth_on_test
 VISUAL_DIM = 48
 NUISANCE_DIM = 8
 STYLE_DIM = 6
@@ -205,10 +206,14 @@ class Videos:
     def __len__(self) -> int:
         return len(self.entity)
 
+    def part(self, rows: slice) -> "Videos":
+        """The videos of ``rows`` (sharing the clip vectors)."""
+        return Videos(self.entity[rows], self.fmt[rows], self.style[rows], self.clip[rows], self.clip_vectors)
 
-def draw_videos(world: World, rng: np.random.Generator, n: int, entity: np.ndarray | None = None) -> Videos:
+
+def draw_videos(world: World, rng: np.random.Generator, n: int) -> Videos:
     """``n`` unrelated videos (popular entities more often), none a re-upload: the pretraining videos."""
-    entity = rng.choice(len(world.entity_genre), n, p=world.entity_p) if entity is None else entity
+    entity = rng.choice(len(world.entity_genre), n, p=world.entity_p)
     fmt = rng.integers(0, FORMATS, n)
     return Videos(entity, fmt, _unit(rng, n, STYLE_DIM), np.full(n, -1), {})
 
@@ -449,8 +454,7 @@ def generate(out_dir: str, seed: int = 0, sizes: Sizes = Sizes(), overwrite: boo
                mininterval=1.0)
     tag_counts: dict = {}
     for f in range(sizes.pointwise_files):
-        part = slice(f * sizes.pointwise_per_file, (f + 1) * sizes.pointwise_per_file)
-        chunk = Videos(pointwise.entity[part], pointwise.fmt[part], pointwise.style[part], pointwise.clip[part], {})
+        chunk = pointwise.part(slice(f * sizes.pointwise_per_file, (f + 1) * sizes.pointwise_per_file))
         write_videos(os.path.join(out_dir, layout.POINTWISE_DIR, f"pretrain_{f}.tfrecords"), world, rng, chunk,
                      video_ids(rng, len(chunk), taken), schema.RecordKind.POINTWISE, tag_counts, bar)
     pair_ids = video_ids(rng, len(pair_videos), taken)
@@ -465,8 +469,6 @@ def generate(out_dir: str, seed: int = 0, sizes: Sizes = Sizes(), overwrite: boo
         f"{pair_ids[a]}\t{pair_ids[b]}\t{synth_stats.format_score(s)}\n" for a, b, s in zip(q, c, labels)))
     ranked = sorted(tag_counts, key=lambda tag: (-tag_counts[tag], tag))[:schema.NUM_TAGS]
     write_text_atomic(os.path.join(out_dir, layout.TAG_LIST), "".join(f"{tag}\n" for tag in ranked))
-    import scipy.stats
-
     meta = {"generator": "bench.foreign_world", "seed": int(seed), "sizes": dataclasses.asdict(sizes),
             "truth_weights": TRUTH_WEIGHTS, "relations": dict(zip(RELATIONS, RELATION_P)),
             "counts": {"pointwise_videos": len(pointwise), "pairwise_videos": len(pair_videos), "pairs": len(labels),

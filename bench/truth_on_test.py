@@ -71,7 +71,7 @@ DEFAULT_REFERENCE = BASELINE_PREFIX + "linear_metric"
 NO_REFERENCE = "none"
 RESAMPLE = ("videos", "pairs")
 SAMPLES = ("auto", "bins", "graph")
-STORED_TRUTH = "test_truth.npz"  # DATA/test_truth.npz: a generator's stored truth (see the module docstring)
+STORED_TRUTH = layout.TEST_TRUTH  # DATA/test_truth.npz: a generator's stored truth (see the module docstring)
 STORED_KEYS = ("ids", "latents", "edge_first", "edge_second", "edge_labels", "labelled_similarity", "meta")
 UNIT_TOLERANCE = 1e-6  # how far a stored latent's norm may be from 1
 

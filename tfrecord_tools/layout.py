@@ -28,6 +28,7 @@ LABEL_FILE = "label.tsv"
 TEST_DIR = "test_a"
 TAG_LIST = "tag_list.txt"
 SYNTH_META = "synth_meta.json"
+TEST_TRUTH = "test_truth.npz"  # a generator's stored truth of the test videos (bench.foreign_world writes it)
 RECORD_SUFFIX = ".tfrecords"
 
 # ---------------------------------------------------------------------- fold shards
