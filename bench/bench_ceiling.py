@@ -5,7 +5,9 @@
 
 ``DATA`` is a data set written by ``tfrecord_tools.synth`` (its ``synth_meta.json`` names the
 preset, seed, world and label graph), so the true latent of every pairwise and test video can be
-re-drawn (`synth.true_latents`). On the validation pairs of ``--folds`` (the pairs behind the
+re-drawn (`synth.true_latents`), or by another generator that stores them in ``DATA/test_truth.npz``
+(`bench.foreign_world`: the ``labelled_*`` and test latents; such a world has no views and no known
+words, so only ``oracle`` and the ``readout:`` rows are measured). On the validation pairs of ``--folds`` (the pairs behind the
 out-of-fold scores of `bench.bench_quality`) it reports:
 
 ``oracle``                 cosine of the true latents (the labels are noisy ranks of it)
@@ -40,6 +42,8 @@ import sys
 from typing import Sequence
 
 import numpy as np
+
+from tfrecord_tools import layout
 
 READOUTS = {"frames": ("frames",), "title": ("title",), "asr": ("asr",), "all": ("frames", "title", "asr")}
 KNOWN_READOUTS = {"title": ("known_title",), "all": ("frames", "known_title", "known_asr")}
@@ -95,6 +99,27 @@ def known_word_features(world, texts: Sequence[str], modality: str) -> np.ndarra
     return out
 
 
+def stored_latents(path: str) -> tuple[dict, list[str], np.ndarray]:
+    """(meta, ids, latents) of the labelled and test videos in a generator's stored truth
+    (``DATA/test_truth.npz``, read by `bench.truth_on_test.read_stored_truth`, plus its ``labelled_ids`` and
+    ``labelled_latents``, which `bench.foreign_world` writes)."""
+    from bench.truth_on_test import read_stored_truth
+    from tfrecord_tools.errors import DataError
+
+    test = read_stored_truth(path)
+    with np.load(path, allow_pickle=False) as handle:
+        if "labelled_ids" not in handle.files or "labelled_latents" not in handle.files:
+            raise DataError(path, "labelled_latents", "missing: the ceilings need the labelled videos' latents "
+                                                      "(written by bench.foreign_world since 2026-12-07; generate "
+                                                      "the data set again: the same seed gives the same data)")
+        labelled_ids, labelled = handle["labelled_ids"].tolist(), handle["labelled_latents"].astype(np.float64)
+    if labelled.ndim != 2 or labelled.shape != (len(labelled_ids), test.latents.shape[1]):
+        raise DataError(path, "labelled_latents", f"shape {labelled.shape}, expected ({len(labelled_ids)}, "
+                                                  f"{test.latents.shape[1]}): one row per labelled id, as wide "
+                                                  "as the test latents")
+    return test.meta, list(labelled_ids) + list(test.ids), np.concatenate([labelled, test.latents])
+
+
 def _inputs(data_dir: str, ids: Sequence[str], frame_power: float,
             progress: bool) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
     """Whitened mean frames, title and ASR TF-IDF of ``ids`` (rows in that order), and the texts."""
@@ -139,12 +164,20 @@ def measure(data_dir: str, folds_dir: str, folds: Sequence[int], frame_power: fl
     from tfrecord_tools import synth
     from tfrecord_tools.labels import read_labels
 
-    with open(os.path.join(data_dir, "synth_meta.json"), encoding="utf-8") as handle:
-        meta = json.load(handle)
-    world = (meta.get("world") or {}).get("name", "demo")
-    truth = synth.true_latents_of(meta)
-    ids = list(truth["pairwise"][0]) + list(truth["test"][0])
-    latents = np.concatenate([truth["pairwise"][1], truth["test"][1]]).astype(np.float64)
+    stored = os.path.join(data_dir, layout.TEST_TRUTH)
+    if os.path.isfile(os.path.join(data_dir, layout.SYNTH_META)):
+        with open(os.path.join(data_dir, layout.SYNTH_META), encoding="utf-8") as handle:
+            meta = json.load(handle)
+        world = (meta.get("world") or {}).get("name", "demo")
+        truth = synth.true_latents_of(meta)
+        ids = list(truth["pairwise"][0]) + list(truth["test"][0])
+        latents = np.concatenate([truth["pairwise"][1], truth["test"][1]]).astype(np.float64)
+    elif os.path.isfile(stored):
+        meta, ids, latents = stored_latents(stored)
+        world = meta["generator"]
+    else:
+        raise FileNotFoundError(f"{data_dir} has neither {layout.SYNTH_META} nor {layout.TEST_TRUTH}: the ceilings "
+                                "need the true latents of a generator's data set")
     labels = read_labels(os.path.join(data_dir, "pairwise", "label.tsv"))
     assigned, _ = fold_assignment(labels, folds_dir)
     held = np.isin(assigned, list(folds))
@@ -157,17 +190,20 @@ def measure(data_dir: str, folds_dir: str, folds: Sequence[int], frame_power: fl
     held_videos = set(rows_q.tolist()) | set(rows_c.tolist())
     fit_rows = np.array([i for i in range(len(ids)) if i not in held_videos])
 
-    blocks = meta["latent"]["blocks"]
-    result = {"world": world, "seed": meta["seed"], "folds": list(folds), "pairs": int(held.sum()), "fit_videos": len(fit_rows),
-              "oracle": pair_spearman(latents, rows_q, rows_c, score)}
-    for modality, view in meta["latent"]["views"].items():
-        dims = np.concatenate([np.arange(*blocks[block]) for block in view])
+    result = {"world": world, "seed": meta["seed"], "folds": list(folds), "pairs": int(held.sum()),
+              "fit_videos": len(fit_rows), "oracle": pair_spearman(latents, rows_q, rows_c, score)}
+    views = (meta.get("latent") or {}).get("views", {})
+    for modality, view in views.items():
+        dims = np.concatenate([np.arange(*meta["latent"]["blocks"][block]) for block in view])
         result[f"view:{modality}"] = pair_spearman(latents[:, dims], rows_q, rows_c, score)
     inputs, texts = _inputs(data_dir, ids, frame_power, progress)
-    drawn = synth.build_world(synth.world_preset(meta["preset"], world), meta["seed"])
-    for modality in ("title", "asr"):
-        inputs[f"known_{modality}"] = known_word_features(drawn, texts[modality], modality)
-    for prefix, readouts in (("readout", READOUTS), ("known", KNOWN_READOUTS)):
+    prefixes = (("readout", READOUTS),)
+    if views:  # a synth world: what its words mean is known
+        drawn = synth.build_world(synth.world_preset(meta["preset"], world), meta["seed"])
+        for modality in ("title", "asr"):
+            inputs[f"known_{modality}"] = known_word_features(drawn, texts[modality], modality)
+        prefixes += (("known", KNOWN_READOUTS),)
+    for prefix, readouts in prefixes:
         for name, parts in readouts.items():
             x = np.concatenate([inputs[part] for part in parts], axis=1)
             result[f"{prefix}:{name}"], result[f"{prefix}:{name}:lambda"] = best_readout(
@@ -187,7 +223,8 @@ def markdown(rows: Sequence[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_ceiling", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, nargs="+", help="synthetic data directories (synth_meta.json)")
+    parser.add_argument("--data", required=True, nargs="+",
+                        help="synthetic data directories (synth_meta.json, or a stored test_truth.npz)")
     parser.add_argument("--folds-dir", help="fold shards (default: DATA/folds)")
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1], help="validation folds (default: 0 1)")
     parser.add_argument("--frame-power", type=float, default=0.5, help="signed power of frame values (default 0.5)")
@@ -200,8 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--folds-dir names the shards of one data set; give one --data with it")
     rows = []
     for data_dir in args.data:
-        if not os.path.isfile(os.path.join(data_dir, "synth_meta.json")):
-            parser.error(f"{data_dir} has no synth_meta.json: the ceilings need a data set of tfrecord_tools.synth")
+        if not any(os.path.isfile(os.path.join(data_dir, name)) for name in (layout.SYNTH_META, layout.TEST_TRUTH)):
+            parser.error(f"{data_dir} has neither {layout.SYNTH_META} nor {layout.TEST_TRUTH}: the ceilings need a "
+                         "generator's data set (tfrecord_tools.synth or bench.foreign_world)")
         rows.append(measure(data_dir, args.folds_dir or os.path.join(data_dir, "folds"), args.folds, args.frame_power,
                             progress=sys.stderr.isatty()))
         print(json.dumps(rows[-1]), flush=True)

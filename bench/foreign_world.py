@@ -28,8 +28,9 @@ draws are not the only check of transfer:
 It writes ``pointwise/``, ``pairwise/`` (records and ``label.tsv``), ``test_a/`` (test videos drawn
 along a label graph of the labelled pairs' shape), ``tag_list.txt``, ``foreign_meta.json`` and
 ``test_truth.npz``: the test videos' latents, their label graph and its labels, which
-``bench.truth_on_test`` reads instead of re-drawing a ``synth`` truth. No ``synth_meta.json`` is
-written, so ``demo.sh`` takes the directory as a user's data set.
+``bench.truth_on_test`` reads instead of re-drawing a ``synth`` truth, and the labelled videos' ids
+and latents (``labelled_ids``, ``labelled_latents``), which ``bench.bench_ceiling`` reads. No
+``synth_meta.json`` is written, so ``demo.sh`` takes the directory as a user's data set.
 """
 from __future__ import annotations
 
@@ -480,7 +481,8 @@ def generate(out_dir: str, seed: int = 0, sizes: Sizes = Sizes(), overwrite: boo
     temporary = path + ".tmp.npz"
     np.savez(temporary, ids=np.array(test_ids), latents=test_truth, edge_first=tq.astype(np.int64),
              edge_second=tc.astype(np.int64), edge_labels=np.asarray(test_labels, dtype=np.float64),
-             labelled_similarity=similarity, meta=np.array(json.dumps(meta)))
+             labelled_similarity=similarity, labelled_ids=np.array(pair_ids), labelled_latents=pair_truth,
+             meta=np.array(json.dumps(meta)))
     os.replace(temporary, path)
     write_text_atomic(os.path.join(out_dir, FOREIGN_META), json.dumps(meta, indent=2) + "\n")
     return meta

@@ -58,6 +58,49 @@ def test_measure_a_tiny_world(synthetic_data, folds_dir, tmp_path):
     assert table[2].startswith(f"| demo | {meta['seed']} | {pairs_in_fold0} |")
 
 
+@pytest.fixture(scope="module")
+def foreign_data(tmp_path_factory):
+    from bench import foreign_world
+    from tfrecord_tools import folds
+
+    out = tmp_path_factory.mktemp("foreign") / "data"
+    foreign_world.generate(str(out), seed=1, sizes=foreign_world.TINY, progress=False)
+    folds.write_fold_shards(out / "pairwise" / "pairwise.tfrecords", out / "pairwise" / "label.tsv", out / "folds",
+                            num_folds=3, progress=False)
+    return out
+
+
+def test_measure_a_foreign_world_from_its_stored_latents(foreign_data):
+    row = bench_ceiling.measure(str(foreign_data), str(foreign_data / "folds"), [0, 1])
+    assert row["world"] == "bench.foreign_world" and row["seed"] == 1
+    assert sorted(key for key in row if ":" in key and not key.endswith("lambda")) == sorted(
+        f"readout:{name}" for name in bench_ceiling.READOUTS)  # no views, no known words: not a synth world
+    assert row["oracle"] > 0.5 and all(-1.0 <= row[f"readout:{name}"] <= 1.0 for name in bench_ceiling.READOUTS)
+    truth = np.load(foreign_data / "test_truth.npz")
+    assert row["fit_videos"] < len(truth["labelled_ids"]) + len(truth["ids"])  # the held pairs' videos left out
+
+
+def test_a_stored_truth_without_the_labelled_latents_is_named(foreign_data, tmp_path):
+    from tfrecord_tools.errors import DataError
+
+    with np.load(foreign_data / "test_truth.npz") as handle:
+        arrays = {key: handle[key] for key in handle.files if not key.startswith("labelled_")}
+    older = tmp_path / "test_truth.npz"
+    np.savez(older, labelled_similarity=np.zeros(3), **arrays)
+    with pytest.raises(DataError, match=r"test_truth\.npz.*labelled_latents.*generate the data set again"):
+        bench_ceiling.stored_latents(str(older))
+    np.savez(older, labelled_similarity=np.zeros(3), labelled_ids=np.array(["a", "b"]),
+             labelled_latents=np.ones((2, 3)), **arrays)
+    with pytest.raises(DataError, match=r"labelled_latents.*shape \(2, 3\), expected \(2, "):
+        bench_ceiling.stored_latents(str(older))
+
+
+def test_a_data_set_with_no_truth_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench_ceiling.main(["--data", str(tmp_path)])
+    assert stop.value.code == 2 and "neither synth_meta.json nor test_truth.npz" in capsys.readouterr().err
+
+
 def test_known_word_features_sum_the_meanings_of_the_topic_words_only():
     from tfrecord_tools import synth
 

@@ -65,6 +65,20 @@ def test_stored_truth_matches_the_test_records_and_ranks_like_the_labels(tiny_wo
     assert json.loads(str(truth["meta"]))["seed"] == 3
 
 
+def test_stored_truth_holds_the_labelled_videos_latents_behind_their_labels(tiny_world):
+    out, _ = tiny_world
+    truth = np.load(out / foreign_world.STORED_TRUTH)
+    pairwise = list(read_raw_videos(layout.pairwise_file(str(out)), schema.RecordKind.PAIRWISE))
+    assert truth["labelled_ids"].tolist() == [v["id"] for v in pairwise]
+    latents = truth["labelled_latents"]
+    assert latents.shape == (len(pairwise), truth["latents"].shape[1])
+    assert np.allclose(np.linalg.norm(latents, axis=1), 1.0)
+    row = {key: i for i, key in enumerate(truth["labelled_ids"].tolist())}
+    first, second = zip(*((row[q], row[c]) for q, c, _ in _label_lines(out)))
+    similarity = np.einsum("ij,ij->i", latents[list(first)], latents[list(second)])
+    np.testing.assert_allclose(similarity, truth["labelled_similarity"])  # label.tsv's lines, in its order
+
+
 def test_same_seed_same_data_another_seed_another_world(tiny_world, tmp_path):
     out, _ = tiny_world
     again = tmp_path / "again"
