@@ -30,7 +30,9 @@ Why: a strong baseline close to ``readout:all`` leaves a learned model only what
 the inputs cannot read (nonlinear structure, or word meanings learned from more than the scored
 videos) to beat it with, however well it is trained; one close to ``known:all`` leaves little to
 any reader, since even knowing what every word means adds almost nothing; and a bar above
-``known:all`` asks for more than the inputs hold. ``docs/benchmarks.md`` ("How far the
+``known:all`` asks for more than the inputs hold. A readout is not an upper bound on a metric trained on
+the pairs, which ranks the pairs directly: on `bench.foreign_world`'s draws the floor's linear metric lies
+above ``readout:all``. ``docs/benchmarks.md`` ("How far the
 floor is from what the inputs hold") has the numbers of every world.
 """
 from __future__ import annotations
