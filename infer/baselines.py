@@ -18,6 +18,7 @@ of fold next to the models. See `infer.strong_baselines` for the baselines thems
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import sys
@@ -33,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from infer.embeddings_io import save_embeddings
+from infer.frame_words import FrameWords, fit_within_whitened
 from infer.strong_baselines import (BASELINES, FRAME_SPACES, BaselineConfig, MomentAccumulator, WithinVideoSpread,
                                     build_table, fold_baselines, video_squares)
 from models.layers import signed_power
@@ -46,17 +48,38 @@ from tfrecord_tools.reader import read_raw_videos, sample_frame_indices
 CHOICES_FILE = "choices.json"
 
 
+def sampled_frames(video: dict, frame_power: float, max_frames: int = schema.MAX_FRAMES) -> np.ndarray:
+    """[n, D] float64: the officially sampled frames of a raw video, each value raised to the signed ``frame_power``."""
+    frames = signed_power(np.asarray(video["frames"], dtype=np.float32), frame_power)
+    return frames[sample_frame_indices(len(frames), max_frames)].astype(np.float64)
+
+
 def summarise(path: str, kind: schema.RecordKind, progress: bool, max_frames: int = schema.MAX_FRAMES,
-              frame_power: float = 1.0) -> Iterator[dict]:
+              frame_power: float = 1.0, words: FrameWords | None = None) -> Iterator[dict]:
     """id, mean of the officially sampled frames (each value first raised to the signed
-    ``frame_power``), title and ASR of every video in ``path``, and the sampled frames' squared
-    deviations from that mean (``frame_squares`` [D], over ``frames`` frames: the spread within videos)."""
+    ``frame_power``; pooled by ``words``' idf where given), title and ASR of every video in ``path``, and
+    the sampled frames' squared deviations from their plain mean (``frame_squares`` [D], over ``frames``
+    frames: the spread within videos)."""
     for video in tqdm(read_raw_videos(path, kind), desc=os.path.basename(path), unit="video",
                       disable=not progress, file=sys.stderr):
-        frames = signed_power(np.asarray(video["frames"], dtype=np.float32), frame_power)
-        sampled = frames[sample_frame_indices(len(frames), max_frames)].astype(np.float64)
-        yield {"id": video["id"], "mean_frame": sampled.mean(axis=0), "title": video["title"],
+        sampled = sampled_frames(video, frame_power, max_frames)
+        mean_frame = sampled.mean(axis=0) if words is None else words.pooled(sampled)
+        yield {"id": video["id"], "mean_frame": mean_frame, "title": video["title"],
                "asr_text": video["asr_text"], "frame_squares": video_squares(sampled), "frames": len(sampled)}
+
+
+def fit_words(files: dict[str, list[str]], config: BaselineConfig, progress: bool) -> FrameWords:
+    """The visual words of ``config.frame_words``, fitted on the frames of the first
+    ``config.frame_words_fit_videos`` unlabelled videos, then pair videos where there are fewer (no labels)."""
+    sources = [(path, schema.RecordKind.POINTWISE) for path in files["pointwise"]]
+    sources += [(path, schema.RecordKind.PAIRWISE) for path in files["pairwise"]]
+    raw = itertools.chain.from_iterable(read_raw_videos(path, kind) for path, kind in sources)
+    videos = [sampled_frames(video, config.frame_power)
+              for video in tqdm(itertools.islice(raw, config.frame_words_fit_videos), desc="frame words: videos",
+                                total=config.frame_words_fit_videos, unit="video", disable=not progress,
+                                file=sys.stderr)]
+    return fit_within_whitened(videos, config.frame_words, config.frame_words_width, config.frame_words_power,
+                               seed=config.seed, eps=config.eps)
 
 
 def data_files(data_dir: str) -> dict[str, list[str]]:
@@ -100,6 +123,7 @@ def write_strong_baselines(data_dir: str, folds_dir: str, out_dir: str, folds: S
     if bad:
         raise ValueError(f"folds {bad} outside 0..{num_folds - 1}")
 
+    words = fit_words(files, config, progress) if config.frame_words > 0 else None
     moments = MomentAccumulator(schema.FRAME_DIM)
     spread = WithinVideoSpread(schema.FRAME_DIM)  # for the "within" frame space
 
@@ -112,7 +136,8 @@ def write_strong_baselines(data_dir: str, folds_dir: str, out_dir: str, folds: S
     seen = UniqueIds()  # an id twice would keep one of its videos: refused, naming both records
     for kind, name in ((schema.RecordKind.PAIRWISE, "pairwise"), (schema.RecordKind.TEST, "test_a")):
         for path in files[name]:
-            for index, video in enumerate(summarise(path, kind, progress, frame_power=config.frame_power)):
+            summaries = summarise(path, kind, progress, frame_power=config.frame_power, words=words)
+            for index, video in enumerate(summaries):
                 seen.add(video["id"], path, index)
                 if name != "test_a" or config.fit_test_videos:
                     fitted(video)
@@ -123,7 +148,8 @@ def write_strong_baselines(data_dir: str, folds_dir: str, out_dir: str, folds: S
 
     def unlabelled():
         for path in files["pointwise"]:
-            for video in summarise(path, schema.RecordKind.POINTWISE, progress, frame_power=config.frame_power):
+            for video in summarise(path, schema.RecordKind.POINTWISE, progress, frame_power=config.frame_power,
+                                   words=words):
                 fitted(video)
                 yield video
 
@@ -153,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         spaces = FRAME_SPACES if args.frame_space == "auto" else (args.frame_space,)
         config = BaselineConfig(frame_power=args.frame_power, frame_spaces=spaces,
-                                fit_test_videos=not args.without_test_videos)
+                                fit_test_videos=not args.without_test_videos, frame_words=args.frame_words)
         choices = write_strong_baselines(args.data, args.folds_dir, args.out, args.folds, config,
                                          progress=not args.quiet)
     except (DataError, ValueError, FileNotFoundError) as error:

@@ -59,8 +59,22 @@ def baselines_parser() -> argparse.ArgumentParser:
                         help="the space the mean frame is whitened in: covariance PCA, standardised (each feature "
                              "divided by its spread first: correlation PCA), within (each feature divided by its "
                              "spread within videos first) or auto (default: per fold, chosen on the training pairs)")
+    parser.add_argument("--frame-words", type=_frame_words, default=0, metavar="K",
+                        help="pool each video's frames by idf over K visual words (infer.frame_words: shots many "
+                             "videos share count less), as model.wide.frame_words does for the models' wide path; "
+                             "0: the plain mean frame (default)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return common.add_verbose(parser)
+
+
+def _frame_words(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 0 or an integer >= 2, got {text!r}") from None
+    if value < 0 or value == 1:
+        raise argparse.ArgumentTypeError(f"expected 0 or an integer >= 2, got {text!r}")
+    return value
 
 
 def _power(text: str) -> float:

@@ -94,6 +94,14 @@ class BaselineConfig:
     # the grid of k for an optional fourth part of the metric, the mean frame read through the tags
     # (`VideoTable.frame_tags`: the wide path's ``frame_tags_width``; the strong baselines have none)
     frame_tags_components: tuple[int, ...] = (16, 32, 64, 128)
+    # > 0: each video's frames are pooled by idf over this many visual words (`infer.frame_words`, fitted on
+    # the first frame_words_fit_videos unlabelled videos, then pair videos; no labels) instead of averaged
+    # alike: shots many videos share count less. The models' wide path takes the same settings
+    # (model.wide.frame_words...). 0: the plain mean frame, the default (docs/benchmarks.md, "Frames pooled by idf")
+    frame_words: int = 0
+    frame_words_width: int = 32
+    frame_words_power: float = 2.0
+    frame_words_fit_videos: int = 2_000
     seed: int = 0
     eps: float = 1e-6
 
@@ -103,6 +111,8 @@ class BaselineConfig:
             raise ValueError(f"frame_spaces must be a non-empty subset of {FRAME_SPACES}, got {self.frame_spaces}")
         if self.frame_space_margin < 0:
             raise ValueError(f"frame_space_margin must be >= 0, got {self.frame_space_margin}")
+        if self.frame_words < 0 or self.frame_words == 1:
+            raise ValueError(f"frame_words must be 0 (off) or >= 2, got {self.frame_words}")
         if self.metric_splits < 1:
             raise ValueError(f"metric_splits must be >= 1 (1: one random 20% held out), got {self.metric_splits}")
 

@@ -44,6 +44,8 @@ class VideoSimModel(keras.Model):
                            if config.frames.path_rank > 0 else None)
         self.wide_path = (layers.WidePath(config.text.vocab_size, config.wide.frame_width, config.wide.text_width,
                                           config.embedding_dim, frame_tags_width=config.wide.frame_tags_width,
+                                          frame_words=config.wide.frame_words,
+                                          frame_words_width=config.wide.frame_words_width,
                                           name="wide_path")
                           if config.wide.enabled else None)
 

@@ -242,10 +242,22 @@ class WideConfig(_Section):
     # the metric) on the inputs of the videos the fold's model scores: its validation pairs and
     # DATA/test_a, as the strong baseline does (at most max_fit_videos of the test videos)
     transductive: bool = False
+    # > 0: the mean frame is pooled by idf over this many visual words (`infer.frame_words`: k-means of the
+    # frames in their within-video-scaled whitened space of frame_words_width components, fitted with the
+    # path on up to frame_words_fit_videos unlabelled and training-pair videos; a word's weight
+    # ln((1 + N) / (1 + df)) ** frame_words_power), as the strong baseline's ``--frame-words``: shots many
+    # videos share count less. 0: the plain mean, the default (docs/benchmarks.md, "Frames pooled by idf")
+    frame_words: int = 0
+    frame_words_width: int = 32
+    frame_words_power: float = 2.0
+    frame_words_fit_videos: int = 2_000
 
     def _problems(self):
         yield from _positive(self, ("lsa_dim", "frame_width", "text_width", "max_fit_videos", "tag_ridge_alpha",
-                                    "frame_tags_alpha"))
+                                    "frame_tags_alpha", "frame_words_width", "frame_words_power",
+                                    "frame_words_fit_videos"))
+        if self.frame_words < 0 or self.frame_words == 1:
+            yield f"frame_words must be 0 (off) or >= 2, got {self.frame_words}"
         if self.frame_tags_width < 0:
             yield f"frame_tags_width must be >= 0 (0: off), got {self.frame_tags_width}"
         if self.text_basis not in TEXT_BASES:

@@ -337,16 +337,23 @@ class WidePath(keras.layers.Layer):
     With ``frame_tags_width > 0`` a fourth part ``w_g l2n((mean frame - mean) @ frame_tags_kernel)``
     reads the mean frame through the tags (`train.wide_path`: a ridge from the whitened mean frames to
     the videos' tags, fitted on the unlabelled and training-pair videos, whitened again).
+    With ``frame_words > 0`` the mean frame is pooled by idf (`infer.frame_words`): each real frame is
+    the nearest of ``frame_words`` centroids of ``(frame - word_offset) @ word_projection`` (a
+    ``frame_words_width``-wide space) and counts with its word's idf, so shots shared by many videos
+    count less; a video whose frames all weigh 0 keeps its plain mean.
     """
 
     PARTS = ("frame", "title", "asr")
 
     def __init__(self, vocab_size: int, frame_width: int, text_width: int, output_size: int,
-                 frame_tags_width: int = 0, **kwargs: Any):
+                 frame_tags_width: int = 0, frame_words: int = 0, frame_words_width: int = 0, **kwargs: Any):
         super().__init__(**kwargs)
         self.vocab_size, self.frame_width = int(vocab_size), int(frame_width)
         self.text_width, self.output_size = int(text_width), int(output_size)
         self.frame_tags_width = int(frame_tags_width)
+        self.frame_words, self.frame_words_width = int(frame_words), int(frame_words_width)
+        if self.frame_words > 0 and self.frame_words_width <= 0:
+            raise ValueError(f"frame_words {self.frame_words} needs frame_words_width > 0, got {self.frame_words_width}")
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -373,6 +380,11 @@ class WidePath(keras.layers.Layer):
         self.asr_bias = frozen("asr_bias", [self.text_width])
         if self.frame_tags_width > 0:
             self.frame_tags_kernel = frozen("frame_tags_kernel", [dim, self.frame_tags_width])
+        if self.frame_words > 0:
+            self.word_offset = frozen("word_offset", [dim])
+            self.word_projection = frozen("word_projection", [dim, self.frame_words_width])
+            self.word_centroids = frozen("word_centroids", [self.frame_words, self.frame_words_width])
+            self.word_idf = frozen("word_idf", [self.frame_words])
         self.part_weights = frozen("part_weights", [len(self.parts)])
         self.metric = frozen("metric", [self.combined_width, self.output_size])
         self.sep_token_id = frozen("sep_token_id", [], dtype="int32")
@@ -381,7 +393,20 @@ class WidePath(keras.layers.Layer):
 
     # the inputs of the fit and of `call`, computed the same way
     def mean_frame(self, frames: tf.Tensor, frame_mask: tf.Tensor) -> tf.Tensor:
-        return masked_mean(tf.cast(frames, tf.float32), frame_mask)
+        """[B, D]: the mean of the real frames, idf-weighted with ``frame_words > 0``."""
+        frames = tf.cast(frames, tf.float32)
+        if self.frame_words <= 0:
+            return masked_mean(frames, frame_mask)
+        real = _as_mask(frame_mask, frames)
+        z = tf.einsum("btd,dp->btp", frames - self.word_offset, self.word_projection)
+        distances = (tf.reduce_sum(tf.square(z), axis=-1, keepdims=True)
+                     - 2.0 * tf.einsum("btp,kp->btk", z, self.word_centroids)
+                     + tf.reduce_sum(tf.square(self.word_centroids), axis=-1))
+        weights = tf.gather(self.word_idf, tf.argmin(distances, axis=-1)) * real
+        weighted = tf.reduce_sum(weights, axis=1, keepdims=True) > 0.0
+        weights = tf.where(weighted, weights, real)  # all weights 0: the plain mean
+        total = tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1e-12)
+        return tf.reduce_sum(frames * (weights / total)[..., None], axis=1)
 
     def token_counts(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Token counts [B, vocab] of the title segment and of the ASR segment."""
@@ -429,10 +454,13 @@ class WidePath(keras.layers.Layer):
                  "asr_bias", "part_weights", "metric", "sep_token_id"]
         if self.frame_tags_width > 0:
             names.append("frame_tags_kernel")
+        if self.frame_words > 0:
+            names += ["word_offset", "word_projection", "word_centroids", "word_idf"]
         for name in names:
             variable = getattr(self, name)
             if name not in values:
-                raise ValueError(f"wide path {name} is missing from the fit (frame_tags_width {self.frame_tags_width})")
+                raise ValueError(f"wide path {name} is missing from the fit (frame_tags_width {self.frame_tags_width}, "
+                                 f"frame_words {self.frame_words})")
             value = np.asarray(values[name])
             if value.shape != tuple(variable.shape):
                 raise ValueError(f"wide path {name} must be {tuple(variable.shape)}, got {value.shape}")
@@ -440,10 +468,24 @@ class WidePath(keras.layers.Layer):
                 raise ValueError(f"wide path {name} must be finite")
             variable.assign(value.astype(variable.dtype.as_numpy_dtype))
 
+    def set_frame_words(self, values: Mapping[str, Any]) -> None:
+        """Set the visual words alone (``word_offset``, ``word_projection``, ``word_centroids``, ``word_idf``:
+        `infer.frame_words.FrameWords.arrays`), before the rest of the path is fitted on frames pooled by them."""
+        if self.frame_words <= 0:
+            raise ValueError("this wide path pools no frame words (frame_words 0)")
+        if not self.built:
+            self.build(tf.TensorShape([None, None, int(np.shape(values["word_offset"])[-1])]))
+        for name in ("word_offset", "word_projection", "word_centroids", "word_idf"):
+            variable, value = getattr(self, name), np.asarray(values[name])
+            if value.shape != tuple(variable.shape):
+                raise ValueError(f"wide path {name} must be {tuple(variable.shape)}, got {value.shape}")
+            variable.assign(value.astype(variable.dtype.as_numpy_dtype))
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(vocab_size=self.vocab_size, frame_width=self.frame_width, text_width=self.text_width,
-                      output_size=self.output_size, frame_tags_width=self.frame_tags_width)
+                      output_size=self.output_size, frame_tags_width=self.frame_tags_width,
+                      frame_words=self.frame_words, frame_words_width=self.frame_words_width)
         return config
 
 

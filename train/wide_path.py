@@ -38,7 +38,9 @@ import numpy as np
 import scipy.sparse
 from tqdm import tqdm
 
+from infer import frame_words as fw
 from infer import strong_baselines as sb
+from models.layers import masked_mean
 from tfrecord_tools import reader, schema
 from tfrecord_tools.atomic import atomic_path
 from tfrecord_tools.labels import Labels
@@ -78,8 +80,9 @@ class _Collector:
             return
         frames = self.model.frame_standardizer(videos["frames"], videos["frame_mask"])
         means = self.layer.mean_frame(frames, videos["frame_mask"]).numpy().astype(np.float64)
+        plain = means if self.layer.frame_words <= 0 else masked_mean(frames, videos["frame_mask"]).numpy()
         mask = videos["frame_mask"].numpy()[new] > 0
-        deviations = (frames.numpy()[new].astype(np.float64) - means[new][:, None, :]) * mask[..., None]
+        deviations = (frames.numpy()[new].astype(np.float64) - plain[new][:, None, :]) * mask[..., None]
         self.spread.add((deviations ** 2).sum(axis=(0, 1)), int(np.maximum(mask.sum(axis=1) - 1, 0).sum()))
         title, asr = self.layer.token_counts(videos["input_ids"], videos["attention_mask"])
         for key, is_new in zip(ids, new):
@@ -144,6 +147,50 @@ def collect_scored(model, pair_files: Sequence[str], test_files: Sequence[str], 
     tests = collect_videos(model, test_files, decoder, max_videos, batch_size, progress, schema.RecordKind.TEST,
                            desc="wide path: test videos")
     return merged(without_tags(pairs), without_tags(tests)) if pairs is not None else without_tags(tests)
+
+
+def collect_frame_sample(model, unlabelled_files: Sequence[str], pair_files: Sequence[str], decoder, max_videos: int,
+                         batch_size: int = 256, progress: bool = True) -> list[np.ndarray]:
+    """The real frames [n, D] (as the model's frame standardiser gives them) of up to ``max_videos`` distinct
+    videos: the unlabelled ones first, then both sides of the pairs of ``pair_files`` (no labels read)."""
+    videos: list[np.ndarray] = []
+    seen: set[str] = set()
+
+    def add(batch: dict) -> None:
+        frames = model.frame_standardizer(batch["frames"], batch["frame_mask"]).numpy()
+        masks = batch["frame_mask"].numpy() > 0
+        for key, video_frames, mask in zip(batch["id"].numpy(), frames, masks):
+            if key not in seen and len(videos) < max_videos:
+                seen.add(key)
+                videos.append(video_frames[mask].astype(np.float64))
+
+    batches = []
+    if unlabelled_files:
+        batches.append(reader.read_videos(list(unlabelled_files), schema.RecordKind.POINTWISE, decoder, batch_size))
+    if pair_files:
+        batches.append(batch[side] for batch in reader.read_pairs(list(pair_files), decoder, batch_size)
+                       for side in ("video_1", "video_2"))
+    with reader.record_errors(), tqdm(total=max_videos, desc="wide path: frame words", unit="video",
+                                      disable=not progress) as bar:
+        for source in batches:
+            for batch in source:
+                before = len(videos)
+                add(batch)
+                bar.update(len(videos) - before)
+                if len(videos) >= max_videos:
+                    return videos
+    return videos
+
+
+def fit_frame_words(model, unlabelled_files: Sequence[str], pair_files: Sequence[str], decoder, wide, seed: int = 0,
+                    progress: bool = True) -> fw.FrameWords:
+    """The visual words of ``wide.frame_words`` (`infer.frame_words.fit_within_whitened`) on a sample of the
+    model's standardised frames, set in ``model.wide_path`` so that the path's mean frames are pooled by them."""
+    sample = collect_frame_sample(model, unlabelled_files, pair_files, decoder, wide.frame_words_fit_videos,
+                                  progress=progress)
+    words = fw.fit_within_whitened(sample, wide.frame_words, wide.frame_words_width, wide.frame_words_power, seed=seed)
+    model.wide_path.set_frame_words(words.arrays())
+    return words
 
 
 def without_tags(videos: VideoInputs) -> VideoInputs:
@@ -455,6 +502,9 @@ def prepare_wide_path(model, run_dir: str, train_files: Sequence[str], unlabelle
         if sep is None:
             raise ValueError("the wide path splits title and ASR at the tokenizer's [SEP]; this tokenizer has none")
         model.wide_path.sep_token_id.assign(int(sep))
+        words = None
+        if model_config.wide.frame_words > 0:  # first: the mean frames below are pooled by them
+            words = fit_frame_words(model, unlabelled_files, train_files, decoder, model_config.wide, seed, progress)
         scored, pairs = collect_pairs(model, train_files, decoder, progress=progress)
         unlabelled = collect_videos(model, unlabelled_files, decoder, model_config.wide.max_fit_videos,
                                     progress=progress)
@@ -465,6 +515,10 @@ def prepare_wide_path(model, run_dir: str, train_files: Sequence[str], unlabelle
         weights, choices, _ = fit_wide_path(scored, unlabelled, pairs, model_config.wide, model_config.embedding_dim,
                                             model_config.text.special_token_ids, int(sep), seed, transductive,
                                             model.frame_standardizer.transform.numpy())
+        if words is not None:
+            weights.update({key: value.astype(np.float32) for key, value in words.arrays().items()})
+            choices["frame_words"] = {"words": len(words.idf), "idf_min": float(words.idf.min()),
+                                      "idf_max": float(words.idf.max())}
         if writes:
             save_fit(path, weights, choices)
     model.wide_path.set_weights_from(weights)

@@ -444,3 +444,22 @@ def test_without_test_videos_the_test_set_changes_nothing_the_pairs_get(syntheti
     assert baselines_parser().parse_args(["--data", "d", "--folds-dir", "f", "--out", "o",
                                           "--without-test-videos"]).without_test_videos is True
     assert baselines_parser().parse_args(["--data", "d", "--folds-dir", "f", "--out", "o"]).without_test_videos is False
+
+
+def test_cli_pools_the_frames_by_idf_when_asked(synthetic_data, folds_dir, tmp_path, capsys):
+    from infer.embeddings_io import load_embedding_set
+
+    outputs = {}
+    for words in (0, 8):
+        outputs[words] = tmp_path / f"words_{words}"
+        assert cli.main(["--data", str(synthetic_data), "--folds-dir", str(folds_dir), "--out", str(outputs[words]),
+                         "--folds", "0", "--frame-words", str(words), "--quiet"]) == 0
+    assert json.loads((outputs[8] / "choices.json").read_text())["config"]["frame_words"] == 8
+    plain, pooled = (load_embedding_set(outputs[w] / "centred_frame" / "fold_00" / "val.npz") for w in (0, 8))
+    assert list(plain.ids) == list(pooled.ids) and plain.embeddings.shape == pooled.embeddings.shape
+    assert not np.allclose(plain.embeddings, pooled.embeddings, atol=1e-3)  # another mean frame
+    with pytest.raises(SystemExit):
+        cli.main(["--data", "d", "--folds-dir", "f", "--out", "o", "--frame-words", "1"])
+    assert "expected 0 or an integer >= 2, got '1'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="frame_words must be 0"):
+        sb.BaselineConfig(frame_words=-2)

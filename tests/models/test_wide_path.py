@@ -42,3 +42,46 @@ def test_a_model_builds_the_frames_through_the_tags_part_when_asked():
     plain = build_model(ModelConfig.tiny("uniter", num_tags=8, **{"wide.enabled": True}))
     plain(example_features(plain.model_config))
     assert not hasattr(plain.wide_path, "frame_tags_kernel") and plain.wide_path.part_weights.shape == (3,)
+
+
+def test_the_in_graph_mean_frame_pools_by_idf_as_the_numpy_frame_words():
+    import tensorflow as tf
+
+    from infer.frame_words import FrameWords
+    from models.layers import WidePath
+
+    rng = np.random.default_rng(0)
+    dim, width, words = 6, 3, 5
+    layer = WidePath(vocab_size=10, frame_width=4, text_width=2, output_size=8, frame_words=words,
+                     frame_words_width=width)
+    idf = np.array([0.0, 1.0, 2.5, 0.5, 4.0])
+    fitted = FrameWords(rng.normal(size=dim), rng.normal(size=(dim, width)), rng.normal(size=(words, width)), idf)
+    layer.set_frame_words(fitted.arrays())
+    frames = rng.normal(size=(3, 7, dim)).astype(np.float32)
+    mask = np.array([[1] * 7, [1] * 4 + [0] * 3, [0] * 7], dtype=np.float32)
+    frames[1, 4:] = 100.0  # padding: never counted
+    pooled = layer.mean_frame(tf.constant(frames), tf.constant(mask)).numpy()
+    np.testing.assert_allclose(pooled[0], fitted.pooled(frames[0]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(pooled[1], fitted.pooled(frames[1, :4]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(pooled[2], 0.0)  # no real frame
+    assert not np.allclose(pooled[0], frames[0].mean(axis=0), atol=1e-3)  # the weights matter
+    layer.word_idf.assign(np.zeros(words, np.float32))  # every weight 0: the plain mean
+    np.testing.assert_allclose(layer.mean_frame(tf.constant(frames), tf.constant(mask)).numpy()[1],
+                               frames[1, :4].mean(axis=0), rtol=1e-5, atol=1e-5)
+    again = WidePath.from_config(layer.get_config())
+    assert (again.frame_words, again.frame_words_width) == (words, width)
+    with pytest.raises(ValueError, match="word_projection must be"):
+        layer.set_frame_words(dict(fitted.arrays(), word_projection=np.zeros((dim, width + 1))))
+    with pytest.raises(ValueError, match="needs frame_words_width > 0"):
+        WidePath(10, 4, 2, 8, frame_words=5)
+    with pytest.raises(ValueError, match="pools no frame words"):
+        WidePath(10, 4, 2, 8).set_frame_words(fitted.arrays())
+
+
+def test_the_frame_words_config_is_validated():
+    from models.config import WideConfig
+
+    with pytest.raises(ValueError, match="frame_words must be 0 \\(off\\) or >= 2, got 1"):
+        WideConfig(frame_words=1)
+    with pytest.raises(ValueError, match="frame_words_power must be > 0"):
+        WideConfig(frame_words=8, frame_words_power=0)

@@ -1,0 +1,119 @@
+"""Frames pooled by the rarity of what they show: visual words and their inverse document frequency.
+
+A video's mean frame counts every frame alike, so the shots many videos share (logos, title cards,
+intros, text screens) pull every mean frame towards the same point and make unrelated videos look
+alike. Here each frame is mapped to one of ``k`` *visual words* (k-means over a sample of frames, in a
+fixed linear space of the frames; no labels), each word gets an inverse document frequency over the
+sample's videos, ``idf = ln((1 + N) / (1 + df)) ** power``, and a video's pooled frame is the
+idf-weighted mean of its frames: a shot that appears in many videos counts less, as a frequent word
+counts less in a title's TF-IDF. A video whose frames all carry zero weight keeps its plain mean.
+
+The same `FrameWords` serves the strong baselines (`infer.baselines`, numpy) and a model's wide path
+(`models.layers.WidePath`, in-graph, from the arrays of `FrameWords.arrays`), so the floor and the models
+pool alike. Where no shot is shared (the `synth` worlds) the weights are nearly flat and the pooled frame
+is the mean frame (docs/benchmarks.md, "Frames pooled by idf").
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable, Mapping
+
+import numpy as np
+
+ARRAY_NAMES = ("word_offset", "word_projection", "word_centroids", "word_idf")
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameWords:
+    """``k`` visual words: a frame ``x`` is the word whose centroid is nearest ``(x - offset) @ projection``."""
+
+    offset: np.ndarray  # [D]
+    projection: np.ndarray  # [D, P]
+    centroids: np.ndarray  # [k, P]
+    idf: np.ndarray  # [k], >= 0
+
+    def __post_init__(self):
+        dim, width = np.shape(self.projection)
+        if np.shape(self.offset) != (dim,) or np.ndim(self.centroids) != 2 or np.shape(self.centroids)[1] != width:
+            raise ValueError(f"frame words: offset {np.shape(self.offset)}, projection {np.shape(self.projection)} "
+                             f"and centroids {np.shape(self.centroids)} do not fit together")
+        if np.shape(self.idf) != (len(self.centroids),) or np.any(np.asarray(self.idf) < 0):
+            raise ValueError(f"frame words: idf must be {len(self.centroids)} values >= 0, got shape {np.shape(self.idf)}")
+
+    def words(self, frames: np.ndarray) -> np.ndarray:
+        """The word of each frame of ``frames`` [n, D]."""
+        z = (np.asarray(frames, dtype=np.float64) - self.offset) @ self.projection
+        distances = (z ** 2).sum(axis=1, keepdims=True) - 2.0 * z @ self.centroids.T + (self.centroids ** 2).sum(axis=1)
+        return np.argmin(distances, axis=1)
+
+    def pooled(self, frames: np.ndarray) -> np.ndarray:
+        """The idf-weighted mean of ``frames`` [n, D] (the plain mean where every weight is 0)."""
+        frames = np.asarray(frames, dtype=np.float64)
+        if len(frames) == 0:
+            return np.zeros(frames.shape[1])
+        weights = self.idf[self.words(frames)]
+        total = weights.sum()
+        if total <= 0:
+            return frames.mean(axis=0)
+        return weights @ frames / total
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays by name (`ARRAY_NAMES`): what `WidePath` holds and ``wide_path.npz`` stores."""
+        return dict(zip(ARRAY_NAMES, (self.offset, self.projection, self.centroids, self.idf)))
+
+    @classmethod
+    def from_arrays(cls, values: Mapping[str, np.ndarray]) -> "FrameWords":
+        missing = [name for name in ARRAY_NAMES if name not in values]
+        if missing:
+            raise ValueError(f"frame words: {missing} missing")
+        return cls(*(np.asarray(values[name], dtype=np.float64) for name in ARRAY_NAMES))
+
+
+def fit_frame_words(videos: Iterable[np.ndarray], offset: np.ndarray, projection: np.ndarray, k: int,
+                    power: float = 2.0, max_frames: int = 100_000, seed: int = 0) -> FrameWords:
+    """Visual words of ``videos`` (each a [n, D] array of its frames): k-means (scikit-learn) on at most
+    ``max_frames`` of their frames mapped by ``(x - offset) @ projection``, and the idf of each word over
+    these videos."""
+    from sklearn.cluster import KMeans
+
+    if k < 2:
+        raise ValueError(f"frame words: k must be >= 2, got {k}")
+    mapped = [(np.asarray(frames, dtype=np.float64) - offset) @ projection for frames in videos]
+    mapped = [z for z in mapped if len(z)]
+    if not mapped:
+        raise ValueError("frame words: no video with frames to fit them on")
+    stacked = np.concatenate(mapped)
+    if len(stacked) < k:
+        raise ValueError(f"frame words: {len(stacked)} frames cannot make {k} words")
+    rng = np.random.default_rng(seed)
+    fit_rows = stacked if len(stacked) <= max_frames else stacked[rng.choice(len(stacked), max_frames, replace=False)]
+    kmeans = KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=seed).fit(fit_rows.astype(np.float32))
+    centroids = kmeans.cluster_centers_.astype(np.float64)
+    unweighted = FrameWords(np.asarray(offset, np.float64), np.asarray(projection, np.float64), centroids, np.ones(k))
+    document_frequency = np.zeros(k)
+    for z in mapped:
+        distances = (z ** 2).sum(axis=1, keepdims=True) - 2.0 * z @ centroids.T + (centroids ** 2).sum(axis=1)
+        document_frequency[np.unique(np.argmin(distances, axis=1))] += 1
+    idf = np.log((1.0 + len(mapped)) / (1.0 + document_frequency)) ** power
+    return dataclasses.replace(unweighted, idf=idf)
+
+
+def fit_within_whitened(videos: list[np.ndarray], k: int, width: int, power: float = 2.0,
+                        max_frames: int = 100_000, seed: int = 0, eps: float = 1e-6) -> FrameWords:
+    """`fit_frame_words` in the frames' ``within`` space (`infer.strong_baselines`): each feature divided by
+    its spread within videos, PCA-whitened to ``width`` components, statistics of these ``videos`` alone
+    (each a [n, D] array of its frames). The leading whitened components are what tells videos apart,
+    each frame's own noise left out, so shots cluster by what they show."""
+    from infer import strong_baselines as sb
+
+    videos = [np.asarray(frames, dtype=np.float64) for frames in videos if len(frames)]
+    if not videos:
+        raise ValueError("frame words: no video with frames to fit them on")
+    spread = sb.WithinVideoSpread(videos[0].shape[1])
+    for frames in videos:
+        spread.add_video(frames)
+    if not spread.count:
+        raise ValueError("frame words: no video has two frames or more, so there is no spread within videos")
+    mean, cov = sb.moments(np.stack([frames.mean(axis=0) for frames in videos]))
+    whitener = sb.Whitener.fit_transformed(mean, cov, sb.scaling_transform(spread.std()), eps)
+    return fit_frame_words(videos, mean, whitener.kernel(width), k, power, max_frames, seed)
