@@ -1,5 +1,8 @@
-"""The host allocator: TensorFlow's default (malloc) unless asked, and its pooling (BFC) allocator where
-`TF_CPU_ALLOCATOR_USE_BFC=true` asks for it, as demo.sh does."""
+"""The host allocator: TensorFlow's default unless asked (the training code does not change it), and its
+pooling (BFC) allocator where `TF_CPU_ALLOCATOR_USE_BFC=true` asks for it, as demo.sh does.
+
+TensorFlow's default depends on the machine: malloc on the Intel machines this was written on, the pooling
+allocator on an AMD EPYC one (2026-12-07), so the test compares with TensorFlow imported alone."""
 import pathlib
 import subprocess
 import sys
@@ -12,7 +15,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 KEY = "TF_CPU_ALLOCATOR_USE_BFC"
 
 _ALLOCATOR = """
-import train, tensorflow as tf
+import os, sys
+if sys.argv[1:] == ["train"]:
+    import train
+    assert "TF_CPU_ALLOCATOR_USE_BFC" not in os.environ or os.environ.get("ASKED") == "1"
+import tensorflow as tf
 x = tf.random.normal([256, 256])
 _ = (x @ x).numpy()
 try:
@@ -22,20 +29,23 @@ except ValueError:  # allocator statistics exist only for a pooling allocator
 """
 
 
-def _run(code: str, **env_overrides) -> str:
+def _run(code: str, *args: str, **env_overrides) -> str:
     env = subprocess_env(**env_overrides)
     if KEY not in env_overrides:
         env.pop(KEY, None)
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+    else:
+        env["ASKED"] = "1"
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.strip().splitlines()[-1]
 
 
 @pytest.mark.slow
-def test_the_training_code_keeps_malloc_and_the_demo_setting_selects_the_pooling_allocator():
-    # malloc by default, under which a killed and resumed run is shown bit-identical to an uninterrupted
-    # one (tests/train/test_resume.py); the pooling allocator is the demo's speed setting
-    assert _run(_ALLOCATOR) == "malloc"
-    assert _run(_ALLOCATOR, **{KEY: "true"}) == "pooled True"
+def test_the_training_code_keeps_tensorflows_default_and_the_demo_setting_selects_the_pooling_allocator():
+    # TensorFlow's default (malloc where this was written, under which a killed and resumed run is shown
+    # bit-identical to an uninterrupted one: tests/train/test_resume.py); the pooling allocator is the demo's
+    # speed setting
+    assert _run(_ALLOCATOR, "train") == _run(_ALLOCATOR) in ("malloc", "pooled True")
+    assert _run(_ALLOCATOR, "train", **{KEY: "true"}) == "pooled True"
 
