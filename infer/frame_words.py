@@ -10,8 +10,8 @@ counts less in a title's TF-IDF. A video whose frames all carry zero weight keep
 
 The same `FrameWords` serves the strong baselines (`infer.baselines`, numpy) and a model's wide path
 (`models.layers.WidePath`, in-graph, from the arrays of `FrameWords.arrays`), so the floor and the models
-pool alike. Where no shot is shared (the `synth` worlds) the weights are nearly flat and the pooled frame
-is the mean frame (docs/benchmarks.md, "Frames pooled by idf").
+pool alike. It is an option, off by default: measured so far on `bench.foreign_world`'s draws, whose videos share
+generic shots, not yet on the `synth` worlds (docs/benchmarks.md, "Frames pooled by idf").
 """
 from __future__ import annotations
 
