@@ -42,9 +42,7 @@ class FrameWords:
 
     def words(self, frames: np.ndarray) -> np.ndarray:
         """The word of each frame of ``frames`` [n, D]."""
-        z = (np.asarray(frames, dtype=np.float64) - self.offset) @ self.projection
-        distances = (z ** 2).sum(axis=1, keepdims=True) - 2.0 * z @ self.centroids.T + (self.centroids ** 2).sum(axis=1)
-        return np.argmin(distances, axis=1)
+        return _nearest((np.asarray(frames, dtype=np.float64) - self.offset) @ self.projection, self.centroids)
 
     def pooled(self, frames: np.ndarray) -> np.ndarray:
         """The idf-weighted mean of ``frames`` [n, D] (the plain mean where every weight is 0)."""
@@ -69,6 +67,12 @@ class FrameWords:
         return cls(*(np.asarray(values[name], dtype=np.float64) for name in ARRAY_NAMES))
 
 
+def _nearest(z: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """The index of the nearest of ``centroids`` [k, P] to each row of ``z`` [n, P] (as `WidePath` computes it)."""
+    distances = (z ** 2).sum(axis=1, keepdims=True) - 2.0 * z @ centroids.T + (centroids ** 2).sum(axis=1)
+    return np.argmin(distances, axis=1)
+
+
 def fit_frame_words(videos: Iterable[np.ndarray], offset: np.ndarray, projection: np.ndarray, k: int,
                     power: float = 2.0, max_frames: int = 100_000, seed: int = 0) -> FrameWords:
     """Visual words of ``videos`` (each a [n, D] array of its frames): k-means (scikit-learn) on at most
@@ -89,13 +93,11 @@ def fit_frame_words(videos: Iterable[np.ndarray], offset: np.ndarray, projection
     fit_rows = stacked if len(stacked) <= max_frames else stacked[rng.choice(len(stacked), max_frames, replace=False)]
     kmeans = KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=seed).fit(fit_rows.astype(np.float32))
     centroids = kmeans.cluster_centers_.astype(np.float64)
-    unweighted = FrameWords(np.asarray(offset, np.float64), np.asarray(projection, np.float64), centroids, np.ones(k))
     document_frequency = np.zeros(k)
     for z in mapped:
-        distances = (z ** 2).sum(axis=1, keepdims=True) - 2.0 * z @ centroids.T + (centroids ** 2).sum(axis=1)
-        document_frequency[np.unique(np.argmin(distances, axis=1))] += 1
+        document_frequency[np.unique(_nearest(z, centroids))] += 1
     idf = np.log((1.0 + len(mapped)) / (1.0 + document_frequency)) ** power
-    return dataclasses.replace(unweighted, idf=idf)
+    return FrameWords(np.asarray(offset, np.float64), np.asarray(projection, np.float64), centroids, idf)
 
 
 def fit_within_whitened(videos: list[np.ndarray], k: int, width: int, power: float = 2.0,
@@ -115,5 +117,5 @@ def fit_within_whitened(videos: list[np.ndarray], k: int, width: int, power: flo
     if not spread.count:
         raise ValueError("frame words: no video has two frames or more, so there is no spread within videos")
     mean, cov = sb.moments(np.stack([frames.mean(axis=0) for frames in videos]))
-    whitener = sb.Whitener.fit_transformed(mean, cov, sb.scaling_transform(spread.std()), eps)
+    whitener = sb.frame_whiteners(mean, cov, eps, spaces=("within",), within_std=spread.std())["within"]
     return fit_frame_words(videos, mean, whitener.kernel(width), k, power, max_frames, seed)

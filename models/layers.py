@@ -344,6 +344,7 @@ class WidePath(keras.layers.Layer):
     """
 
     PARTS = ("frame", "title", "asr")
+    WORD_NAMES = ("word_offset", "word_projection", "word_centroids", "word_idf")  # `infer.frame_words.ARRAY_NAMES`
 
     def __init__(self, vocab_size: int, frame_width: int, text_width: int, output_size: int,
                  frame_tags_width: int = 0, frame_words: int = 0, frame_words_width: int = 0, **kwargs: Any):
@@ -455,7 +456,11 @@ class WidePath(keras.layers.Layer):
         if self.frame_tags_width > 0:
             names.append("frame_tags_kernel")
         if self.frame_words > 0:
-            names += ["word_offset", "word_projection", "word_centroids", "word_idf"]
+            names += self.WORD_NAMES
+        self._assign(names, values)
+
+    def _assign(self, names: Sequence[str], values: Mapping[str, Any]) -> None:
+        """Assign each of ``names`` from ``values``, each checked for presence, shape and finiteness."""
         for name in names:
             variable = getattr(self, name)
             if name not in values:
@@ -475,11 +480,7 @@ class WidePath(keras.layers.Layer):
             raise ValueError("this wide path pools no frame words (frame_words 0)")
         if not self.built:
             self.build(tf.TensorShape([None, None, int(np.shape(values["word_offset"])[-1])]))
-        for name in ("word_offset", "word_projection", "word_centroids", "word_idf"):
-            variable, value = getattr(self, name), np.asarray(values[name])
-            if value.shape != tuple(variable.shape):
-                raise ValueError(f"wide path {name} must be {tuple(variable.shape)}, got {value.shape}")
-            variable.assign(value.astype(variable.dtype.as_numpy_dtype))
+        self._assign(self.WORD_NAMES, values)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
