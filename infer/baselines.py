@@ -79,7 +79,7 @@ def fit_words(files: dict[str, list[str]], config: BaselineConfig, progress: boo
                                 total=config.frame_words_fit_videos, unit="video", disable=not progress,
                                 file=sys.stderr)]
     return fit_within_whitened(videos, config.frame_words, config.frame_words_width, config.frame_words_power,
-                               seed=config.seed, eps=config.eps)
+                               seed=config.seed, eps=config.eps, fits=config.frame_words_fits)
 
 
 def data_files(data_dir: str) -> dict[str, list[str]]:
@@ -179,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         spaces = FRAME_SPACES if args.frame_space == "auto" else (args.frame_space,)
         config = BaselineConfig(frame_power=args.frame_power, frame_spaces=spaces,
-                                fit_test_videos=not args.without_test_videos, frame_words=args.frame_words)
+                                fit_test_videos=not args.without_test_videos, frame_words=args.frame_words,
+                                frame_words_fits=args.frame_words_fits)
         choices = write_strong_baselines(args.data, args.folds_dir, args.out, args.folds, config,
                                          progress=not args.quiet)
     except (DataError, ValueError, FileNotFoundError) as error:

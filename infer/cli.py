@@ -63,6 +63,10 @@ def baselines_parser() -> argparse.ArgumentParser:
                         help="pool each video's frames by idf over K visual words (infer.frame_words: shots many "
                              "videos share count less), as model.wide.frame_words does for the models' wide path; "
                              "0: the plain mean frame (default)")
+    parser.add_argument("--frame-words-fits", type=_positive_int, default=4, metavar="S",
+                        help="with --frame-words: S sets of words, each k-means on its own sample from its own "
+                             "start; a frame weighs the mean of its idf over them (model.wide.frame_words_fits; "
+                             "default 4: one fit is a noisy reading of which shots are common)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return common.add_verbose(parser)
 
@@ -84,4 +88,14 @@ def _power(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
     return value

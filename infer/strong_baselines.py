@@ -102,6 +102,7 @@ class BaselineConfig:
     frame_words_width: int = 32
     frame_words_power: float = 2.0
     frame_words_fit_videos: int = 2_000
+    frame_words_fits: int = 4  # sets of words, a frame weighs its mean idf over them (`infer.frame_words`)
     seed: int = 0
     eps: float = 1e-6
 
@@ -113,6 +114,8 @@ class BaselineConfig:
             raise ValueError(f"frame_space_margin must be >= 0, got {self.frame_space_margin}")
         if self.frame_words < 0 or self.frame_words == 1:
             raise ValueError(f"frame_words must be 0 (off) or >= 2, got {self.frame_words}")
+        if self.frame_words_fits < 1:
+            raise ValueError(f"frame_words_fits must be >= 1, got {self.frame_words_fits}")
         if self.metric_splits < 1:
             raise ValueError(f"metric_splits must be >= 1 (1: one random 20% held out), got {self.metric_splits}")
 

@@ -46,6 +46,7 @@ class VideoSimModel(keras.Model):
                                           config.embedding_dim, frame_tags_width=config.wide.frame_tags_width,
                                           frame_words=config.wide.frame_words,
                                           frame_words_width=config.wide.frame_words_width,
+                                          frame_words_fits=config.wide.frame_words_fits,
                                           name="wide_path")
                           if config.wide.enabled else None)
 

@@ -251,11 +251,14 @@ class WideConfig(_Section):
     frame_words_width: int = 32
     frame_words_power: float = 2.0
     frame_words_fit_videos: int = 2_000
+    # sets of words, each k-means on its own sample from its own start; a frame weighs its mean idf over
+    # them (one fit moves the floor by about +-0.005 on the foreign draws; docs/benchmarks.md, "Several sets of words")
+    frame_words_fits: int = 4
 
     def _problems(self):
         yield from _positive(self, ("lsa_dim", "frame_width", "text_width", "max_fit_videos", "tag_ridge_alpha",
                                     "frame_tags_alpha", "frame_words_width", "frame_words_power",
-                                    "frame_words_fit_videos"))
+                                    "frame_words_fit_videos", "frame_words_fits"))
         if self.frame_words < 0 or self.frame_words == 1:
             yield f"frame_words must be 0 (off) or >= 2, got {self.frame_words}"
         if self.frame_tags_width < 0:

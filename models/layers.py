@@ -340,21 +340,27 @@ class WidePath(keras.layers.Layer):
     With ``frame_words > 0`` the mean frame is pooled by idf (`infer.frame_words`): each real frame is
     the nearest of ``frame_words`` centroids of ``(frame - word_offset) @ word_projection`` (a
     ``frame_words_width``-wide space) and counts with its word's idf, so shots shared by many videos
-    count less; a video whose frames all weigh 0 keeps its plain mean.
+    count less; a video whose frames all weigh 0 keeps its plain mean. With ``frame_words_fits > 1`` the
+    centroids and idf hold that many sets of ``frame_words`` words, one after another, and a frame
+    weighs the mean of its words' idf over the sets.
     """
 
     PARTS = ("frame", "title", "asr")
     WORD_NAMES = ("word_offset", "word_projection", "word_centroids", "word_idf")  # `infer.frame_words.ARRAY_NAMES`
 
     def __init__(self, vocab_size: int, frame_width: int, text_width: int, output_size: int,
-                 frame_tags_width: int = 0, frame_words: int = 0, frame_words_width: int = 0, **kwargs: Any):
+                 frame_tags_width: int = 0, frame_words: int = 0, frame_words_width: int = 0,
+                 frame_words_fits: int = 1, **kwargs: Any):
         super().__init__(**kwargs)
         self.vocab_size, self.frame_width = int(vocab_size), int(frame_width)
         self.text_width, self.output_size = int(text_width), int(output_size)
         self.frame_tags_width = int(frame_tags_width)
         self.frame_words, self.frame_words_width = int(frame_words), int(frame_words_width)
+        self.frame_words_fits = int(frame_words_fits)
         if self.frame_words > 0 and self.frame_words_width <= 0:
             raise ValueError(f"frame_words {self.frame_words} needs frame_words_width > 0, got {self.frame_words_width}")
+        if self.frame_words_fits < 1:
+            raise ValueError(f"frame_words_fits must be >= 1, got {self.frame_words_fits}")
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -384,8 +390,9 @@ class WidePath(keras.layers.Layer):
         if self.frame_words > 0:
             self.word_offset = frozen("word_offset", [dim])
             self.word_projection = frozen("word_projection", [dim, self.frame_words_width])
-            self.word_centroids = frozen("word_centroids", [self.frame_words, self.frame_words_width])
-            self.word_idf = frozen("word_idf", [self.frame_words])
+            words = self.frame_words * self.frame_words_fits
+            self.word_centroids = frozen("word_centroids", [words, self.frame_words_width])
+            self.word_idf = frozen("word_idf", [words])
         self.part_weights = frozen("part_weights", [len(self.parts)])
         self.metric = frozen("metric", [self.combined_width, self.output_size])
         self.sep_token_id = frozen("sep_token_id", [], dtype="int32")
@@ -403,7 +410,10 @@ class WidePath(keras.layers.Layer):
         distances = (tf.reduce_sum(tf.square(z), axis=-1, keepdims=True)
                      - 2.0 * tf.einsum("btp,kp->btk", z, self.word_centroids)
                      + tf.reduce_sum(tf.square(self.word_centroids), axis=-1))
-        weights = tf.gather(self.word_idf, tf.argmin(distances, axis=-1)) * real
+        shape = tf.concat([tf.shape(distances)[:2], [self.frame_words_fits, self.frame_words]], axis=0)
+        nearest = tf.argmin(tf.reshape(distances, shape), axis=-1, output_type=tf.int32)  # [B, T, fits]
+        nearest += tf.range(self.frame_words_fits) * self.frame_words  # into the sets laid one after another
+        weights = tf.reduce_mean(tf.gather(self.word_idf, nearest), axis=-1) * real
         weighted = tf.reduce_sum(weights, axis=1, keepdims=True) > 0.0
         weights = tf.where(weighted, weights, real)  # all weights 0: the plain mean
         total = tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1e-12)
@@ -486,7 +496,8 @@ class WidePath(keras.layers.Layer):
         config = super().get_config()
         config.update(vocab_size=self.vocab_size, frame_width=self.frame_width, text_width=self.text_width,
                       output_size=self.output_size, frame_tags_width=self.frame_tags_width,
-                      frame_words=self.frame_words, frame_words_width=self.frame_words_width)
+                      frame_words=self.frame_words, frame_words_width=self.frame_words_width,
+                      frame_words_fits=self.frame_words_fits)
         return config
 
 

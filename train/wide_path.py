@@ -188,7 +188,8 @@ def fit_frame_words(model, unlabelled_files: Sequence[str], pair_files: Sequence
     model's standardised frames, set in ``model.wide_path`` so that the path's mean frames are pooled by them."""
     sample = collect_frame_sample(model, unlabelled_files, pair_files, decoder, wide.frame_words_fit_videos,
                                   progress=progress)
-    words = fw.fit_within_whitened(sample, wide.frame_words, wide.frame_words_width, wide.frame_words_power, seed=seed)
+    words = fw.fit_within_whitened(sample, wide.frame_words, wide.frame_words_width, wide.frame_words_power, seed=seed,
+                                   fits=wide.frame_words_fits)
     model.wide_path.set_frame_words(words.arrays())
     return words
 
@@ -517,7 +518,7 @@ def prepare_wide_path(model, run_dir: str, train_files: Sequence[str], unlabelle
                                             model.frame_standardizer.transform.numpy())
         if words is not None:
             weights.update({key: value.astype(np.float32) for key, value in words.arrays().items()})
-            choices["frame_words"] = {"words": len(words.idf), "idf_min": float(words.idf.min()),
+            choices["frame_words"] = {"words": words.k, "fits": words.fits, "idf_min": float(words.idf.min()),
                                       "idf_max": float(words.idf.max())}
         if writes:
             save_fit(path, weights, choices)

@@ -454,7 +454,8 @@ def test_cli_pools_the_frames_by_idf_when_asked(synthetic_data, folds_dir, tmp_p
         outputs[words] = tmp_path / f"words_{words}"
         assert cli.main(["--data", str(synthetic_data), "--folds-dir", str(folds_dir), "--out", str(outputs[words]),
                          "--folds", "0", "--frame-words", str(words), "--quiet"]) == 0
-    assert json.loads((outputs[8] / "choices.json").read_text())["config"]["frame_words"] == 8
+    config = json.loads((outputs[8] / "choices.json").read_text())["config"]
+    assert (config["frame_words"], config["frame_words_fits"]) == (8, 4)  # four sets of words by default
     plain, pooled = (load_embedding_set(outputs[w] / "centred_frame" / "fold_00" / "val.npz") for w in (0, 8))
     assert list(plain.ids) == list(pooled.ids) and plain.embeddings.shape == pooled.embeddings.shape
     assert not np.allclose(plain.embeddings, pooled.embeddings, atol=1e-3)  # another mean frame
@@ -463,3 +464,8 @@ def test_cli_pools_the_frames_by_idf_when_asked(synthetic_data, folds_dir, tmp_p
     assert "expected 0 or an integer >= 2, got '1'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="frame_words must be 0"):
         sb.BaselineConfig(frame_words=-2)
+    with pytest.raises(SystemExit):
+        cli.main(["--data", "d", "--folds-dir", "f", "--out", "o", "--frame-words", "8", "--frame-words-fits", "0"])
+    assert "expected an integer >= 1, got '0'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="frame_words_fits must be >= 1"):
+        sb.BaselineConfig(frame_words=8, frame_words_fits=0)

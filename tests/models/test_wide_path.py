@@ -78,6 +78,34 @@ def test_the_in_graph_mean_frame_pools_by_idf_as_the_numpy_frame_words():
         WidePath(10, 4, 2, 8).set_frame_words(fitted.arrays())
 
 
+def test_the_in_graph_mean_frame_averages_the_idf_of_several_sets_of_words_as_numpy():
+    import tensorflow as tf
+
+    from infer.frame_words import FrameWords
+    from models.layers import WidePath
+
+    rng = np.random.default_rng(1)
+    dim, width, words, fits = 6, 3, 4, 3
+    layer = WidePath(vocab_size=10, frame_width=4, text_width=2, output_size=8, frame_words=words,
+                     frame_words_width=width, frame_words_fits=fits)
+    fitted = FrameWords(rng.normal(size=dim), rng.normal(size=(dim, width)), rng.normal(size=(words * fits, width)),
+                        rng.uniform(0.0, 3.0, size=words * fits), fits=fits)
+    layer.set_frame_words(fitted.arrays())
+    frames = rng.normal(size=(2, 9, dim)).astype(np.float32)
+    mask = np.array([[1] * 9, [1] * 5 + [0] * 4], dtype=np.float32)
+    pooled = layer.mean_frame(tf.constant(frames), tf.constant(mask)).numpy()
+    np.testing.assert_allclose(pooled[0], fitted.pooled(frames[0]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(pooled[1], fitted.pooled(frames[1, :5]), rtol=1e-4, atol=1e-5)
+    first_set = FrameWords(fitted.offset, fitted.projection, fitted.centroids[:words], fitted.idf[:words])
+    assert not np.allclose(pooled[0], first_set.pooled(frames[0]), atol=1e-3)  # every set counts
+    assert layer.word_centroids.shape == (words * fits, width)
+    assert WidePath.from_config(layer.get_config()).frame_words_fits == fits
+    with pytest.raises(ValueError, match=r"word_centroids must be \(4, 3\), got \(12, 3\)"):  # one set
+        WidePath(10, 4, 2, 8, frame_words=words, frame_words_width=width).set_frame_words(fitted.arrays())
+    with pytest.raises(ValueError, match="frame_words_fits must be >= 1"):
+        WidePath(10, 4, 2, 8, frame_words=words, frame_words_width=width, frame_words_fits=0)
+
+
 def test_the_frame_words_config_is_validated():
     from models.config import WideConfig
 
@@ -85,3 +113,5 @@ def test_the_frame_words_config_is_validated():
         WideConfig(frame_words=1)
     with pytest.raises(ValueError, match="frame_words_power must be > 0"):
         WideConfig(frame_words=8, frame_words_power=0)
+    with pytest.raises(ValueError, match="frame_words_fits must be > 0"):
+        WideConfig(frame_words=8, frame_words_fits=0)

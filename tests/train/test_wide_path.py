@@ -577,14 +577,15 @@ def test_finetune_pools_the_wide_paths_frames_by_idf_when_asked(synthetic_data, 
                      "--preset", "tiny", "epochs=1", "steps_per_epoch=2", *TINY_RUN, "model.text_source=title+asr",
                      "model.frame_normalization=standardize", "model.wide.enabled=true", "model.wide.frame_width=8",
                      "model.wide.text_width=4", "model.wide.frame_words=6", "model.wide.frame_words_width=3",
-                     "model.wide.frame_words_fit_videos=40", f"data_dir={synthetic_data}"]) == 0
+                     "model.wide.frame_words_fit_videos=40", "model.wide.frame_words_fits=2",
+                     f"data_dir={synthetic_data}"]) == 0
     weights, choices = wide_path.load_fit(str(out / wide_path.WIDE_FILE))
     dim = weights["frame_mean"].shape[0]
     assert {name: weights[name].shape for name in ARRAY_NAMES} == {
-        "word_offset": (dim,), "word_projection": (dim, 3), "word_centroids": (6, 3), "word_idf": (6,)}
-    assert choices["frame_words"]["words"] == 6 and 0 <= choices["frame_words"]["idf_min"] < choices["frame_words"]["idf_max"]
+        "word_offset": (dim,), "word_projection": (dim, 3), "word_centroids": (12, 3), "word_idf": (12,)}
+    assert choices["frame_words"]["words"] == 6 and choices["frame_words"]["fits"] == 2 and 0 <= choices["frame_words"]["idf_min"] < choices["frame_words"]["idf_max"]
     model = stage.build_stage_model(load_config(out), tf.distribute.get_strategy())
     checkpointing.restore_model(model, out / "best")
     for name in ARRAY_NAMES:  # in the checkpoint, and the path pools by them
         np.testing.assert_allclose(getattr(model.wide_path, name).numpy(), weights[name], atol=1e-6)
-    assert model.wide_path.frame_words == 6
+    assert (model.wide_path.frame_words, model.wide_path.frame_words_fits) == (6, 2)
