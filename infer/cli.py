@@ -62,7 +62,7 @@ def baselines_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frame-words", type=_frame_words, default=0, metavar="K",
                         help="pool each video's frames by idf over K visual words (infer.frame_words: shots many "
                              "videos share count less), as model.wide.frame_words does for the models' wide path; "
-                             "0: the plain mean frame (default)")
+                             "0: the plain mean frame (default; demo.sh passes 64 with its recipe)")
     parser.add_argument("--frame-words-fits", type=_positive_int, default=4, metavar="S",
                         help="with --frame-words: S sets of words, each k-means on its own sample from its own "
                              "start; a frame weighs the mean of its idf over them (model.wide.frame_words_fits; "

@@ -13,8 +13,10 @@ own start) are made and a frame weighs the mean of its idf over them.
 
 The same `FrameWords` serves the strong baselines (`infer.baselines`, numpy) and a model's wide path
 (`models.layers.WidePath`, in-graph, from the arrays of `FrameWords.arrays`), so the floor and the models
-pool alike. It is an option, off by default: measured so far on `bench.foreign_world`'s draws, whose videos share
-generic shots, not yet on the `synth` worlds (docs/benchmarks.md, "Frames pooled by idf").
+pool alike. The configs leave it off (``frame_words=0``); the demo recipe turns it on for both (``demo.sh``'s
+``FRAME_WORDS=64``): it lifted the models and the floor on `bench.foreign_world`'s draws, whose videos share
+generic shots, and changed nothing on the `synth` demo world, whose do not (docs/benchmarks.md, "Frames pooled
+by idf" and "Several sets of words").
 """
 from __future__ import annotations
 

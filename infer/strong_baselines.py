@@ -97,7 +97,8 @@ class BaselineConfig:
     # > 0: each video's frames are pooled by idf over this many visual words (`infer.frame_words`, fitted on
     # the first frame_words_fit_videos unlabelled videos, then pair videos; no labels) instead of averaged
     # alike: shots many videos share count less. The models' wide path takes the same settings
-    # (model.wide.frame_words...). 0: the plain mean frame, the default (docs/benchmarks.md, "Frames pooled by idf")
+    # (model.wide.frame_words...). 0: the plain mean frame, the default here; demo.sh passes --frame-words 64 with
+    # its recipe's model.wide.frame_words=64 (FRAME_WORDS; docs/benchmarks.md, "Frames pooled by idf")
     frame_words: int = 0
     frame_words_width: int = 32
     frame_words_power: float = 2.0

@@ -246,7 +246,8 @@ class WideConfig(_Section):
     # frames in their within-video-scaled whitened space of frame_words_width components, fitted with the
     # path on up to frame_words_fit_videos unlabelled and training-pair videos; a word's weight
     # ln((1 + N) / (1 + df)) ** frame_words_power), as the strong baseline's ``--frame-words``: shots many
-    # videos share count less. 0: the plain mean, the default (docs/benchmarks.md, "Frames pooled by idf")
+    # videos share count less. 0: the plain mean, the default here; demo.sh's recipe sets 64 (FRAME_WORDS;
+    # docs/benchmarks.md, "Frames pooled by idf")
     frame_words: int = 0
     frame_words_width: int = 32
     frame_words_power: float = 2.0
