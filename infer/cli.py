@@ -71,31 +71,24 @@ def baselines_parser() -> argparse.ArgumentParser:
     return common.add_verbose(parser)
 
 
-def _frame_words(text: str) -> int:
+def _checked(text: str, kind: type, valid, expected: str):
+    """``text`` as a ``kind`` for which ``valid`` holds, or the usage error "expected ..., got ..."."""
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 0 or an integer >= 2, got {text!r}") from None
-    if value < 0 or value == 1:
-        raise argparse.ArgumentTypeError(f"expected 0 or an integer >= 2, got {text!r}")
+        value = None
+    if value is None or not valid(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def _frame_words(text: str) -> int:
+    return _checked(text, int, lambda value: value == 0 or value >= 2, "0 or an integer >= 2")
 
 
 def _power(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return value
+    return _checked(text, float, lambda value: 0.0 < value <= 1.0, "a number in (0, 1]")
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+    return _checked(text, int, lambda value: value >= 1, "an integer >= 1")
