@@ -25,12 +25,17 @@
 #         run's config); default: the robust recipe (title + ASR tokens, frames through a signed
 #         square root and standardised, the wide path: the linear-metric baseline in-graph, fitted
 #         per fold, with title and ASR read through the tags and the LSA side by side, under the
-#         deep model; its mean frame pooled by idf over FRAME_WORDS visual words);
+#         deep model; its mean frame pooled by idf over FRAME_WORDS visual words, its title's rare
+#         words matched through RARE_WORDS dimensions);
 #         RECIPE=" " runs the published recipes unchanged
 # FRAME_WORDS  K > 0: the robust recipe's wide path and the strong baselines (the floor) pool each
 #         video's frames by idf over K visual words (infer.frame_words: shots many videos share, such
 #         as logos and title cards, count less; fitted without labels); 0: the plain mean frame, for
 #         both (default: 64; docs/benchmarks.md, "Frames pooled by idf")
+# RARE_WORDS  M > 0: the robust recipe's wide path and the floor match the title's rare words (in at most
+#         0.2% of the videos: names, series, places) exactly, through a fixed random projection to M
+#         dimensions, weighted as each fold's training pairs prefer (infer.rare_words); 0: off, for both
+#         (default: 64; docs/benchmarks.md, "A title's rare words")
 # TRAIN_EXTRA  key=value overrides for both pretraining and finetuning (e.g. min_tag_coverage=0.2)
 # JOBS    training runs at once (default here: 2: the two models' pretraining, then each model's two
 #         folds; each run's output in RUN/logs/, printed when the pair ends; on 2 CPU cores two demo
@@ -69,7 +74,12 @@ case "$FRAME_WORDS" in
     *[!0-9]*|""|1) echo "$(basename "$0"): error: FRAME_WORDS must be 0 (the plain mean frame) or a number of words >= 2, got '$FRAME_WORDS'" >&2
                    exit 2 ;;
 esac
-RECIPE=${RECIPE:-"model.text_source=title+asr model.title_len=64 model.frames.power=0.5 model.frame_normalization=standardize model.wide.enabled=true model.wide.frame_words=$FRAME_WORDS"}
+RARE_WORDS=${RARE_WORDS:-64}
+case "$RARE_WORDS" in
+    *[!0-9]*|"") echo "$(basename "$0"): error: RARE_WORDS must be 0 (off) or a number of dimensions, got '$RARE_WORDS'" >&2
+                 exit 2 ;;
+esac
+RECIPE=${RECIPE:-"model.text_source=title+asr model.title_len=64 model.frames.power=0.5 model.frame_normalization=standardize model.wide.enabled=true model.wide.frame_words=$FRAME_WORDS model.wide.rare_words=$RARE_WORDS"}
 JOBS=${JOBS:-2}
 export DATA RUN MODELS FOLDS PRESET JOBS
 start=$(date +%s)
@@ -95,10 +105,11 @@ step "11 fold shards -> $DATA/folds"
 [ -f "$DATA/folds/folds.json" ] || "$PYTHON" write_tfrecord.py --data "$DATA" --out "$DATA/folds" --folds 11 --seed 42
 
 step "strong baselines (whitened mean frame, title/ASR LSA, combined, linear metric) on folds $FOLDS -> $RUN/baselines"
-# reused only when it holds every fold asked for with these frame words (a new FOLDS or FRAME_WORDS reruns it)
-"$PYTHON" -c 'import json, sys; c = json.load(open(sys.argv[1])); sys.exit(not (set(sys.argv[3:]) <= set(c["folds"]) and c["config"].get("frame_words", 0) == int(sys.argv[2])))' \
-    "$RUN/baselines/choices.json" "$FRAME_WORDS" $FOLDS 2>/dev/null || "$PYTHON" -m infer.baselines --data "$DATA" --folds-dir "$DATA/folds" \
-    --out "$RUN/baselines" --folds $FOLDS --frame-words "$FRAME_WORDS" --quiet
+# reused only when it holds every fold asked for with these frame and rare words (a new FOLDS, FRAME_WORDS or
+# RARE_WORDS reruns it)
+"$PYTHON" -c 'import json, sys; c = json.load(open(sys.argv[1])); sys.exit(not (set(sys.argv[4:]) <= set(c["folds"]) and c["config"].get("frame_words", 0) == int(sys.argv[2]) and c["config"].get("rare_words", 0) == int(sys.argv[3])))' \
+    "$RUN/baselines/choices.json" "$FRAME_WORDS" "$RARE_WORDS" $FOLDS 2>/dev/null || "$PYTHON" -m infer.baselines --data "$DATA" \
+    --folds-dir "$DATA/folds" --out "$RUN/baselines" --folds $FOLDS --frame-words "$FRAME_WORDS" --rare-words "$RARE_WORDS" --quiet
 
 # The demo's text encoders start from random weights (no downloaded checkpoint), so they learn
 # with the same rate as the rest instead of the 3e-5 meant for a pretrained BERT.

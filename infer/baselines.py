@@ -180,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         spaces = FRAME_SPACES if args.frame_space == "auto" else (args.frame_space,)
         config = BaselineConfig(frame_power=args.frame_power, frame_spaces=spaces,
                                 fit_test_videos=not args.without_test_videos, frame_words=args.frame_words,
-                                frame_words_fits=args.frame_words_fits)
+                                frame_words_fits=args.frame_words_fits, rare_words=args.rare_words,
+                                rare_words_max_df=args.rare_words_max_df)
         choices = write_strong_baselines(args.data, args.folds_dir, args.out, args.folds, config,
                                          progress=not args.quiet)
     except (DataError, ValueError, FileNotFoundError) as error:

@@ -67,6 +67,15 @@ def baselines_parser() -> argparse.ArgumentParser:
                         help="with --frame-words: S sets of words, each k-means on its own sample from its own "
                              "start; a frame weighs the mean of its idf over them (model.wide.frame_words_fits; "
                              "default 4: one fit is a noisy reading of which shots are common)")
+    parser.add_argument("--rare-words", type=_non_negative_int, default=0, metavar="M",
+                        help="put the title's rare words (in at most --rare-words-max-df of the videos), matched "
+                             "exactly, beside the linear metric: their TF-IDF through a fixed random projection to M "
+                             "dimensions, weighted as the training pairs prefer (infer.rare_words), as "
+                             "model.wide.rare_words does for the models' wide path; 0: off (default; demo.sh "
+                             "passes 64 with its recipe)")
+    parser.add_argument("--rare-words-max-df", type=_power, default=0.002, metavar="SHARE",
+                        help="with --rare-words: a word is rare in at most this share of the videos, in (0, 1] "
+                             "(default 0.002)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return common.add_verbose(parser)
 
@@ -92,3 +101,7 @@ def _power(text: str) -> float:
 
 def _positive_int(text: str) -> int:
     return _checked(text, int, lambda value: value >= 1, "an integer >= 1")
+
+
+def _non_negative_int(text: str) -> int:
+    return _checked(text, int, lambda value: value >= 0, "an integer >= 0")

@@ -104,6 +104,12 @@ class BaselineConfig:
     frame_words_power: float = 2.0
     frame_words_fit_videos: int = 2_000
     frame_words_fits: int = 4  # sets of words, a frame weighs its mean idf over them (`infer.frame_words`)
+    # > 0: the title's rare jieba words (in at most rare_words_max_df of the fit videos) matched exactly, beside
+    # the linear metric: their TF-IDF through a fixed random projection to this many dimensions, its weight chosen
+    # on the training pairs (`infer.rare_words`; the wide path's model.wide.rare_words). 0: off, the default here;
+    # demo.sh passes --rare-words 64 with its recipe (RARE_WORDS; docs/benchmarks.md, "A title's rare words")
+    rare_words: int = 0
+    rare_words_max_df: float = 0.002
     seed: int = 0
     eps: float = 1e-6
 
@@ -115,6 +121,10 @@ class BaselineConfig:
             raise ValueError(f"frame_space_margin must be >= 0, got {self.frame_space_margin}")
         if self.frame_words < 0 or self.frame_words == 1:
             raise ValueError(f"frame_words must be 0 (off) or >= 2, got {self.frame_words}")
+        if self.rare_words < 0:
+            raise ValueError(f"rare_words must be >= 0 (0: off), got {self.rare_words}")
+        if not 0.0 < self.rare_words_max_df <= 1.0:
+            raise ValueError(f"rare_words_max_df must be in (0, 1], got {self.rare_words_max_df}")
         if self.frame_words_fits < 1:
             raise ValueError(f"frame_words_fits must be >= 1, got {self.frame_words_fits}")
         if self.metric_splits < 1:
@@ -329,6 +339,9 @@ class VideoTable:
     frame_tags: np.ndarray | None = None
     frame_tags_whitener: Whitener | None = None
     frame_whiteners: dict[str, Whitener] = dataclasses.field(default_factory=dict)
+    # optional: the titles' rare words [N, m] (`title_rare_words`); when set, `fold_baselines` puts them
+    # beside the linear metric with a weight chosen on the training pairs
+    title_rare: np.ndarray | None = None
 
     def __post_init__(self):
         if not self.frame_whiteners:
@@ -366,10 +379,31 @@ def build_table(videos: Mapping[str, dict], unlabelled: Iterable[dict], config: 
     title_vectors = text_lsa(fit_titles + [titles[i] for i in fit_own], titles, config.lsa_dim, config.seed)
     asr_vectors = text_lsa(fit_asr + [asr[i] for i in fit_own], asr, config.lsa_dim, config.seed)
     mean_frames = np.stack([videos[key]["mean_frame"] for key in ids]).astype(np.float64)
-    return table_of(ids, mean_frames, title_vectors, asr_vectors, frame_moments, config.eps,
-                    title_whitener=Whitener.fit(*moments(title_vectors[fitted_rows]), config.eps),
-                    asr_whitener=Whitener.fit(*moments(asr_vectors[fitted_rows]), config.eps),
-                    frame_spread=frame_spread)
+    table = table_of(ids, mean_frames, title_vectors, asr_vectors, frame_moments, config.eps,
+                     title_whitener=Whitener.fit(*moments(title_vectors[fitted_rows]), config.eps),
+                     asr_whitener=Whitener.fit(*moments(asr_vectors[fitted_rows]), config.eps),
+                     frame_spread=frame_spread)
+    if config.rare_words > 0:
+        table.title_rare = title_rare_words(fit_titles + [titles[i] for i in fit_own], titles, config.rare_words,
+                                            config.rare_words_max_df, config.seed)
+    return table
+
+
+def title_rare_words(fit_texts: Sequence[str], texts: Sequence[str], width: int, max_df: float,
+                     seed: int) -> np.ndarray:
+    """[len(texts), width]: the rare jieba words of ``texts`` (IDF over ``fit_texts``), through
+    `infer.rare_words`' random projection."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    from infer import rare_words as rw
+
+    vectorizer = CountVectorizer(tokenizer=word_tokens, lowercase=False, token_pattern=None, dtype=np.float64)
+    try:
+        fit_counts = vectorizer.fit_transform(list(fit_texts))
+    except ValueError:  # no word at all: nothing to match
+        return np.zeros((len(texts), width))
+    idf = rw.rare_idf(fit_counts, max_df)
+    return np.asarray(rw.tfidf_rows(vectorizer.transform(list(texts)), idf) @ rw.random_projection(idf, width, seed))
 
 
 def table_of(ids: Sequence[str], mean_frames: np.ndarray, title: np.ndarray, asr: np.ndarray,
@@ -625,4 +659,13 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
     weights, steps = train_metric(metric_input, q, c, s, config)
     choices.update(steps)
     out["linear_metric"] = metric_input @ weights
+    if table.title_rare is not None:  # beside the metric: [l2n(metric) | g * rare], g chosen on the training pairs
+        from infer import rare_words as rw
+
+        base, width = l2n(out["linear_metric"]), table.title_rare.shape[1]
+        padded = np.concatenate([base, np.zeros((len(base), width))], axis=1)
+        rare = np.concatenate([np.zeros_like(base), table.title_rare], axis=1)
+        weight, _ = rw.choose_weight(padded, rare, score)
+        choices["rare_words_weight"] = weight
+        out["linear_metric"] = padded + weight * rare
     return FoldBaselines(out, choices, weights, frame_whitener, widths)

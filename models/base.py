@@ -47,6 +47,7 @@ class VideoSimModel(keras.Model):
                                           frame_words=config.wide.frame_words,
                                           frame_words_width=config.wide.frame_words_width,
                                           frame_words_fits=config.wide.frame_words_fits,
+                                          rare_words=config.wide.rare_words,
                                           name="wide_path")
                           if config.wide.enabled else None)
 

@@ -255,6 +255,12 @@ class WideConfig(_Section):
     # sets of words, each k-means on its own sample from its own start; a frame weighs its mean idf over
     # them (one fit moves the floor by about +-0.005 on the foreign draws; docs/benchmarks.md, "Several sets of words")
     frame_words_fits: int = 4
+    # > 0: the title's rare tokens (in at most rare_words_max_df of the fit videos), matched exactly: their
+    # TF-IDF through a fixed random projection to this many dimensions, placed where the metric's embedding has
+    # least energy, its weight (0 to 1) chosen on the training pairs (`infer.rare_words`). 0: off, the default
+    # here; demo.sh's recipe sets 64 (RARE_WORDS; docs/benchmarks.md, "A title's rare words")
+    rare_words: int = 0
+    rare_words_max_df: float = 0.002
 
     def _problems(self):
         yield from _positive(self, ("lsa_dim", "frame_width", "text_width", "max_fit_videos", "tag_ridge_alpha",
@@ -262,6 +268,10 @@ class WideConfig(_Section):
                                     "frame_words_fit_videos", "frame_words_fits"))
         if self.frame_words < 0 or self.frame_words == 1:
             yield f"frame_words must be 0 (off) or >= 2, got {self.frame_words}"
+        if self.rare_words < 0:
+            yield f"rare_words must be >= 0 (0: off), got {self.rare_words}"
+        if not 0.0 < self.rare_words_max_df <= 1.0:
+            yield f"rare_words_max_df must be in (0, 1], got {self.rare_words_max_df}"
         if self.frame_tags_width < 0:
             yield f"frame_tags_width must be >= 0 (0: off), got {self.frame_tags_width}"
         if self.text_basis not in TEXT_BASES:
@@ -471,6 +481,9 @@ class ModelConfig(_Section):
         if self.wide.enabled and wide_width > self.embedding_dim:
             yield (f"wide.frame_width + 2 * wide.text_width + wide.frame_tags_width ({wide_width}) must be <= "
                    f"embedding_dim ({self.embedding_dim}): the wide path's metric maps onto the embedding without loss")
+        if self.wide.enabled and self.wide.rare_words > self.embedding_dim:
+            yield (f"wide.rare_words ({self.wide.rare_words}) must be <= embedding_dim ({self.embedding_dim}): the title's "
+                   f"rare words take that many of the embedding's directions")
         if self.text.max_position < self.title_len:
             yield f"text.max_position ({self.text.max_position}) must be >= title_len ({self.title_len})"
         if (self.frame_dim * self.nextvlad.expansion) % max(self.nextvlad.groups, 1):

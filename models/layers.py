@@ -343,6 +343,10 @@ class WidePath(keras.layers.Layer):
     count less; a video whose frames all weigh 0 keeps its plain mean. With ``frame_words_fits > 1`` the
     centroids and idf hold that many sets of ``frame_words`` words, one after another, and a frame
     weighs the mean of its words' idf over the sets.
+    With ``rare_words > 0`` the title's rare tokens are matched exactly (`infer.rare_words`): their TF-IDF
+    (``rare_idf``, zero for every other token) through a fixed random projection (``rare_projection``,
+    [vocab, rare_words]) into the spare directions of the embedding (``rare_basis``, [rare_words,
+    output_size], its weight folded in), added to the normalised metric before the gate.
     """
 
     PARTS = ("frame", "title", "asr")
@@ -350,13 +354,16 @@ class WidePath(keras.layers.Layer):
 
     def __init__(self, vocab_size: int, frame_width: int, text_width: int, output_size: int,
                  frame_tags_width: int = 0, frame_words: int = 0, frame_words_width: int = 0,
-                 frame_words_fits: int = 1, **kwargs: Any):
+                 frame_words_fits: int = 1, rare_words: int = 0, **kwargs: Any):
         super().__init__(**kwargs)
         self.vocab_size, self.frame_width = int(vocab_size), int(frame_width)
         self.text_width, self.output_size = int(text_width), int(output_size)
         self.frame_tags_width = int(frame_tags_width)
         self.frame_words, self.frame_words_width = int(frame_words), int(frame_words_width)
         self.frame_words_fits = int(frame_words_fits)
+        self.rare_words = int(rare_words)
+        if self.rare_words < 0 or self.rare_words > self.output_size:
+            raise ValueError(f"rare_words must be in 0..{self.output_size} (the output size), got {self.rare_words}")
         if self.frame_words > 0 and self.frame_words_width <= 0:
             raise ValueError(f"frame_words {self.frame_words} needs frame_words_width > 0, got {self.frame_words_width}")
         if self.frame_words_fits < 1:
@@ -393,6 +400,10 @@ class WidePath(keras.layers.Layer):
             words = self.frame_words * self.frame_words_fits
             self.word_centroids = frozen("word_centroids", [words, self.frame_words_width])
             self.word_idf = frozen("word_idf", [words])
+        if self.rare_words > 0:
+            self.rare_idf = frozen("rare_idf", [self.vocab_size])
+            self.rare_projection = frozen("rare_projection", [self.vocab_size, self.rare_words])
+            self.rare_basis = frozen("rare_basis", [self.rare_words, self.output_size])
         self.part_weights = frozen("part_weights", [len(self.parts)])
         self.metric = frozen("metric", [self.combined_width, self.output_size])
         self.sep_token_id = frozen("sep_token_id", [], dtype="int32")
@@ -440,11 +451,12 @@ class WidePath(keras.layers.Layer):
         tf_part = tf.where(counts > 0, 1.0 + tf.math.log(tf.maximum(counts, 1.0)), 0.0)
         return tf.math.l2_normalize(tf_part * idf, axis=-1)
 
-    def combined(self, frames, frame_mask, input_ids, attention_mask) -> tf.Tensor:
-        """[B, combined_width]: the weighted, L2-normalised parts (the baseline's ``combined``)."""
+    def combined(self, frames, frame_mask, input_ids, attention_mask, counts=None) -> tf.Tensor:
+        """[B, combined_width]: the weighted, L2-normalised parts (the baseline's ``combined``);
+        ``counts``: `token_counts` of these inputs, where already computed."""
         centred = self.mean_frame(frames, frame_mask) - self.frame_mean
         frame = tf.matmul(centred, self.frame_kernel)
-        title_counts, asr_counts = self.token_counts(input_ids, attention_mask)
+        title_counts, asr_counts = counts if counts is not None else self.token_counts(input_ids, attention_mask)
         title = tf.matmul(self.tfidf(title_counts, self.title_idf), self.title_kernel) + self.title_bias
         asr = tf.matmul(self.tfidf(asr_counts, self.asr_idf), self.asr_kernel) + self.asr_bias
         values = [frame, title, asr]
@@ -454,8 +466,13 @@ class WidePath(keras.layers.Layer):
         return tf.concat(parts, axis=-1)
 
     def call(self, frames, frame_mask, input_ids, attention_mask) -> tf.Tensor:
-        metric = tf.matmul(self.combined(frames, frame_mask, input_ids, attention_mask), self.metric)
-        return tf.cast(self.gate * tf.math.l2_normalize(metric, axis=-1), frames.dtype)
+        counts = self.token_counts(input_ids, attention_mask)
+        metric = tf.matmul(self.combined(frames, frame_mask, input_ids, attention_mask, counts), self.metric)
+        out = tf.math.l2_normalize(metric, axis=-1)
+        if self.rare_words > 0:
+            rare = tf.matmul(self.tfidf(counts[0], self.rare_idf), self.rare_projection)
+            out += tf.matmul(rare, self.rare_basis)
+        return tf.cast(self.gate * out, frames.dtype)
 
     def set_weights_from(self, values: Mapping[str, Any]) -> None:
         """Set the frozen weights from a mapping of their names (``train.wide_path`` writes one)."""
@@ -467,6 +484,8 @@ class WidePath(keras.layers.Layer):
             names.append("frame_tags_kernel")
         if self.frame_words > 0:
             names += self.WORD_NAMES
+        if self.rare_words > 0:
+            names += ["rare_idf", "rare_projection", "rare_basis"]
         self._assign(names, values)
 
     def _assign(self, names: Sequence[str], values: Mapping[str, Any]) -> None:
@@ -475,7 +494,7 @@ class WidePath(keras.layers.Layer):
             variable = getattr(self, name)
             if name not in values:
                 raise ValueError(f"wide path {name} is missing from the fit (frame_tags_width {self.frame_tags_width}, "
-                                 f"frame_words {self.frame_words})")
+                                 f"frame_words {self.frame_words}, rare_words {self.rare_words})")
             value = np.asarray(values[name])
             if value.shape != tuple(variable.shape):
                 raise ValueError(f"wide path {name} must be {tuple(variable.shape)}, got {value.shape}")
@@ -497,7 +516,7 @@ class WidePath(keras.layers.Layer):
         config.update(vocab_size=self.vocab_size, frame_width=self.frame_width, text_width=self.text_width,
                       output_size=self.output_size, frame_tags_width=self.frame_tags_width,
                       frame_words=self.frame_words, frame_words_width=self.frame_words_width,
-                      frame_words_fits=self.frame_words_fits)
+                      frame_words_fits=self.frame_words_fits, rare_words=self.rare_words)
         return config
 
 

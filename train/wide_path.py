@@ -39,6 +39,7 @@ import scipy.sparse
 from tqdm import tqdm
 
 from infer import frame_words as fw
+from infer import rare_words as rw
 from infer import strong_baselines as sb
 from models.layers import masked_mean
 from tfrecord_tools import reader, schema
@@ -463,6 +464,10 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
             kernel = tags_map @ frame_tags_whitener.kernel(int(choices["frame_tags_components"]), wide.frame_tags_width)
         weights["frame_tags_kernel"] = kernel
     weights["part_weights"] = np.array(part_weights)
+    embedding = result.embeddings["linear_metric"]
+    if wide.rare_words > 0:
+        embedding = _fit_rare_words(weights, choices, embedding, unlabelled, scored, pairs, wide, output_size,
+                                    special_ids, seed)
     for name in ("title", "asr"):
         idf, components, _, _ = parts[name]
         whitener = getattr(table, f"{name}_whitener")
@@ -473,7 +478,32 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
     choices.update(videos=len(scored.ids), unlabelled_videos=len(unlabelled.ids) - extra_videos,
                    transductive_videos=extra_videos, pairs=int(len(pairs.score)))
     return {key: np.asarray(value, dtype=np.int32 if key == "sep_token_id" else np.float32)
-            for key, value in weights.items()}, choices, result.embeddings["linear_metric"]
+            for key, value in weights.items()}, choices, embedding
+
+
+def _fit_rare_words(weights: dict, choices: dict, embedding: np.ndarray, unlabelled: VideoInputs,
+                    scored: VideoInputs, pairs: Labels, wide, output_size: int, special_ids: Sequence[int],
+                    seed: int) -> np.ndarray:
+    """The title's rare tokens (`infer.rare_words`): their IDF over the fit videos, a random projection
+    to ``wide.rare_words`` dimensions, placed in the directions where the linear metric's embeddings of
+    the training-pair videos have least energy, with the weight that ranks the training pairs best.
+    Adds ``rare_idf``, ``rare_projection`` and ``rare_basis`` (the weight folded in) to ``weights``;
+    returns the path's embedding of the scored videos (``l2n(metric) + rare``)."""
+    base = np.zeros((len(embedding), output_size))
+    base[:, :embedding.shape[1]] = embedding
+    idf = rw.rare_idf(scipy.sparse.vstack([unlabelled.title_counts, scored.title_counts]), wide.rare_words_max_df,
+                      special_ids)
+    projection = rw.random_projection(idf, wide.rare_words, seed)
+    basis = rw.free_directions(base, wide.rare_words)
+    rare = np.asarray(rw.tfidf_rows(scored.title_counts, idf) @ projection) @ basis
+    index = {key: i for i, key in enumerate(scored.ids)}
+    q = np.array([index[key] for key in pairs.query.tolist()])
+    c = np.array([index[key] for key in pairs.candidate.tolist()])
+    weight, scores = rw.choose_weight(base, rare, lambda x: sb.pair_spearman(x, q, c, pairs.score))
+    weights.update(rare_idf=idf, rare_projection=projection, rare_basis=weight * basis)
+    choices["rare_words"] = {"weight": weight, "scores": scores, "tokens": int(np.count_nonzero(idf)),
+                             "width": wide.rare_words, "max_df": wide.rare_words_max_df}
+    return sb.l2n(base) + weight * rare
 
 
 # ----------------------------------------------------------------------------- in a finetune

@@ -469,3 +469,52 @@ def test_cli_pools_the_frames_by_idf_when_asked(synthetic_data, folds_dir, tmp_p
     assert "expected an integer >= 1, got '0'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="frame_words_fits must be >= 1"):
         sb.BaselineConfig(frame_words=8, frame_words_fits=0)
+
+
+def test_the_titles_rare_words_sit_beside_the_metric_with_a_weight_the_training_pairs_choose():
+    table, labels = _hidden_signal_table()
+    rng = np.random.default_rng(3)
+    n = len(table.ids)
+    subject = rng.integers(60, size=n)  # what a title's rare words name, beside the hidden signal
+    for i in range(0, len(labels.score), 2):  # half the pairs share a subject, and score higher for it
+        labels.candidate[i] = table.ids[rng.choice(np.flatnonzero(subject == subject[table.rows([labels.query[i]])[0]]))]
+    q, c = table.rows(labels.query.tolist()), table.rows(labels.candidate.tolist())
+    labels = Labels("<test>", labels.query, labels.candidate, labels.score + (subject[q] == subject[c]).astype(np.float32))
+    titles = [f"word{s} filler{i % 7} other{i % 5}" for i, s in enumerate(subject)]
+    table.title_rare = sb.title_rare_words(titles, titles, 16, 0.05, seed=0)
+    assert table.title_rare.shape == (n, 16)
+    config = sb.BaselineConfig(frame_components=(2, 4, 8, 16), text_components=(2, 4), metric_steps=100)
+    train = Labels("<train>", labels.query[:600], labels.candidate[:600], labels.score[:600])
+    result = sb.fold_baselines(table, train, config)
+    weight = result.choices["rare_words_weight"]
+    assert weight > 0
+    embedding = result.embeddings["linear_metric"]
+    assert embedding.shape[1] == result.metric.shape[1] + 16
+    np.testing.assert_allclose(embedding[:, -16:], weight * table.title_rare)  # beside the unit-length metric
+    np.testing.assert_allclose(np.linalg.norm(embedding[:, :-16], axis=1), 1.0, atol=1e-9)
+    table.title_rare = None
+    plain = sb.fold_baselines(table, train, config)
+    held = (table.rows(labels.query[600:].tolist()), table.rows(labels.candidate[600:].tolist()), labels.score[600:])
+    # held-out pairs: the rare words add what the subject adds to the scores
+    assert (sb.pair_spearman(embedding, *held) > sb.pair_spearman(plain.embeddings["linear_metric"], *held) + 0.02)
+    assert "rare_words_weight" not in plain.choices
+    # fillers in every title are not rare: titles sharing only those have no rare-word overlap
+    fillers = sb.title_rare_words(["filler1 other2"] * 50, ["filler1 other2", "filler1"], 8, 0.05, seed=0)
+    assert not fillers.any()
+
+
+def test_cli_reads_the_titles_rare_words_when_asked(synthetic_data, folds_dir, tmp_path, capsys):
+    out = tmp_path / "rare"
+    assert cli.main(["--data", str(synthetic_data), "--folds-dir", str(folds_dir), "--out", str(out),
+                     "--folds", "0", "--rare-words", "8", "--rare-words-max-df", "0.5", "--quiet"]) == 0
+    choices = json.loads((out / "choices.json").read_text())
+    assert (choices["config"]["rare_words"], choices["config"]["rare_words_max_df"]) == (8, 0.5)
+    assert choices["folds"]["0"]["rare_words_weight"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    with pytest.raises(SystemExit):
+        cli.main(["--data", "d", "--folds-dir", "f", "--out", "o", "--rare-words", "-1"])
+    assert "expected an integer >= 0, got '-1'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["--data", "d", "--folds-dir", "f", "--out", "o", "--rare-words", "8", "--rare-words-max-df", "0"])
+    assert "expected a number in (0, 1], got '0'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="rare_words_max_df must be in"):
+        sb.BaselineConfig(rare_words=8, rare_words_max_df=2.0)

@@ -115,3 +115,20 @@ def test_the_frame_words_config_is_validated():
         WideConfig(frame_words=8, frame_words_power=0)
     with pytest.raises(ValueError, match="frame_words_fits must be > 0"):
         WideConfig(frame_words=8, frame_words_fits=0)
+
+
+def test_the_rare_words_config_is_validated():
+    from models.config import WideConfig
+
+    with pytest.raises(ValueError, match="rare_words must be >= 0"):
+        WideConfig(rare_words=-1)
+    with pytest.raises(ValueError, match="rare_words_max_df must be in \\(0, 1\\]"):
+        WideConfig(rare_words=8, rare_words_max_df=0.0)
+    with pytest.raises(ValueError, match="wide.rare_words \\(300\\) must be <= embedding_dim"):
+        ModelConfig.tiny("uniter", num_tags=8, **{"wide.enabled": True, "wide.rare_words": 300})
+    config = ModelConfig.tiny("uniter", num_tags=8, **{"wide.enabled": True, "wide.frame_width": 4,
+                                                       "wide.text_width": 2, "wide.rare_words": 3})
+    model = build_model(config)
+    model(example_features(config))
+    assert model.wide_path.rare_projection.shape == (config.text.vocab_size, 3)
+    assert model.wide_path.rare_basis.shape == (3, config.embedding_dim)

@@ -71,7 +71,8 @@ def test_demo_reuses_the_baselines_only_when_they_hold_every_fold_asked_for_with
     data, run = tmp_path / "d", tmp_path / "r"
     _finished_demo_data(data)
     (run / "baselines").mkdir(parents=True)
-    (run / "baselines" / "choices.json").write_text('{"config": {"frame_words": 64}, "folds": {"0": {}, "1": {}}}')
+    (run / "baselines" / "choices.json").write_text(
+        '{"config": {"frame_words": 64, "rare_words": 64}, "folds": {"0": {}, "1": {}}}')
 
     def baseline_calls(folds, **env):
         calls = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(run), FOLDS=folds, MODELS="uniter", **env)
@@ -79,11 +80,13 @@ def test_demo_reuses_the_baselines_only_when_they_hold_every_fold_asked_for_with
 
     assert baseline_calls("0 1") == [] and baseline_calls("1") == []
     assert baseline_calls("0 1 2") == [f"-m infer.baselines --data {data} --folds-dir {data}/folds "
-                                       f"--out {run}/baselines --folds 0 1 2 --frame-words 64 --quiet"]
+                                       f"--out {run}/baselines --folds 0 1 2 --frame-words 64 --rare-words 64 --quiet"]
     assert baseline_calls("0", FRAME_WORDS="0") == [f"-m infer.baselines --data {data} --folds-dir {data}/folds "
-                                                    f"--out {run}/baselines --folds 0 --frame-words 0 --quiet"]
+                                                    f"--out {run}/baselines --folds 0 --frame-words 0 --rare-words 64 "
+                                                    f"--quiet"]
+    assert len(baseline_calls("0", RARE_WORDS="0")) == 1  # other rare words: rerun
     (run / "baselines" / "choices.json").write_text('{"config": {}, "folds": {"0": {}}}')  # before frame words
-    assert baseline_calls("0", FRAME_WORDS="0") == [] and len(baseline_calls("0")) == 1
+    assert baseline_calls("0", FRAME_WORDS="0", RARE_WORDS="0") == [] and len(baseline_calls("0")) == 1
     (run / "baselines" / "choices.json").unlink()
     assert len(baseline_calls("0")) == 1
 
@@ -96,7 +99,8 @@ def test_demo_pools_the_frames_of_the_recipe_and_of_the_floor_by_frame_words(tmp
         calls = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(run), MODELS="uniter", **env)
         pretrain = [call for call in calls if call.startswith("-m train.pretrain")]
         assert len(pretrain) == 1 and f"model.wide.enabled=true model.wide.frame_words={words}" in pretrain[0]
-        assert [c for c in calls if c.startswith("-m infer.baselines")][0].endswith(f"--frame-words {words} --quiet")
+        assert [c for c in calls if c.startswith("-m infer.baselines")][0].endswith(
+            f"--frame-words {words} --rare-words 64 --quiet")
     published = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(run), MODELS="uniter", RECIPE=" ")
     assert "frame_words" not in [call for call in published if call.startswith("-m train.pretrain")][0]
     for bad in ("1", "many", "-3"):
@@ -104,6 +108,24 @@ def test_demo_pools_the_frames_of_the_recipe_and_of_the_floor_by_frame_words(tmp
                                env=dict(os.environ, PYTHON=sys.executable, DATA=str(data), FRAME_WORDS=bad))
         assert wrong.returncode == 2 and "FRAME_WORDS must be 0 (the plain mean frame) or a number of words >= 2, " \
             f"got '{bad}'" in wrong.stderr
+
+
+def test_demo_matches_the_titles_rare_words_in_the_recipe_and_the_floor(tmp_path):
+    data, run = tmp_path / "d", tmp_path / "r"
+    _finished_demo_data(data)
+    for width in ("64", "0", "32"):
+        env = {} if width == "64" else {"RARE_WORDS": width}
+        calls = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(run), MODELS="uniter", **env)
+        pretrain = [call for call in calls if call.startswith("-m train.pretrain")]
+        assert len(pretrain) == 1 and f"model.wide.frame_words=64 model.wide.rare_words={width}" in pretrain[0]
+        assert [c for c in calls if c.startswith("-m infer.baselines")][0].endswith(f"--rare-words {width} --quiet")
+    published = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(run), MODELS="uniter", RECIPE=" ")
+    assert "rare_words" not in [call for call in published if call.startswith("-m train.pretrain")][0]
+    for bad in ("many", "-3", "1.5"):
+        wrong = subprocess.run(["sh", str(REPO_ROOT / "demo.sh")], cwd=tmp_path, capture_output=True, text=True,
+                               env=dict(os.environ, PYTHON=sys.executable, DATA=str(data), RARE_WORDS=bad))
+        assert wrong.returncode == 2 and f"RARE_WORDS must be 0 (off) or a number of dimensions, got '{bad}'" \
+            in wrong.stderr
 
 
 def test_demo_trains_uniter_and_uniter_roformer_by_default(tmp_path):

@@ -196,6 +196,46 @@ def test_wide_path_reproduces_the_fitted_linear_metric(world, basis, with_tags):
         layer.set_weights_from(dict(weights, frame_mean=np.full(DIM, np.nan)))
 
 
+def test_wide_path_with_the_titles_rare_words_reproduces_the_fit(world):
+    from infer import rare_words
+
+    layer = WidePath(VOCAB, frame_width=8, text_width=4, output_size=16, rare_words=4)
+    layer.build(tf.TensorShape([None, None, DIM]))
+    layer.sep_token_id.assign(SEP)
+    scored = _collect(layer, *world["scored"][1:3], "v")
+    unlabelled = _collect(layer, *world["unlabelled"][1:3], "u")
+    config = WideConfig(enabled=True, lsa_dim=6, frame_width=8, text_width=4, rare_words=4, rare_words_max_df=0.1)
+    weights, choices, reference = wide_path.fit_wide_path(scored, unlabelled, world["pairs"], config, 16,
+                                                          [PAD, CLS, SEP, MASK], SEP)
+    chosen = choices["rare_words"]
+    assert chosen["weight"] in rare_words.WEIGHTS and set(chosen["scores"]) == set(rare_words.WEIGHTS)
+    assert chosen["width"] == 4 and chosen["max_df"] == 0.1
+    idf = weights["rare_idf"]
+    assert idf.shape == (VOCAB,) and idf[[PAD, CLS, SEP, MASK]].tolist() == [0, 0, 0, 0]
+    assert chosen["tokens"] == np.count_nonzero(idf) > 0 and np.count_nonzero(idf) < np.count_nonzero(weights["title_idf"])
+    assert weights["rare_projection"].shape == (VOCAB, 4) and weights["rare_basis"].shape == (4, 16)
+    if chosen["weight"] > 0:  # orthonormal directions, weighted
+        basis = weights["rare_basis"] / chosen["weight"]
+        np.testing.assert_allclose(basis @ basis.T, np.eye(4), atol=1e-5)
+    else:
+        assert not weights["rare_basis"].any()
+    layer.set_weights_from(weights)
+    out = layer(*_inputs(world["scored"][1], world["scored"][2])).numpy()
+    np.testing.assert_allclose(out, reference, atol=2e-4)  # l2n(metric) + the weighted rare words, in-graph
+
+    # weight 1 on four of the output's directions, the metric silent: the rare words' own inner products
+    layer.set_weights_from(dict(weights, rare_basis=np.eye(16)[12:], metric=np.zeros((16, 16))))
+    out = layer(*_inputs(world["scored"][1], world["scored"][2])).numpy()
+    docs = rare_words.tfidf_rows(scored.title_counts, idf).toarray()
+    np.testing.assert_allclose(out @ out.T, docs @ weights["rare_projection"] @ weights["rare_projection"].T @ docs.T,
+                               atol=2e-4)
+    assert WidePath.from_config(layer.get_config()).rare_words == 4
+    with pytest.raises(ValueError, match="wide path rare_basis is missing from the fit"):
+        layer.set_weights_from({key: value for key, value in weights.items() if key != "rare_basis"})
+    with pytest.raises(ValueError, match="rare_words must be in 0..16"):
+        WidePath(VOCAB, frame_width=8, text_width=4, output_size=16, rare_words=17)
+
+
 def test_tag_basis_puts_words_of_the_same_tags_together():
     import scipy.sparse
 
@@ -565,7 +605,7 @@ def test_within_space_scales_the_frames_by_their_spread_within_videos(world):
                                 SEP, frame_transform=np.diag(1.0 / std))
 
 
-def test_finetune_pools_the_wide_paths_frames_by_idf_when_asked(synthetic_data, folds_dir, tmp_path):
+def test_finetune_pools_the_wide_paths_frames_by_idf_and_reads_rare_words_when_asked(synthetic_data, folds_dir, tmp_path):
     from infer.frame_words import ARRAY_NAMES
     from tests.train.helpers import TINY_RUN
     from train import checkpointing, stage
@@ -578,6 +618,7 @@ def test_finetune_pools_the_wide_paths_frames_by_idf_when_asked(synthetic_data, 
                      "model.frame_normalization=standardize", "model.wide.enabled=true", "model.wide.frame_width=8",
                      "model.wide.text_width=4", "model.wide.frame_words=6", "model.wide.frame_words_width=3",
                      "model.wide.frame_words_fit_videos=40", "model.wide.frame_words_fits=2",
+                     "model.wide.rare_words=4", "model.wide.rare_words_max_df=0.5",
                      f"data_dir={synthetic_data}"]) == 0
     weights, choices = wide_path.load_fit(str(out / wide_path.WIDE_FILE))
     dim = weights["frame_mean"].shape[0]
@@ -589,3 +630,6 @@ def test_finetune_pools_the_wide_paths_frames_by_idf_when_asked(synthetic_data, 
     for name in ARRAY_NAMES:  # in the checkpoint, and the path pools by them
         np.testing.assert_allclose(getattr(model.wide_path, name).numpy(), weights[name], atol=1e-6)
     assert (model.wide_path.frame_words, model.wide_path.frame_words_fits) == (6, 2)
+    assert model.wide_path.rare_words == 4 and choices["rare_words"]["width"] == 4  # and the title's rare words
+    for name in ("rare_idf", "rare_projection", "rare_basis"):
+        np.testing.assert_allclose(getattr(model.wide_path, name).numpy(), weights[name], atol=1e-6)
