@@ -27,6 +27,7 @@ are out of fold exactly as a model's.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Collection, Iterable, Mapping, Sequence
 
@@ -455,6 +456,7 @@ class FoldBaselines:
     frame_whitener: Whitener | None = None  # the frame part's, in the chosen space (``choices["frame_space"]``)
     widths: dict[str, int] = dataclasses.field(default_factory=dict)  # of frame, title, asr (, frame_tags) in the
     # metric input
+    metric_input: np.ndarray | None = None  # [N, D]: what the metric reads (``linear_metric = metric_input @ metric``)
 
 
 def _best(candidates: Mapping, score_fn) -> tuple:
@@ -509,6 +511,23 @@ def train_metric(x: np.ndarray, rows_q: np.ndarray, rows_c: np.ndarray, scores: 
         scales, diagonal_steps = train_linear_metric(x, rows_q, rows_c, scores, config, diagonal=True)
     weights, steps = train_linear_metric(x @ scales, rows_q, rows_c, scores, config)
     return scales @ weights, {"metric_diagonal_steps": diagonal_steps, "metric_steps": steps}
+
+
+def held_out_metric_embeddings(x: np.ndarray, rows_q: np.ndarray, rows_c: np.ndarray, scores: np.ndarray,
+                               config: BaselineConfig, steps: Mapping[str, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each of the ``metric_splits`` held-out parts of the pairs (`held_out_parts`): the part's mask
+    and ``x`` through the metric trained, with ``steps`` (`train_metric`'s), on the other pairs: what
+    the metric gives pairs it was not fitted on, to choose what sits beside it."""
+    out = []
+    for held in held_out_parts(len(scores), config.metric_splits, config.seed):
+        q, c, s = rows_q[~held], rows_c[~held], scores[~held]
+        scales = np.eye(x.shape[1])
+        if config.metric_diagonal:
+            scales, _ = train_linear_metric(x, q, c, s, config, steps=int(steps["metric_diagonal_steps"]),
+                                            diagonal=True)
+        weights, _ = train_linear_metric(x @ scales, q, c, s, config, steps=int(steps["metric_steps"]))
+        out.append((held, x @ (scales @ weights)))
+    return out
 
 
 def held_out_parts(count: int, splits: int, seed: int) -> list[np.ndarray]:
@@ -659,13 +678,19 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
     weights, steps = train_metric(metric_input, q, c, s, config)
     choices.update(steps)
     out["linear_metric"] = metric_input @ weights
-    if table.title_rare is not None:  # beside the metric: [l2n(metric) | g * rare], g chosen on the training pairs
+    if table.title_rare is not None:  # beside the metric: [l2n(metric) | g * rare]
         from infer import rare_words as rw
 
-        base, width = l2n(out["linear_metric"]), table.title_rare.shape[1]
-        padded = np.concatenate([base, np.zeros((len(base), width))], axis=1)
-        rare = np.concatenate([np.zeros_like(base), table.title_rare], axis=1)
-        weight, _ = rw.choose_weight(padded, rare, score)
+        def padded(x):
+            return np.concatenate([l2n(x), np.zeros((len(x), width))], axis=1)
+
+        width = table.title_rare.shape[1]
+        rare = np.concatenate([np.zeros_like(out["linear_metric"]), table.title_rare], axis=1)
+        # g chosen on the training pairs, each part scored beside a metric fitted without it
+        held_out = [(padded(x), functools.partial(lambda x, held: pair_spearman(x, q[held], c[held], s[held]),
+                                                  held=held))
+                    for held, x in held_out_metric_embeddings(metric_input, q, c, s, config, steps)]
+        weight, _ = rw.choose_weight(held_out, rare)
         choices["rare_words_weight"] = weight
-        out["linear_metric"] = padded + weight * rare
-    return FoldBaselines(out, choices, weights, frame_whitener, widths)
+        out["linear_metric"] = padded(out["linear_metric"]) + weight * rare
+    return FoldBaselines(out, choices, weights, frame_whitener, widths, metric_input)

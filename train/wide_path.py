@@ -30,6 +30,7 @@ back instead of refitting.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Iterable, Sequence
@@ -466,8 +467,8 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
     weights["part_weights"] = np.array(part_weights)
     embedding = result.embeddings["linear_metric"]
     if wide.rare_words > 0:
-        embedding = _fit_rare_words(weights, choices, embedding, unlabelled, scored, pairs, wide, output_size,
-                                    special_ids, seed)
+        embedding = _fit_rare_words(weights, choices, result, unlabelled, scored, pairs, wide, output_size,
+                                    special_ids, config, seed)
     for name in ("title", "asr"):
         idf, components, _, _ = parts[name]
         whitener = getattr(table, f"{name}_whitener")
@@ -481,16 +482,21 @@ def fit_wide_path(scored: VideoInputs, unlabelled: VideoInputs, pairs: Labels, w
             for key, value in weights.items()}, choices, embedding
 
 
-def _fit_rare_words(weights: dict, choices: dict, embedding: np.ndarray, unlabelled: VideoInputs,
+def _fit_rare_words(weights: dict, choices: dict, result: sb.FoldBaselines, unlabelled: VideoInputs,
                     scored: VideoInputs, pairs: Labels, wide, output_size: int, special_ids: Sequence[int],
-                    seed: int) -> np.ndarray:
+                    config: sb.BaselineConfig, seed: int) -> np.ndarray:
     """The title's rare tokens (`infer.rare_words`): their IDF over the fit videos, a random projection
     to ``wide.rare_words`` dimensions, placed in the directions where the linear metric's embeddings of
-    the training-pair videos have least energy, with the weight that ranks the training pairs best.
+    the training-pair videos have least energy, with the weight that ranks the training pairs best, each
+    held-out part of them beside the metric fitted without it (the metric's own held-out parts).
     Adds ``rare_idf``, ``rare_projection`` and ``rare_basis`` (the weight folded in) to ``weights``;
     returns the path's embedding of the scored videos (``l2n(metric) + rare``)."""
-    base = np.zeros((len(embedding), output_size))
-    base[:, :embedding.shape[1]] = embedding
+    def padded(x):
+        out = np.zeros((len(x), output_size))
+        out[:, :x.shape[1]] = x
+        return out
+
+    base = padded(result.embeddings["linear_metric"])
     idf = rw.rare_idf(scipy.sparse.vstack([unlabelled.title_counts, scored.title_counts]), wide.rare_words_max_df,
                       special_ids)
     projection = rw.random_projection(idf, wide.rare_words, seed)
@@ -499,7 +505,11 @@ def _fit_rare_words(weights: dict, choices: dict, embedding: np.ndarray, unlabel
     index = {key: i for i, key in enumerate(scored.ids)}
     q = np.array([index[key] for key in pairs.query.tolist()])
     c = np.array([index[key] for key in pairs.candidate.tolist()])
-    weight, scores = rw.choose_weight(base, rare, lambda x: sb.pair_spearman(x, q, c, pairs.score))
+    s = np.asarray(pairs.score)
+    held_out = [(padded(x), functools.partial(lambda x, held: sb.pair_spearman(x, q[held], c[held], s[held]),
+                                              held=held))
+                for held, x in sb.held_out_metric_embeddings(result.metric_input, q, c, s, config, choices)]
+    weight, scores = rw.choose_weight(held_out, rare)
     weights.update(rare_idf=idf, rare_projection=projection, rare_basis=weight * basis)
     choices["rare_words"] = {"weight": weight, "scores": scores, "tokens": int(np.count_nonzero(idf)),
                              "width": wide.rare_words, "max_df": wide.rare_words_max_df}

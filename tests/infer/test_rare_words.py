@@ -98,9 +98,28 @@ def test_choose_weight_turns_the_part_on_where_it_ranks_the_pairs_and_off_where_
         c[i] = rng.choice(np.flatnonzero(subject == subject[q[i]]))
     base_unit = base / np.linalg.norm(base, axis=1, keepdims=True)
     target = np.einsum("ij,ij->i", base_unit[q], base_unit[c]) + (subject[q] == subject[c]) + 0.1 * rng.normal(size=600)
-    weight, scores = rw.choose_weight(base, rare, _score(q, c, target))
+    weight, scores = rw.choose_weight([(base, _score(q, c, target))], rare)
     assert weight > 0 and scores[weight] > scores[0.0] + 0.01 and set(scores) == set(rw.WEIGHTS)
     noise = np.zeros((n, 8))
     noise[:, 4:] = rng.normal(size=(n, 4))
-    off, scores = rw.choose_weight(base, noise, _score(q, c, target))
+    off, scores = rw.choose_weight([(base, _score(q, c, target))], noise)
     assert off == 0.0 and scores[0.0] == max(scores.values())
+
+
+def test_choose_weight_averages_the_scores_over_the_bases():
+    rng = np.random.default_rng(0)
+    base, rare = rng.normal(size=(50, 6)), rng.normal(size=(50, 6))
+    calls = []
+
+    def first(x):
+        calls.append("first")
+        return float(x[0, 0])
+
+    def second(x):
+        calls.append("second")
+        return 1.0 - float(x[0, 0])
+
+    weight, scores = rw.choose_weight([(base, first), (2 * base, second)], rare, weights=(0.0, 0.5))
+    assert calls == ["first", "second"] * 2 and set(scores) == {0.0, 0.5}
+    np.testing.assert_allclose(list(scores.values()), 0.5)  # the two scores cancel: a tie, the smaller weight
+    assert weight == 0.0
