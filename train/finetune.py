@@ -202,7 +202,7 @@ def _digest_or_none(run_dir: str) -> str | None:
 # finetune starts (no variable shapes, nothing pretraining used)
 FINETUNE_ONLY_MODEL_KEYS = ("wide.transductive", "wide.max_fit_videos", "wide.text_basis", "wide.frame_space",
                             "wide.tag_ridge_alpha", "wide.metric_diagonal", "wide.frame_tags_alpha", "wide.lsa_dim",
-                            "wide.frame_words_power", "wide.frame_words_fit_videos")
+                            "wide.frame_words_power", "wide.frame_words_fit_videos", "wide.rare_words_max_df")
 
 
 def check_pretrained_model(pretrained: TrainConfig, model: ModelConfig, run: str) -> None:

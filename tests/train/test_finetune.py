@@ -120,11 +120,12 @@ def test_finetune_may_change_only_how_the_wide_path_is_fitted():
     pretrained = apply_overrides(TrainConfig(), ["model.wide.enabled=true"])
     fitted = apply_overrides(pretrained, ["model.wide.transductive=true", "model.wide.max_fit_videos=10",
                                           "model.wide.text_basis=lsa", "model.wide.frame_space=covariance",
-                                          "model.wide.frame_words_power=3", "model.wide.frame_words_fit_videos=50"]).model
+                                          "model.wide.frame_words_power=3", "model.wide.frame_words_fit_videos=50",
+                                          "model.wide.rare_words_max_df=0.01"]).model
     check_pretrained_model(pretrained, fitted, "PRE")  # the fit's settings: allowed
     assert "wide.transductive" in FINETUNE_ONLY_MODEL_KEYS
     for change in ("model.wide.enabled=false", "model.wide.frame_width=8", "model.embedding_dim=512",
-                   "model.wide.frame_words=16", "model.wide.frame_words_width=8"):
+                   "model.wide.frame_words=16", "model.wide.frame_words_width=8", "model.wide.rare_words=16"):
         changed = apply_overrides(pretrained, ["model.wide.transductive=true", change]).model
         with pytest.raises(ValueError, match=r"differs from the pretrain run PRE: " + change.split("=")[0][6:]):
             check_pretrained_model(pretrained, changed, "PRE")
