@@ -125,14 +125,15 @@ def test_single_run_export_in_a_fresh_process(fold_runs, synthetic_data, tmp_pat
 def pair_run(folds_dir, tmp_path_factory):
     """A tiny baseline finetune run whose text is the ``[CLS] title [SEP] asr [SEP]`` pair of at most
     16 tokens (so that most pairs are truncated), with the rest of the robust recipe: standardised
-    frames and the wide path (its TF-IDF of the pair's tokens must be exported too)."""
+    frames and the wide path (its TF-IDF of the pair's tokens must be exported too, and its title's rare
+    words)."""
     from train.finetune import main
 
     run_dir = tmp_path_factory.mktemp("export_pair_run") / "fold_00"
     main(["--model", "baseline", "--folds-dir", str(folds_dir), "--fold", "0", "--out", str(run_dir), "--preset",
           "tiny", "epochs=1", "lr_other=3e-3", "model.text_source=title+asr", "model.title_len=16",
           "model.frame_normalization=standardize", "model.wide.enabled=true", "model.wide.frame_width=16",
-          "model.wide.text_width=8", *TINY_RUN])
+          "model.wide.text_width=8", "model.wide.rare_words=4", "model.wide.rare_words_max_df=0.5", *TINY_RUN])
     return run_dir
 
 
