@@ -27,9 +27,8 @@ are out of fold exactly as a model's.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-from typing import Collection, Iterable, Mapping, Sequence
+from typing import Callable, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import scipy.stats
@@ -530,6 +529,17 @@ def held_out_metric_embeddings(x: np.ndarray, rows_q: np.ndarray, rows_c: np.nda
     return out
 
 
+def held_out_bases(x: np.ndarray, rows_q: np.ndarray, rows_c: np.ndarray, scores: np.ndarray, config: BaselineConfig,
+                   steps: Mapping[str, int], widen) -> list[tuple[np.ndarray, Callable[[np.ndarray], float]]]:
+    """`held_out_metric_embeddings` as the bases of `infer.rare_words.choose_weight`: each part's embedding
+    through ``widen`` (to the width of what is added), and the Spearman of that part's pairs."""
+    def part_score(held):
+        return lambda embedding: pair_spearman(embedding, rows_q[held], rows_c[held], scores[held])
+
+    return [(widen(embedding), part_score(held))
+            for held, embedding in held_out_metric_embeddings(x, rows_q, rows_c, scores, config, steps)]
+
+
 def held_out_parts(count: int, splits: int, seed: int) -> list[np.ndarray]:
     """Boolean masks over ``count`` pairs: ``splits`` disjoint parts of a seeded permutation
     (K-fold), or one random 20% when ``splits`` is 1."""
@@ -687,10 +697,7 @@ def fold_baselines(table: VideoTable, train_pairs: Labels, config: BaselineConfi
         width = table.title_rare.shape[1]
         rare = np.concatenate([np.zeros_like(out["linear_metric"]), table.title_rare], axis=1)
         # g chosen on the training pairs, each part scored beside a metric fitted without it
-        held_out = [(padded(x), functools.partial(lambda x, held: pair_spearman(x, q[held], c[held], s[held]),
-                                                  held=held))
-                    for held, x in held_out_metric_embeddings(metric_input, q, c, s, config, steps)]
-        weight, _ = rw.choose_weight(held_out, rare)
+        weight, _ = rw.choose_weight(held_out_bases(metric_input, q, c, s, config, steps, padded), rare)
         choices["rare_words_weight"] = weight
         out["linear_metric"] = padded(out["linear_metric"]) + weight * rare
     return FoldBaselines(out, choices, weights, frame_whitener, widths, metric_input)

@@ -30,7 +30,6 @@ back instead of refitting.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from typing import Iterable, Sequence
@@ -505,11 +504,8 @@ def _fit_rare_words(weights: dict, choices: dict, result: sb.FoldBaselines, unla
     index = {key: i for i, key in enumerate(scored.ids)}
     q = np.array([index[key] for key in pairs.query.tolist()])
     c = np.array([index[key] for key in pairs.candidate.tolist()])
-    s = np.asarray(pairs.score)
-    held_out = [(padded(x), functools.partial(lambda x, held: sb.pair_spearman(x, q[held], c[held], s[held]),
-                                              held=held))
-                for held, x in sb.held_out_metric_embeddings(result.metric_input, q, c, s, config, choices)]
-    weight, scores = rw.choose_weight(held_out, rare)
+    bases = sb.held_out_bases(result.metric_input, q, c, np.asarray(pairs.score), config, choices, padded)
+    weight, scores = rw.choose_weight(bases, rare)
     weights.update(rare_idf=idf, rare_projection=projection, rare_basis=weight * basis)
     choices["rare_words"] = {"weight": weight, "scores": scores, "tokens": int(np.count_nonzero(idf)),
                              "width": wide.rare_words, "max_df": wide.rare_words_max_df}
