@@ -27,18 +27,26 @@ import scipy.sparse
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # of the rare-word part beside the unit-length rest, chosen on training pairs
 
 
-def rare_idf(counts: scipy.sparse.spmatrix, max_df: float, ignore: Iterable[int] = ()) -> np.ndarray:
-    """[vocab]: the smoothed IDF ``ln((1 + n) / (1 + df)) + 1`` of the tokens in at least 2 and at most
-    ``max(2, max_df * n)`` of the ``n`` documents of ``counts`` [n, vocab]; 0 for every other token and
-    for ``ignore`` (special tokens)."""
-    if not 0.0 < max_df <= 1.0:
-        raise ValueError(f"rare words: max_df must be in (0, 1], got {max_df}")
+def smoothed_idf(counts: scipy.sparse.spmatrix, ignore: Iterable[int] = ()) -> np.ndarray:
+    """``ln((1 + n) / (1 + df)) + 1`` per token of ``counts`` [n, vocab] (scikit-learn's smoothed IDF); 0 for
+    tokens in fewer than 2 documents and for ``ignore`` (special tokens). The wide path's TF-IDF too."""
     counts = scipy.sparse.csr_matrix(counts)
     n = counts.shape[0]
     df = np.asarray((counts > 0).sum(axis=0)).ravel()
     idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
-    idf[(df < 2) | (df > max(2.0, max_df * n))] = 0.0
+    idf[df < 2] = 0.0
     idf[[i for i in ignore if 0 <= i < len(idf)]] = 0.0
+    return idf
+
+
+def rare_idf(counts: scipy.sparse.spmatrix, max_df: float, ignore: Iterable[int] = ()) -> np.ndarray:
+    """[vocab]: `smoothed_idf` of the tokens in at least 2 and at most ``max(2, max_df * n)`` of the ``n``
+    documents of ``counts`` [n, vocab]; 0 for every other token and for ``ignore`` (special tokens)."""
+    if not 0.0 < max_df <= 1.0:
+        raise ValueError(f"rare words: max_df must be in (0, 1], got {max_df}")
+    idf = smoothed_idf(counts, ignore)
+    df = np.asarray((scipy.sparse.csr_matrix(counts) > 0).sum(axis=0)).ravel()
+    idf[df > max(2.0, max_df * counts.shape[0])] = 0.0
     return idf
 
 

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from infer import frame_words as fw
 from infer import rare_words as rw
+from infer.rare_words import smoothed_idf, tfidf_rows
 from infer import strong_baselines as sb
 from models.layers import masked_mean
 from tfrecord_tools import reader, schema
@@ -221,27 +222,6 @@ def merged(first: VideoInputs, second: VideoInputs, exclude: Iterable[str] = ())
 
 
 # ----------------------------------------------------------------------------- the fit
-def smoothed_idf(counts: scipy.sparse.csr_matrix, ignore: Iterable[int] = ()) -> np.ndarray:
-    """``ln((1 + n) / (1 + df)) + 1`` per token (scikit-learn's smoothed IDF); 0 for tokens in
-    fewer than 2 documents and for ``ignore`` (special tokens)."""
-    n = counts.shape[0]
-    df = np.asarray((counts > 0).sum(axis=0)).ravel()
-    idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
-    idf[df < 2] = 0.0
-    idf[[i for i in ignore if 0 <= i < len(idf)]] = 0.0
-    return idf
-
-
-def tfidf_rows(counts: scipy.sparse.csr_matrix, idf: np.ndarray) -> scipy.sparse.csr_matrix:
-    """Sublinear TF x IDF with L2-normalised rows: `WidePath.tfidf` in numpy."""
-    out = counts.astype(np.float64).tocsr(copy=True)
-    out.data = 1.0 + np.log(np.maximum(out.data, 1.0))
-    out = out.multiply(idf[None, :]).tocsr()
-    norms = np.sqrt(np.asarray(out.multiply(out).sum(axis=1)).ravel())
-    out = scipy.sparse.diags(1.0 / np.maximum(norms, 1e-12)) @ out
-    return out.tocsr()
-
-
 def _lsa(fit_docs: scipy.sparse.csr_matrix, dim: int, seed: int) -> np.ndarray:
     """[k, vocab] TruncatedSVD components of ``fit_docs`` (k <= dim), or one zero row when the
     documents carry nothing (no token in two documents)."""

@@ -91,41 +91,45 @@ def test_demo_reuses_the_baselines_only_when_they_hold_every_fold_asked_for_with
     assert len(baseline_calls("0")) == 1
 
 
+def _demo_calls(tmp_path, data, run, **env):
+    """demo.sh's pretrain calls and its strong-baselines call, run with ``env``."""
+    calls = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(run), MODELS="uniter", **env)
+    return ([call for call in calls if call.startswith("-m train.pretrain")],
+            [call for call in calls if call.startswith("-m infer.baselines")][0])
+
+
+def _demo_refusal(tmp_path, data, **env):
+    """demo.sh run with a bad setting: its exit code and what it printed to stderr."""
+    wrong = subprocess.run(["sh", str(REPO_ROOT / "demo.sh")], cwd=tmp_path, capture_output=True, text=True,
+                           env=dict(os.environ, PYTHON=sys.executable, DATA=str(data), **env))
+    return wrong.returncode, wrong.stderr
+
+
 def test_demo_pools_the_frames_of_the_recipe_and_of_the_floor_by_frame_words(tmp_path):
     data, run = tmp_path / "d", tmp_path / "r"
     _finished_demo_data(data)
     for words in ("64", "0", "128"):
-        env = {} if words == "64" else {"FRAME_WORDS": words}
-        calls = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(run), MODELS="uniter", **env)
-        pretrain = [call for call in calls if call.startswith("-m train.pretrain")]
+        pretrain, floor = _demo_calls(tmp_path, data, run, **({} if words == "64" else {"FRAME_WORDS": words}))
         assert len(pretrain) == 1 and f"model.wide.enabled=true model.wide.frame_words={words}" in pretrain[0]
-        assert [c for c in calls if c.startswith("-m infer.baselines")][0].endswith(
-            f"--frame-words {words} --rare-words 64 --quiet")
-    published = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(run), MODELS="uniter", RECIPE=" ")
-    assert "frame_words" not in [call for call in published if call.startswith("-m train.pretrain")][0]
+        assert floor.endswith(f"--frame-words {words} --rare-words 64 --quiet")
+    assert "frame_words" not in _demo_calls(tmp_path, data, run, RECIPE=" ")[0][0]
     for bad in ("1", "many", "-3"):
-        wrong = subprocess.run(["sh", str(REPO_ROOT / "demo.sh")], cwd=tmp_path, capture_output=True, text=True,
-                               env=dict(os.environ, PYTHON=sys.executable, DATA=str(data), FRAME_WORDS=bad))
-        assert wrong.returncode == 2 and "FRAME_WORDS must be 0 (the plain mean frame) or a number of words >= 2, " \
-            f"got '{bad}'" in wrong.stderr
+        code, stderr = _demo_refusal(tmp_path, data, FRAME_WORDS=bad)
+        assert code == 2 and "FRAME_WORDS must be 0 (the plain mean frame) or a number of words >= 2, " \
+            f"got '{bad}'" in stderr
 
 
 def test_demo_matches_the_titles_rare_words_in_the_recipe_and_the_floor(tmp_path):
     data, run = tmp_path / "d", tmp_path / "r"
     _finished_demo_data(data)
     for width in ("64", "0", "32"):
-        env = {} if width == "64" else {"RARE_WORDS": width}
-        calls = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(run), MODELS="uniter", **env)
-        pretrain = [call for call in calls if call.startswith("-m train.pretrain")]
+        pretrain, floor = _demo_calls(tmp_path, data, run, **({} if width == "64" else {"RARE_WORDS": width}))
         assert len(pretrain) == 1 and f"model.wide.frame_words=64 model.wide.rare_words={width}" in pretrain[0]
-        assert [c for c in calls if c.startswith("-m infer.baselines")][0].endswith(f"--rare-words {width} --quiet")
-    published = _run_script("demo.sh", tmp_path, DATA=str(data), RUN=str(run), MODELS="uniter", RECIPE=" ")
-    assert "rare_words" not in [call for call in published if call.startswith("-m train.pretrain")][0]
+        assert floor.endswith(f"--rare-words {width} --quiet")
+    assert "rare_words" not in _demo_calls(tmp_path, data, run, RECIPE=" ")[0][0]
     for bad in ("many", "-3", "1.5"):
-        wrong = subprocess.run(["sh", str(REPO_ROOT / "demo.sh")], cwd=tmp_path, capture_output=True, text=True,
-                               env=dict(os.environ, PYTHON=sys.executable, DATA=str(data), RARE_WORDS=bad))
-        assert wrong.returncode == 2 and f"RARE_WORDS must be 0 (off) or a number of dimensions, got '{bad}'" \
-            in wrong.stderr
+        code, stderr = _demo_refusal(tmp_path, data, RARE_WORDS=bad)
+        assert code == 2 and f"RARE_WORDS must be 0 (off) or a number of dimensions, got '{bad}'" in stderr
 
 
 def test_demo_trains_uniter_and_uniter_roformer_by_default(tmp_path):
